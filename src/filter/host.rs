@@ -1,0 +1,291 @@
+//! The only file that calls proxy-wasm hostcalls, declared here with raw `u32` statuses.
+//!
+//! The SDK's hostcall wrappers `panic!` on any status they do not expect (for example a header
+//! write after headers were forwarded), and a panic kills the worker's VM. Every function here
+//! returns a plain value or `bool` instead, so no host answer can crash the filter.
+
+use std::ptr::null_mut;
+
+const STATUS_OK: u32 = 0;
+
+/// Header maps.
+#[derive(Clone, Copy)]
+#[repr(u32)]
+pub enum Map {
+    /// Request headers.
+    RequestHeaders = 0,
+    /// Response headers.
+    ResponseHeaders = 2,
+}
+
+/// Buffers.
+#[derive(Clone, Copy)]
+#[repr(u32)]
+pub enum Buffer {
+    /// The request body (as buffered so far).
+    RequestBody = 0,
+    /// The plugin configuration.
+    PluginConfiguration = 7,
+}
+
+/// Log levels.
+#[derive(Clone, Copy)]
+#[repr(u32)]
+pub enum Level {
+    /// Debug.
+    Debug = 1,
+    /// Info.
+    Info = 2,
+    /// Warn.
+    Warn = 3,
+    /// Error.
+    Error = 4,
+}
+
+#[allow(clashing_extern_declarations)]
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_log(level: u32, data: *const u8, size: usize) -> u32;
+    fn proxy_get_current_time_nanoseconds(out: *mut u64) -> u32;
+    fn proxy_get_header_map_value(
+        map: u32,
+        key: *const u8,
+        key_size: usize,
+        out: *mut *mut u8,
+        out_size: *mut usize,
+    ) -> u32;
+    fn proxy_replace_header_map_value(
+        map: u32,
+        key: *const u8,
+        key_size: usize,
+        value: *const u8,
+        value_size: usize,
+    ) -> u32;
+    fn proxy_remove_header_map_value(map: u32, key: *const u8, key_size: usize) -> u32;
+    fn proxy_get_buffer_bytes(
+        buffer: u32,
+        start: usize,
+        max_size: usize,
+        out: *mut *mut u8,
+        out_size: *mut usize,
+    ) -> u32;
+    fn proxy_set_buffer_bytes(
+        buffer: u32,
+        start: usize,
+        size: usize,
+        data: *const u8,
+        data_size: usize,
+    ) -> u32;
+    fn proxy_send_local_response(
+        status: u32,
+        details: *const u8,
+        details_size: usize,
+        body: *const u8,
+        body_size: usize,
+        headers: *const u8,
+        headers_size: usize,
+        grpc_status: i32,
+    ) -> u32;
+    fn proxy_call_foreign_function(
+        name: *const u8,
+        name_size: usize,
+        args: *const u8,
+        args_size: usize,
+        out: *mut *mut u8,
+        out_size: *mut usize,
+    ) -> u32;
+    fn proxy_define_metric(kind: u32, name: *const u8, name_size: usize, out_id: *mut u32) -> u32;
+    fn proxy_increment_metric(id: u32, offset: i64) -> u32;
+    fn proxy_record_metric(id: u32, value: u64) -> u32;
+}
+
+/// Takes ownership of a buffer the host allocated through `proxy_on_memory_allocate`.
+///
+/// # Safety
+/// `data` must be null or a host-returned allocation of exactly `size` bytes.
+unsafe fn take_host_bytes(data: *mut u8, size: usize) -> Vec<u8> {
+    if data.is_null() {
+        Vec::new()
+    } else {
+        // SAFETY: the SDK's allocator hands the host a boxed slice of `size` bytes.
+        unsafe { Vec::from_raw_parts(data, size, size) }
+    }
+}
+
+/// Writes a log line at `level`.
+pub fn log(level: Level, message: &str) {
+    // SAFETY: pointer and length describe a live &str.
+    unsafe {
+        proxy_log(level as u32, message.as_ptr(), message.len());
+    }
+}
+
+/// Current wall-clock time in Unix nanoseconds (0 if the host refuses).
+pub fn now_nanos() -> u64 {
+    let mut out = 0u64;
+    // SAFETY: `out` is a valid u64 slot.
+    let status = unsafe { proxy_get_current_time_nanoseconds(&mut out) };
+    if status == STATUS_OK {
+        out
+    } else {
+        0
+    }
+}
+
+/// One header value as bytes, `None` when absent or unreadable.
+pub fn header(map: Map, name: &str) -> Option<Vec<u8>> {
+    let mut data = null_mut();
+    let mut size = 0usize;
+    // SAFETY: key pointer/length from a &str; out-params are valid slots.
+    let status = unsafe {
+        proxy_get_header_map_value(map as u32, name.as_ptr(), name.len(), &mut data, &mut size)
+    };
+    // SAFETY: on success the host returned an allocation of `size` bytes (or null).
+    let bytes = unsafe { take_host_bytes(data, size) };
+    (status == STATUS_OK).then_some(bytes)
+}
+
+/// One header value as UTF-8 text, `None` when absent or not UTF-8.
+pub fn header_text(map: Map, name: &str) -> Option<String> {
+    header(map, name).and_then(|bytes| String::from_utf8(bytes).ok())
+}
+
+/// Sets (replaces) a header; false if the host refused (e.g. headers already sent).
+pub fn set_header(map: Map, name: &str, value: &str) -> bool {
+    // SAFETY: pointers/lengths from &str values.
+    unsafe {
+        proxy_replace_header_map_value(
+            map as u32,
+            name.as_ptr(),
+            name.len(),
+            value.as_ptr(),
+            value.len(),
+        ) == STATUS_OK
+    }
+}
+
+/// Removes a header; false if the host refused.
+pub fn remove_header(map: Map, name: &str) -> bool {
+    // SAFETY: pointer/length from a &str.
+    unsafe { proxy_remove_header_map_value(map as u32, name.as_ptr(), name.len()) == STATUS_OK }
+}
+
+/// Reads `size` bytes of a buffer from the start; `None` if the host refused.
+pub fn buffer(buffer: Buffer, size: usize) -> Option<Vec<u8>> {
+    let mut data = null_mut();
+    let mut out_size = 0usize;
+    // SAFETY: out-params are valid slots.
+    let status =
+        unsafe { proxy_get_buffer_bytes(buffer as u32, 0, size, &mut data, &mut out_size) };
+    // SAFETY: on success the host returned an allocation of `out_size` bytes (or null).
+    let bytes = unsafe { take_host_bytes(data, out_size) };
+    match status {
+        STATUS_OK => Some(bytes),
+        // NotFound: an empty buffer.
+        1 => Some(Vec::new()),
+        _ => None,
+    }
+}
+
+/// Replaces the first `size` bytes of a buffer with `data`; false if the host refused.
+pub fn replace_buffer(buffer: Buffer, size: usize, data: &[u8]) -> bool {
+    // SAFETY: pointer/length from a slice.
+    unsafe {
+        proxy_set_buffer_bytes(buffer as u32, 0, size, data.as_ptr(), data.len()) == STATUS_OK
+    }
+}
+
+/// Sends a local reply; `details` appears as `%RESPONSE_CODE_DETAILS%` in access logs.
+pub fn send_response(status: u16, details: &str, headers: &[(&str, &str)], body: &[u8]) -> bool {
+    let map = serialize_headers(headers);
+    // SAFETY: pointers/lengths from live slices.
+    unsafe {
+        proxy_send_local_response(
+            u32::from(status),
+            details.as_ptr(),
+            details.len(),
+            body.as_ptr(),
+            body.len(),
+            map.as_ptr(),
+            map.len(),
+            -1,
+        ) == STATUS_OK
+    }
+}
+
+/// Asks Envoy to re-pick the route after the routing header changed.
+pub fn clear_route_cache() -> bool {
+    let name = "clear_route_cache";
+    let mut data = null_mut();
+    let mut size = 0usize;
+    // SAFETY: name from a &str; no arguments; out-params are valid slots.
+    let status = unsafe {
+        proxy_call_foreign_function(
+            name.as_ptr(),
+            name.len(),
+            std::ptr::null(),
+            0,
+            &mut data,
+            &mut size,
+        )
+    };
+    // SAFETY: any returned allocation is freed here.
+    drop(unsafe { take_host_bytes(data, size) });
+    status == STATUS_OK
+}
+
+/// Metric kinds.
+#[derive(Clone, Copy)]
+#[repr(u32)]
+pub enum MetricKind {
+    /// A counter.
+    Counter = 0,
+    /// A gauge.
+    Gauge = 1,
+}
+
+/// Defines a metric; `None` if the host refused.
+pub fn define_metric(kind: MetricKind, name: &str) -> Option<u32> {
+    let mut id = 0u32;
+    // SAFETY: name from a &str; `id` is a valid slot.
+    let status = unsafe { proxy_define_metric(kind as u32, name.as_ptr(), name.len(), &mut id) };
+    (status == STATUS_OK).then_some(id)
+}
+
+/// Adds to a counter (ignored if the host refuses).
+pub fn increment_metric(id: u32, by: i64) {
+    // SAFETY: plain values.
+    unsafe {
+        proxy_increment_metric(id, by);
+    }
+}
+
+/// Sets a gauge (ignored if the host refuses).
+pub fn record_metric(id: u32, value: u64) {
+    // SAFETY: plain values.
+    unsafe {
+        proxy_record_metric(id, value);
+    }
+}
+
+/// proxy-wasm header-map wire format: count, then (key len, value len) pairs, then
+/// NUL-terminated keys and values.
+fn serialize_headers(headers: &[(&str, &str)]) -> Vec<u8> {
+    let mut size = 4;
+    for (k, v) in headers {
+        size += 8 + k.len() + v.len() + 2;
+    }
+    let mut out = Vec::with_capacity(size);
+    out.extend_from_slice(&(headers.len() as u32).to_le_bytes());
+    for (k, v) in headers {
+        out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+    }
+    for (k, v) in headers {
+        out.extend_from_slice(k.as_bytes());
+        out.push(0);
+        out.extend_from_slice(v.as_bytes());
+        out.push(0);
+    }
+    out
+}

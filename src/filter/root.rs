@@ -1,0 +1,161 @@
+//! The root context: compiles each plugin-config version once and hands it to streams.
+//!
+//! Envoy creates a new root context for every accepted config version; streams hold an `Rc` of
+//! the policy they started with, so an in-flight request finishes on its own version and nothing
+//! it uses is freed before it ends.
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use hashbrown::HashMap;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::ContextType;
+
+use crate::filter::host::{self, Buffer, Level};
+use crate::filter::http::TollgateHttp;
+use crate::filter::metrics;
+use crate::policy::{compile, Policy};
+
+/// What every stream of one config version shares.
+pub struct Shared {
+    /// The compiled policy; `None` when the configuration was empty (fail closed with 503).
+    pub policy: Option<Rc<Policy>>,
+    /// Upstream credentials read from the VM environment, by variable name.
+    pub credentials: HashMap<String, String>,
+    /// State of the per-VM random generator used for weighted routing.
+    pub random: Cell<u64>,
+}
+
+impl Shared {
+    /// Next pseudo-random number (xorshift64*); routing only needs a fair spread.
+    pub fn next_random(&self) -> u64 {
+        let mut x = self.random.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.random.set(x);
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+/// One root context (one config version on one VM).
+pub struct TollgateRoot {
+    shared: Rc<Shared>,
+}
+
+impl TollgateRoot {
+    /// A root with no policy yet.
+    pub fn new() -> Self {
+        TollgateRoot {
+            shared: Rc::new(Shared {
+                policy: None,
+                credentials: HashMap::new(),
+                random: Cell::new(host::now_nanos() | 1),
+            }),
+        }
+    }
+}
+
+impl Context for TollgateRoot {
+    fn on_done(&mut self) -> bool {
+        if let Some(policy) = &self.shared.policy {
+            metrics::config_retired(&policy.version);
+        }
+        true
+    }
+}
+
+impl RootContext for TollgateRoot {
+    fn on_vm_start(&mut self, _vm_configuration_size: usize) -> bool {
+        host::log(
+            Level::Info,
+            &format!("tollgate {} starting", crate::BUILD_INFO),
+        );
+        true
+    }
+
+    fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
+        let Some(document) = host::buffer(Buffer::PluginConfiguration, plugin_configuration_size)
+        else {
+            host::log(
+                Level::Error,
+                "tollgate: could not read the plugin configuration",
+            );
+            metrics::config_rejected();
+            return false;
+        };
+        if document.iter().all(u8::is_ascii_whitespace) {
+            host::log(
+                Level::Warn,
+                "tollgate: empty configuration; every request is refused with 503 \
+                 policy_unavailable until a policy version is delivered",
+            );
+            return true;
+        }
+        match compile(&document) {
+            Ok(policy) => {
+                let credentials = read_credentials(&policy);
+                host::log(
+                    Level::Info,
+                    &format!("tollgate: accepted {}", policy.summary()),
+                );
+                metrics::config_accepted(&policy.version);
+                self.shared = Rc::new(Shared {
+                    policy: Some(Rc::new(policy)),
+                    credentials,
+                    random: Cell::new(self.shared.random.get()),
+                });
+                true
+            }
+            Err(errors) => {
+                let mut message = format!(
+                    "tollgate: rejected config version ({} error{}); the previous version keeps serving:",
+                    errors.0.len(),
+                    if errors.0.len() == 1 { "" } else { "s" }
+                );
+                for error in &errors.0 {
+                    message.push_str("\n  ");
+                    message.push_str(&error.to_string());
+                }
+                host::log(Level::Error, &message);
+                metrics::config_rejected();
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(TollgateHttp::new(Rc::clone(&self.shared))))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+/// Reads each deployment's `api_key_env` from the VM environment once per version.
+fn read_credentials(policy: &Policy) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    for deployment in &policy.deployments {
+        let Some(name) = &deployment.credential_env else {
+            continue;
+        };
+        if out.contains_key(name) {
+            continue;
+        }
+        match std::env::var(name) {
+            Ok(value) if !value.is_empty() => {
+                out.insert(name.clone(), value);
+            }
+            _ => host::log(
+                Level::Warn,
+                &format!(
+                    "tollgate: environment variable {name} (deployment {}) is not set in the VM; \
+                     requests routed only to it get 503",
+                    deployment.id
+                ),
+            ),
+        }
+    }
+    out
+}

@@ -1,0 +1,249 @@
+//! Every refusal the filter can answer with: status, OpenAI error type, code and message.
+//! This is the one place HTTP statuses of refusals live.
+
+use serde_json::json;
+
+/// A refused request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denial {
+    /// No credential header.
+    MissingKey,
+    /// A credential that is not a well-formed `sk-` key, or an `Authorization` without `Bearer`.
+    MalformedKey,
+    /// A well-formed key that this version does not know.
+    UnknownKey,
+    /// The key's `expires` instant has passed.
+    KeyExpired {
+        /// The expiry instant, RFC 3339.
+        expired_at: String,
+    },
+    /// The key is blocked.
+    KeyBlocked,
+    /// The key's team is blocked.
+    TeamBlocked {
+        /// The team's name.
+        team: String,
+    },
+    /// The key (or its team) may not call this model.
+    ModelNotAllowed {
+        /// The model name the client sent.
+        model: String,
+    },
+    /// No deployment serves the (resolved) model.
+    ModelNotFound {
+        /// The model name the client sent.
+        model: String,
+    },
+    /// The body is not what the endpoint needs.
+    InvalidRequest {
+        /// A specific machine-readable code (`invalid_json`, `missing_model`, …).
+        code: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// The body is larger than `settings.max_request_body_bytes`.
+    BodyTooLarge {
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// The endpoint exists but not for this method.
+    MethodNotAllowed {
+        /// The method the endpoint takes.
+        allowed: &'static str,
+    },
+    /// A path Tollgate does not serve.
+    UnknownEndpoint,
+    /// No valid policy version has been loaded yet.
+    PolicyUnavailable,
+    /// The chosen deployment's credential variable is not set in the VM.
+    CredentialUnavailable,
+}
+
+impl Denial {
+    /// The HTTP status.
+    pub fn status(&self) -> u16 {
+        match self {
+            Denial::MissingKey
+            | Denial::MalformedKey
+            | Denial::UnknownKey
+            | Denial::KeyExpired { .. }
+            | Denial::KeyBlocked
+            | Denial::TeamBlocked { .. } => 401,
+            Denial::ModelNotAllowed { .. } => 403,
+            Denial::ModelNotFound { .. } | Denial::UnknownEndpoint => 404,
+            Denial::MethodNotAllowed { .. } => 405,
+            Denial::InvalidRequest { .. } => 400,
+            Denial::BodyTooLarge { .. } => 413,
+            Denial::PolicyUnavailable | Denial::CredentialUnavailable => 503,
+        }
+    }
+
+    /// The OpenAI error `type`.
+    pub fn error_type(&self) -> &'static str {
+        match self.status() {
+            401 => "authentication_error",
+            403 => "permission_error",
+            503 => "service_unavailable",
+            _ => "invalid_request_error",
+        }
+    }
+
+    /// The OpenAI error `code`; also the `reason` in metrics and logs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Denial::MissingKey | Denial::MalformedKey | Denial::UnknownKey => "invalid_api_key",
+            Denial::KeyExpired { .. } => "key_expired",
+            Denial::KeyBlocked => "key_blocked",
+            Denial::TeamBlocked { .. } => "team_blocked",
+            Denial::ModelNotAllowed { .. } => "model_not_allowed",
+            Denial::ModelNotFound { .. } => "model_not_found",
+            Denial::InvalidRequest { code, .. } => code,
+            Denial::BodyTooLarge { .. } => "request_too_large",
+            Denial::MethodNotAllowed { .. } => "method_not_allowed",
+            Denial::UnknownEndpoint => "unknown_url",
+            Denial::PolicyUnavailable => "policy_unavailable",
+            Denial::CredentialUnavailable => "upstream_credential_unavailable",
+        }
+    }
+
+    /// The OpenAI error `param`.
+    pub fn param(&self) -> Option<&'static str> {
+        match self {
+            Denial::ModelNotAllowed { .. } | Denial::ModelNotFound { .. } => Some("model"),
+            Denial::InvalidRequest { code, .. } if code.contains("model") => Some("model"),
+            _ => None,
+        }
+    }
+
+    /// The human-readable message. Never names an allow-list or a credential.
+    pub fn message(&self) -> String {
+        match self {
+            Denial::MissingKey => {
+                "No API key provided. Send it as 'Authorization: Bearer sk-...', \
+                                   'x-api-key' or 'api-key'."
+                    .into()
+            }
+            Denial::MalformedKey => "Malformed API key: expected 'Authorization: Bearer sk-...' \
+                                     (or an sk- key in 'x-api-key' / 'api-key')."
+                .into(),
+            Denial::UnknownKey => "Invalid API key provided.".into(),
+            Denial::KeyExpired { expired_at } => format!("This API key expired at {expired_at}."),
+            Denial::KeyBlocked => "This API key is blocked.".into(),
+            Denial::TeamBlocked { team } => {
+                format!("The team '{team}' of this API key is blocked.")
+            }
+            Denial::ModelNotAllowed { model } => {
+                format!("The model '{model}' is not allowed for this API key.")
+            }
+            Denial::ModelNotFound { model } => {
+                format!("The model '{model}' does not exist or is not served by this gateway.")
+            }
+            Denial::InvalidRequest { message, .. } => message.clone(),
+            Denial::BodyTooLarge { limit } => {
+                format!("Request body is larger than the {limit}-byte limit.")
+            }
+            Denial::MethodNotAllowed { allowed } => {
+                format!("This endpoint only accepts {allowed}.")
+            }
+            Denial::UnknownEndpoint => "Unknown endpoint for this gateway.".into(),
+            Denial::PolicyUnavailable => {
+                "No valid gateway policy is loaded yet; try again shortly.".into()
+            }
+            Denial::CredentialUnavailable => {
+                "The gateway has no upstream credential for this model; contact the operator."
+                    .into()
+            }
+        }
+    }
+
+    /// The response body: `{"error":{"message","type","param","code"}}`.
+    pub fn body(&self) -> String {
+        json!({
+            "error": {
+                "message": self.message(),
+                "type": self.error_type(),
+                "param": self.param(),
+                "code": self.code(),
+            }
+        })
+        .to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+
+    #[test]
+    fn body_is_openai_error_shape() {
+        let body: serde_json::Value = serde_json::from_str(
+            &Denial::ModelNotAllowed {
+                model: "AgentX-LLM".into(),
+            }
+            .body(),
+        )
+        .unwrap();
+        assert_eq!(
+            body,
+            json!({"error":{"message":"The model 'AgentX-LLM' is not allowed for this API key.",
+                            "type":"permission_error","param":"model","code":"model_not_allowed"}})
+        );
+    }
+
+    #[test]
+    fn statuses_and_codes_follow_the_table() {
+        let table = [
+            (Denial::MissingKey, 401, "invalid_api_key"),
+            (Denial::MalformedKey, 401, "invalid_api_key"),
+            (Denial::UnknownKey, 401, "invalid_api_key"),
+            (
+                Denial::KeyExpired {
+                    expired_at: "t".into(),
+                },
+                401,
+                "key_expired",
+            ),
+            (Denial::KeyBlocked, 401, "key_blocked"),
+            (
+                Denial::TeamBlocked { team: "t".into() },
+                401,
+                "team_blocked",
+            ),
+            (
+                Denial::ModelNotAllowed { model: "m".into() },
+                403,
+                "model_not_allowed",
+            ),
+            (
+                Denial::ModelNotFound { model: "m".into() },
+                404,
+                "model_not_found",
+            ),
+            (
+                Denial::InvalidRequest {
+                    code: "invalid_json",
+                    message: "x".into(),
+                },
+                400,
+                "invalid_json",
+            ),
+            (Denial::BodyTooLarge { limit: 1 }, 413, "request_too_large"),
+            (Denial::PolicyUnavailable, 503, "policy_unavailable"),
+            (
+                Denial::CredentialUnavailable,
+                503,
+                "upstream_credential_unavailable",
+            ),
+        ];
+        for (denial, status, code) in table {
+            assert_eq!(
+                (denial.status(), denial.code()),
+                (status, code),
+                "{denial:?}"
+            );
+        }
+    }
+}

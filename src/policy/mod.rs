@@ -1,0 +1,27 @@
+//! The pure policy core: config in, decisions out. No proxy-wasm, no I/O, no clock reads.
+//!
+//! Data flow: [`compile`] turns one plugin-config document into a [`Policy`]; per request,
+//! [`decide`] runs authenticate → resolve aliases → check access → route, and returns either
+//! an [`Admission`] (what to change before forwarding) or a [`Denial`] (the OpenAI-style error).
+
+pub mod access;
+pub mod alias;
+pub mod auth;
+pub mod compile;
+pub mod config;
+pub mod cost_map;
+pub mod decide;
+pub mod denial;
+pub mod index;
+pub mod key_hash;
+pub mod listing;
+pub mod pattern;
+pub mod request;
+pub mod routing;
+pub mod time;
+
+pub use compile::{compile, ConfigError, ConfigErrors};
+pub use decide::{decide_body, decide_head, Admission, HeadOutcome, Trace, Verdict};
+pub use denial::Denial;
+pub use index::Policy;
+pub use request::{Endpoint, RequestHead};

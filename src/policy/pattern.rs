@@ -1,0 +1,134 @@
+//! Model-name wildcards: `*` matches any run of characters, every other character is literal.
+//!
+//! LiteLLM turns patterns into regexes without escaping, so its `bedrock/us.*` also matches
+//! `bedrock/usX…`; Tollgate treats `.` (and everything else but `*`) literally.
+
+/// A compiled wildcard such as `anthropic/*`, `gpt-4o*` or `*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pattern {
+    source: String,
+    /// The literal runs between stars: `a*b*c` → `["a", "b", "c"]`.
+    literals: Vec<String>,
+}
+
+impl Pattern {
+    /// Compiles `source`; returns `None` when it has no `*` (it is then an exact name).
+    pub fn parse(source: &str) -> Option<Pattern> {
+        if !source.contains('*') {
+            return None;
+        }
+        Some(Pattern {
+            source: source.to_string(),
+            literals: source.split('*').map(str::to_string).collect(),
+        })
+    }
+
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    /// How many literal characters the pattern has: more is more specific.
+    pub fn specificity(&self) -> usize {
+        self.literals.iter().map(String::len).sum()
+    }
+
+    /// Whether the whole of `name` matches.
+    pub fn matches(&self, name: &str) -> bool {
+        self.capture_first(name).is_some()
+    }
+
+    /// Matches `name` and returns what the *first* `*` matched (leftmost-shortest for the
+    /// stars before the last literal run), or `None` when it does not match.
+    pub fn capture_first<'n>(&self, name: &'n str) -> Option<&'n str> {
+        let (first, rest) = self.literals.split_first()?;
+        let (last, middle) = match rest.split_last() {
+            Some(split) => split,
+            None => return (name == first.as_str()).then_some(""),
+        };
+        let body = name.strip_prefix(first.as_str())?;
+        if body.len() < last.len() {
+            return None;
+        }
+        let body = body.strip_suffix(last.as_str())?;
+        let mut cursor = 0;
+        let mut first_capture = None;
+        for literal in middle {
+            let found = body.get(cursor..)?.find(literal.as_str())? + cursor;
+            first_capture.get_or_insert_with(|| &body[..found]);
+            cursor = found + literal.len();
+        }
+        Some(first_capture.unwrap_or(body))
+    }
+
+    /// Replaces the first `*` of `template` with `capture` (for wildcard deployments whose
+    /// upstream model is `provider/*`).
+    pub fn substitute(template: &str, capture: &str) -> String {
+        match template.split_once('*') {
+            Some((before, after)) => format!("{before}{capture}{after}"),
+            None => template.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::Pattern;
+
+    fn p(s: &str) -> Pattern {
+        Pattern::parse(s).unwrap()
+    }
+
+    #[test]
+    fn name_without_star_is_not_a_pattern() {
+        assert!(Pattern::parse("gpt-4o").is_none());
+    }
+
+    #[test]
+    fn provider_wildcard_matches_only_that_provider() {
+        assert!(p("anthropic/*").matches("anthropic/claude-sonnet-4-6"));
+        assert!(!p("anthropic/*").matches("anthropicx/claude"));
+        assert!(!p("anthropic/*").matches("claude-sonnet-4-6"));
+    }
+
+    #[test]
+    fn dot_is_literal_unlike_litellm() {
+        assert!(p("bedrock/us.*").matches("bedrock/us.anthropic.claude"));
+        assert!(!p("bedrock/us.*").matches("bedrock/usXanthropic.claude"));
+    }
+
+    #[test]
+    fn star_alone_matches_everything_including_empty() {
+        assert!(p("*").matches(""));
+        assert!(p("*").matches("anything/at/all"));
+    }
+
+    #[test]
+    fn stars_in_the_middle_and_ends() {
+        assert!(p("gpt-*-mini").matches("gpt-4o-mini"));
+        assert!(!p("gpt-*-mini").matches("gpt-4o-mini-2024"));
+        assert!(p("*claude*").matches("us.anthropic.claude-3"));
+        assert!(p("a*b*c").matches("abc"));
+        assert!(!p("a*b*c").matches("acb"));
+        assert!(!p("ab*ba").matches("aba"));
+    }
+
+    #[test]
+    fn capture_and_substitute_rewrite_wildcard_targets() {
+        assert_eq!(
+            p("anthropic/*").capture_first("anthropic/claude-x"),
+            Some("claude-x")
+        );
+        assert_eq!(p("*").capture_first("gpt-4o"), Some("gpt-4o"));
+        assert_eq!(p("gpt-*-mini").capture_first("gpt-4o-mini"), Some("4o"));
+        assert_eq!(Pattern::substitute("openai/*", "gpt-4o"), "openai/gpt-4o");
+    }
+
+    #[test]
+    fn specificity_counts_literal_characters() {
+        assert!(p("anthropic/*").specificity() > p("*").specificity());
+    }
+}

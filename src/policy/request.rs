@@ -1,0 +1,362 @@
+//! Request facts: which endpoint, which credential, which model. Read from borrowed header
+//! values and body bytes; only the fields a decision needs are parsed.
+
+use std::borrow::Cow;
+use std::ops::Range;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// Client credential headers; all are removed before a request goes upstream.
+pub const CLIENT_CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "x-api-key", "api-key"];
+
+/// The request header that carries the chosen Envoy cluster (`cluster_header` routes).
+pub const ROUTE_HEADER: &str = "x-tollgate-cluster";
+
+/// The response header naming the policy version that decided the request.
+pub const VERSION_HEADER: &str = "x-tollgate-policy-version";
+
+/// Longest model name accepted in a request body.
+pub const MAX_MODEL_NAME_BYTES: usize = 512;
+
+/// Longest credential accepted in a header.
+const MAX_KEY_BYTES: usize = 512;
+
+/// The API a request path belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// OpenAI `POST /v1/chat/completions`.
+    ChatCompletions,
+    /// OpenAI `POST /v1/completions`.
+    Completions,
+    /// OpenAI `POST /v1/embeddings`.
+    Embeddings,
+    /// OpenAI `POST /v1/responses`.
+    Responses,
+    /// Anthropic `POST /v1/messages`.
+    Messages,
+    /// `GET /v1/models`, answered by the filter.
+    ListModels,
+    /// Anything else.
+    Unsupported,
+}
+
+impl Endpoint {
+    /// Classifies a request path (query string ignored; the `/v1` prefix is optional).
+    pub fn classify(path: &str) -> Endpoint {
+        let path = path.split(['?', '#']).next().unwrap_or(path);
+        let path = path.strip_suffix('/').unwrap_or(path);
+        let path = path.strip_prefix("/v1").unwrap_or(path);
+        match path {
+            "/chat/completions" => Endpoint::ChatCompletions,
+            "/completions" => Endpoint::Completions,
+            "/embeddings" => Endpoint::Embeddings,
+            "/responses" => Endpoint::Responses,
+            "/messages" => Endpoint::Messages,
+            "/models" => Endpoint::ListModels,
+            _ => Endpoint::Unsupported,
+        }
+    }
+
+    /// The HTTP method the endpoint is served on.
+    pub fn method(self) -> &'static str {
+        match self {
+            Endpoint::ListModels => "GET",
+            _ => "POST",
+        }
+    }
+
+    /// A short stable name for logs and explain output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "chat_completions",
+            Endpoint::Completions => "completions",
+            Endpoint::Embeddings => "embeddings",
+            Endpoint::Responses => "responses",
+            Endpoint::Messages => "messages",
+            Endpoint::ListModels => "list_models",
+            Endpoint::Unsupported => "unsupported",
+        }
+    }
+}
+
+/// What the filter reads from request headers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestHead<'a> {
+    /// `:method`.
+    pub method: &'a str,
+    /// `:path`.
+    pub path: &'a str,
+    /// `authorization`.
+    pub authorization: Option<&'a str>,
+    /// `x-api-key` (Anthropic SDKs).
+    pub x_api_key: Option<&'a str>,
+    /// `api-key` (Azure OpenAI SDKs).
+    pub api_key: Option<&'a str>,
+    /// `content-length`, when present and numeric.
+    pub content_length: Option<u64>,
+}
+
+/// Why no usable credential was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialProblem {
+    /// No credential header at all.
+    Missing,
+    /// A credential header that is not `Bearer sk-…` / `sk-…`.
+    Malformed,
+}
+
+impl<'a> RequestHead<'a> {
+    /// The virtual key: `Authorization: Bearer`, then `x-api-key`, then `api-key`.
+    pub fn credential(&self) -> Result<&'a str, CredentialProblem> {
+        let raw = if let Some(auth) = self.authorization {
+            let (scheme, token) = auth.trim().split_once(' ').unwrap_or((auth, ""));
+            if !scheme.eq_ignore_ascii_case("bearer") {
+                return Err(CredentialProblem::Malformed);
+            }
+            token.trim()
+        } else if let Some(key) = self.x_api_key.or(self.api_key) {
+            key.trim()
+        } else {
+            return Err(CredentialProblem::Missing);
+        };
+        let well_formed = raw.starts_with("sk-")
+            && raw.len() > 3
+            && raw.len() <= MAX_KEY_BYTES
+            && raw.bytes().all(|b| b.is_ascii_graphic());
+        if well_formed {
+            Ok(raw)
+        } else {
+            Err(CredentialProblem::Malformed)
+        }
+    }
+}
+
+/// What a decision needs from the JSON body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BodyFacts<'a> {
+    /// The `model` the client asked for (unescaped).
+    pub model: Cow<'a, str>,
+    /// Byte range of the `model` value (including its quotes) in the body, for rewriting.
+    pub model_span: Range<usize>,
+}
+
+/// Why a body could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyProblem {
+    /// Empty body.
+    Empty,
+    /// Not a JSON object (the message says where).
+    InvalidJson(String),
+    /// No `model` field.
+    MissingModel,
+    /// `model` is not a non-empty string of reasonable length.
+    InvalidModel,
+}
+
+#[derive(Deserialize)]
+struct BodyView<'a> {
+    #[serde(borrow)]
+    model: Option<&'a RawValue>,
+}
+
+/// Reads the request body: it must be a JSON object with a string `model`.
+///
+/// The whole document is validated (so the upstream never sees JSON we could not parse), a
+/// duplicated `model` key is refused (so we and the upstream cannot disagree on which one counts),
+/// and the span of the value is returned so the model can be rewritten without re-serialising.
+pub fn read_body(body: &[u8]) -> Result<BodyFacts<'_>, BodyProblem> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(BodyProblem::Empty);
+    }
+    let view: BodyView = serde_json::from_slice(body).map_err(|e| {
+        let message = e.to_string();
+        BodyProblem::InvalidJson(message)
+    })?;
+    let raw = view.model.ok_or(BodyProblem::MissingModel)?;
+    let text = raw.get();
+    let start = (text.as_ptr() as usize).wrapping_sub(body.as_ptr() as usize);
+    let model_span = start..start + text.len();
+    if body.get(model_span.clone()) != Some(text.as_bytes()) {
+        return Err(BodyProblem::InvalidModel);
+    }
+    let model: Cow<str> = match serde_json::from_str::<&str>(text) {
+        Ok(borrowed) => Cow::Borrowed(borrowed),
+        Err(_) => {
+            Cow::Owned(serde_json::from_str::<String>(text).map_err(|_| BodyProblem::InvalidModel)?)
+        }
+    };
+    if model.trim().is_empty() || model.len() > MAX_MODEL_NAME_BYTES {
+        return Err(BodyProblem::InvalidModel);
+    }
+    Ok(BodyFacts { model, model_span })
+}
+
+/// The body with the `model` value replaced by `new_model` (JSON-escaped).
+pub fn rewrite_model(body: &[u8], span: Range<usize>, new_model: &str) -> Vec<u8> {
+    let encoded = serde_json::Value::String(new_model.to_string()).to_string();
+    let mut out = Vec::with_capacity(body.len() + encoded.len());
+    out.extend_from_slice(body.get(..span.start).unwrap_or_default());
+    out.extend_from_slice(encoded.as_bytes());
+    out.extend_from_slice(body.get(span.end..).unwrap_or_default());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+
+    fn head<'a>(
+        auth: Option<&'a str>,
+        x: Option<&'a str>,
+        api: Option<&'a str>,
+    ) -> RequestHead<'a> {
+        RequestHead {
+            method: "POST",
+            path: "/v1/chat/completions",
+            authorization: auth,
+            x_api_key: x,
+            api_key: api,
+            content_length: None,
+        }
+    }
+
+    #[test]
+    fn endpoints_are_classified_with_or_without_v1() {
+        assert_eq!(
+            Endpoint::classify("/v1/chat/completions"),
+            Endpoint::ChatCompletions
+        );
+        assert_eq!(
+            Endpoint::classify("/chat/completions?x=1"),
+            Endpoint::ChatCompletions
+        );
+        assert_eq!(Endpoint::classify("/v1/messages"), Endpoint::Messages);
+        assert_eq!(Endpoint::classify("/v1/responses"), Endpoint::Responses);
+        assert_eq!(Endpoint::classify("/v1/embeddings"), Endpoint::Embeddings);
+        assert_eq!(Endpoint::classify("/completions"), Endpoint::Completions);
+        assert_eq!(Endpoint::classify("/v1/models"), Endpoint::ListModels);
+        assert_eq!(Endpoint::classify("/v1/files"), Endpoint::Unsupported);
+        assert_eq!(
+            Endpoint::classify("/v1/chat/completionsX"),
+            Endpoint::Unsupported
+        );
+    }
+
+    #[test]
+    fn credential_comes_from_any_of_three_headers_bearer_first() {
+        assert_eq!(
+            head(Some("Bearer sk-a"), Some("sk-b"), None).credential(),
+            Ok("sk-a")
+        );
+        assert_eq!(
+            head(Some("bearer  sk-a "), None, None).credential(),
+            Ok("sk-a")
+        );
+        assert_eq!(
+            head(None, Some("sk-b"), Some("sk-c")).credential(),
+            Ok("sk-b")
+        );
+        assert_eq!(head(None, None, Some("sk-c")).credential(), Ok("sk-c"));
+    }
+
+    #[test]
+    fn missing_and_malformed_credentials_are_told_apart() {
+        assert_eq!(
+            head(None, None, None).credential(),
+            Err(CredentialProblem::Missing)
+        );
+        for bad in [
+            "Basic abc",
+            "Bearer",
+            "Bearer abc",
+            "Bearer sk-",
+            "Bearer sk-a b\u{7f}",
+        ] {
+            assert_eq!(
+                head(Some(bad), None, None).credential(),
+                Err(CredentialProblem::Malformed),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            head(None, Some("not-a-key"), None).credential(),
+            Err(CredentialProblem::Malformed)
+        );
+    }
+
+    #[test]
+    fn body_model_and_span_are_read() {
+        let body = br#"{"messages":[],"model":"gpt-4o","stream":true}"#;
+        let facts = read_body(body).unwrap();
+        assert_eq!(facts.model, "gpt-4o");
+        assert_eq!(&body[facts.model_span.clone()], br#""gpt-4o""#);
+    }
+
+    #[test]
+    fn escaped_model_is_unescaped() {
+        let facts = read_body(br#"{"model":"gpt\u002d4o"}"#).unwrap();
+        assert_eq!(facts.model, "gpt-4o");
+    }
+
+    #[test]
+    fn bad_bodies_are_refused_with_a_reason() {
+        assert_eq!(read_body(b""), Err(BodyProblem::Empty));
+        assert_eq!(
+            read_body(br#"{"messages":[]}"#),
+            Err(BodyProblem::MissingModel)
+        );
+        assert_eq!(read_body(br#"{"model":4}"#), Err(BodyProblem::InvalidModel));
+        assert_eq!(
+            read_body(br#"{"model":""}"#),
+            Err(BodyProblem::InvalidModel)
+        );
+        assert!(matches!(
+            read_body(b"{\"model\":\"a\""),
+            Err(BodyProblem::InvalidJson(_))
+        ));
+        assert!(matches!(
+            read_body(b"[1,2]"),
+            Err(BodyProblem::InvalidJson(_))
+        ));
+        assert!(matches!(
+            read_body(br#"{"model":"a","model":"b"}"#),
+            Err(BodyProblem::InvalidJson(_))
+        ));
+        assert!(matches!(
+            read_body(b"{\"model\":\"\xff\"}"),
+            Err(BodyProblem::InvalidJson(_))
+        ));
+    }
+
+    #[test]
+    fn deeply_nested_bodies_are_read_without_recursion() {
+        // Fields other than `model` are skipped iteratively, so depth cannot exhaust the stack.
+        let depth = 200_000;
+        let deep = format!(
+            "{{\"x\":{}{},\"model\":\"a\"}}",
+            "[".repeat(depth),
+            "]".repeat(depth)
+        );
+        assert_eq!(read_body(deep.as_bytes()).unwrap().model, "a");
+        let unbalanced = format!("{{\"model\":\"a\",\"x\":{}}}", "[".repeat(depth));
+        assert!(matches!(
+            read_body(unbalanced.as_bytes()),
+            Err(BodyProblem::InvalidJson(_))
+        ));
+    }
+
+    #[test]
+    fn rewrite_replaces_only_the_model_value() {
+        let body = br#"{"model":"fast","messages":[{"content":"model"}]}"#;
+        let facts = read_body(body).unwrap();
+        let out = rewrite_model(body, facts.model_span, "qwen/\"q\"");
+        assert_eq!(
+            out,
+            br#"{"model":"qwen/\"q\"","messages":[{"content":"model"}]}"#
+        );
+    }
+}

@@ -1,0 +1,290 @@
+//! Step 4: choose the deployment that serves the resolved model.
+//!
+//! Exact `model_name` matches win; otherwise the most specific matching wildcard deployments
+//! (`anthropic/*` before `*`). Among equals the choice is weighted random, skipping deployments
+//! whose credential variable is not set in the VM.
+
+use crate::policy::index::{Deployment, DeploymentId, Policy};
+use crate::policy::pattern::Pattern;
+
+/// A model name plus its provider-qualified form, for wildcard matching.
+///
+/// A bare name (`claude-sonnet-4-6`) also matches `provider/*` when this version's cost map
+/// puts it under that provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelTarget<'a> {
+    /// The name as resolved.
+    pub name: &'a str,
+    /// `provider/name` for a bare name the cost map knows.
+    pub qualified: Option<String>,
+}
+
+impl<'a> ModelTarget<'a> {
+    /// Builds the target, looking the provider up in the policy's cost map.
+    pub fn new(policy: &Policy, name: &'a str) -> Self {
+        let qualified = policy
+            .cost_map
+            .provider_of_bare(name)
+            .map(|provider| format!("{provider}/{name}"));
+        ModelTarget { name, qualified }
+    }
+
+    /// Whether `pattern` matches the name or its qualified form.
+    pub fn matched_by(&self, pattern: &Pattern) -> bool {
+        self.capture(pattern).is_some()
+    }
+
+    /// What the first `*` of `pattern` matched, in the name or else its qualified form.
+    pub fn capture(&self, pattern: &Pattern) -> Option<&str> {
+        pattern
+            .capture_first(self.name)
+            .or_else(|| pattern.capture_first(self.qualified.as_deref()?))
+    }
+}
+
+/// Where to credentials for deployments come from (the VM environment, in the filter).
+pub trait Credentials {
+    /// The value of environment variable `name`, if set and non-empty.
+    fn get(&self, name: &str) -> Option<&str>;
+}
+
+impl Credentials for hashbrown::HashMap<String, String> {
+    fn get(&self, name: &str) -> Option<&str> {
+        hashbrown::HashMap::get(self, name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+}
+
+/// The chosen deployment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route<'p> {
+    /// The deployment.
+    pub deployment: &'p Deployment,
+    /// The model name the provider will see.
+    pub upstream_model: String,
+    /// The credential value to send upstream (None when the deployment has no `api_key_env`).
+    pub credential: Option<String>,
+    /// How many deployments were equally eligible.
+    pub candidates: usize,
+}
+
+/// Why no deployment was chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteError {
+    /// No deployment serves this model.
+    NoDeployment,
+    /// Deployments exist, but none has its credential set.
+    NoCredential,
+}
+
+impl Policy {
+    /// The most specific tier of deployments serving `target`: exact first, then wildcards.
+    pub fn candidates(&self, target: &ModelTarget) -> Vec<DeploymentId> {
+        if let Some(exact) = self.exact_deployments.get(target.name) {
+            return exact.clone();
+        }
+        let mut tier = Vec::new();
+        let mut tier_specificity = None;
+        for &id in &self.wildcard_deployments {
+            let Some(pattern) = self.deployment(id).and_then(|d| d.pattern.as_ref()) else {
+                continue;
+            };
+            if tier_specificity.is_some_and(|s| pattern.specificity() < s) {
+                break;
+            }
+            if target.matched_by(pattern) {
+                tier_specificity = Some(pattern.specificity());
+                tier.push(id);
+            }
+        }
+        tier
+    }
+
+    /// Whether some deployment serves `name`.
+    pub fn is_servable(&self, name: &str) -> bool {
+        !self.candidates(&ModelTarget::new(self, name)).is_empty()
+    }
+
+    /// Chooses a deployment for `target`; `random` is any uniformly random number.
+    pub fn route<'p, C: Credentials + ?Sized>(
+        &'p self,
+        target: &ModelTarget,
+        credentials: &C,
+        random: u64,
+    ) -> Result<Route<'p>, RouteError> {
+        let ids = self.candidates(target);
+        if ids.is_empty() {
+            return Err(RouteError::NoDeployment);
+        }
+        let usable: Vec<(&Deployment, Option<&str>)> = ids
+            .iter()
+            .filter_map(|&id| self.deployment(id))
+            .filter_map(|d| match &d.credential_env {
+                None => Some((d, None)),
+                Some(env) => credentials.get(env).map(|value| (d, Some(value))),
+            })
+            .collect();
+        let (deployment, credential) =
+            pick_weighted(&usable, random).ok_or(RouteError::NoCredential)?;
+        Ok(Route {
+            deployment,
+            upstream_model: upstream_model(deployment, target),
+            credential: credential.map(str::to_string),
+            candidates: usable.len(),
+        })
+    }
+}
+
+fn pick_weighted<'p, 'c>(
+    usable: &[(&'p Deployment, Option<&'c str>)],
+    random: u64,
+) -> Option<(&'p Deployment, Option<&'c str>)> {
+    let total: u64 = usable.iter().map(|(d, _)| d.weight_milli).sum();
+    if total == 0 {
+        // Every candidate is drained (weight 0): fall back to uniform choice rather than fail.
+        let len = u64::try_from(usable.len()).ok().filter(|&n| n > 0)?;
+        return usable.get(usize::try_from(random % len).ok()?).copied();
+    }
+    let mut point = random % total;
+    for &(d, credential) in usable {
+        if point < d.weight_milli {
+            return Some((d, credential));
+        }
+        point -= d.weight_milli;
+    }
+    None
+}
+
+/// The model name the provider sees: the deployment's upstream model, with a wildcard filled
+/// from what the request's name matched and a duplicated provider prefix removed.
+pub fn upstream_model(deployment: &Deployment, target: &ModelTarget) -> String {
+    let Some(pattern) = &deployment.pattern else {
+        return deployment.upstream_model.clone();
+    };
+    if !deployment.upstream_model.contains('*') {
+        return deployment.upstream_model.clone();
+    }
+    let capture = target.capture(pattern).unwrap_or(target.name);
+    let filled = Pattern::substitute(&deployment.upstream_model, capture);
+    match filled.strip_prefix(deployment.provider.as_str()) {
+        Some(rest) if rest.starts_with('/') => rest[1..].to_string(),
+        _ => filled,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+    use crate::policy::compile;
+    use hashbrown::HashMap;
+
+    fn policy() -> Policy {
+        compile(
+            br#"{"version":"v1","cost_map":{"claude-x":{"litellm_provider":"anthropic"},
+                                          "gpt-4o":{"litellm_provider":"openai"}},
+              "model_list":[
+                {"model_name":"gpt-4o","litellm_params":{"model":"openai/gpt-4o","api_key_env":"K_A"},"cluster":"a","model_info":{"id":"a"}},
+                {"model_name":"gpt-4o","litellm_params":{"model":"openai/gpt-4o","api_key_env":"K_B","weight":3},"cluster":"b","model_info":{"id":"b"}},
+                {"model_name":"anthropic/*","litellm_params":{"model":"anthropic/*"},"cluster":"anthropic"},
+                {"model_name":"*","litellm_params":{"model":"openai/*"},"cluster":"fallback"}]}"#,
+        )
+        .unwrap()
+    }
+
+    fn creds(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn exact_deployment_wins_over_wildcards() {
+        let p = policy();
+        let c = creds(&[("K_A", "a"), ("K_B", "b")]);
+        let route = p.route(&ModelTarget::new(&p, "gpt-4o"), &c, 0).unwrap();
+        assert_eq!(route.deployment.cluster, "a");
+        assert_eq!(route.upstream_model, "gpt-4o");
+        assert_eq!(route.candidates, 2);
+    }
+
+    #[test]
+    fn weights_split_traffic_among_equals() {
+        let p = policy();
+        let c = creds(&[("K_A", "a"), ("K_B", "b")]);
+        let target = ModelTarget::new(&p, "gpt-4o");
+        let to_b = (0..4000u64)
+            .filter(|r| p.route(&target, &c, *r).unwrap().deployment.cluster == "b")
+            .count();
+        assert_eq!(to_b, 3000);
+    }
+
+    #[test]
+    fn deployments_without_their_credential_are_skipped() {
+        let p = policy();
+        let only_b = creds(&[("K_B", "b")]);
+        let target = ModelTarget::new(&p, "gpt-4o");
+        for r in 0..10 {
+            let route = p.route(&target, &only_b, r).unwrap();
+            assert_eq!(
+                (
+                    route.deployment.cluster.as_str(),
+                    route.credential.as_deref()
+                ),
+                ("b", Some("b"))
+            );
+        }
+        assert_eq!(
+            p.route(&target, &creds(&[]), 0),
+            Err(RouteError::NoCredential)
+        );
+    }
+
+    #[test]
+    fn bare_name_reaches_provider_wildcard_through_the_cost_map() {
+        let p = policy();
+        let route = p
+            .route(&ModelTarget::new(&p, "claude-x"), &creds(&[]), 0)
+            .unwrap();
+        assert_eq!(route.deployment.cluster, "anthropic");
+        assert_eq!(route.upstream_model, "claude-x");
+        let prefixed = p
+            .route(
+                &ModelTarget::new(&p, "anthropic/claude-new"),
+                &creds(&[]),
+                0,
+            )
+            .unwrap();
+        assert_eq!(prefixed.upstream_model, "claude-new");
+    }
+
+    #[test]
+    fn unknown_bare_name_falls_to_catch_all_not_to_provider_wildcard() {
+        let p = policy();
+        let route = p
+            .route(&ModelTarget::new(&p, "claude-unknown"), &creds(&[]), 0)
+            .unwrap();
+        assert_eq!(route.deployment.cluster, "fallback");
+        assert_eq!(route.upstream_model, "claude-unknown");
+        let dup = p
+            .route(&ModelTarget::new(&p, "openai/o9"), &creds(&[]), 0)
+            .unwrap();
+        assert_eq!(dup.upstream_model, "o9");
+    }
+
+    #[test]
+    fn nothing_serves_a_name_without_catch_all() {
+        let p = compile(
+            br#"{"version":"v1","model_list":[{"model_name":"anthropic/*","litellm_params":{"model":"anthropic/*"},"cluster":"a"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            p.route(&ModelTarget::new(&p, "gpt-4o"), &creds(&[]), 0),
+            Err(RouteError::NoDeployment)
+        );
+    }
+}

@@ -1,0 +1,39 @@
+"""Fixtures: mock upstreams and one Envoy per test module, on free 127.0.0.1 ports."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from mock_upstream import MockUpstream  # noqa: E402
+from policies import UPSTREAM_ENV, base_policy  # noqa: E402
+from stack import ROOT, EnvoyStack, clean_dir  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def upstreams():
+    mocks = {name: MockUpstream(name) for name in ("openai", "anthropic", "openrouter")}
+    yield mocks
+    for mock in mocks.values():
+        mock.stop()
+
+
+def start_stack(request, upstreams, policy, name=None):
+    workdir = clean_dir(ROOT / ".run" / "e2e" / (name or request.module.__name__))
+    stack = EnvoyStack(workdir, {n: m.port for n, m in upstreams.items()}, policy, UPSTREAM_ENV)
+    return stack
+
+
+@pytest.fixture(scope="module")
+def envoy(request, upstreams):
+    stack = start_stack(request, upstreams, base_policy("v1"))
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture(autouse=True)
+def fresh_recordings(upstreams):
+    for mock in upstreams.values():
+        mock.clear()

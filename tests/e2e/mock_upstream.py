@@ -1,0 +1,224 @@
+"""Mock OpenAI/Anthropic-compatible upstream that records every request it receives.
+
+Answers with real response shapes (JSON, or SSE when the body says "stream": true) for
+/v1/chat/completions, /v1/completions, /v1/embeddings, /v1/responses and /v1/messages.
+GET /__requests returns what was received; DELETE /__requests forgets it.
+
+Run standalone (used by ./scripts/run):  python3 mock_upstream.py openai=18081 anthropic=18082
+"""
+
+import json
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def usage_openai(model):
+    return {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}
+
+
+def chat_completion(model):
+    return {
+        "id": "chatcmpl-mock",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello from mock."},
+                     "logprobs": None, "finish_reason": "stop"}],
+        "usage": usage_openai(model),
+    }
+
+
+def chat_chunks(model, include_usage):
+    base = {"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
+    chunks = [
+        dict(base, choices=[{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]),
+        dict(base, choices=[{"index": 0, "delta": {"content": "Hello"}, "finish_reason": None}]),
+        dict(base, choices=[{"index": 0, "delta": {"content": " from mock."}, "finish_reason": None}]),
+        dict(base, choices=[{"index": 0, "delta": {}, "finish_reason": "stop"}]),
+    ]
+    if include_usage:
+        chunks.append(dict(base, choices=[], usage=usage_openai(model)))
+    return [f"data: {json.dumps(c)}\n\n" for c in chunks] + ["data: [DONE]\n\n"]
+
+
+def anthropic_message(model):
+    return {
+        "id": "msg_mock", "type": "message", "role": "assistant", "model": model,
+        "content": [{"type": "text", "text": "Hello from mock."}],
+        "stop_reason": "end_turn", "stop_sequence": None,
+        "usage": {"input_tokens": 10, "output_tokens": 5, "cache_read_input_tokens": 0,
+                  "cache_creation_input_tokens": 0},
+    }
+
+
+def anthropic_events(model):
+    events = [
+        ("message_start", {"type": "message_start", "message": dict(anthropic_message(model), content=[],
+                                                                   usage={"input_tokens": 10, "output_tokens": 1})}),
+        ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hello"}}),
+        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                           "usage": {"output_tokens": 5}}),
+        ("message_stop", {"type": "message_stop"}),
+    ]
+    return [f"event: {name}\ndata: {json.dumps(data)}\n\n" for name, data in events]
+
+
+def response_object(model):
+    return {
+        "id": "resp_mock0001", "object": "response", "created_at": int(time.time()), "status": "completed",
+        "model": model,
+        "output": [{"type": "message", "id": "msg_mock0001", "status": "completed", "role": "assistant",
+                    "content": [{"type": "output_text", "text": "Hello from mock.", "annotations": []}]}],
+        "usage": {"input_tokens": 12, "input_tokens_details": {"cached_tokens": 0},
+                  "output_tokens": 5, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 17},
+    }
+
+
+def embeddings(model):
+    return {"object": "list", "model": model,
+            "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2, 0.3]}],
+            "usage": {"prompt_tokens": 4, "total_tokens": 4}}
+
+
+def text_completion(model):
+    return {"id": "cmpl-mock", "object": "text_completion", "created": int(time.time()), "model": model,
+            "choices": [{"text": "Hello from mock.", "index": 0, "logprobs": None, "finish_reason": "stop"}],
+            "usage": usage_openai(model)}
+
+
+class Recorder:
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._items = []
+
+    def add(self, item):
+        with self._lock:
+            self._items.append(item)
+
+    def items(self):
+        with self._lock:
+            return list(self._items)
+
+    def clear(self):
+        with self._lock:
+            self._items.clear()
+
+
+def make_handler(name, recorder):
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def _send(self, status, payload, content_type="application/json"):
+            data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("content-type", content_type)
+            self.send_header("content-length", str(len(data)))
+            self.send_header("x-mock-upstream", name)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _read_body(self):
+            if self.headers.get("transfer-encoding", "").lower() == "chunked":
+                out = b""
+                while True:
+                    size = int(self.rfile.readline().strip(), 16)
+                    if size == 0:
+                        self.rfile.readline()
+                        return out
+                    out += self.rfile.read(size)
+                    self.rfile.readline()
+            return self.rfile.read(int(self.headers.get("content-length") or 0))
+
+        def do_GET(self):
+            if self.path == "/__requests":
+                return self._send(200, recorder.items())
+            return self._send(404, {"error": {"message": "not found", "type": "invalid_request_error",
+                                              "param": None, "code": None}})
+
+        def do_DELETE(self):
+            recorder.clear()
+            return self._send(200, {})
+
+        def do_POST(self):
+            raw = self._read_body()
+            recorder.add({"upstream": name, "method": "POST", "path": self.path,
+                          "headers": {k.lower(): v for k, v in self.headers.items()},
+                          "body": raw.decode("utf-8", "replace")})
+            try:
+                req = json.loads(raw or b"{}")
+            except ValueError:
+                return self._send(400, {"error": {"message": "bad json", "type": "invalid_request_error",
+                                                  "param": None, "code": None}})
+            model = req.get("model", "")
+            path = self.path.split("?")[0]
+            stream = bool(req.get("stream"))
+            if path.endswith("/messages"):
+                return self._stream(anthropic_events(model)) if stream else self._send(200, anthropic_message(model))
+            if path.endswith("/responses"):
+                return self._send(200, response_object(model))
+            if path.endswith("/embeddings"):
+                return self._send(200, embeddings(model))
+            if path.endswith("/chat/completions"):
+                if stream:
+                    usage = bool((req.get("stream_options") or {}).get("include_usage"))
+                    return self._stream(chat_chunks(model, usage))
+                return self._send(200, chat_completion(model))
+            if path.endswith("/completions"):
+                return self._send(200, text_completion(model))
+            return self._send(404, {"error": {"message": "unknown path", "type": "invalid_request_error",
+                                              "param": None, "code": None}})
+
+        def _stream(self, events):
+            self.send_response(200)
+            self.send_header("content-type", "text/event-stream")
+            self.send_header("transfer-encoding", "chunked")
+            self.send_header("x-mock-upstream", name)
+            self.end_headers()
+            for event in events:
+                data = event.encode()
+                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+
+    return Handler
+
+
+class MockUpstream:
+    """One named upstream on 127.0.0.1 (port 0 picks a free port), served from a thread."""
+
+    def __init__(self, name, port=0):
+        self.name = name
+        self.recorder = Recorder()
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), make_handler(name, self.recorder))
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def requests(self):
+        return self.recorder.items()
+
+    def clear(self):
+        self.recorder.clear()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+if __name__ == "__main__":
+    mocks = [MockUpstream(n, int(p)) for n, p in (arg.split("=") for arg in sys.argv[1:])]
+    for m in mocks:
+        print(f"mock upstream {m.name} on 127.0.0.1:{m.port}", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass

@@ -1,0 +1,226 @@
+"""Runs real Envoy with the built Tollgate wasm on 127.0.0.1, for tests, ./scripts/run and bench.
+
+Renders envoy/envoy.template.yaml, writes the ECDS resource that carries the wasm and the policy,
+starts Envoy as a child process and stops it by PID. Policy swaps write a new ECDS file beside the
+watched one and rename it into place (Envoy only reloads on a rename). Every wait is bounded.
+"""
+
+import hashlib
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+ENVOY = ROOT / ".venv" / "bin" / "envoy"
+WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "tollgate.wasm"
+TEMPLATE = ROOT / "envoy" / "envoy.template.yaml"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def key_hash(key):
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def render_clusters(clusters):
+    lines = []
+    for name, port in sorted(clusters.items()):
+        lines += [
+            f"  - name: {name}",
+            "    type: STATIC",
+            "    connect_timeout: 1s",
+            "    load_assignment:",
+            f"      cluster_name: {name}",
+            "      endpoints:",
+            "      - lb_endpoints:",
+            "        - endpoint:",
+            f"            address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}",
+        ]
+    return "\n".join(lines)
+
+
+def render_bootstrap(listen_port, admin_port, ecds_path, clusters):
+    text = TEMPLATE.read_text()
+    for key, value in {
+        "{{LISTEN_PORT}}": str(listen_port),
+        "{{ADMIN_PORT}}": str(admin_port),
+        "{{ECDS_PATH}}": str(ecds_path),
+        "{{CLUSTERS}}": render_clusters(clusters),
+    }.items():
+        text = text.replace(key, value)
+    return text
+
+
+def content_addressed_wasm(workdir):
+    """Copies the wasm to a name derived from its hash: Envoy never reloads a changed file behind the same name."""
+    data = WASM.read_bytes()
+    target = Path(workdir) / f"tollgate-{hashlib.sha256(data).hexdigest()[:16]}.wasm"
+    if not target.exists():
+        target.write_bytes(data)
+    return target
+
+
+def ecds_resource(policy, wasm_path, env, version_info):
+    configuration = policy if isinstance(policy, str) else json.dumps(policy)
+    return {
+        "version_info": version_info,
+        "resources": [{
+            "@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
+            "name": "tollgate",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                "config": {
+                    "name": "tollgate",
+                    "root_id": "tollgate",
+                    "allow_on_headers_stop_iteration": True,
+                    "failure_policy": "FAIL_RELOAD",
+                    "vm_config": {
+                        "vm_id": "tollgate",
+                        "runtime": "envoy.wasm.runtime.v8",
+                        "code": {"local": {"filename": str(wasm_path)}},
+                        "environment_variables": {"key_values": env},
+                    },
+                    "configuration": {
+                        "@type": "type.googleapis.com/google.protobuf.StringValue",
+                        "value": configuration,
+                    },
+                },
+            },
+        }],
+    }
+
+
+class Response:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def json(self):
+        return json.loads(self.body)
+
+    def __repr__(self):
+        return f"Response({self.status}, {self.body[:300]!r})"
+
+
+def request(port, method, path, headers=None, body=None, timeout=10):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        data = body if isinstance(body, (bytes, type(None))) else (
+            body.encode() if isinstance(body, str) else json.dumps(body).encode())
+        conn.request(method, path, body=data, headers=headers or {})
+        resp = conn.getresponse()
+        return Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
+    finally:
+        conn.close()
+
+
+class EnvoyStack:
+    """One Envoy process with Tollgate loaded by ECDS from a file in `workdir`."""
+
+    def __init__(self, workdir, clusters, policy, env, concurrency=1):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.env = env
+        self.listen_port = free_port()
+        self.admin_port = free_port()
+        self.ecds_dir = self.workdir / "ecds"
+        self.ecds_dir.mkdir(exist_ok=True)
+        self.ecds_path = self.ecds_dir / "tollgate.json"
+        self.wasm_path = content_addressed_wasm(self.workdir)
+        self.swaps = 0
+        self._write_ecds(policy, "initial")
+        bootstrap = self.workdir / "envoy.yaml"
+        bootstrap.write_text(render_bootstrap(self.listen_port, self.admin_port, self.ecds_path, clusters))
+        self.log_path = self.workdir / "envoy.log"
+        self.log = open(self.log_path, "wb")
+        self.process = subprocess.Popen(
+            [str(ENVOY), "-c", str(bootstrap), "--concurrency", str(concurrency),
+             "--use-dynamic-base-id", "--disable-hot-restart", "--log-level", "info",
+             "--component-log-level", "wasm:debug"],
+            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self._wait_ready()
+
+    def _write_ecds(self, policy, version_info):
+        self.swaps += 1
+        tmp = self.ecds_dir / f".tollgate-{self.swaps}.tmp"
+        tmp.write_text(json.dumps(ecds_resource(policy, self.wasm_path, self.env, version_info)))
+        os.rename(tmp, self.ecds_path)
+
+    def _wait_ready(self, timeout=30):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"envoy exited early:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/ready", timeout=1) as r:
+                    if r.status == 200:
+                        with socket.create_connection(("127.0.0.1", self.listen_port), timeout=1):
+                            return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"envoy not ready after {timeout}s:\n{self.log_tail()}")
+
+    def log_tail(self, lines=60):
+        self.log.flush()
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stats(self):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/stats", timeout=5) as r:
+            out = {}
+            for line in r.read().decode().splitlines():
+                name, _, value = line.partition(": ")
+                out[name] = value
+            return out
+
+    def counter(self, name):
+        value = self.stats().get(name, "0")
+        return int(value) if value.isdigit() else 0
+
+    def push_policy(self, policy, version_info, expect_accepted=True, timeout=15):
+        """Delivers a new policy to the running Envoy; waits until it is accepted or rejected."""
+        prefix = "extension_config_discovery.http_filter.tollgate."
+        success, rejected = self.counter(prefix + "update_success"), self.counter(prefix + "update_rejected")
+        self._write_ecds(policy, version_info)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            now_success = self.counter(prefix + "update_success")
+            now_rejected = self.counter(prefix + "update_rejected")
+            if now_success > success or now_rejected > rejected:
+                accepted = now_success > success
+                if accepted != expect_accepted:
+                    raise AssertionError(f"policy {version_info}: accepted={accepted}\n{self.log_tail()}")
+                return accepted
+            time.sleep(0.05)
+        raise AssertionError(f"policy {version_info} neither accepted nor rejected in {timeout}s\n{self.log_tail()}")
+
+    def request(self, method, path, headers=None, body=None, timeout=10):
+        return request(self.listen_port, method, path, headers, body, timeout)
+
+    def stop(self):
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=5)
+        self.log.close()
+
+
+def clean_dir(path):
+    shutil.rmtree(path, ignore_errors=True)
+    Path(path).mkdir(parents=True)
+    return Path(path)

@@ -1,0 +1,75 @@
+"""Scenarios 3 and 4: aliases are resolved before access checks; credentials are swapped."""
+
+import json
+
+from policies import AGENT_ALIAS, AGENT_TARGET, KEYS, UPSTREAM_ENV, bearer, chat
+
+
+def test_alias_passes_for_a_key_allowed_only_the_target(envoy, upstreams):
+    resp = envoy.request("POST", "/v1/chat/completions", bearer(KEYS["target_only"]), chat(AGENT_ALIAS))
+    assert resp.status == 200, resp
+    [seen] = upstreams["openrouter"].requests()
+    assert json.loads(seen["body"])["model"] == "qwen/qwen3.5-flash-02-23"
+    assert resp.json()["model"] == "qwen/qwen3.5-flash-02-23"
+
+
+def test_alias_passes_for_a_key_allowed_only_the_alias_name(envoy, upstreams):
+    resp = envoy.request("POST", "/v1/chat/completions", bearer(KEYS["alias_only"]), chat(AGENT_ALIAS))
+    assert resp.status == 200, resp
+    assert len(upstreams["openrouter"].requests()) == 1
+    # Granting the alias grants exactly its target, not the target's name.
+    direct = envoy.request("POST", "/v1/chat/completions", bearer(KEYS["alias_only"]), chat(AGENT_TARGET))
+    assert direct.status == 403
+
+
+def test_alias_is_refused_for_a_key_allowed_neither(envoy, upstreams):
+    resp = envoy.request("POST", "/v1/chat/completions", bearer(KEYS["neither"]), chat(AGENT_ALIAS))
+    assert resp.status == 403
+    error = resp.json()["error"]
+    assert error["code"] == "model_not_allowed"
+    assert AGENT_ALIAS in error["message"]
+    assert "gpt-4o" not in error["message"]  # never the allow-list
+    assert upstreams["openrouter"].requests() == []
+
+
+def test_upstream_sees_the_configured_credential_never_the_virtual_key(envoy, upstreams):
+    for header in ({"authorization": f"Bearer {KEYS['all']}"}, {"x-api-key": KEYS["all"]}, {"api-key": KEYS["all"]}):
+        resp = envoy.request("POST", "/v1/chat/completions", dict(header, **{"content-type": "application/json"}),
+                             chat("gpt-4o"))
+        assert resp.status == 200, resp
+    anthropic = envoy.request("POST", "/v1/messages", {"x-api-key": KEYS["all"], "anthropic-version": "2023-06-01"},
+                              chat("claude-sonnet-4-6", max_tokens=16))
+    assert anthropic.status == 200, anthropic
+
+    openai_seen = upstreams["openai"].requests()
+    assert len(openai_seen) == 3
+    for seen in openai_seen:
+        assert seen["headers"]["authorization"] == f"Bearer {UPSTREAM_ENV['OPENAI_API_KEY']}"
+        assert "x-api-key" not in seen["headers"] and "api-key" not in seen["headers"]
+        assert "x-tollgate-cluster" in seen["headers"]
+    [anthropic_seen] = upstreams["anthropic"].requests()
+    assert anthropic_seen["headers"]["x-api-key"] == UPSTREAM_ENV["ANTHROPIC_API_KEY"]
+    assert "authorization" not in anthropic_seen["headers"]
+    assert anthropic_seen["headers"]["anthropic-version"] == "2023-06-01"
+    everything = "".join(str(r) for m in upstreams.values() for r in m.requests())
+    assert KEYS["all"] not in everything
+
+
+def test_rewritten_body_keeps_everything_but_the_model(envoy, upstreams):
+    body = chat(AGENT_ALIAS, temperature=0.25, metadata={"note": "model AgentX-LLM stays here"})
+    resp = envoy.request("POST", "/v1/chat/completions", bearer(KEYS["target_only"]), body)
+    assert resp.status == 200
+    [seen] = upstreams["openrouter"].requests()
+    sent = json.loads(seen["body"])
+    assert sent == dict(body, model="qwen/qwen3.5-flash-02-23")
+    assert int(seen["headers"]["content-length"]) == len(seen["body"].encode())
+
+
+def test_models_endpoint_lists_what_the_key_may_use(envoy):
+    resp = envoy.request("GET", "/v1/models", bearer(KEYS["alias_only"]))
+    assert resp.status == 200
+    assert [m["id"] for m in resp.json()["data"]] == [AGENT_ALIAS]
+    wild = envoy.request("GET", "/v1/models", bearer(KEYS["anthropic_wild"])).json()
+    ids = {m["id"] for m in wild["data"]}
+    assert "claude-sonnet-4-6" in ids and "gpt-4o" not in ids
+    assert all(m["object"] == "model" for m in wild["data"])
