@@ -1,5 +1,7 @@
 //! The real LiteLLM cost map (tests/data) compiles, and provider sets derive from it.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
 use tollgate::policy::compile;
 
 fn policy_with_real_map() -> tollgate::policy::Policy {

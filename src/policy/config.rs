@@ -245,7 +245,7 @@ pub fn optional_whole_number<'de, D: Deserializer<'de>>(de: D) -> Result<Option<
 /// The integral value of `value` when it is a whole number in `0..=2^53`.
 pub fn as_whole_number(value: f64) -> Option<u64> {
     const MAX_EXACT: f64 = 9_007_199_254_740_992.0;
-    if value.is_finite() && value >= 0.0 && value <= MAX_EXACT && value.fract() == 0.0 {
+    if (0.0..=MAX_EXACT).contains(&value) && value.fract() == 0.0 {
         Some(value as u64)
     } else {
         None

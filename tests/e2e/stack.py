@@ -129,12 +129,12 @@ def request(port, method, path, headers=None, body=None, timeout=10):
 class EnvoyStack:
     """One Envoy process with Tollgate loaded by ECDS from a file in `workdir`."""
 
-    def __init__(self, workdir, clusters, policy, env, concurrency=1):
+    def __init__(self, workdir, clusters, policy, env, concurrency=1, listen_port=None, admin_port=None):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.env = env
-        self.listen_port = free_port()
-        self.admin_port = free_port()
+        self.listen_port = listen_port or free_port()
+        self.admin_port = admin_port or free_port()
         self.ecds_dir = self.workdir / "ecds"
         self.ecds_dir.mkdir(exist_ok=True)
         self.ecds_path = self.ecds_dir / "tollgate.json"

@@ -1,0 +1,57 @@
+"""The local stack behind ./scripts/run: mock upstreams + Envoy with Tollgate, in the foreground."""
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+
+from mock_upstream import MockUpstream  # noqa: E402
+from stack import EnvoyStack, clean_dir  # noqa: E402
+
+
+def main():
+    listen = int(os.environ.get("TOLLGATE_PORT", "10000"))
+    admin = int(os.environ.get("TOLLGATE_ADMIN_PORT", "9901"))
+    policy_path = Path(os.environ.get("TOLLGATE_POLICY", ROOT / "envoy" / "policy.example.json"))
+    policy = policy_path.read_text()
+    json.loads(policy)
+    env = {name: os.environ.get(name, f"demo-{name.lower()}") for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")}
+    mocks = {name: MockUpstream(name) for name in ("openai", "anthropic")}
+    stack = EnvoyStack(clean_dir(ROOT / ".run" / "local"), {n: m.port for n, m in mocks.items()}, policy, env,
+                       listen_port=listen, admin_port=admin)
+    url = f"http://127.0.0.1:{listen}"
+    print(f"""
+Tollgate is running: Envoy on {url} (admin http://127.0.0.1:{admin}), policy {policy_path.name},
+mock upstreams: {", ".join(f"{n} on 127.0.0.1:{m.port}" for n, m in mocks.items())}. Envoy log: {stack.log_path}
+
+Allowed (alias "fast" -> gpt-4o-mini, routed to the openai cluster):
+  curl -s {url}/v1/chat/completions -H 'Authorization: Bearer sk-demo-search-1' \\
+       -H 'content-type: application/json' -d '{{"model":"fast","messages":[{{"role":"user","content":"hi"}}]}}'
+Denied (403 model_not_allowed: this key may not use "smart"):
+  curl -s {url}/v1/chat/completions -H 'Authorization: Bearer sk-demo-search-1' \\
+       -H 'content-type: application/json' -d '{{"model":"smart","messages":[{{"role":"user","content":"hi"}}]}}'
+Models this key may use:
+  curl -s {url}/v1/models -H 'Authorization: Bearer sk-demo-search-1'
+
+Press Ctrl-C to stop.""", flush=True)
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
+    try:
+        while not stopping and stack.process.poll() is None:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stack.stop()
+        for mock in mocks.values():
+            mock.stop()
+        print("stopped", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+//! `tollgate explain`: runs the filter's own decision functions on one hypothetical request and
+//! prints each step, so operators can test a config change in CI before pushing it.
+
+use std::process::ExitCode;
+
+use hashbrown::HashMap;
+use tollgate::policy::access::admits;
+use tollgate::policy::alias::resolve;
+use tollgate::policy::decide::{decide_body, decide_head, HeadOutcome, Verdict};
+use tollgate::policy::routing::ModelTarget;
+use tollgate::policy::{Denial, Policy, RequestHead};
+
+struct Args {
+    config: String,
+    key: String,
+    model: String,
+    path: String,
+}
+
+fn parse(args: &[String]) -> Result<Args, String> {
+    let mut config = None;
+    let mut key = None;
+    let mut model = None;
+    let mut path = "/v1/chat/completions".to_string();
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let value = it
+            .next()
+            .ok_or_else(|| format!("{flag} needs a value\n{}", super::USAGE))?;
+        match flag.as_str() {
+            "--config" => config = Some(value.clone()),
+            "--key" => key = Some(value.clone()),
+            "--model" => model = Some(value.clone()),
+            "--path" => path = value.clone(),
+            _ => return Err(format!("unknown option {flag}\n{}", super::USAGE)),
+        }
+    }
+    match (config, key, model) {
+        (Some(config), Some(key), Some(model)) => Ok(Args {
+            config,
+            key,
+            model,
+            path,
+        }),
+        _ => Err(super::USAGE.to_string()),
+    }
+}
+
+/// Runs `explain`; exit 0 admitted, 1 refused, 2 usage or config error.
+pub fn run(args: &[String]) -> Result<ExitCode, String> {
+    let args = parse(args)?;
+    let Ok(policy) = super::load(&args.config)? else {
+        return Ok(ExitCode::from(2));
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let authorization = format!("Bearer {}", args.key);
+    let is_listing = args.path.trim_end_matches('/').ends_with("/models");
+    let head = RequestHead {
+        method: if is_listing { "GET" } else { "POST" },
+        path: &args.path,
+        authorization: Some(&authorization),
+        ..RequestHead::default()
+    };
+    println!("policy version {}", policy.version);
+    let ticket = match decide_head(Some(&policy), &head, now) {
+        HeadOutcome::Deny(denial) => return Ok(deny(&denial)),
+        HeadOutcome::Respond { status, body } => {
+            println!(
+                "ALLOW {status} {} (answered by the filter)\n  {body}",
+                args.path
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        HeadOutcome::ReadBody(ticket) => ticket,
+    };
+    let credentials: HashMap<String, String> = policy
+        .deployments
+        .iter()
+        .filter_map(|d| d.credential_env.clone())
+        .map(|name| (name.clone(), format!("${name}")))
+        .collect();
+    let body = serde_json::json!({ "model": args.model }).to_string();
+    let Some(verdict) = decide_body(&policy, ticket, body.as_bytes(), &credentials, 0) else {
+        return Err("internal error: key vanished from the policy".to_string());
+    };
+    print_trace(&policy, &verdict);
+    Ok(match &verdict.outcome {
+        Ok(admission) => {
+            let d = admission.deployment;
+            println!(
+                "  route:  deployment {:?} -> cluster {:?}, upstream model {:?} ({} equally eligible)",
+                d.id, d.cluster, admission.upstream_model, verdict.trace.candidates
+            );
+            match (&admission.credential, &d.credential_env) {
+                (Some((header, _)), Some(env)) => {
+                    println!("  upstream credential: {header} from ${env}")
+                }
+                _ => println!("  upstream credential: none (deployment has no api_key_env)"),
+            }
+            println!("ALLOW");
+            ExitCode::SUCCESS
+        }
+        Err(denial) => deny(denial),
+    })
+}
+
+fn print_trace(policy: &Policy, verdict: &Verdict) {
+    let trace = &verdict.trace;
+    let key = trace.key;
+    println!(
+        "  key:    {} (team {}, user {})",
+        key.display_name(),
+        trace.team.map_or("-", |t| t.display_name()),
+        key.user_id.as_deref().unwrap_or("-")
+    );
+    let Some(requested) = &trace.requested else {
+        return;
+    };
+    let mut chain = format!("{requested:?}");
+    for (layer, target) in &trace.hops {
+        chain.push_str(&format!(" -> {target:?} ({})", layer.name()));
+    }
+    if trace.hops.is_empty() {
+        chain.push_str(" (no alias)");
+    }
+    println!("  alias:  {chain}");
+    match &trace.grants {
+        Some(grants) => {
+            let team = grants.team.map_or("no team".to_string(), |g| {
+                format!("team list admits via {g}")
+            });
+            println!("  access: key list admits via {}; {team}", grants.key);
+        }
+        None if matches!(verdict.outcome, Err(Denial::ModelNotAllowed { .. })) => {
+            let resolution = resolve(policy, key, trace.team, requested);
+            let target = ModelTarget::new(policy, resolution.resolved());
+            let key_ok = key.allow.all_team_models
+                || admits(policy, &key.allow, &resolution, &target).is_some();
+            let whose = if key_ok { "the team's" } else { "the key's" };
+            println!(
+                "  access: {whose} allow-list admits neither {:?} nor the alias sent",
+                resolution.resolved()
+            );
+        }
+        None => {}
+    }
+}
+
+fn deny(denial: &Denial) -> ExitCode {
+    println!(
+        "DENY {} {}: {}",
+        denial.status(),
+        denial.code(),
+        denial.message()
+    );
+    ExitCode::FAILURE
+}

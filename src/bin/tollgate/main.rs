@@ -1,0 +1,90 @@
+//! `tollgate`: the native command-line tool built from the same policy core as the filter.
+//!
+//! - `tollgate validate CONFIG`: every error with its JSON path, or a one-line summary.
+//! - `tollgate explain --config CONFIG --key sk-... --model M [--path P]`: the decision and why;
+//!   exits 0 when the request would be admitted, 1 when refused.
+//! - `tollgate hash-key sk-...` (or `-` to read the key from stdin): the SHA-256 to store.
+
+mod explain;
+
+use std::process::ExitCode;
+
+use tollgate::policy::{compile, key_hash, Policy};
+
+const USAGE: &str = "usage:
+  tollgate validate CONFIG
+  tollgate explain --config CONFIG --key sk-... --model MODEL [--path /v1/chat/completions]
+  tollgate hash-key sk-...      (or '-' to read the key from standard input)";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("validate") => validate(&args[1..]),
+        Some("explain") => explain::run(&args[1..]),
+        Some("hash-key") => hash_key(&args[1..]),
+        Some("--version") => {
+            println!("tollgate {}", tollgate::BUILD_INFO);
+            Ok(ExitCode::SUCCESS)
+        }
+        _ => Err(USAGE.to_string()),
+    };
+    match result {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("{message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Reads and compiles a config file; on errors prints each to stderr.
+pub fn load(path: &str) -> Result<Result<Policy, ()>, String> {
+    let document = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    match compile(&document) {
+        Ok(policy) => Ok(Ok(policy)),
+        Err(errors) => {
+            for error in &errors.0 {
+                eprintln!("error: {error}");
+            }
+            eprintln!(
+                "{path}: refused ({} error{})",
+                errors.0.len(),
+                if errors.0.len() == 1 { "" } else { "s" }
+            );
+            Ok(Err(()))
+        }
+    }
+}
+
+fn validate(args: &[String]) -> Result<ExitCode, String> {
+    let [path] = args else {
+        return Err(USAGE.to_string());
+    };
+    Ok(match load(path)? {
+        Ok(policy) => {
+            println!("ok: {}", policy.summary());
+            ExitCode::SUCCESS
+        }
+        Err(()) => ExitCode::FAILURE,
+    })
+}
+
+fn hash_key(args: &[String]) -> Result<ExitCode, String> {
+    let [key] = args else {
+        return Err(USAGE.to_string());
+    };
+    let key = if key == "-" {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| format!("cannot read stdin: {e}"))?;
+        line.trim().to_string()
+    } else {
+        key.clone()
+    };
+    if !key.starts_with("sk-") {
+        return Err("virtual keys start with sk-".to_string());
+    }
+    println!("{}", key_hash::to_hex(&key_hash::digest(&key)));
+    Ok(ExitCode::SUCCESS)
+}

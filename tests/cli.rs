@@ -1,0 +1,120 @@
+//! The `tollgate` command: validate, explain and hash-key, run as a real process.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
+use std::process::{Command, Output};
+
+fn tollgate(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+const EXAMPLE: &str = "envoy/policy.example.json";
+
+#[test]
+fn validate_prints_a_summary_for_the_example_config() {
+    let out = tollgate(&["validate", EXAMPLE]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out).trim(),
+        "ok: version 2026-11-23.1: 2 keys, 1 teams, 3 deployments, 4 cost-map models, 2 providers"
+    );
+}
+
+#[test]
+fn validate_lists_every_error_with_its_path() {
+    let dir = std::env::temp_dir().join(format!("tollgate-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"{"version":"v1","keys":[{"key_hash":"sk-plain"},{"key_hash":"00","team_id":"ghost"}]}"#,
+    )
+    .unwrap();
+    let out = tollgate(&["validate", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("error: keys[0].key_hash: looks like a plain-text key"),
+        "{err}"
+    );
+    assert!(
+        err.contains("error: keys[1].key_hash: must be the 64-character hex"),
+        "{err}"
+    );
+    assert!(
+        err.contains("error: keys[1].team_id: team \"ghost\" is not defined"),
+        "{err}"
+    );
+    assert!(err.contains("refused (3 errors)"), "{err}");
+}
+
+#[test]
+fn explain_exits_zero_when_admitted_and_shows_the_alias_chain_and_route() {
+    let out = tollgate(&[
+        "explain",
+        "--config",
+        EXAMPLE,
+        "--key",
+        "sk-demo-search-1",
+        "--model",
+        "fast",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains(r#""fast" -> "gpt-4o-mini" (model_group_alias)"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"deployment "openai-gpt-4o-mini" -> cluster "openai""#),
+        "{text}"
+    );
+    assert!(text.trim_end().ends_with("ALLOW"), "{text}");
+}
+
+#[test]
+fn explain_exits_one_with_the_exact_denial() {
+    let out = tollgate(&[
+        "explain",
+        "--config",
+        EXAMPLE,
+        "--key",
+        "sk-demo-search-1",
+        "--model",
+        "smart",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("DENY 403 model_not_allowed: The model 'smart' is not allowed"));
+    let unknown = tollgate(&[
+        "explain",
+        "--config",
+        EXAMPLE,
+        "--key",
+        "sk-nobody",
+        "--model",
+        "fast",
+    ]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(stdout(&unknown).contains("DENY 401 invalid_api_key"));
+}
+
+#[test]
+fn hash_key_prints_the_sha256_to_store() {
+    let out = tollgate(&["hash-key", "sk-demo-search-1"]);
+    assert_eq!(
+        stdout(&out).trim(),
+        "25f9468a8e483cec0d2b2aa00cc559ac4d259d24936d21828fb64d2a4b3634f7"
+    );
+    assert_eq!(tollgate(&["hash-key", "not-a-key"]).status.code(), Some(2));
+}
