@@ -47,13 +47,8 @@ pub enum Level {
 extern "C" {
     fn proxy_log(level: u32, data: *const u8, size: usize) -> u32;
     fn proxy_get_current_time_nanoseconds(out: *mut u64) -> u32;
-    fn proxy_get_header_map_value(
-        map: u32,
-        key: *const u8,
-        key_size: usize,
-        out: *mut *mut u8,
-        out_size: *mut usize,
-    ) -> u32;
+    fn proxy_get_log_level(out: *mut u32) -> u32;
+    fn proxy_get_header_map_pairs(map: u32, out: *mut *mut u8, out_size: *mut usize) -> u32;
     fn proxy_replace_header_map_value(
         map: u32,
         key: *const u8,
@@ -120,6 +115,14 @@ pub fn log(level: Level, message: &str) {
     }
 }
 
+/// Whether the host would print `Debug` lines (asked once per config version, not per request).
+pub fn debug_enabled() -> bool {
+    let mut level = 0u32;
+    // SAFETY: `level` is a valid u32 slot.
+    let status = unsafe { proxy_get_log_level(&mut level) };
+    status == STATUS_OK && level <= Level::Debug as u32
+}
+
 /// Current wall-clock time in Unix nanoseconds (0 if the host refuses).
 pub fn now_nanos() -> u64 {
     let mut out = 0u64;
@@ -132,22 +135,41 @@ pub fn now_nanos() -> u64 {
     }
 }
 
-/// One header value as bytes, `None` when absent or unreadable.
-pub fn header(map: Map, name: &str) -> Option<Vec<u8>> {
+/// Every header of a map in one hostcall, as (lower-case name, value) byte pairs.
+pub fn headers(map: Map) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut data = null_mut();
     let mut size = 0usize;
-    // SAFETY: key pointer/length from a &str; out-params are valid slots.
-    let status = unsafe {
-        proxy_get_header_map_value(map as u32, name.as_ptr(), name.len(), &mut data, &mut size)
-    };
+    // SAFETY: out-params are valid slots.
+    let status = unsafe { proxy_get_header_map_pairs(map as u32, &mut data, &mut size) };
     // SAFETY: on success the host returned an allocation of `size` bytes (or null).
     let bytes = unsafe { take_host_bytes(data, size) };
-    (status == STATUS_OK).then_some(bytes)
+    if status != STATUS_OK {
+        return Vec::new();
+    }
+    parse_header_pairs(&bytes).unwrap_or_default()
 }
 
-/// One header value as UTF-8 text, `None` when absent or not UTF-8.
-pub fn header_text(map: Map, name: &str) -> Option<String> {
-    header(map, name).and_then(|bytes| String::from_utf8(bytes).ok())
+/// Decodes the proxy-wasm header-map wire format (see [`serialize_headers`]).
+fn parse_header_pairs(bytes: &[u8]) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
+    let u32_at = |at: usize| -> Option<usize> {
+        let raw: [u8; 4] = bytes.get(at..at + 4)?.try_into().ok()?;
+        usize::try_from(u32::from_le_bytes(raw)).ok()
+    };
+    let count = u32_at(0)?;
+    let mut sizes = Vec::with_capacity(count.min(1024));
+    for i in 0..count {
+        sizes.push((u32_at(4 + i * 8)?, u32_at(8 + i * 8)?));
+    }
+    let mut at = 4 + count.checked_mul(8)?;
+    let mut out = Vec::with_capacity(sizes.len());
+    for (name_len, value_len) in sizes {
+        let name = bytes.get(at..at + name_len)?.to_vec();
+        at += name_len + 1;
+        let value = bytes.get(at..at + value_len)?.to_vec();
+        at += value_len + 1;
+        out.push((name, value));
+    }
+    Some(out)
 }
 
 /// Sets (replaces) a header; false if the host refused (e.g. headers already sent).

@@ -27,10 +27,25 @@ enum Stage {
     Answered,
 }
 
+/// The request headers the core reads (first value of each).
+#[derive(Default)]
+struct HeadFacts {
+    method: Option<String>,
+    path: Option<String>,
+    authorization: Option<String>,
+    x_api_key: Option<String>,
+    api_key: Option<String>,
+    content_length: Option<String>,
+}
+
 /// Per-stream state.
 pub struct TollgateHttp {
     shared: Rc<Shared>,
     stage: Stage,
+    /// Which of [`CLIENT_CREDENTIAL_HEADERS`] the request carried (those must be removed).
+    credential_headers: [bool; 3],
+    /// Whether the request had a `content-length` (corrected after a body rewrite).
+    has_content_length: bool,
 }
 
 impl TollgateHttp {
@@ -39,6 +54,8 @@ impl TollgateHttp {
         TollgateHttp {
             shared,
             stage: Stage::Head,
+            credential_headers: [false; 3],
+            has_content_length: false,
         }
     }
 
@@ -60,10 +77,12 @@ impl TollgateHttp {
 
     fn deny(&mut self, denial: &Denial) -> Action {
         metrics::request_denied(denial.code());
-        host::log(
-            Level::Debug,
-            &format!("tollgate: denied {} {}", denial.status(), denial.code()),
-        );
+        if self.shared.debug {
+            host::log(
+                Level::Debug,
+                &format!("tollgate: denied {} {}", denial.status(), denial.code()),
+            );
+        }
         let details = format!("tollgate_{}", denial.code());
         self.respond(denial.status(), &details, &denial.body())
     }
@@ -88,8 +107,13 @@ impl TollgateHttp {
             Ok(admission) => admission,
             Err(denial) => return self.deny(&denial),
         };
-        for name in CLIENT_CREDENTIAL_HEADERS {
-            host::remove_header(Map::RequestHeaders, name);
+        for (name, present) in CLIENT_CREDENTIAL_HEADERS
+            .iter()
+            .zip(self.credential_headers)
+        {
+            if present {
+                host::remove_header(Map::RequestHeaders, name);
+            }
         }
         let mut applied = host::set_header(
             Map::RequestHeaders,
@@ -101,7 +125,7 @@ impl TollgateHttp {
         }
         if let Some(new_body) = &admission.new_body {
             applied &= host::replace_buffer(Buffer::RequestBody, body.len(), new_body);
-            if host::header(Map::RequestHeaders, "content-length").is_some() {
+            if self.has_content_length {
                 applied &= host::set_header(
                     Map::RequestHeaders,
                     "content-length",
@@ -119,16 +143,18 @@ impl TollgateHttp {
         }
         host::clear_route_cache();
         metrics::request_allowed();
-        host::log(
-            Level::Debug,
-            &format!(
-                "tollgate: allowed {} -> deployment {} (cluster {}, model {})",
-                verdict.trace.requested.as_deref().unwrap_or(""),
-                admission.deployment.id,
-                admission.deployment.cluster,
-                admission.upstream_model
-            ),
-        );
+        if self.shared.debug {
+            host::log(
+                Level::Debug,
+                &format!(
+                    "tollgate: allowed {} -> deployment {} (cluster {}, model {})",
+                    verdict.trace.requested.as_deref().unwrap_or(""),
+                    admission.deployment.id,
+                    admission.deployment.cluster,
+                    admission.upstream_model
+                ),
+            );
+        }
         self.stage = Stage::Forwarded;
         Action::Continue
     }
@@ -138,19 +164,38 @@ impl Context for TollgateHttp {}
 
 impl HttpContext for TollgateHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let method = host::header_text(Map::RequestHeaders, ":method").unwrap_or_default();
-        let path = host::header_text(Map::RequestHeaders, ":path").unwrap_or_default();
-        let authorization = host::header_text(Map::RequestHeaders, "authorization");
-        let x_api_key = host::header_text(Map::RequestHeaders, "x-api-key");
-        let api_key = host::header_text(Map::RequestHeaders, "api-key");
-        let content_length = host::header_text(Map::RequestHeaders, "content-length")
+        let mut facts = HeadFacts::default();
+        for (name, value) in host::headers(Map::RequestHeaders) {
+            let Ok(value) = String::from_utf8(value) else {
+                continue;
+            };
+            let slot = match name.as_slice() {
+                b":method" => &mut facts.method,
+                b":path" => &mut facts.path,
+                b"authorization" => &mut facts.authorization,
+                b"x-api-key" => &mut facts.x_api_key,
+                b"api-key" => &mut facts.api_key,
+                b"content-length" => &mut facts.content_length,
+                _ => continue,
+            };
+            slot.get_or_insert(value);
+        }
+        let content_length = facts
+            .content_length
+            .as_deref()
             .and_then(|v| v.trim().parse::<u64>().ok());
+        self.credential_headers = [
+            facts.authorization.is_some(),
+            facts.x_api_key.is_some(),
+            facts.api_key.is_some(),
+        ];
+        self.has_content_length = facts.content_length.is_some();
         let head = RequestHead {
-            method: &method,
-            path: &path,
-            authorization: authorization.as_deref(),
-            x_api_key: x_api_key.as_deref(),
-            api_key: api_key.as_deref(),
+            method: facts.method.as_deref().unwrap_or_default(),
+            path: facts.path.as_deref().unwrap_or_default(),
+            authorization: facts.authorization.as_deref(),
+            x_api_key: facts.x_api_key.as_deref(),
+            api_key: facts.api_key.as_deref(),
             content_length,
         };
         let now = i64::try_from(host::now_nanos() / 1_000_000_000).unwrap_or(i64::MAX);

@@ -24,6 +24,8 @@ pub struct Shared {
     pub credentials: HashMap<String, String>,
     /// State of the per-VM random generator used for weighted routing.
     pub random: Cell<u64>,
+    /// Whether per-request debug lines are wanted (formatting them is not free).
+    pub debug: bool,
 }
 
 impl Shared {
@@ -51,6 +53,7 @@ impl TollgateRoot {
                 policy: None,
                 credentials: HashMap::new(),
                 random: Cell::new(host::now_nanos() | 1),
+                debug: false,
             }),
         }
     }
@@ -92,18 +95,27 @@ impl RootContext for TollgateRoot {
             );
             return true;
         }
+        let started = host::now_nanos();
         match compile(&document) {
             Ok(policy) => {
+                let micros = host::now_nanos().saturating_sub(started) / 1_000;
                 let credentials = read_credentials(&policy);
                 host::log(
                     Level::Info,
-                    &format!("tollgate: accepted {}", policy.summary()),
+                    &format!(
+                        "tollgate: accepted {} ({} config bytes compiled in {}.{:03} ms)",
+                        policy.summary(),
+                        document.len(),
+                        micros / 1_000,
+                        micros % 1_000
+                    ),
                 );
                 metrics::config_accepted(&policy.version);
                 self.shared = Rc::new(Shared {
                     policy: Some(Rc::new(policy)),
                     credentials,
                     random: Cell::new(self.shared.random.get()),
+                    debug: host::debug_enabled(),
                 });
                 true
             }

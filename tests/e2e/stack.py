@@ -129,7 +129,8 @@ def request(port, method, path, headers=None, body=None, timeout=10):
 class EnvoyStack:
     """One Envoy process with Tollgate loaded by ECDS from a file in `workdir`."""
 
-    def __init__(self, workdir, clusters, policy, env, concurrency=1, listen_port=None, admin_port=None):
+    def __init__(self, workdir, clusters, policy, env, concurrency=1, listen_port=None, admin_port=None,
+                 wasm_log_level="debug"):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.env = env
@@ -148,7 +149,7 @@ class EnvoyStack:
         self.process = subprocess.Popen(
             [str(ENVOY), "-c", str(bootstrap), "--concurrency", str(concurrency),
              "--use-dynamic-base-id", "--disable-hot-restart", "--log-level", "info",
-             "--component-log-level", "wasm:debug"],
+             "--component-log-level", f"wasm:{wasm_log_level}"],
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         self._wait_ready()
 

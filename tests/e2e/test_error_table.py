@@ -1,9 +1,11 @@
 """Scenario 5: every row of the README's error table, observed through Envoy."""
 
+import http.client
+import json
+
 import pytest
 
 from policies import KEYS, bearer, chat
-from stack import EnvoyStack
 
 JSON = {"content-type": "application/json"}
 
@@ -78,9 +80,20 @@ def test_empty_body(envoy):
     expect(envoy.request("POST", "/v1/chat/completions", bearer(KEYS["all"]), b""), 400, "missing_body")
 
 
-def test_body_too_large_by_content_length_and_by_chunks(envoy):
-    big = chat("gpt-4o", padding="x" * 70000)
+def test_body_too_large_by_content_length_and_by_chunks(envoy, upstreams):
+    big = json.dumps(chat("gpt-4o", padding="x" * 70000)).encode()
     expect(envoy.request("POST", "/v1/chat/completions", bearer(KEYS["all"]), big), 413, "request_too_large")
+    # Without content-length the limit is enforced while buffering the chunked upload.
+    conn = http.client.HTTPConnection("127.0.0.1", envoy.listen_port, timeout=10)
+    try:
+        conn.request("POST", "/v1/chat/completions", body=(big[i:i + 8192] for i in range(0, len(big), 8192)),
+                     headers=bearer(KEYS["all"]), encode_chunked=True)
+        resp = conn.getresponse()
+        assert resp.status == 413
+        assert json.loads(resp.read())["error"]["code"] == "request_too_large"
+    finally:
+        conn.close()
+    assert upstreams["openai"].requests() == []
 
 
 def test_unknown_endpoint_and_wrong_method(envoy):
