@@ -58,6 +58,16 @@ impl fmt::Display for ConfigErrors {
 
 /// Parses and validates one plugin-config document into a [`Policy`].
 pub fn compile(document: &[u8]) -> Result<Policy, ConfigErrors> {
+    if document.first() == Some(&0x0a) && !document.starts_with(b"\n{") {
+        // A google.protobuf.Struct in Envoy's typed config reaches the plugin as binary protobuf.
+        return Err(ConfigErrors(vec![ConfigError {
+            path: String::new(),
+            message: "the configuration is binary protobuf (a google.protobuf.Struct), not JSON; \
+                      deliver the policy as a google.protobuf.StringValue holding JSON (Istio \
+                      already does this for a WasmPlugin's pluginConfig)"
+                .into(),
+        }]));
+    }
     let de = &mut serde_json::Deserializer::from_slice(document);
     let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -808,6 +818,30 @@ mod tests {
     fn version_must_be_header_safe() {
         assert_eq!(errors(r#"{"version":"v 1"}"#).len(), 1);
         assert_eq!(errors(r#"{"version":""}"#).len(), 1);
+    }
+
+    #[test]
+    fn binary_protobuf_struct_is_refused_with_a_hint() {
+        let e = errors("\n\u{16}\n\u{7}version\u{12}\u{b}\u{1a}\tv1");
+        assert_eq!(e.len(), 1);
+        assert!(
+            e[0].starts_with("the configuration is binary protobuf"),
+            "{e:?}"
+        );
+        assert!(compile(b"\n{\"version\":\"v1\"}").is_ok());
+    }
+
+    #[test]
+    fn istio_plugin_config_json_with_double_numbers_is_accepted() {
+        // istiod turns the pluginConfig Struct into JSON: every number is a double.
+        let policy = compile(br#"{"version":"v1","settings":{"max_request_body_bytes":4.194304e+06},
+            "cost_map":{"m":{"litellm_provider":"openai","max_output_tokens":16384.0,"input_cost_per_token":2.5e-06}}}"#)
+        .unwrap();
+        assert_eq!(policy.max_request_body_bytes, 4_194_304);
+        assert_eq!(
+            policy.cost_map.get("m").unwrap().max_output_tokens,
+            Some(16384)
+        );
     }
 
     #[test]

@@ -235,3 +235,166 @@ fn body_denial(problem: BodyProblem) -> Denial {
     };
     Denial::InvalidRequest { code, message }
 }
+
+#[cfg(test)]
+mod tests {
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+    use crate::policy::compile;
+    use crate::policy::key_hash::{digest, to_hex};
+    use hashbrown::HashMap;
+
+    fn policy() -> Policy {
+        let json = format!(
+            r#"{{"version":"v1","settings":{{"max_request_body_bytes":100}},
+              "cost_map":{{"claude-x":{{"litellm_provider":"anthropic"}}}},
+              "model_list":[
+                {{"model_name":"anthropic/*","litellm_params":{{"model":"anthropic/*","api_key_env":"ANTHROPIC_KEY"}},"cluster":"anthropic"}},
+                {{"model_name":"gpt-4o","litellm_params":{{"model":"openai/gpt-4o","api_key_env":"OPENAI_KEY"}},"cluster":"openai"}}],
+              "model_group_alias":{{"fast":"gpt-4o"}},
+              "keys":[{{"key_hash":"{}","key_alias":"k","models":["fast","anthropic/*"]}}]}}"#,
+            to_hex(&digest("sk-k"))
+        );
+        compile(json.as_bytes()).unwrap()
+    }
+
+    fn head<'a>(method: &'a str, path: &'a str, auth: &'a str) -> RequestHead<'a> {
+        RequestHead {
+            method,
+            path,
+            authorization: Some(auth),
+            ..RequestHead::default()
+        }
+    }
+
+    fn creds() -> HashMap<String, String> {
+        [("ANTHROPIC_KEY", "a-secret"), ("OPENAI_KEY", "o-secret")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn ticket(p: &Policy) -> BodyTicket {
+        match decide_head(
+            Some(p),
+            &head("POST", "/v1/chat/completions", "Bearer sk-k"),
+            0,
+        ) {
+            HeadOutcome::ReadBody(ticket) => ticket,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn without_a_policy_everything_is_refused_with_503() {
+        let outcome = decide_head(
+            None,
+            &head("POST", "/v1/chat/completions", "Bearer sk-k"),
+            0,
+        );
+        assert_eq!(outcome, HeadOutcome::Deny(Denial::PolicyUnavailable));
+    }
+
+    #[test]
+    fn authentication_runs_before_endpoint_checks() {
+        let p = policy();
+        let outcome = decide_head(Some(&p), &head("POST", "/v1/files", "Bearer sk-nobody"), 0);
+        assert_eq!(outcome, HeadOutcome::Deny(Denial::UnknownKey));
+        let outcome = decide_head(Some(&p), &head("POST", "/v1/files", "Bearer sk-k"), 0);
+        assert_eq!(outcome, HeadOutcome::Deny(Denial::UnknownEndpoint));
+        let outcome = decide_head(Some(&p), &head("GET", "/v1/messages", "Bearer sk-k"), 0);
+        assert_eq!(
+            outcome,
+            HeadOutcome::Deny(Denial::MethodNotAllowed { allowed: "POST" })
+        );
+    }
+
+    #[test]
+    fn oversized_content_length_is_refused_before_reading_the_body() {
+        let p = policy();
+        let mut h = head("POST", "/v1/chat/completions", "Bearer sk-k");
+        h.content_length = Some(101);
+        assert_eq!(
+            decide_head(Some(&p), &h, 0),
+            HeadOutcome::Deny(Denial::BodyTooLarge { limit: 100 })
+        );
+    }
+
+    #[test]
+    fn models_endpoint_is_answered_from_headers() {
+        let p = policy();
+        let HeadOutcome::Respond { status, body } =
+            decide_head(Some(&p), &head("GET", "/v1/models", "Bearer sk-k"), 0)
+        else {
+            panic!("expected a listing");
+        };
+        assert_eq!(status, 200);
+        let listed: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let ids: Vec<&str> = listed["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["claude-x", "fast"]);
+    }
+
+    #[test]
+    fn admitted_request_gets_route_credential_and_rewritten_body() {
+        let p = policy();
+        let c = creds();
+        let verdict = decide_body(&p, ticket(&p), br#"{"model":"fast","n":1}"#, &c, 7).unwrap();
+        let admission = verdict.outcome.unwrap();
+        assert_eq!(admission.deployment.cluster, "openai");
+        assert_eq!(
+            admission.credential,
+            Some(("authorization", "Bearer o-secret".to_string()))
+        );
+        assert_eq!(
+            admission.new_body.as_deref(),
+            Some(&br#"{"model":"gpt-4o","n":1}"#[..])
+        );
+        assert_eq!(verdict.trace.resolved.as_deref(), Some("gpt-4o"));
+    }
+
+    #[test]
+    fn unchanged_model_keeps_the_body_untouched() {
+        let p = policy();
+        let c = creds();
+        let verdict = decide_body(&p, ticket(&p), br#"{"model":"claude-x"}"#, &c, 0).unwrap();
+        let admission = verdict.outcome.unwrap();
+        assert_eq!(admission.new_body, None);
+        assert_eq!(
+            admission.credential,
+            Some(("x-api-key", "a-secret".to_string()))
+        );
+    }
+
+    #[test]
+    fn body_refusals_carry_their_codes() {
+        let p = policy();
+        let c = creds();
+        let code = |body: &[u8]| {
+            decide_body(&p, ticket(&p), body, &c, 0)
+                .unwrap()
+                .outcome
+                .unwrap_err()
+                .code()
+        };
+        assert_eq!(code(b"not json"), "invalid_json");
+        assert_eq!(code(b"{}"), "missing_model");
+        assert_eq!(code(b"  "), "missing_body");
+        assert_eq!(code(br#"{"model":"gpt-4o"}"#), "model_not_allowed");
+        assert_eq!(code(&[b' '; 101]), "request_too_large");
+    }
+
+    #[test]
+    fn missing_credential_is_503_not_a_forward_without_it() {
+        let p = policy();
+        let none: HashMap<String, String> = HashMap::new();
+        let verdict = decide_body(&p, ticket(&p), br#"{"model":"claude-x"}"#, &none, 0).unwrap();
+        assert_eq!(verdict.outcome.unwrap_err(), Denial::CredentialUnavailable);
+    }
+}

@@ -71,8 +71,42 @@ def content_addressed_wasm(workdir):
     return target
 
 
+class AsIstioPluginConfig:
+    """Deliver a policy the way istiod delivers a WasmPlugin's pluginConfig: the Struct is turned
+    into JSON (protomarshal.ToJSON) inside a StringValue, so every number is a double. Here whole
+    numbers are written with a fraction (65536.0) and large or tiny ones in exponent form
+    (4.194304e+06, 2.5e-07), the shapes a double-only encoder produces."""
+
+    def __init__(self, policy):
+        self.policy = policy
+
+    def to_json(self):
+        return _double_json(self.policy)
+
+
+def _double_json(value):
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{json.dumps(k)}:{_double_json(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(_double_json(v) for v in value) + "]"
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return json.dumps(value)
+    number = float(value)
+    if number != 0 and (abs(number) >= 1e6 or abs(number) < 1e-4):
+        mantissa, exponent = f"{number:e}".split("e")
+        return f"{mantissa.rstrip('0').rstrip('.')}e{exponent}"
+    return repr(number)
+
+
+def plugin_configuration(policy):
+    if isinstance(policy, AsIstioPluginConfig):
+        value = policy.to_json()
+    else:
+        value = policy if isinstance(policy, str) else json.dumps(policy)
+    return {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": value}
+
+
 def ecds_resource(policy, wasm_path, env, version_info):
-    configuration = policy if isinstance(policy, str) else json.dumps(policy)
     return {
         "version_info": version_info,
         "resources": [{
@@ -91,10 +125,7 @@ def ecds_resource(policy, wasm_path, env, version_info):
                         "code": {"local": {"filename": str(wasm_path)}},
                         "environment_variables": {"key_values": env},
                     },
-                    "configuration": {
-                        "@type": "type.googleapis.com/google.protobuf.StringValue",
-                        "value": configuration,
-                    },
+                    "configuration": plugin_configuration(policy),
                 },
             },
         }],

@@ -3,6 +3,7 @@
 import json
 
 from policies import KEYS, NEW_MODEL, base_policy, bearer, chat, with_new_model
+from stack import AsIstioPluginConfig
 
 
 def test_cost_map_update_lets_a_wildcard_key_reach_a_new_model(envoy, upstreams):
@@ -51,3 +52,18 @@ def test_an_unparseable_version_is_refused_too(envoy):
     resp = envoy.request("POST", "/v1/chat/completions", bearer(KEYS["all"]), chat("gpt-4o"))
     assert resp.status == 200
     assert resp.headers["x-tollgate-policy-version"] == "v5"
+
+
+def test_a_version_delivered_as_istio_plugin_config_json_is_accepted(envoy, upstreams):
+    """istiod turns a WasmPlugin's pluginConfig Struct into JSON: every number arrives as a double."""
+    policy = base_policy("v7-struct")
+    policy["settings"]["max_request_body_bytes"] = 65536
+    delivered = AsIstioPluginConfig(policy)
+    assert '"max_request_body_bytes":65536.0' in delivered.to_json()
+    assert '"max_input_tokens":1e+06' in delivered.to_json()  # claude-sonnet-4-6 in the real cost map
+    envoy.push_policy(delivered, "v7")
+    resp = envoy.request("POST", "/v1/chat/completions", bearer(KEYS["all"]), chat("gpt-4o"))
+    assert resp.status == 200, resp
+    assert resp.headers["x-tollgate-policy-version"] == "v7-struct"
+    big = envoy.request("POST", "/v1/chat/completions", bearer(KEYS["all"]), chat("gpt-4o", pad="x" * 70000))
+    assert big.status == 413
