@@ -34,31 +34,9 @@ COMPLETION = json.dumps({
     "usage": {"prompt_tokens": 200, "completion_tokens": 2, "total_tokens": 202},
 })
 
-UPSTREAM_BOOTSTRAP = """
-admin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }} }}
-static_resources:
-  listeners:
-  - name: upstream
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: upstream
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {{ prefix: "/" }}
-                direct_response: {{ status: 200, body: {{ inline_string: {body} }} }}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
-"""
-
-PLAIN_LISTENER = """  - name: plain
+def http_listener(name, port, route):
+    """A plain HTTP listener (router only) whose single route is `route` (a YAML flow mapping)."""
+    return f"""  - name: {name}
     address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
     per_connection_buffer_limit_bytes: 8388608
     filter_chains:
@@ -66,18 +44,26 @@ PLAIN_LISTENER = """  - name: plain
       - name: envoy.filters.network.http_connection_manager
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: plain
+          stat_prefix: {name}
           route_config:
             virtual_hosts:
-            - name: plain
+            - name: {name}
               domains: ["*"]
               routes:
               - match: {{ prefix: "/" }}
-                route: {{ cluster: openai, timeout: 30s }}
+                {route}
           http_filters:
           - name: envoy.filters.http.router
             typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
 """
+
+
+def upstream_bootstrap(admin, port):
+    """A second Envoy that answers every request with COMPLETION (a cheap, fast upstream)."""
+    body = json.dumps(COMPLETION)
+    return (f"admin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }} }}\n"
+            "static_resources:\n  listeners:\n"
+            + http_listener("upstream", port, f"direct_response: {{ status: 200, body: {{ inline_string: {body} }} }}"))
 
 
 def bench_policy():
@@ -127,7 +113,7 @@ def wrk(url, lua, seconds, envoy_pid=None):
 def main():
     work = clean_dir(ROOT / ".run" / "bench")
     up_port, up_admin = free_port(), free_port()
-    (work / "upstream.yaml").write_text(UPSTREAM_BOOTSTRAP.format(admin=up_admin, port=up_port, body=json.dumps(COMPLETION)))
+    (work / "upstream.yaml").write_text(upstream_bootstrap(up_admin, up_port))
     upstream = subprocess.Popen([str(ENVOY), "-c", str(work / "upstream.yaml"), "--concurrency", "1",
                                  "--use-dynamic-base-id", "--disable-hot-restart", "--log-level", "warn"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -142,7 +128,8 @@ def main():
 
         def with_plain(*args, **kwargs):
             text = original(*args, **kwargs)
-            return text.replace("  clusters:\n", PLAIN_LISTENER.format(port=plain_port) + "  clusters:\n", 1)
+            plain = http_listener("plain", plain_port, "route: { cluster: openai, timeout: 30s }")
+            return text.replace("  clusters:\n", plain + "  clusters:\n", 1)
         stack_module.render_bootstrap = with_plain
         started = time.monotonic()
         stack = EnvoyStack(work / "envoy", {"openai": up_port}, policy_json, {"OPENAI_API_KEY": "bench-secret"},

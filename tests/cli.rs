@@ -21,6 +21,12 @@ fn stderr(out: &Output) -> String {
 
 const EXAMPLE: &str = "envoy/policy.example.json";
 
+fn explain(key: &str, model: &str) -> Output {
+    tollgate(&[
+        "explain", "--config", EXAMPLE, "--key", key, "--model", model,
+    ])
+}
+
 #[test]
 fn validate_prints_a_summary_for_the_example_config() {
     let out = tollgate(&["validate", EXAMPLE]);
@@ -61,15 +67,7 @@ fn validate_lists_every_error_with_its_path() {
 
 #[test]
 fn explain_exits_zero_when_admitted_and_shows_the_alias_chain_and_route() {
-    let out = tollgate(&[
-        "explain",
-        "--config",
-        EXAMPLE,
-        "--key",
-        "sk-demo-search-1",
-        "--model",
-        "fast",
-    ]);
+    let out = explain("sk-demo-search-1", "fast");
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     let text = stdout(&out);
     assert!(
@@ -85,26 +83,10 @@ fn explain_exits_zero_when_admitted_and_shows_the_alias_chain_and_route() {
 
 #[test]
 fn explain_exits_one_with_the_exact_denial() {
-    let out = tollgate(&[
-        "explain",
-        "--config",
-        EXAMPLE,
-        "--key",
-        "sk-demo-search-1",
-        "--model",
-        "smart",
-    ]);
+    let out = explain("sk-demo-search-1", "smart");
     assert_eq!(out.status.code(), Some(1));
     assert!(stdout(&out).contains("DENY 403 model_not_allowed: The model 'smart' is not allowed"));
-    let unknown = tollgate(&[
-        "explain",
-        "--config",
-        EXAMPLE,
-        "--key",
-        "sk-nobody",
-        "--model",
-        "fast",
-    ]);
+    let unknown = explain("sk-nobody", "fast");
     assert_eq!(unknown.status.code(), Some(1));
     assert!(stdout(&unknown).contains("DENY 401 invalid_api_key"));
 }
