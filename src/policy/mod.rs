@@ -3,6 +3,7 @@
 //! Data flow: [`compile`] turns one plugin-config document into a [`Policy`]; per request,
 //! [`decide`] runs authenticate → resolve aliases → check access → route, and returns either
 //! an [`Admission`] (what to change before forwarding) or a [`Denial`] (the OpenAI-style error).
+//! On the way back, [`usage`] and [`sse`] read token usage from JSON and streamed responses.
 
 pub mod access;
 pub mod alias;
@@ -18,7 +19,9 @@ pub mod listing;
 pub mod pattern;
 pub mod request;
 pub mod routing;
+pub mod sse;
 pub mod time;
+pub mod usage;
 
 pub use compile::{compile, ConfigError, ConfigErrors};
 pub use decide::{decide_body, decide_head, Admission, HeadOutcome, Trace, Verdict};

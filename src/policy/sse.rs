@@ -1,0 +1,257 @@
+//! Incremental server-sent-events reader for usage metering.
+//!
+//! Chunks are fed as they pass (the filter never holds them); an event may straddle any number
+//! of chunks. Only a partial line is carried between chunks, and only `data:` lines that mention
+//! `"usage"` are parsed. A line longer than [`MAX_LINE_BYTES`] (for example a `response.completed`
+//! event carrying a very long answer) is not buffered whole: only its last [`TAIL_BYTES`] are kept,
+//! and the last `"usage"` object in them is read. Memory per stream is therefore bounded.
+
+use crate::policy::request::Endpoint;
+use crate::policy::usage::{merge_stream_event, merge_usage_object, Usage};
+
+/// Longest line buffered whole.
+pub const MAX_LINE_BYTES: usize = 256 * 1024;
+/// How much of an over-long line is kept (its end, where `usage` is written).
+pub const TAIL_BYTES: usize = 16 * 1024;
+
+/// Reads usage out of one streamed response.
+#[derive(Debug)]
+pub struct SseUsageReader {
+    endpoint: Endpoint,
+    line: Vec<u8>,
+    overflowed: bool,
+    usage: Usage,
+    saw_usage: bool,
+    saw_done: bool,
+}
+
+impl SseUsageReader {
+    /// A reader for a stream of `endpoint`.
+    pub fn new(endpoint: Endpoint) -> Self {
+        SseUsageReader {
+            endpoint,
+            line: Vec::new(),
+            overflowed: false,
+            usage: Usage::default(),
+            saw_usage: false,
+            saw_done: false,
+        }
+    }
+
+    /// Feeds the next chunk of the response body.
+    pub fn feed(&mut self, chunk: &[u8]) {
+        let mut rest = chunk;
+        while let Some(end) = rest.iter().position(|&b| b == b'\n') {
+            self.push(&rest[..end]);
+            self.end_line();
+            rest = &rest[end + 1..];
+        }
+        self.push(rest);
+    }
+
+    /// Call at the end of the body: a last line without a newline is still read.
+    pub fn finish(&mut self) {
+        if !self.line.is_empty() || self.overflowed {
+            self.end_line();
+        }
+    }
+
+    /// The usage seen so far, if any event carried usage.
+    pub fn usage(&self) -> Option<Usage> {
+        self.saw_usage.then_some(self.usage)
+    }
+
+    /// Whether the stream's terminal marker (`[DONE]`, `message_stop`, `response.completed`)
+    /// was seen.
+    pub fn saw_done(&self) -> bool {
+        self.saw_done
+    }
+
+    /// Bytes currently held between chunks (bounded by [`MAX_LINE_BYTES`]).
+    pub fn buffered_bytes(&self) -> usize {
+        self.line.len()
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        if !self.overflowed && self.line.len() + bytes.len() > MAX_LINE_BYTES {
+            self.overflowed = true;
+        }
+        self.line.extend_from_slice(bytes);
+        if self.overflowed && self.line.len() > TAIL_BYTES {
+            let excess = self.line.len() - TAIL_BYTES;
+            self.line.drain(..excess);
+        }
+    }
+
+    fn end_line(&mut self) {
+        let mut line = std::mem::take(&mut self.line);
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        if self.overflowed {
+            self.overflowed = false;
+            if let Some(object) = last_usage_object(&line) {
+                self.saw_usage |= merge_usage_object(self.endpoint, object, &mut self.usage);
+            }
+        } else if let Some(data) = line.strip_prefix(b"data:") {
+            let data = data.strip_prefix(b" ").unwrap_or(data);
+            if data == b"[DONE]" {
+                self.saw_done = true;
+            } else {
+                if contains(data, b"\"message_stop\"") || contains(data, b"\"response.completed\"")
+                {
+                    self.saw_done = true;
+                }
+                if contains(data, b"\"usage\"")
+                    && merge_stream_event(self.endpoint, data, &mut self.usage)
+                {
+                    self.saw_usage = true;
+                }
+            }
+        }
+        line.clear();
+        self.line = line;
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The JSON object after the last `"usage":` key in `text`, if it is complete.
+///
+/// `"usage":` with unescaped quotes can only be a key: inside a JSON string the quotes would be
+/// escaped.
+fn last_usage_object(text: &[u8]) -> Option<&[u8]> {
+    const KEY: &[u8] = b"\"usage\":";
+    let at = text.windows(KEY.len()).rposition(|w| w == KEY)? + KEY.len();
+    let start = at
+        + text
+            .get(at..)?
+            .iter()
+            .position(|b| !b.is_ascii_whitespace())?;
+    if text.get(start) != Some(&b'{') {
+        return None;
+    }
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for (i, &b) in text.get(start..)?.iter().enumerate() {
+        match (in_string, escaped, b) {
+            (true, true, _) => escaped = false,
+            (true, false, b'\\') => escaped = true,
+            (true, false, b'"') => in_string = false,
+            (true, false, _) => {}
+            (false, _, b'"') => in_string = true,
+            (false, _, b'{') => depth += 1,
+            (false, _, b'}') => {
+                depth -= 1;
+                if depth == 0 {
+                    return text.get(start..start + i + 1);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+
+    const OPENAI: &str = "data: {\"id\":\"c\",\"choices\":[{\"delta\":{\"content\":\"He said \\\"usage\\\"\"}}]}\n\n\
+        data: {\"id\":\"c\",\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n\
+        data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":5,\"total_tokens\":17}}\n\n\
+        data: [DONE]\n\n";
+
+    const ANTHROPIC: &str = "event: message_start\r\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"usage\":{\"input_tokens\":10,\"output_tokens\":1,\"cache_read_input_tokens\":3}}}\r\n\r\n\
+        event: content_block_delta\r\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\r\n\r\n\
+        event: message_delta\r\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":5}}\r\n\r\n\
+        event: message_stop\r\ndata: {\"type\":\"message_stop\"}\r\n\r\n";
+
+    fn read(endpoint: Endpoint, chunks: &[&[u8]]) -> SseUsageReader {
+        let mut reader = SseUsageReader::new(endpoint);
+        for chunk in chunks {
+            reader.feed(chunk);
+        }
+        reader.finish();
+        reader
+    }
+
+    #[test]
+    fn openai_stream_usage_is_read_from_the_final_chunk() {
+        let r = read(Endpoint::ChatCompletions, &[OPENAI.as_bytes()]);
+        let u = r.usage().unwrap();
+        assert_eq!((u.prompt_tokens, u.completion_tokens), (12, 5));
+        assert!(r.saw_done());
+    }
+
+    #[test]
+    fn split_at_every_byte_position_gives_the_same_usage() {
+        for (endpoint, text) in [
+            (Endpoint::ChatCompletions, OPENAI),
+            (Endpoint::Messages, ANTHROPIC),
+        ] {
+            let whole = read(endpoint, &[text.as_bytes()]).usage();
+            assert!(whole.is_some());
+            for cut in 0..=text.len() {
+                let (a, b) = text.as_bytes().split_at(cut);
+                assert_eq!(read(endpoint, &[a, b]).usage(), whole, "cut at {cut}");
+            }
+            let bytes: Vec<&[u8]> = text.as_bytes().chunks(1).collect();
+            assert_eq!(read(endpoint, &bytes).usage(), whole);
+        }
+    }
+
+    #[test]
+    fn anthropic_stream_merges_start_and_delta_with_crlf_lines() {
+        let r = read(Endpoint::Messages, &[ANTHROPIC.as_bytes()]);
+        let u = r.usage().unwrap();
+        assert_eq!(
+            (u.prompt_tokens, u.cached_tokens, u.completion_tokens),
+            (13, 3, 5)
+        );
+        assert!(r.saw_done());
+    }
+
+    #[test]
+    fn stream_without_usage_reports_none() {
+        let text = "data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\ndata: [DONE]\n\n";
+        let r = read(Endpoint::ChatCompletions, &[text.as_bytes()]);
+        assert_eq!(r.usage(), None);
+        assert!(r.saw_done());
+    }
+
+    #[test]
+    fn an_over_long_event_keeps_bounded_memory_and_still_yields_usage() {
+        let mut reader = SseUsageReader::new(Endpoint::Responses);
+        reader.feed(b"event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"output\":[{\"text\":\"");
+        let filler = vec![b'x'; 64 * 1024];
+        for _ in 0..64 {
+            reader.feed(&filler); // 4 MiB of answer text
+            assert!(reader.buffered_bytes() <= MAX_LINE_BYTES);
+        }
+        reader.feed(b"\"}],\"usage\":{\"input_tokens\":9,\"output_tokens\":1000000,\"output_tokens_details\":{\"reasoning_tokens\":7}}}}\n\n");
+        reader.finish();
+        let u = reader.usage().unwrap();
+        assert_eq!(
+            (u.prompt_tokens, u.completion_tokens, u.reasoning_tokens),
+            (9, 1_000_000, 7)
+        );
+    }
+
+    #[test]
+    fn usage_object_finder_skips_braces_inside_strings() {
+        let text = br#"{"a":"}{","usage":{"x":"\"}","input_tokens":1},"b":2}"#;
+        assert_eq!(
+            last_usage_object(text),
+            Some(&br#"{"x":"\"}","input_tokens":1}"#[..])
+        );
+        assert_eq!(last_usage_object(br#"{"usage":{"open":1"#), None);
+    }
+}

@@ -1,0 +1,358 @@
+//! Usage (tokens) reported by an upstream, normalised the way LiteLLM does.
+//!
+//! The invariant: `prompt_tokens` *includes* cached reads and cache writes (OpenAI's convention).
+//! Anthropic reports `input_tokens` *without* them, so its three numbers are added up.
+
+use serde::Deserialize;
+
+use crate::policy::request::Endpoint;
+
+/// Token counts of one request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// All input tokens, including cached reads and cache writes.
+    pub prompt_tokens: u64,
+    /// Input tokens read from the provider's prompt cache (part of `prompt_tokens`).
+    pub cached_tokens: u64,
+    /// Input tokens written to the prompt cache (part of `prompt_tokens`).
+    pub cache_creation_tokens: u64,
+    /// All output tokens, including reasoning.
+    pub completion_tokens: u64,
+    /// Reasoning tokens (part of `completion_tokens`).
+    pub reasoning_tokens: u64,
+}
+
+/// OpenAI chat/completions/embeddings `usage`.
+#[derive(Debug, Default, Deserialize)]
+struct OpenAiUsage {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+    #[serde(default)]
+    prompt_tokens_details: Option<PromptDetails>,
+    #[serde(default)]
+    completion_tokens_details: Option<CompletionDetails>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct PromptDetails {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
+    #[serde(default)]
+    cache_write_tokens: Option<u64>,
+    #[serde(default)]
+    cache_creation_tokens: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct CompletionDetails {
+    #[serde(default)]
+    reasoning_tokens: Option<u64>,
+}
+
+/// OpenAI Responses `usage`.
+#[derive(Debug, Default, Deserialize)]
+struct ResponsesUsage {
+    #[serde(default)]
+    input_tokens: u64,
+    #[serde(default)]
+    output_tokens: u64,
+    #[serde(default)]
+    input_tokens_details: Option<PromptDetails>,
+    #[serde(default)]
+    output_tokens_details: Option<CompletionDetails>,
+}
+
+/// Anthropic `usage` (in a message, `message_start` or `message_delta`).
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct AnthropicUsage {
+    #[serde(default)]
+    pub(crate) input_tokens: Option<u64>,
+    #[serde(default)]
+    pub(crate) output_tokens: Option<u64>,
+    #[serde(default)]
+    pub(crate) cache_read_input_tokens: Option<u64>,
+    #[serde(default)]
+    pub(crate) cache_creation_input_tokens: Option<u64>,
+}
+
+impl From<OpenAiUsage> for Usage {
+    fn from(u: OpenAiUsage) -> Usage {
+        let prompt = u.prompt_tokens_details.unwrap_or_default();
+        Usage {
+            prompt_tokens: u.prompt_tokens,
+            cached_tokens: prompt.cached_tokens.unwrap_or(0),
+            cache_creation_tokens: prompt
+                .cache_write_tokens
+                .or(prompt.cache_creation_tokens)
+                .unwrap_or(0),
+            completion_tokens: u.completion_tokens,
+            reasoning_tokens: u
+                .completion_tokens_details
+                .and_then(|d| d.reasoning_tokens)
+                .unwrap_or(0),
+        }
+    }
+}
+
+impl From<ResponsesUsage> for Usage {
+    fn from(u: ResponsesUsage) -> Usage {
+        let input = u.input_tokens_details.unwrap_or_default();
+        Usage {
+            prompt_tokens: u.input_tokens,
+            cached_tokens: input.cached_tokens.unwrap_or(0),
+            cache_creation_tokens: input
+                .cache_write_tokens
+                .or(input.cache_creation_tokens)
+                .unwrap_or(0),
+            completion_tokens: u.output_tokens,
+            reasoning_tokens: u
+                .output_tokens_details
+                .and_then(|d| d.reasoning_tokens)
+                .unwrap_or(0),
+        }
+    }
+}
+
+impl AnthropicUsage {
+    /// Folds this report into `usage`: `message_start` carries input and cache counts,
+    /// `message_delta` carries the cumulative output count (and, in newer API versions, input).
+    pub(crate) fn merge_into(&self, usage: &mut Usage) {
+        let cached = self.cache_read_input_tokens;
+        let created = self.cache_creation_input_tokens;
+        if let Some(input) = self.input_tokens {
+            usage.cached_tokens = cached.unwrap_or(usage.cached_tokens);
+            usage.cache_creation_tokens = created.unwrap_or(usage.cache_creation_tokens);
+            usage.prompt_tokens = input
+                .saturating_add(usage.cached_tokens)
+                .saturating_add(usage.cache_creation_tokens);
+        }
+        if let Some(output) = self.output_tokens {
+            usage.completion_tokens = output;
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct WithUsage<U> {
+    usage: Option<U>,
+}
+
+/// Usage from a complete (non-streamed) JSON response body of `endpoint`.
+pub fn usage_from_json(endpoint: Endpoint, body: &[u8]) -> Option<Usage> {
+    match endpoint {
+        Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Embeddings => {
+            let parsed: WithUsage<OpenAiUsage> = serde_json::from_slice(body).ok()?;
+            parsed.usage.map(Usage::from)
+        }
+        Endpoint::Responses => {
+            let parsed: WithUsage<ResponsesUsage> = serde_json::from_slice(body).ok()?;
+            parsed.usage.map(Usage::from)
+        }
+        Endpoint::Messages => {
+            let parsed: WithUsage<AnthropicUsage> = serde_json::from_slice(body).ok()?;
+            let mut usage = Usage::default();
+            parsed.usage?.merge_into(&mut usage);
+            Some(usage)
+        }
+        Endpoint::ListModels | Endpoint::Unsupported => None,
+    }
+}
+
+/// Folds a bare `usage` object of `endpoint`'s shape into `usage` (used when only the end of an
+/// over-long event was kept). Returns true when it parsed.
+pub fn merge_usage_object(endpoint: Endpoint, object: &[u8], usage: &mut Usage) -> bool {
+    match endpoint {
+        Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Embeddings => {
+            serde_json::from_slice::<OpenAiUsage>(object)
+                .map(|u| *usage = Usage::from(u))
+                .is_ok()
+        }
+        Endpoint::Responses => serde_json::from_slice::<ResponsesUsage>(object)
+            .map(|u| *usage = Usage::from(u))
+            .is_ok(),
+        Endpoint::Messages => serde_json::from_slice::<AnthropicUsage>(object)
+            .map(|u| u.merge_into(usage))
+            .is_ok(),
+        Endpoint::ListModels | Endpoint::Unsupported => false,
+    }
+}
+
+/// Usage from one streamed event's JSON (`data:` payload) of `endpoint`, folded into `usage`.
+/// Returns true when the event carried usage.
+pub fn merge_stream_event(endpoint: Endpoint, data: &[u8], usage: &mut Usage) -> bool {
+    match endpoint {
+        Endpoint::ChatCompletions | Endpoint::Completions => {
+            match serde_json::from_slice::<WithUsage<OpenAiUsage>>(data) {
+                Ok(WithUsage { usage: Some(u) }) => {
+                    *usage = Usage::from(u);
+                    true
+                }
+                _ => false,
+            }
+        }
+        Endpoint::Responses => {
+            #[derive(Deserialize)]
+            struct Event {
+                #[serde(rename = "type")]
+                kind: String,
+                response: Option<WithUsage<ResponsesUsage>>,
+            }
+            match serde_json::from_slice::<Event>(data) {
+                Ok(Event {
+                    kind,
+                    response: Some(WithUsage { usage: Some(u) }),
+                }) if kind.starts_with("response.") => {
+                    *usage = Usage::from(u);
+                    true
+                }
+                _ => false,
+            }
+        }
+        Endpoint::Messages => {
+            #[derive(Deserialize)]
+            struct Event {
+                message: Option<WithUsage<AnthropicUsage>>,
+                usage: Option<AnthropicUsage>,
+            }
+            let Ok(event) = serde_json::from_slice::<Event>(data) else {
+                return false;
+            };
+            let reported = event.message.and_then(|m| m.usage).or(event.usage);
+            match reported {
+                Some(u) => {
+                    u.merge_into(usage);
+                    true
+                }
+                None => false,
+            }
+        }
+        Endpoint::Embeddings | Endpoint::ListModels | Endpoint::Unsupported => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+
+    #[test]
+    fn openai_chat_usage_keeps_cached_inside_prompt() {
+        let body = br#"{"id":"x","choices":[],"usage":{"prompt_tokens":100,"completion_tokens":20,
+            "total_tokens":120,"prompt_tokens_details":{"cached_tokens":40,"audio_tokens":0},
+            "completion_tokens_details":{"reasoning_tokens":8}}}"#;
+        let u = usage_from_json(Endpoint::ChatCompletions, body).unwrap();
+        assert_eq!(
+            u,
+            Usage {
+                prompt_tokens: 100,
+                cached_tokens: 40,
+                cache_creation_tokens: 0,
+                completion_tokens: 20,
+                reasoning_tokens: 8
+            }
+        );
+    }
+
+    #[test]
+    fn anthropic_input_excludes_caches_so_they_are_added() {
+        let body = br#"{"type":"message","usage":{"input_tokens":10,"output_tokens":5,
+            "cache_read_input_tokens":100,"cache_creation_input_tokens":50}}"#;
+        let u = usage_from_json(Endpoint::Messages, body).unwrap();
+        assert_eq!(
+            u,
+            Usage {
+                prompt_tokens: 160,
+                cached_tokens: 100,
+                cache_creation_tokens: 50,
+                completion_tokens: 5,
+                reasoning_tokens: 0
+            }
+        );
+    }
+
+    #[test]
+    fn responses_usage_uses_input_and_output_names() {
+        let body = br#"{"object":"response","usage":{"input_tokens":12,"input_tokens_details":{"cached_tokens":2},
+            "output_tokens":5,"output_tokens_details":{"reasoning_tokens":3},"total_tokens":17}}"#;
+        let u = usage_from_json(Endpoint::Responses, body).unwrap();
+        assert_eq!(
+            (
+                u.prompt_tokens,
+                u.cached_tokens,
+                u.completion_tokens,
+                u.reasoning_tokens
+            ),
+            (12, 2, 5, 3)
+        );
+    }
+
+    #[test]
+    fn embeddings_have_prompt_tokens_only() {
+        let body = br#"{"object":"list","data":[],"usage":{"prompt_tokens":4,"total_tokens":4}}"#;
+        let u = usage_from_json(Endpoint::Embeddings, body).unwrap();
+        assert_eq!((u.prompt_tokens, u.completion_tokens), (4, 0));
+    }
+
+    #[test]
+    fn missing_or_malformed_usage_is_none() {
+        assert_eq!(
+            usage_from_json(Endpoint::ChatCompletions, br#"{"choices":[]}"#),
+            None
+        );
+        assert_eq!(
+            usage_from_json(Endpoint::ChatCompletions, b"not json"),
+            None
+        );
+        assert_eq!(
+            usage_from_json(
+                Endpoint::ChatCompletions,
+                br#"{"usage":{"prompt_tokens":-1}}"#
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn anthropic_stream_events_merge_start_and_delta() {
+        let mut u = Usage::default();
+        assert!(merge_stream_event(
+            Endpoint::Messages,
+            br#"{"type":"message_start","message":{"usage":{"input_tokens":10,"output_tokens":1,"cache_read_input_tokens":4}}}"#,
+            &mut u
+        ));
+        assert!(!merge_stream_event(
+            Endpoint::Messages,
+            br#"{"type":"content_block_delta","delta":{"text":"usage"}}"#,
+            &mut u
+        ));
+        assert!(merge_stream_event(
+            Endpoint::Messages,
+            br#"{"type":"message_delta","usage":{"output_tokens":42}}"#,
+            &mut u
+        ));
+        assert_eq!(
+            (u.prompt_tokens, u.cached_tokens, u.completion_tokens),
+            (14, 4, 42)
+        );
+    }
+
+    #[test]
+    fn responses_stream_reads_usage_from_the_completed_event() {
+        let mut u = Usage::default();
+        assert!(!merge_stream_event(
+            Endpoint::Responses,
+            br#"{"type":"response.output_text.delta","delta":"hi"}"#,
+            &mut u
+        ));
+        assert!(merge_stream_event(
+            Endpoint::Responses,
+            br#"{"type":"response.completed","response":{"id":"r","usage":{"input_tokens":7,"output_tokens":3}}}"#,
+            &mut u
+        ));
+        assert_eq!((u.prompt_tokens, u.completion_tokens), (7, 3));
+    }
+}
