@@ -77,41 +77,47 @@ pub(crate) struct AnthropicUsage {
     pub(crate) cache_creation_input_tokens: Option<u64>,
 }
 
-impl From<OpenAiUsage> for Usage {
-    fn from(u: OpenAiUsage) -> Usage {
-        let prompt = u.prompt_tokens_details.unwrap_or_default();
+impl Usage {
+    /// OpenAI-convention counts (prompt already includes cache reads and writes).
+    fn openai(
+        prompt_tokens: u64,
+        completion_tokens: u64,
+        prompt: Option<PromptDetails>,
+        completion: Option<CompletionDetails>,
+    ) -> Usage {
+        let prompt = prompt.unwrap_or_default();
         Usage {
-            prompt_tokens: u.prompt_tokens,
+            prompt_tokens,
             cached_tokens: prompt.cached_tokens.unwrap_or(0),
             cache_creation_tokens: prompt
                 .cache_write_tokens
                 .or(prompt.cache_creation_tokens)
                 .unwrap_or(0),
-            completion_tokens: u.completion_tokens,
-            reasoning_tokens: u
-                .completion_tokens_details
-                .and_then(|d| d.reasoning_tokens)
-                .unwrap_or(0),
+            completion_tokens,
+            reasoning_tokens: completion.and_then(|d| d.reasoning_tokens).unwrap_or(0),
         }
+    }
+}
+
+impl From<OpenAiUsage> for Usage {
+    fn from(u: OpenAiUsage) -> Usage {
+        Usage::openai(
+            u.prompt_tokens,
+            u.completion_tokens,
+            u.prompt_tokens_details,
+            u.completion_tokens_details,
+        )
     }
 }
 
 impl From<ResponsesUsage> for Usage {
     fn from(u: ResponsesUsage) -> Usage {
-        let input = u.input_tokens_details.unwrap_or_default();
-        Usage {
-            prompt_tokens: u.input_tokens,
-            cached_tokens: input.cached_tokens.unwrap_or(0),
-            cache_creation_tokens: input
-                .cache_write_tokens
-                .or(input.cache_creation_tokens)
-                .unwrap_or(0),
-            completion_tokens: u.output_tokens,
-            reasoning_tokens: u
-                .output_tokens_details
-                .and_then(|d| d.reasoning_tokens)
-                .unwrap_or(0),
-        }
+        Usage::openai(
+            u.input_tokens,
+            u.output_tokens,
+            u.input_tokens_details,
+            u.output_tokens_details,
+        )
     }
 }
 
