@@ -10,6 +10,7 @@ pub mod alias;
 pub mod auth;
 pub mod compile;
 pub mod config;
+pub mod cost;
 pub mod cost_map;
 pub mod decide;
 pub mod denial;

@@ -1,0 +1,290 @@
+//! What a request cost, in exact integer money.
+//!
+//! Rates are converted once from the config's USD-per-token floats into integer atto-dollars
+//! (1e-18 USD) per token, which represents every price in the LiteLLM map exactly; a request's
+//! cost is computed in `u128` atto-dollars and reported in nano-dollars (1e-9 USD), rounded half
+//! up. Money is never accumulated as a float.
+//!
+//! Prices come from the deployment's own `model_info` first, then this version's cost map entry
+//! for `provider/model`, then the bare model. A model with no known price is **not** free: only an
+//! explicit `0` is free; a missing price is reported as [`PriceSource::Unpriced`].
+
+use crate::policy::cost_map::{CostEntry, RateKind};
+use crate::policy::index::Deployment;
+use crate::policy::usage::Usage;
+
+/// Atto-dollars (1e-18 USD) per USD.
+const ATTO_PER_USD: f64 = 1e18;
+/// Atto-dollars per nano-dollar.
+const ATTO_PER_NANO: u128 = 1_000_000_000;
+
+/// Where a request's prices came from (reported with every spend event).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PriceSource {
+    /// The deployment's `model_info`.
+    Deployment,
+    /// This version's cost map.
+    CostMap,
+    /// No price is known (never treated as free).
+    Unpriced,
+}
+
+impl PriceSource {
+    /// The name used in spend events.
+    pub fn name(self) -> &'static str {
+        match self {
+            PriceSource::Deployment => "deployment",
+            PriceSource::CostMap => "cost_map",
+            PriceSource::Unpriced => "unpriced",
+        }
+    }
+}
+
+/// Per-token rates in atto-dollars; `None` means unknown.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rates {
+    /// Input.
+    pub input: Option<u64>,
+    /// Output.
+    pub output: Option<u64>,
+    /// Cached-read input (falls back to `input`).
+    pub cache_read: Option<u64>,
+    /// Cache-creation input (falls back to `input`).
+    pub cache_creation: Option<u64>,
+    /// Reasoning output (falls back to `output`).
+    pub reasoning: Option<u64>,
+}
+
+/// Converts a USD-per-token price into atto-dollars per token (exact for the map's prices).
+pub fn atto_per_token(usd: f64) -> Option<u64> {
+    let atto = (usd * ATTO_PER_USD).round();
+    (atto.is_finite() && atto >= 0.0 && atto < u64::MAX as f64).then_some(atto as u64)
+}
+
+/// The rates of a cost-map entry at a given prompt size (threshold tiers applied: the highest
+/// crossed `*_above_<N>k_tokens` rate of each kind prices *all* tokens of that kind).
+pub fn entry_rates(entry: &CostEntry, prompt_tokens: u64) -> Rates {
+    let mut rates = Rates {
+        input: entry.input_cost_per_token.and_then(atto_per_token),
+        output: entry.output_cost_per_token.and_then(atto_per_token),
+        cache_read: entry.cache_read_input_token_cost.and_then(atto_per_token),
+        cache_creation: entry
+            .cache_creation_input_token_cost
+            .and_then(atto_per_token),
+        reasoning: entry
+            .output_cost_per_reasoning_token
+            .and_then(atto_per_token),
+    };
+    for tier in entry
+        .thresholds
+        .iter()
+        .filter(|t| prompt_tokens > t.above_tokens)
+    {
+        let rate = atto_per_token(tier.cost_per_token);
+        match tier.kind {
+            RateKind::Input => rates.input = rate,
+            RateKind::Output => rates.output = rate,
+            RateKind::CacheRead => rates.cache_read = rate,
+            RateKind::CacheCreation => rates.cache_creation = rate,
+        }
+    }
+    rates
+}
+
+/// The deployment's own rates, if it sets an input or output price.
+pub fn deployment_rates(deployment: &Deployment) -> Option<Rates> {
+    let p = &deployment.prices;
+    if p.input.is_none() && p.output.is_none() {
+        return None;
+    }
+    Some(Rates {
+        input: p.input.and_then(atto_per_token),
+        output: p.output.and_then(atto_per_token),
+        cache_read: p.cache_read.and_then(atto_per_token),
+        cache_creation: p.cache_creation.and_then(atto_per_token),
+        reasoning: p.reasoning.and_then(atto_per_token),
+    })
+}
+
+/// A priced request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cost {
+    /// Cost in nano-dollars (0 when unpriced).
+    pub nano_usd: u64,
+    /// Where the rates came from.
+    pub source: PriceSource,
+}
+
+/// Prices `usage` with `rates`. Unpriced when either base rate a non-zero token count needs is
+/// unknown.
+pub fn cost_of(usage: &Usage, rates: &Rates, source: PriceSource) -> Cost {
+    let unpriced = Cost {
+        nano_usd: 0,
+        source: PriceSource::Unpriced,
+    };
+    let needs_input = usage.prompt_tokens > 0;
+    let needs_output = usage.completion_tokens > 0;
+    if source == PriceSource::Unpriced
+        || (needs_input && rates.input.is_none())
+        || (needs_output && rates.output.is_none())
+    {
+        return unpriced;
+    }
+    let input = u128::from(rates.input.unwrap_or(0));
+    let output = u128::from(rates.output.unwrap_or(0));
+    let cached = usage.cached_tokens.min(usage.prompt_tokens);
+    let created = usage
+        .cache_creation_tokens
+        .min(usage.prompt_tokens - cached);
+    let text_in = usage.prompt_tokens - cached - created;
+    let reasoning = usage.reasoning_tokens.min(usage.completion_tokens);
+    let text_out = usage.completion_tokens - reasoning;
+    let atto = u128::from(text_in) * input
+        + u128::from(cached) * rates.cache_read.map_or(input, u128::from)
+        + u128::from(created) * rates.cache_creation.map_or(input, u128::from)
+        + u128::from(text_out) * output
+        + u128::from(reasoning) * rates.reasoning.map_or(output, u128::from);
+    let nano = (atto + ATTO_PER_NANO / 2) / ATTO_PER_NANO;
+    Cost {
+        nano_usd: u64::try_from(nano).unwrap_or(u64::MAX),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+    use crate::policy::cost_map::ThresholdPrice;
+
+    fn usage(prompt: u64, cached: u64, created: u64, completion: u64, reasoning: u64) -> Usage {
+        Usage {
+            prompt_tokens: prompt,
+            cached_tokens: cached,
+            cache_creation_tokens: created,
+            completion_tokens: completion,
+            reasoning_tokens: reasoning,
+        }
+    }
+
+    fn entry(input: Option<f64>, output: Option<f64>) -> CostEntry {
+        CostEntry {
+            input_cost_per_token: input,
+            output_cost_per_token: output,
+            ..CostEntry::default()
+        }
+    }
+
+    #[test]
+    fn prices_convert_exactly_to_atto_dollars() {
+        assert_eq!(atto_per_token(1.5e-07), Some(150_000_000_000));
+        assert_eq!(atto_per_token(3e-06), Some(3_000_000_000_000));
+        assert_eq!(atto_per_token(0.0), Some(0));
+        assert_eq!(atto_per_token(f64::NAN), None);
+    }
+
+    #[test]
+    fn gpt_4o_mini_chat_costs_the_exact_sum() {
+        // 12 prompt tokens at $0.15/M and 5 completion tokens at $0.60/M = $0.0000048.
+        let rates = entry_rates(&entry(Some(1.5e-07), Some(6e-07)), 12);
+        let cost = cost_of(&usage(12, 0, 0, 5, 0), &rates, PriceSource::CostMap);
+        assert_eq!(
+            cost,
+            Cost {
+                nano_usd: 4_800,
+                source: PriceSource::CostMap
+            }
+        );
+    }
+
+    #[test]
+    fn cache_and_reasoning_rates_fall_back_to_input_and_output() {
+        let rates = entry_rates(&entry(Some(1e-06), Some(2e-06)), 100);
+        // 100 prompt (40 cached) at 1e-6 and 10 completion (4 reasoning) at 2e-6 = 120e-6.
+        let cost = cost_of(&usage(100, 40, 0, 10, 4), &rates, PriceSource::CostMap);
+        assert_eq!(cost.nano_usd, 120_000);
+    }
+
+    #[test]
+    fn cache_reads_and_writes_use_their_own_rates() {
+        let mut e = entry(Some(3e-06), Some(1.5e-05));
+        e.cache_read_input_token_cost = Some(3e-07);
+        e.cache_creation_input_token_cost = Some(3.75e-06);
+        let rates = entry_rates(&e, 160);
+        // claude-sonnet-4-6: 10 fresh + 100 cached + 50 written in, 5 out.
+        let cost = cost_of(&usage(160, 100, 50, 5, 0), &rates, PriceSource::CostMap);
+        assert_eq!(cost.nano_usd, 30_000 + 30_000 + 187_500 + 75_000);
+    }
+
+    #[test]
+    fn explicit_zero_is_free_but_missing_price_is_unpriced() {
+        let free = entry_rates(&entry(Some(0.0), Some(0.0)), 10);
+        assert_eq!(
+            cost_of(&usage(10, 0, 0, 10, 0), &free, PriceSource::CostMap).source,
+            PriceSource::CostMap
+        );
+        let unknown = entry_rates(&entry(None, None), 10);
+        let cost = cost_of(&usage(10, 0, 0, 10, 0), &unknown, PriceSource::CostMap);
+        assert_eq!(
+            cost,
+            Cost {
+                nano_usd: 0,
+                source: PriceSource::Unpriced
+            }
+        );
+        let half = entry_rates(&entry(Some(1e-06), None), 10);
+        assert_eq!(
+            cost_of(&usage(10, 0, 0, 10, 0), &half, PriceSource::CostMap).source,
+            PriceSource::Unpriced
+        );
+        // An embedding needs no output price.
+        assert_eq!(
+            cost_of(&usage(10, 0, 0, 0, 0), &half, PriceSource::CostMap).nano_usd,
+            10_000
+        );
+    }
+
+    #[test]
+    fn crossed_threshold_prices_all_tokens_of_that_kind() {
+        let mut e = entry(Some(1.25e-06), Some(1e-05));
+        e.thresholds = vec![
+            ThresholdPrice {
+                kind: RateKind::Input,
+                above_tokens: 200_000,
+                cost_per_token: 2.5e-06,
+            },
+            ThresholdPrice {
+                kind: RateKind::Output,
+                above_tokens: 200_000,
+                cost_per_token: 1.5e-05,
+            },
+        ];
+        let below = cost_of(
+            &usage(200_000, 0, 0, 1_000, 0),
+            &entry_rates(&e, 200_000),
+            PriceSource::CostMap,
+        );
+        assert_eq!(below.nano_usd, 250_000_000 + 10_000_000);
+        let above = cost_of(
+            &usage(200_001, 0, 0, 1_000, 0),
+            &entry_rates(&e, 200_001),
+            PriceSource::CostMap,
+        );
+        assert_eq!(above.nano_usd, 500_002_500 + 15_000_000);
+    }
+
+    #[test]
+    fn rounding_is_half_up_to_the_nano_dollar() {
+        let rates = entry_rates(&entry(Some(1e-10), Some(0.0)), 5);
+        assert_eq!(
+            cost_of(&usage(5, 0, 0, 0, 0), &rates, PriceSource::CostMap).nano_usd,
+            1
+        );
+        assert_eq!(
+            cost_of(&usage(4, 0, 0, 0, 0), &rates, PriceSource::CostMap).nano_usd,
+            0
+        );
+    }
+}
