@@ -152,21 +152,24 @@ pub fn headers(map: Map) -> Vec<(Vec<u8>, Vec<u8>)> {
 /// Decodes the proxy-wasm header-map wire format (see [`serialize_headers`]).
 fn parse_header_pairs(bytes: &[u8]) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
     let u32_at = |at: usize| -> Option<usize> {
-        let raw: [u8; 4] = bytes.get(at..at + 4)?.try_into().ok()?;
+        let raw: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
         usize::try_from(u32::from_le_bytes(raw)).ok()
     };
     let count = u32_at(0)?;
     let mut sizes = Vec::with_capacity(count.min(1024));
     for i in 0..count {
-        sizes.push((u32_at(4 + i * 8)?, u32_at(8 + i * 8)?));
+        let at = i.checked_mul(8)?.checked_add(4)?;
+        sizes.push((u32_at(at)?, u32_at(at.checked_add(4)?)?));
     }
-    let mut at = 4 + count.checked_mul(8)?;
+    let mut at = count.checked_mul(8)?.checked_add(4)?;
     let mut out = Vec::with_capacity(sizes.len());
     for (name_len, value_len) in sizes {
-        let name = bytes.get(at..at + name_len)?.to_vec();
-        at += name_len + 1;
-        let value = bytes.get(at..at + value_len)?.to_vec();
-        at += value_len + 1;
+        let name_end = at.checked_add(name_len)?;
+        let name = bytes.get(at..name_end)?.to_vec();
+        let value_start = name_end.checked_add(1)?;
+        let value_end = value_start.checked_add(value_len)?;
+        let value = bytes.get(value_start..value_end)?.to_vec();
+        at = value_end.checked_add(1)?;
         out.push((name, value));
     }
     Some(out)

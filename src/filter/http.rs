@@ -93,15 +93,16 @@ impl TollgateHttp {
         };
         let Some(body) = host::buffer(Buffer::RequestBody, body_size) else {
             host::log(Level::Error, "tollgate: could not read the request body");
-            return self.deny(&Denial::InvalidRequest {
-                code: "unreadable_body",
-                message: "The request body could not be read.".into(),
+            return self.deny(&Denial::GatewayError {
+                code: "request_body_unreadable",
             });
         };
         let random = self.shared.next_random();
         let Some(verdict) = decide_body(&policy, ticket, &body, &self.shared.credentials, random)
         else {
-            return self.deny(&Denial::UnknownKey);
+            return self.deny(&Denial::GatewayError {
+                code: "key_not_in_policy",
+            });
         };
         let admission = match verdict.outcome {
             Ok(admission) => admission,
@@ -136,9 +137,8 @@ impl TollgateHttp {
         if !applied {
             // Forwarding half-edited could leak the client key or mis-route: refuse instead.
             host::log(Level::Error, "tollgate: the host refused a request edit");
-            return self.deny(&Denial::InvalidRequest {
+            return self.deny(&Denial::GatewayError {
                 code: "request_not_editable",
-                message: "The gateway could not prepare this request.".into(),
             });
         }
         host::clear_route_cache();
@@ -166,9 +166,8 @@ impl HttpContext for TollgateHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let mut facts = HeadFacts::default();
         for (name, value) in host::headers(Map::RequestHeaders) {
-            let Ok(value) = String::from_utf8(value) else {
-                continue;
-            };
+            // Lossy: a non-UTF-8 credential is still seen (and refused as malformed, and removed).
+            let value = String::from_utf8_lossy(&value).into_owned();
             let slot = match name.as_slice() {
                 b":method" => &mut facts.method,
                 b":path" => &mut facts.path,

@@ -55,7 +55,13 @@ impl fmt::Display for ConfigErrors {
 
 /// Parses and validates one plugin-config document into a [`Policy`].
 pub fn compile(document: &[u8]) -> Result<Policy, ConfigErrors> {
-    if document.first() == Some(&0x0a) && !document.starts_with(b"\n{") {
+    // JSON text never holds raw control bytes other than whitespace; protobuf almost always does
+    // within its first bytes (field tags and length varints).
+    let binary = document
+        .iter()
+        .take(64)
+        .any(|&b| b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r'));
+    if binary {
         // A google.protobuf.Struct in Envoy's typed config reaches the plugin as binary protobuf.
         return Err(ConfigErrors(vec![ConfigError {
             path: String::new(),

@@ -189,6 +189,7 @@ fn binary_protobuf_struct_is_refused_with_a_hint() {
         "{e:?}"
     );
     assert!(compile(b"\n{\"version\":\"v1\"}").is_ok());
+    assert!(compile(b"\n  \r\n\t{\n  \"version\": \"v1\"\n}\n").is_ok());
 }
 
 #[test]

@@ -10,7 +10,7 @@
 //! explicit `0` is free; a missing price is reported as [`PriceSource::Unpriced`].
 
 use crate::policy::cost_map::{CostEntry, RateKind};
-use crate::policy::index::Deployment;
+use crate::policy::index::{Deployment, Policy};
 use crate::policy::usage::Usage;
 
 /// Atto-dollars (1e-18 USD) per USD.
@@ -104,6 +104,31 @@ pub fn deployment_rates(deployment: &Deployment) -> Option<Rates> {
         cache_creation: p.cache_creation.and_then(atto_per_token),
         reasoning: p.reasoning.and_then(atto_per_token),
     })
+}
+
+/// The rates for a request that `deployment` served as upstream model `model`: the deployment's
+/// own prices first, then this version's cost map entry for `provider/model`, then the bare
+/// `model` (only when that entry belongs to the same provider, as LiteLLM requires).
+pub fn rates_for(
+    policy: &Policy,
+    deployment: &Deployment,
+    model: &str,
+    prompt_tokens: u64,
+) -> (Rates, PriceSource) {
+    if let Some(rates) = deployment_rates(deployment) {
+        return (rates, PriceSource::Deployment);
+    }
+    let qualified = format!("{}/{model}", deployment.provider);
+    let entry = policy.cost_map.get(&qualified).or_else(|| {
+        policy
+            .cost_map
+            .get(model)
+            .filter(|e| e.provider.as_deref() == Some(deployment.provider.as_str()))
+    });
+    match entry {
+        Some(entry) => (entry_rates(entry, prompt_tokens), PriceSource::CostMap),
+        None => (Rates::default(), PriceSource::Unpriced),
+    }
 }
 
 /// A priced request.
@@ -273,6 +298,42 @@ mod tests {
             PriceSource::CostMap,
         );
         assert_eq!(above.nano_usd, 500_002_500 + 15_000_000);
+    }
+
+    #[test]
+    fn lookup_order_is_deployment_then_provider_model_then_bare_model_of_that_provider() {
+        let policy = crate::policy::compile(
+            br#"{"version":"v1",
+              "cost_map":{"gpt-4o":{"litellm_provider":"openai","input_cost_per_token":2.5e-06,"output_cost_per_token":1e-05},
+                          "azure/gpt-4o":{"litellm_provider":"azure","input_cost_per_token":2.75e-06,"output_cost_per_token":1.1e-05}},
+              "model_list":[
+                {"model_name":"a","litellm_params":{"model":"openai/gpt-4o"},"cluster":"c"},
+                {"model_name":"b","litellm_params":{"model":"azure/gpt-4o"},"cluster":"c"},
+                {"model_name":"c","litellm_params":{"model":"openrouter/gpt-4o"},"cluster":"c"},
+                {"model_name":"d","litellm_params":{"model":"openai/gpt-4o"},"cluster":"c",
+                 "model_info":{"input_cost_per_token":0,"output_cost_per_token":0}}]}"#,
+        )
+        .unwrap();
+        let rates = |i: usize| {
+            let d = &policy.deployments[i];
+            rates_for(&policy, d, &d.upstream_model, 10)
+        };
+        assert_eq!(rates(0).1, PriceSource::CostMap);
+        assert_eq!(rates(0).0.input, Some(2_500_000_000_000));
+        assert_eq!(rates(1).0.input, Some(2_750_000_000_000));
+        // openrouter's gpt-4o is not OpenAI's: no price is known, so it is not free.
+        assert_eq!(rates(2), (Rates::default(), PriceSource::Unpriced));
+        assert_eq!(
+            rates(3),
+            (
+                Rates {
+                    input: Some(0),
+                    output: Some(0),
+                    ..Rates::default()
+                },
+                PriceSource::Deployment
+            )
+        );
     }
 
     #[test]

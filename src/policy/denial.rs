@@ -57,6 +57,11 @@ pub enum Denial {
     PolicyUnavailable,
     /// The chosen deployment's credential variable is not set in the VM.
     CredentialUnavailable,
+    /// The gateway itself failed to handle the request (a host call refused); never the client's fault.
+    GatewayError {
+        /// A specific machine-readable code (`request_body_unreadable`, `request_not_editable`, …).
+        code: &'static str,
+    },
 }
 
 impl Denial {
@@ -75,6 +80,7 @@ impl Denial {
             Denial::InvalidRequest { .. } => 400,
             Denial::BodyTooLarge { .. } => 413,
             Denial::PolicyUnavailable | Denial::CredentialUnavailable => 503,
+            Denial::GatewayError { .. } => 500,
         }
     }
 
@@ -83,6 +89,7 @@ impl Denial {
         match self.status() {
             401 => "authentication_error",
             403 => "permission_error",
+            500 => "api_error",
             503 => "service_unavailable",
             _ => "invalid_request_error",
         }
@@ -103,6 +110,7 @@ impl Denial {
             Denial::UnknownEndpoint => "unknown_url",
             Denial::PolicyUnavailable => "policy_unavailable",
             Denial::CredentialUnavailable => "upstream_credential_unavailable",
+            Denial::GatewayError { code } => code,
         }
     }
 
@@ -110,7 +118,10 @@ impl Denial {
     pub fn param(&self) -> Option<&'static str> {
         match self {
             Denial::ModelNotAllowed { .. } | Denial::ModelNotFound { .. } => Some("model"),
-            Denial::InvalidRequest { code, .. } if code.contains("model") => Some("model"),
+            Denial::InvalidRequest {
+                code: "missing_model" | "invalid_model",
+                ..
+            } => Some("model"),
             _ => None,
         }
     }
@@ -152,6 +163,9 @@ impl Denial {
             Denial::CredentialUnavailable => {
                 "The gateway has no upstream credential for this model; contact the operator."
                     .into()
+            }
+            Denial::GatewayError { .. } => {
+                "The gateway failed to handle this request; it was not forwarded.".into()
             }
         }
     }

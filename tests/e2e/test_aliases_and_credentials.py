@@ -73,3 +73,12 @@ def test_models_endpoint_lists_what_the_key_may_use(envoy):
     ids = {m["id"] for m in wild["data"]}
     assert "claude-sonnet-4-6" in ids and "gpt-4o" not in ids
     assert all(m["object"] == "model" for m in wild["data"])
+
+
+def test_non_utf8_authorization_is_malformed_and_never_forwarded(envoy, upstreams):
+    # Authorization takes precedence; an undecodable one must not be skipped in favour of x-api-key.
+    headers = {"authorization": b"Bearer sk-\xff\xfe", "x-api-key": KEYS["all"], "content-type": "application/json"}
+    resp = envoy.request("POST", "/v1/chat/completions", headers, chat("gpt-4o"))
+    assert resp.status == 401, resp
+    assert resp.json()["error"]["code"] == "invalid_api_key"
+    assert upstreams["openai"].requests() == []
