@@ -8,15 +8,22 @@ use std::fmt;
 
 use hashbrown::{HashMap, HashSet};
 
-use crate::policy::config::{BudgetHolderConfig, Config, KeyConfig, TeamConfig};
+use crate::policy::config::{
+    AccountingConfig, BudgetHolderConfig, Config, KeyConfig, Settings, TeamConfig, UnpricedMode,
+};
+use crate::policy::cost::{atto_per_token, Rates};
 use crate::policy::cost_map::CostMap;
-use crate::policy::index::{AllowList, Budget, GlobalAlias, Policy, Team, TeamId, VirtualKey};
+use crate::policy::index::{
+    Accounting, AllowList, Budget, GlobalAlias, Policy, Spending, Team, TeamId, VirtualKey,
+};
 use crate::policy::key_hash::{self, KeyDigest};
 use crate::policy::pattern::Pattern;
 use crate::policy::time::{parse_budget_window, parse_rfc3339};
 
 /// Largest body limit an operator may configure (256 MiB).
 const MAX_BODY_LIMIT: u64 = 256 * 1024 * 1024;
+/// Largest budget (USD) that fits the nano-dollar counters with room for spend beyond it.
+const MAX_BUDGET_USD: f64 = 1e9;
 
 /// One problem in a config, at a JSON path such as `keys[3].key_hash`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +101,8 @@ pub fn compile_config(config: Config) -> Result<Policy, ConfigErrors> {
         );
     }
 
+    let spending = cx.spending(&config.settings);
+    let accounting = config.accounting.map(|a| cx.accounting(a));
     let mut policy = Policy {
         version: config.version,
         max_request_body_bytes,
@@ -110,6 +119,8 @@ pub fn compile_config(config: Config) -> Result<Policy, ConfigErrors> {
         end_users: HashMap::new(),
         provider_count: count_providers(&config.cost_map),
         cost_map: config.cost_map,
+        spending,
+        accounting,
     };
 
     cx.add_deployments(&mut policy, config.model_list);
@@ -212,17 +223,100 @@ impl Compiler {
                 }
                 None
             }
-            Some(max) if max.is_finite() && max >= 0.0 => Some(Budget {
+            Some(max) if max.is_finite() && (0.0..=MAX_BUDGET_USD).contains(&max) => Some(Budget {
                 max_usd: max,
+                limit_nano: (max * 1e9).round() as u64,
                 window,
             }),
             Some(max) => {
                 self.error(
                     &format!("{path}.max_budget"),
-                    format!("must be a finite, non-negative number of USD, found {max}"),
+                    format!(
+                        "must be a finite number of USD from 0 to {MAX_BUDGET_USD:e}, found {max}"
+                    ),
                 );
                 None
             }
+        }
+    }
+
+    fn spending(&mut self, settings: &Settings) -> Spending {
+        let unpriced = &settings.unpriced_models;
+        let path = "settings.unpriced_models";
+        let input = self.price(&format!("{path}.input_cost_per_token"), unpriced.input_cost_per_token);
+        let output =
+            self.price(&format!("{path}.output_cost_per_token"), unpriced.output_cost_per_token);
+        if unpriced.mode == UnpricedMode::DefaultPrice && (input.is_none() || output.is_none()) {
+            self.error(
+                &format!("{path}.mode"),
+                "default_price needs input_cost_per_token and output_cost_per_token".into(),
+            );
+        }
+        if settings.reservation_ttl_seconds == 0 {
+            self.error(
+                "settings.reservation_ttl_seconds",
+                "must be at least 1 second".into(),
+            );
+        }
+        Spending {
+            unpriced: unpriced.mode,
+            default_rates: Rates {
+                input: input.and_then(atto_per_token),
+                output: output.and_then(atto_per_token),
+                ..Rates::default()
+            },
+            reservation_ttl_seconds: settings.reservation_ttl_seconds,
+            default_max_output_tokens: settings.default_max_output_tokens,
+        }
+    }
+
+    fn accounting(&mut self, config: AccountingConfig) -> Accounting {
+        let token = |text: &str| {
+            !text.is_empty() && text.len() <= 256 && text.bytes().all(|b| b.is_ascii_graphic())
+        };
+        if !token(&config.cluster) {
+            self.error(
+                "accounting.cluster",
+                "must be an Envoy cluster name (1 to 256 printable characters)".into(),
+            );
+        }
+        let authority = config.authority.unwrap_or_else(|| config.cluster.clone());
+        if !token(&authority) {
+            self.error("accounting.authority", "must be a host name".into());
+        }
+        let prefix = config.path_prefix.trim_end_matches('/').to_string();
+        if !prefix.is_empty() && (!prefix.starts_with('/') || !token(&prefix)) {
+            self.error(
+                "accounting.path_prefix",
+                "must start with '/' and hold no spaces".into(),
+            );
+        }
+        for (field, value, min) in [
+            ("flush_interval_ms", config.flush_interval_ms, 10),
+            ("batch_max_events", config.batch_max_events, 1),
+            ("max_buffered_events", config.max_buffered_events, 1),
+            ("timeout_ms", config.timeout_ms, 1),
+        ] {
+            if value < min {
+                self.error(&format!("accounting.{field}"), format!("must be at least {min}"));
+            }
+        }
+        if config.batch_max_events > 10_000 {
+            self.error(
+                "accounting.batch_max_events",
+                "must be at most 10000".into(),
+            );
+        }
+        Accounting {
+            cluster: config.cluster,
+            authority,
+            path_prefix: prefix,
+            source: config.source.unwrap_or_else(|| "tollgate".to_string()),
+            flush_interval_ms: config.flush_interval_ms,
+            batch_max_events: usize::try_from(config.batch_max_events).unwrap_or(usize::MAX),
+            max_buffered_events: usize::try_from(config.max_buffered_events).unwrap_or(usize::MAX),
+            poll_interval_ms: config.poll_interval_ms,
+            timeout_ms: config.timeout_ms,
         }
     }
 

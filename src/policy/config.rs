@@ -41,6 +41,8 @@ pub struct Config {
     /// End users (the request body's `user` field) with optional budgets.
     #[serde(default)]
     pub end_users: Vec<BudgetHolderConfig>,
+    /// Where spend events go; without it spend is only counted inside this Envoy process.
+    pub accounting: Option<AccountingConfig>,
 }
 
 /// Filter-wide settings.
@@ -53,14 +55,111 @@ pub struct Settings {
         deserialize_with = "whole_number"
     )]
     pub max_request_body_bytes: u64,
+    /// What happens to requests for a model with no known price.
+    #[serde(default)]
+    pub unpriced_models: UnpricedModels,
+    /// How long a budget reservation lives if its request never settles (seconds, default 900).
+    #[serde(default = "default_reservation_ttl", deserialize_with = "whole_number")]
+    pub reservation_ttl_seconds: u64,
+    /// Output cap assumed for reservations when neither the request nor the model gives one.
+    #[serde(default = "default_max_output_tokens", deserialize_with = "whole_number")]
+    pub default_max_output_tokens: u64,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Settings {
             max_request_body_bytes: default_max_request_body_bytes(),
+            unpriced_models: UnpricedModels::default(),
+            reservation_ttl_seconds: default_reservation_ttl(),
+            default_max_output_tokens: default_max_output_tokens(),
         }
     }
+}
+
+fn default_reservation_ttl() -> u64 {
+    900
+}
+
+fn default_max_output_tokens() -> u64 {
+    4096
+}
+
+/// `settings.unpriced_models`: the treatment of models with no known price.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnpricedModels {
+    /// `deny` (default), `default_price` or `track`.
+    #[serde(default)]
+    pub mode: UnpricedMode,
+    /// Input price in USD per token charged in `default_price` mode.
+    pub input_cost_per_token: Option<f64>,
+    /// Output price in USD per token charged in `default_price` mode.
+    pub output_cost_per_token: Option<f64>,
+}
+
+/// How an unpriced model is treated.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnpricedMode {
+    /// Refuse with 403 when any budget applies to the request (the safe default).
+    #[default]
+    Deny,
+    /// Charge the configured default per-token prices.
+    DefaultPrice,
+    /// Allow, record zero cost flagged `unpriced`; budgets already spent still refuse.
+    Track,
+}
+
+/// `accounting`: the cluster that receives spend events and answers with authoritative spend.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountingConfig {
+    /// The Envoy cluster name (must exist in the Envoy config).
+    pub cluster: String,
+    /// The `:authority` sent to it (default: the cluster name).
+    pub authority: Option<String>,
+    /// Path prefix before `/v1/spend/...` (default empty).
+    #[serde(default)]
+    pub path_prefix: String,
+    /// CloudEvents `source` of the events (default `tollgate`).
+    pub source: Option<String>,
+    /// How often buffered events are sent (milliseconds, default 1000).
+    #[serde(default = "default_flush_interval", deserialize_with = "whole_number")]
+    pub flush_interval_ms: u64,
+    /// Events per batch; a full batch is sent at once (default 100).
+    #[serde(default = "default_batch_max", deserialize_with = "whole_number")]
+    pub batch_max_events: u64,
+    /// Events held per worker while the cluster is unreachable; beyond this the oldest are dropped
+    /// and counted (default 10000).
+    #[serde(default = "default_max_buffered", deserialize_with = "whole_number")]
+    pub max_buffered_events: u64,
+    /// How often authoritative spend is polled (milliseconds, default 5000; 0 disables).
+    #[serde(default = "default_poll_interval", deserialize_with = "whole_number")]
+    pub poll_interval_ms: u64,
+    /// Timeout of one call (milliseconds, default 5000).
+    #[serde(default = "default_call_timeout", deserialize_with = "whole_number")]
+    pub timeout_ms: u64,
+}
+
+fn default_flush_interval() -> u64 {
+    1000
+}
+
+fn default_batch_max() -> u64 {
+    100
+}
+
+fn default_max_buffered() -> u64 {
+    10_000
+}
+
+fn default_poll_interval() -> u64 {
+    5000
+}
+
+fn default_call_timeout() -> u64 {
+    5000
 }
 
 fn default_max_request_body_bytes() -> u64 {

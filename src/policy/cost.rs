@@ -25,6 +25,8 @@ pub enum PriceSource {
     Deployment,
     /// This version's cost map.
     CostMap,
+    /// `settings.unpriced_models.mode: default_price`.
+    DefaultPrice,
     /// No price is known (never treated as free).
     Unpriced,
 }
@@ -35,6 +37,7 @@ impl PriceSource {
         match self {
             PriceSource::Deployment => "deployment",
             PriceSource::CostMap => "cost_map",
+            PriceSource::DefaultPrice => "default_price",
             PriceSource::Unpriced => "unpriced",
         }
     }

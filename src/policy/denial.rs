@@ -57,6 +57,26 @@ pub enum Denial {
     PolicyUnavailable,
     /// The chosen deployment's credential variable is not set in the VM.
     CredentialUnavailable,
+    /// An applicable budget is already spent (or fully reserved by requests in flight).
+    BudgetExceeded {
+        /// `key`, `team`, `user` or `end_user`.
+        scope: &'static str,
+        /// The budget holder's name (key alias, team alias, user id).
+        name: String,
+        /// Limit in nano-dollars.
+        limit_nano: u64,
+        /// Spend counted so far in this window, in nano-dollars.
+        spend_nano: u64,
+        /// Held by requests in flight, in nano-dollars.
+        reserved_nano: u64,
+        /// When the window resets (RFC 3339), if it does.
+        resets_at: Option<String>,
+    },
+    /// The model has no known price and a budget applies (`settings.unpriced_models.mode: deny`).
+    UnpricedModel {
+        /// The model name the client sent.
+        model: String,
+    },
     /// The gateway itself failed to handle the request (a host call refused); never the client's fault.
     GatewayError {
         /// A specific machine-readable code (`request_body_unreadable`, `request_not_editable`, …).
@@ -74,7 +94,8 @@ impl Denial {
             | Denial::KeyExpired { .. }
             | Denial::KeyBlocked
             | Denial::TeamBlocked { .. } => 401,
-            Denial::ModelNotAllowed { .. } => 403,
+            Denial::ModelNotAllowed { .. } | Denial::UnpricedModel { .. } => 403,
+            Denial::BudgetExceeded { .. } => 429,
             Denial::ModelNotFound { .. } | Denial::UnknownEndpoint => 404,
             Denial::MethodNotAllowed { .. } => 405,
             Denial::InvalidRequest { .. } => 400,
@@ -89,6 +110,7 @@ impl Denial {
         match self.status() {
             401 => "authentication_error",
             403 => "permission_error",
+            429 => "insufficient_quota",
             500 => "api_error",
             503 => "service_unavailable",
             _ => "invalid_request_error",
@@ -110,6 +132,8 @@ impl Denial {
             Denial::UnknownEndpoint => "unknown_url",
             Denial::PolicyUnavailable => "policy_unavailable",
             Denial::CredentialUnavailable => "upstream_credential_unavailable",
+            Denial::BudgetExceeded { .. } => "budget_exceeded",
+            Denial::UnpricedModel { .. } => "model_unpriced",
             Denial::GatewayError { code } => code,
         }
     }
@@ -117,7 +141,9 @@ impl Denial {
     /// The OpenAI error `param`.
     pub fn param(&self) -> Option<&'static str> {
         match self {
-            Denial::ModelNotAllowed { .. } | Denial::ModelNotFound { .. } => Some("model"),
+            Denial::ModelNotAllowed { .. }
+            | Denial::ModelNotFound { .. }
+            | Denial::UnpricedModel { .. } => Some("model"),
             Denial::InvalidRequest {
                 code: "missing_model" | "invalid_model",
                 ..
@@ -164,6 +190,41 @@ impl Denial {
                 "The gateway has no upstream credential for this model; contact the operator."
                     .into()
             }
+            Denial::BudgetExceeded {
+                scope,
+                name,
+                limit_nano,
+                spend_nano,
+                reserved_nano,
+                resets_at,
+            } => {
+                let holder = match *scope {
+                    "key" => format!("key '{name}'"),
+                    "team" => format!("team '{name}'"),
+                    "user" => format!("user '{name}'"),
+                    _ => format!("end user '{name}'"),
+                };
+                let mut message = format!(
+                    "Budget exceeded for {holder}: spend ${} of a ${} budget",
+                    usd(*spend_nano),
+                    usd(*limit_nano)
+                );
+                if *reserved_nano > 0 {
+                    message.push_str(&format!(
+                        ", plus ${} reserved by requests in flight",
+                        usd(*reserved_nano)
+                    ));
+                }
+                match resets_at {
+                    Some(at) => message.push_str(&format!("; the budget resets at {at}.")),
+                    None => message.push('.'),
+                }
+                message
+            }
+            Denial::UnpricedModel { model } => format!(
+                "The model '{model}' has no known price and this request is under a budget; \
+                 the operator must price it (cost_map or model_info) before it can be used."
+            ),
             Denial::GatewayError { .. } => {
                 "The gateway failed to handle this request; it was not forwarded.".into()
             }
@@ -182,6 +243,15 @@ impl Denial {
         })
         .to_string()
     }
+}
+
+/// Nano-dollars as a USD amount with up to 9 decimals, trailing zeros trimmed (at least 2).
+pub fn usd(nano: u64) -> String {
+    let whole = nano / 1_000_000_000;
+    let frac = format!("{:09}", nano % 1_000_000_000);
+    let trimmed = frac.trim_end_matches('0');
+    let decimals = if trimmed.len() < 2 { &frac[..2] } else { trimmed };
+    format!("{whole}.{decimals}")
 }
 
 #[cfg(test)]
@@ -205,6 +275,30 @@ mod tests {
             json!({"error":{"message":"The model 'AgentX-LLM' is not allowed for this API key.",
                             "type":"permission_error","param":"model","code":"model_not_allowed"}})
         );
+    }
+
+    #[test]
+    fn budget_refusal_names_the_budget_limit_and_spend() {
+        let denial = Denial::BudgetExceeded {
+            scope: "team",
+            name: "search".into(),
+            limit_nano: 5_000_000_000,
+            spend_nano: 5_000_123_000,
+            reserved_nano: 0,
+            resets_at: Some("2026-12-01T00:00:00Z".into()),
+        };
+        let body: serde_json::Value = serde_json::from_str(&denial.body()).unwrap();
+        assert_eq!(denial.status(), 429);
+        assert_eq!(body["error"]["type"], "insufficient_quota");
+        assert_eq!(body["error"]["code"], "budget_exceeded");
+        assert_eq!(
+            body["error"]["message"],
+            "Budget exceeded for team 'search': spend $5.000123 of a $5.00 budget; \
+             the budget resets at 2026-12-01T00:00:00Z."
+        );
+        assert_eq!(usd(0), "0.00");
+        assert_eq!(usd(1), "0.000000001");
+        assert_eq!(usd(12_340_000_000), "12.34");
     }
 
     #[test]
@@ -246,6 +340,11 @@ mod tests {
             ),
             (Denial::BodyTooLarge { limit: 1 }, 413, "request_too_large"),
             (Denial::PolicyUnavailable, 503, "policy_unavailable"),
+            (
+                Denial::UnpricedModel { model: "m".into() },
+                403,
+                "model_unpriced",
+            ),
             (
                 Denial::CredentialUnavailable,
                 503,

@@ -6,6 +6,8 @@
 
 use hashbrown::{HashMap, HashSet};
 
+use crate::policy::config::UnpricedMode;
+use crate::policy::cost::Rates;
 use crate::policy::cost_map::CostMap;
 use crate::policy::key_hash::KeyDigest;
 use crate::policy::pattern::Pattern;
@@ -53,6 +55,46 @@ pub struct Policy {
     pub cost_map: CostMap,
     /// Distinct providers named by the cost map.
     pub provider_count: usize,
+    /// How money is counted: unpriced models, reservations.
+    pub spending: Spending,
+    /// Where spend events go (`None`: counted only inside this Envoy process).
+    pub accounting: Option<Accounting>,
+}
+
+/// Compiled money settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spending {
+    /// Treatment of models with no known price.
+    pub unpriced: UnpricedMode,
+    /// The rates charged in `default_price` mode.
+    pub default_rates: Rates,
+    /// Lifetime of a reservation whose request never settles, in seconds.
+    pub reservation_ttl_seconds: u64,
+    /// Output cap assumed for reservations when nothing else gives one.
+    pub default_max_output_tokens: u64,
+}
+
+/// Compiled `accounting` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accounting {
+    /// Envoy cluster.
+    pub cluster: String,
+    /// `:authority` header.
+    pub authority: String,
+    /// Path prefix (no trailing slash).
+    pub path_prefix: String,
+    /// CloudEvents `source`.
+    pub source: String,
+    /// Flush period in milliseconds.
+    pub flush_interval_ms: u64,
+    /// Events per batch.
+    pub batch_max_events: usize,
+    /// Events buffered per worker before the oldest are dropped.
+    pub max_buffered_events: usize,
+    /// Poll period in milliseconds (0: never).
+    pub poll_interval_ms: u64,
+    /// Call timeout in milliseconds.
+    pub timeout_ms: u64,
 }
 
 /// A virtual key.
@@ -98,8 +140,10 @@ pub struct Team {
 /// A spending limit.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Budget {
-    /// Limit in USD.
+    /// Limit in USD, as configured.
     pub max_usd: f64,
+    /// Limit in nano-dollars (what is compared).
+    pub limit_nano: u64,
     /// Reset window; `None` means the budget never resets.
     pub window: Option<BudgetWindow>,
 }

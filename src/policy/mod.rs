@@ -6,8 +6,11 @@
 //! On the way back, [`usage`] and [`sse`] read token usage from JSON and streamed responses.
 
 pub mod access;
+pub mod accounting_api;
 pub mod alias;
 pub mod auth;
+pub mod budget;
+pub mod charge;
 pub mod compile;
 pub mod config;
 pub mod cost;
@@ -17,10 +20,14 @@ pub mod denial;
 pub mod index;
 pub mod key_hash;
 pub mod listing;
+pub mod metering;
+pub mod outbox;
 pub mod pattern;
 pub mod request;
 pub mod routing;
+pub mod spend;
 pub mod sse;
+pub mod stream_usage;
 pub mod time;
 pub mod usage;
 

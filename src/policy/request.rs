@@ -139,6 +139,17 @@ pub struct BodyFacts<'a> {
     pub model: Cow<'a, str>,
     /// Byte range of the `model` value (including its quotes) in the body, for rewriting.
     pub model_span: Range<usize>,
+    /// `"stream": true`.
+    pub stream: bool,
+    /// Byte range of the `stream_options` value, when present.
+    pub stream_options_span: Option<Range<usize>>,
+    /// `stream_options.include_usage` is `true`.
+    pub include_usage: bool,
+    /// The output cap the client set (`max_completion_tokens`, `max_tokens` or
+    /// `max_output_tokens`, the first present), used for budget reservations.
+    pub max_output_tokens: Option<u64>,
+    /// The end user (`user` string field, OpenAI-style), used for end-user budgets.
+    pub end_user: Option<Cow<'a, str>>,
 }
 
 /// Why a body could not be read.
@@ -158,6 +169,23 @@ pub enum BodyProblem {
 struct BodyView<'a> {
     #[serde(borrow)]
     model: Option<&'a RawValue>,
+    #[serde(borrow)]
+    stream: Option<&'a RawValue>,
+    #[serde(borrow)]
+    stream_options: Option<&'a RawValue>,
+    #[serde(borrow)]
+    max_completion_tokens: Option<&'a RawValue>,
+    #[serde(borrow)]
+    max_tokens: Option<&'a RawValue>,
+    #[serde(borrow)]
+    max_output_tokens: Option<&'a RawValue>,
+    #[serde(borrow)]
+    user: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct StreamOptionsView {
+    include_usage: Option<bool>,
 }
 
 /// Reads the request body: it must be a JSON object with a string `model`.
@@ -165,41 +193,97 @@ struct BodyView<'a> {
 /// The whole document is validated (so the upstream never sees JSON we could not parse), a
 /// duplicated `model` key is refused (so we and the upstream cannot disagree on which one counts),
 /// and the span of the value is returned so the model can be rewritten without re-serialising.
+/// The other fields are read leniently: a wrongly typed `stream` or `max_tokens` is the
+/// upstream's to refuse.
 pub fn read_body(body: &[u8]) -> Result<BodyFacts<'_>, BodyProblem> {
-    if body.iter().all(u8::is_ascii_whitespace) {
+    let first = body.iter().position(|b| !b.is_ascii_whitespace());
+    if first.is_none() {
         return Err(BodyProblem::Empty);
     }
     let view: BodyView = serde_json::from_slice(body).map_err(|e| {
         let message = e.to_string();
         BodyProblem::InvalidJson(message)
     })?;
-    let raw = view.model.ok_or(BodyProblem::MissingModel)?;
-    let text = raw.get();
-    let start = (text.as_ptr() as usize).wrapping_sub(body.as_ptr() as usize);
-    let model_span = start..start + text.len();
-    if body.get(model_span.clone()) != Some(text.as_bytes()) {
-        return Err(BodyProblem::InvalidModel);
+    if first.and_then(|at| body.get(at)) != Some(&b'{') {
+        return Err(BodyProblem::InvalidJson(
+            "expected a JSON object at line 1".to_string(),
+        ));
     }
-    let model: Cow<str> = match serde_json::from_str::<&str>(text) {
-        Ok(borrowed) => Cow::Borrowed(borrowed),
-        Err(_) => {
-            Cow::Owned(serde_json::from_str::<String>(text).map_err(|_| BodyProblem::InvalidModel)?)
-        }
-    };
+    let raw = view.model.ok_or(BodyProblem::MissingModel)?;
+    let model_span = span_of(body, raw).ok_or(BodyProblem::InvalidModel)?;
+    let model = json_string(raw).ok_or(BodyProblem::InvalidModel)?;
     if model.trim().is_empty() || model.len() > MAX_MODEL_NAME_BYTES {
         return Err(BodyProblem::InvalidModel);
     }
-    Ok(BodyFacts { model, model_span })
+    let stream = view.stream.is_some_and(|raw| raw.get() == "true");
+    let include_usage = view
+        .stream_options
+        .and_then(|raw| serde_json::from_str::<StreamOptionsView>(raw.get()).ok())
+        .and_then(|options| options.include_usage)
+        .unwrap_or(false);
+    let max_output_tokens = [
+        view.max_completion_tokens,
+        view.max_tokens,
+        view.max_output_tokens,
+    ]
+    .into_iter()
+    .flatten()
+    .find_map(|raw| serde_json::from_str::<u64>(raw.get()).ok());
+    Ok(BodyFacts {
+        model,
+        model_span,
+        stream,
+        stream_options_span: view.stream_options.and_then(|raw| span_of(body, raw)),
+        include_usage,
+        max_output_tokens,
+        end_user: view.user.and_then(json_string),
+    })
+}
+
+/// Where a borrowed raw value sits in `body`.
+fn span_of(body: &[u8], raw: &RawValue) -> Option<Range<usize>> {
+    let text = raw.get();
+    let start = (text.as_ptr() as usize).wrapping_sub(body.as_ptr() as usize);
+    let span = start..start.checked_add(text.len())?;
+    (body.get(span.clone()) == Some(text.as_bytes())).then_some(span)
+}
+
+/// A JSON string value, borrowed when it has no escapes.
+fn json_string(raw: &RawValue) -> Option<Cow<'_, str>> {
+    let text = raw.get();
+    match serde_json::from_str::<&str>(text) {
+        Ok(borrowed) => Some(Cow::Borrowed(borrowed)),
+        Err(_) => serde_json::from_str::<String>(text).ok().map(Cow::Owned),
+    }
+}
+
+/// Applies non-overlapping replacements (`range` of `body` → bytes) in one copy.
+pub fn splice(body: &[u8], mut edits: Vec<(Range<usize>, Vec<u8>)>) -> Vec<u8> {
+    edits.sort_by_key(|(range, _)| range.start);
+    let extra: usize = edits.iter().map(|(_, bytes)| bytes.len()).sum();
+    let mut out = Vec::with_capacity(body.len() + extra);
+    let mut at = 0;
+    for (range, bytes) in edits {
+        if range.start < at {
+            continue;
+        }
+        out.extend_from_slice(body.get(at..range.start).unwrap_or_default());
+        out.extend_from_slice(&bytes);
+        at = range.end;
+    }
+    out.extend_from_slice(body.get(at..).unwrap_or_default());
+    out
+}
+
+/// The edit that replaces the `model` value with `new_model` (JSON-escaped).
+pub fn model_edit(span: Range<usize>, new_model: &str) -> (Range<usize>, Vec<u8>) {
+    let encoded = serde_json::Value::String(new_model.to_string()).to_string();
+    (span, encoded.into_bytes())
 }
 
 /// The body with the `model` value replaced by `new_model` (JSON-escaped).
 pub fn rewrite_model(body: &[u8], span: Range<usize>, new_model: &str) -> Vec<u8> {
-    let encoded = serde_json::Value::String(new_model.to_string()).to_string();
-    let mut out = Vec::with_capacity(body.len() + encoded.len());
-    out.extend_from_slice(body.get(..span.start).unwrap_or_default());
-    out.extend_from_slice(encoded.as_bytes());
-    out.extend_from_slice(body.get(span.end..).unwrap_or_default());
-    out
+    splice(body, vec![model_edit(span, new_model)])
 }
 
 #[cfg(test)]
@@ -318,10 +402,12 @@ mod tests {
             read_body(b"{\"model\":\"a\""),
             Err(BodyProblem::InvalidJson(_))
         ));
-        assert!(matches!(
-            read_body(b"[1,2]"),
-            Err(BodyProblem::InvalidJson(_))
-        ));
+        for not_object in [&b"[1,2]"[..], br#"["gpt-4o",true,null,null,null,null,null]"#] {
+            assert!(matches!(
+                read_body(not_object),
+                Err(BodyProblem::InvalidJson(_))
+            ));
+        }
         assert!(matches!(
             read_body(br#"{"model":"a","model":"b"}"#),
             Err(BodyProblem::InvalidJson(_))
@@ -330,6 +416,35 @@ mod tests {
             read_body(b"{\"model\":\"\xff\"}"),
             Err(BodyProblem::InvalidJson(_))
         ));
+    }
+
+    #[test]
+    fn stream_caps_and_end_user_are_read() {
+        let body = br#"{"model":"m","stream":true,"stream_options":{"include_usage":true},
+                        "max_tokens":50,"user":"u-1"}"#;
+        let facts = read_body(body).unwrap();
+        assert!(facts.stream && facts.include_usage);
+        assert_eq!(facts.max_output_tokens, Some(50));
+        assert_eq!(facts.end_user.as_deref(), Some("u-1"));
+        let span = facts.stream_options_span.unwrap();
+        assert_eq!(&body[span], br#"{"include_usage":true}"#);
+
+        let facts = read_body(br#"{"model":"m","max_completion_tokens":7,"max_tokens":9}"#).unwrap();
+        assert_eq!(facts.max_output_tokens, Some(7));
+        assert!(!facts.stream && !facts.include_usage && facts.end_user.is_none());
+        let facts = read_body(br#"{"model":"m","stream":"yes","max_output_tokens":-1,"user":3}"#)
+            .unwrap();
+        assert!(!facts.stream);
+        assert_eq!(facts.max_output_tokens, None);
+        assert_eq!(facts.end_user, None);
+    }
+
+    #[test]
+    fn splice_applies_edits_in_order() {
+        let body = b"0123456789";
+        let out = splice(body, vec![(6..8, b"xy".to_vec()), (1..2, b"ABC".to_vec())]);
+        assert_eq!(out, b"0ABC2345xy89");
+        assert_eq!(splice(body, vec![(3..3, b"-".to_vec())]), b"012-3456789");
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub struct SseUsageReader {
     usage: Usage,
     saw_usage: bool,
     saw_done: bool,
+    data_events: u64,
 }
 
 impl SseUsageReader {
@@ -35,6 +36,7 @@ impl SseUsageReader {
             usage: Usage::default(),
             saw_usage: false,
             saw_done: false,
+            data_events: 0,
         }
     }
 
@@ -65,6 +67,12 @@ impl SseUsageReader {
     /// was seen.
     pub fn saw_done(&self) -> bool {
         self.saw_done
+    }
+
+    /// How many `data:` events (other than `[DONE]`) passed; a stand-in for output tokens when
+    /// a stream ends before its usage.
+    pub fn data_events(&self) -> u64 {
+        self.data_events
     }
 
     /// Bytes currently held between chunks (bounded by [`MAX_LINE_BYTES`]).
@@ -101,6 +109,7 @@ impl SseUsageReader {
             if data == b"[DONE]" {
                 self.saw_done = true;
             } else {
+                self.data_events += 1;
                 if contains(data, b"\"message_stop\"") || contains(data, b"\"response.completed\"")
                 {
                     self.saw_done = true;
@@ -125,7 +134,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 ///
 /// `"usage":` with unescaped quotes can only be a key: inside a JSON string the quotes would be
 /// escaped.
-fn last_usage_object(text: &[u8]) -> Option<&[u8]> {
+pub(crate) fn last_usage_object(text: &[u8]) -> Option<&[u8]> {
     const KEY: &[u8] = b"\"usage\":";
     let at = text.windows(KEY.len()).rposition(|w| w == KEY)? + KEY.len();
     let start = at

@@ -119,10 +119,8 @@ pub fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// Formats Unix seconds as `YYYY-MM-DDTHH:MM:SSZ`.
-pub fn format_rfc3339(unix: i64) -> String {
-    let days = unix.div_euclid(86_400);
-    let secs = unix.rem_euclid(86_400);
+/// The `(year, month, day)` of a day count since 1970-01-01 (Howard Hinnant's algorithm).
+pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
@@ -132,6 +130,13 @@ pub fn format_rfc3339(unix: i64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// Formats Unix seconds as `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn format_rfc3339(unix: i64) -> String {
+    let secs = unix.rem_euclid(86_400);
+    let (year, month, day) = civil_from_days(unix.div_euclid(86_400));
     format!(
         "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
         secs / 3600,
@@ -140,12 +145,60 @@ pub fn format_rfc3339(unix: i64) -> String {
     )
 }
 
+/// The budget window containing `now`: `[start, end)` in Unix seconds; `end` is `None` for a
+/// budget that never resets. Second-based windows are aligned to multiples of their length since
+/// the Unix epoch (so `1d` resets at 00:00 UTC); month windows start on the first of a month,
+/// counted in whole windows from January 1970.
+pub fn window_bounds(window: Option<BudgetWindow>, now: i64) -> (i64, Option<i64>) {
+    match window {
+        None => (0, None),
+        Some(BudgetWindow::Seconds(length)) => {
+            let length = i64::try_from(length).unwrap_or(i64::MAX);
+            let start = now - now.rem_euclid(length);
+            (start, Some(start.saturating_add(length)))
+        }
+        Some(BudgetWindow::Months(months)) => {
+            let (year, month, _) = civil_from_days(now.div_euclid(86_400));
+            let index = (year - 1970) * 12 + (month - 1);
+            let start_index = index - index.rem_euclid(i64::from(months));
+            let end_index = start_index + i64::from(months);
+            let month_start = |i: i64| {
+                days_from_civil(1970 + i.div_euclid(12), i.rem_euclid(12) + 1, 1) * 86_400
+            };
+            (month_start(start_index), Some(month_start(end_index)))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     use super::*;
+
+    #[test]
+    fn budget_windows_align_to_utc_and_calendar_months() {
+        let now = parse_rfc3339("2026-11-23T04:48:36Z").unwrap();
+        let day = parse_budget_window("1d").ok();
+        let (start, end) = window_bounds(day, now);
+        assert_eq!(format_rfc3339(start), "2026-11-23T00:00:00Z");
+        assert_eq!(format_rfc3339(end.unwrap()), "2026-11-24T00:00:00Z");
+        let (start, end) = window_bounds(parse_budget_window("30s").ok(), now);
+        assert_eq!(format_rfc3339(start), "2026-11-23T04:48:30Z");
+        assert_eq!(end, Some(start + 30));
+        let (start, end) = window_bounds(parse_budget_window("1mo").ok(), now);
+        assert_eq!(format_rfc3339(start), "2026-11-01T00:00:00Z");
+        assert_eq!(format_rfc3339(end.unwrap()), "2026-12-01T00:00:00Z");
+        let dec = parse_rfc3339("2026-12-31T23:59:59Z").unwrap();
+        let (start, end) = window_bounds(parse_budget_window("1mo").ok(), dec);
+        assert_eq!(format_rfc3339(start), "2026-12-01T00:00:00Z");
+        assert_eq!(format_rfc3339(end.unwrap()), "2027-01-01T00:00:00Z");
+        let (start, end) = window_bounds(parse_budget_window("3mo").ok(), now);
+        assert_eq!(format_rfc3339(start), "2026-10-01T00:00:00Z");
+        assert_eq!(format_rfc3339(end.unwrap()), "2027-01-01T00:00:00Z");
+        assert_eq!(window_bounds(None, now), (0, None));
+    }
 
     #[test]
     fn parses_utc_and_offset_instants() {

@@ -1,0 +1,321 @@
+//! Metering one response as it passes: status, usage (JSON or SSE), and how the request ended.
+//!
+//! The filter feeds every response chunk to a [`ResponseMeter`] and forwards the chunk at once;
+//! the meter keeps only bounded state (an SSE line in progress, or the first
+//! [`MAX_JSON_BYTES`] of a JSON body and then its last [`TAIL_BYTES`]). When the stream ends —
+//! normally or not — [`ResponseMeter::finish`] gives the usage to price and a terminal status.
+//! Upstream errors are recorded at zero usage; a stream cut short is recorded with the usage
+//! seen so far or, failing that, an estimate marked as such.
+
+use crate::policy::request::Endpoint;
+use crate::policy::sse::{last_usage_object, SseUsageReader, TAIL_BYTES};
+use crate::policy::usage::{merge_usage_object, usage_from_json, Usage};
+
+/// Largest JSON response body kept whole for usage parsing; beyond it only the tail is kept.
+pub const MAX_JSON_BYTES: usize = 1024 * 1024;
+
+/// How a metered request ended (the `status` of its spend event).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndStatus {
+    /// The upstream answered in full with a success status.
+    Ok,
+    /// The client went away before the response was complete.
+    ClientDisconnect,
+    /// The upstream answered with an error status, reset, or never answered.
+    UpstreamError,
+}
+
+impl EndStatus {
+    /// The name used in spend events.
+    pub fn name(self) -> &'static str {
+        match self {
+            EndStatus::Ok => "ok",
+            EndStatus::ClientDisconnect => "client_disconnect",
+            EndStatus::UpstreamError => "upstream_error",
+        }
+    }
+}
+
+/// The meter's verdict on a finished request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Metered {
+    /// Usage to price.
+    pub usage: Usage,
+    /// True when some counts are estimates (no usage was reported).
+    pub estimated: bool,
+    /// How the request ended.
+    pub status: EndStatus,
+    /// The upstream's HTTP status (0 when no response arrived).
+    pub http_status: u16,
+}
+
+/// Who ended a stream early, as the adapter could tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EarlyEnd {
+    /// The downstream (client) connection went away.
+    Client,
+    /// The upstream failed or reset.
+    Upstream,
+}
+
+#[derive(Debug)]
+enum Body {
+    /// Not metered (error status or endpoint without usage).
+    Ignored,
+    /// A JSON document, kept whole up to the limit, then its tail.
+    Json { bytes: Vec<u8>, overflowed: bool },
+    /// A server-sent-events stream.
+    Sse(SseUsageReader),
+}
+
+/// Meters one response.
+#[derive(Debug)]
+pub struct ResponseMeter {
+    endpoint: Endpoint,
+    http_status: u16,
+    body: Body,
+    body_bytes: u64,
+    complete: bool,
+}
+
+impl ResponseMeter {
+    /// A meter for a response of `endpoint` with this status and `content-type`.
+    pub fn new(endpoint: Endpoint, http_status: u16, content_type: Option<&str>) -> Self {
+        let is_sse = content_type.is_some_and(|t| {
+            t.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("text/event-stream")
+        });
+        let body = if !(200..300).contains(&http_status) {
+            Body::Ignored
+        } else if is_sse {
+            Body::Sse(SseUsageReader::new(endpoint))
+        } else {
+            Body::Json {
+                bytes: Vec::new(),
+                overflowed: false,
+            }
+        };
+        ResponseMeter {
+            endpoint,
+            http_status,
+            body,
+            body_bytes: 0,
+            complete: false,
+        }
+    }
+
+    /// Whether the response is a server-sent-events stream being metered.
+    pub fn is_stream(&self) -> bool {
+        matches!(self.body, Body::Sse(_))
+    }
+
+    /// Feeds one response chunk; `end` marks the last one.
+    pub fn feed(&mut self, chunk: &[u8], end: bool) {
+        self.body_bytes = self.body_bytes.saturating_add(chunk.len() as u64);
+        match &mut self.body {
+            Body::Ignored => {}
+            Body::Sse(reader) => {
+                reader.feed(chunk);
+                if end {
+                    reader.finish();
+                }
+            }
+            Body::Json { bytes, overflowed } => {
+                bytes.extend_from_slice(chunk);
+                if bytes.len() > MAX_JSON_BYTES {
+                    *overflowed = true;
+                }
+                if *overflowed && bytes.len() > TAIL_BYTES {
+                    let excess = bytes.len() - TAIL_BYTES;
+                    bytes.drain(..excess);
+                }
+            }
+        }
+        if end {
+            self.complete = true;
+        }
+    }
+
+    /// Marks a response that ended with its headers (no body).
+    pub fn end_without_body(&mut self) {
+        self.complete = true;
+    }
+
+    /// Bytes currently held by the meter.
+    pub fn held_bytes(&self) -> usize {
+        match &self.body {
+            Body::Ignored => 0,
+            Body::Sse(reader) => reader.buffered_bytes(),
+            Body::Json { bytes, .. } => bytes.len(),
+        }
+    }
+
+    /// The usage and status of the finished request. `prompt_estimate` (tokens) stands in for
+    /// an unreported prompt; `early` says who cut the stream short if it did not complete.
+    pub fn finish(&self, prompt_estimate: u64, early: EarlyEnd) -> Metered {
+        let reported = match &self.body {
+            Body::Ignored => None,
+            Body::Sse(reader) => reader.usage(),
+            Body::Json { bytes, overflowed } => {
+                if *overflowed {
+                    let mut usage = Usage::default();
+                    last_usage_object(bytes)
+                        .filter(|object| merge_usage_object(self.endpoint, object, &mut usage))
+                        .map(|_| usage)
+                } else {
+                    usage_from_json(self.endpoint, bytes)
+                }
+            }
+        };
+        let success = (200..300).contains(&self.http_status);
+        let status = match (self.complete, success) {
+            (true, true) => EndStatus::Ok,
+            (true, false) => EndStatus::UpstreamError,
+            (false, _) => match early {
+                EarlyEnd::Client => EndStatus::ClientDisconnect,
+                EarlyEnd::Upstream => EndStatus::UpstreamError,
+            },
+        };
+        if self.complete && !success {
+            // An upstream error costs nothing and never waits for usage.
+            return Metered {
+                usage: Usage::default(),
+                estimated: false,
+                status,
+                http_status: self.http_status,
+            };
+        }
+        let done = match &self.body {
+            Body::Sse(reader) => reader.saw_done(),
+            _ => self.complete,
+        };
+        match reported {
+            Some(usage) if done => Metered {
+                usage,
+                estimated: false,
+                status,
+                http_status: self.http_status,
+            },
+            partial => {
+                // No final usage: estimate what the upstream may still charge for.
+                let mut usage = partial.unwrap_or_default();
+                if usage.prompt_tokens == 0 {
+                    usage.prompt_tokens = prompt_estimate;
+                }
+                let seen_output = match &self.body {
+                    Body::Sse(reader) => reader.data_events(),
+                    _ => self.body_bytes / 4,
+                };
+                usage.completion_tokens = usage.completion_tokens.max(seen_output);
+                Metered {
+                    usage,
+                    estimated: true,
+                    status,
+                    http_status: self.http_status,
+                }
+            }
+        }
+    }
+}
+
+/// A rough prompt size in tokens for reservations and estimates: a quarter of the body bytes,
+/// rounded up (about right for English JSON; generous for code and non-Latin text).
+pub fn prompt_estimate(body_bytes: usize) -> u64 {
+    (body_bytes as u64).div_ceil(4)
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+
+    const CHAT_JSON: &str = r#"{"id":"c","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],
+        "usage":{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15,"prompt_tokens_details":{"cached_tokens":2}}}"#;
+
+    #[test]
+    fn json_usage_is_read_across_chunks() {
+        let mut meter = ResponseMeter::new(Endpoint::ChatCompletions, 200, Some("application/json"));
+        let bytes = CHAT_JSON.as_bytes();
+        meter.feed(&bytes[..40], false);
+        meter.feed(&bytes[40..], true);
+        let metered = meter.finish(99, EarlyEnd::Upstream);
+        assert_eq!(metered.status, EndStatus::Ok);
+        assert!(!metered.estimated);
+        assert_eq!(metered.usage.prompt_tokens, 12);
+        assert_eq!(metered.usage.cached_tokens, 2);
+        assert_eq!(metered.usage.completion_tokens, 3);
+    }
+
+    #[test]
+    fn a_huge_json_body_keeps_only_its_tail_and_still_finds_usage() {
+        let content = "x".repeat(3 * MAX_JSON_BYTES);
+        let body = format!(
+            r#"{{"choices":[{{"message":{{"content":"{content}"}}}}],"usage":{{"prompt_tokens":5,"completion_tokens":7}}}}"#
+        );
+        let mut meter = ResponseMeter::new(Endpoint::ChatCompletions, 200, None);
+        for chunk in body.as_bytes().chunks(64 * 1024) {
+            meter.feed(chunk, false);
+            assert!(meter.held_bytes() <= MAX_JSON_BYTES + 64 * 1024);
+        }
+        meter.feed(b"", true);
+        let metered = meter.finish(1, EarlyEnd::Upstream);
+        assert_eq!(metered.usage.completion_tokens, 7);
+        assert!(!metered.estimated);
+    }
+
+    #[test]
+    fn upstream_errors_cost_nothing() {
+        let mut meter =
+            ResponseMeter::new(Endpoint::ChatCompletions, 429, Some("application/json"));
+        meter.feed(br#"{"error":{"message":"slow down"}}"#, true);
+        let metered = meter.finish(500, EarlyEnd::Upstream);
+        assert_eq!(metered.status, EndStatus::UpstreamError);
+        assert_eq!(metered.usage, Usage::default());
+        assert!(!metered.estimated);
+        assert_eq!(metered.http_status, 429);
+    }
+
+    const ANTHROPIC_START: &str = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"usage\":{\"input_tokens\":20,\"output_tokens\":1}}}\n\n";
+
+    #[test]
+    fn a_stream_cut_by_the_client_keeps_what_was_seen_and_estimates_the_rest() {
+        let mut meter =
+            ResponseMeter::new(Endpoint::Messages, 200, Some("text/event-stream; charset=utf-8"));
+        assert!(meter.is_stream());
+        meter.feed(ANTHROPIC_START.as_bytes(), false);
+        for _ in 0..5 {
+            meter.feed(b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"text\":\"ab\"}}\n\n", false);
+        }
+        let metered = meter.finish(400, EarlyEnd::Client);
+        assert_eq!(metered.status, EndStatus::ClientDisconnect);
+        assert!(metered.estimated);
+        assert_eq!(metered.usage.prompt_tokens, 20, "reported input is kept");
+        assert!(metered.usage.completion_tokens >= 5);
+    }
+
+    #[test]
+    fn an_openai_stream_reset_before_usage_is_estimated_as_upstream_error() {
+        let mut meter =
+            ResponseMeter::new(Endpoint::ChatCompletions, 200, Some("text/event-stream"));
+        meter.feed(b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}],\"usage\":null}\n\n", false);
+        let metered = meter.finish(100, EarlyEnd::Upstream);
+        assert_eq!(metered.status, EndStatus::UpstreamError);
+        assert!(metered.estimated);
+        assert_eq!(metered.usage.prompt_tokens, 100);
+        assert_eq!(metered.usage.completion_tokens, 1);
+    }
+
+    #[test]
+    fn no_response_at_all_charges_the_prompt_estimate() {
+        let meter = ResponseMeter::new(Endpoint::ChatCompletions, 0, None);
+        let metered = meter.finish(30, EarlyEnd::Client);
+        assert_eq!(metered.status, EndStatus::ClientDisconnect);
+        assert!(metered.estimated);
+        assert_eq!(metered.usage.prompt_tokens, 30);
+        assert_eq!(metered.usage.completion_tokens, 0);
+        assert_eq!(prompt_estimate(9), 3);
+    }
+}
