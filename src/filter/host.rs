@@ -13,9 +13,11 @@ const STATUS_OK: u32 = 0;
 #[repr(u32)]
 pub enum Map {
     /// Request headers.
-    RequestHeaders = 0,
+    Request = 0,
     /// Response headers.
-    ResponseHeaders = 2,
+    Response = 2,
+    /// Headers of a `dispatch_http_call` response.
+    HttpCallResponse = 6,
 }
 
 /// Buffers.
@@ -24,6 +26,10 @@ pub enum Map {
 pub enum Buffer {
     /// The request body (as buffered so far).
     RequestBody = 0,
+    /// The response body chunk being processed.
+    ResponseBody = 1,
+    /// The body of a `dispatch_http_call` response.
+    HttpCallResponseBody = 4,
     /// The plugin configuration.
     PluginConfiguration = 7,
 }
@@ -46,6 +52,28 @@ pub enum Level {
 #[link(wasm_import_module = "env")]
 extern "C" {
     fn proxy_log(level: u32, data: *const u8, size: usize) -> u32;
+    fn proxy_get_shared_data(
+        key: *const u8,
+        key_size: usize,
+        out: *mut *mut u8,
+        out_size: *mut usize,
+        cas: *mut u32,
+    ) -> u32;
+    fn proxy_set_shared_data(
+        key: *const u8,
+        key_size: usize,
+        value: *const u8,
+        value_size: usize,
+        cas: u32,
+    ) -> u32;
+    fn proxy_get_property(
+        path: *const u8,
+        path_size: usize,
+        out: *mut *mut u8,
+        out_size: *mut usize,
+    ) -> u32;
+    fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
+    fn proxy_done() -> u32;
     fn proxy_get_current_time_nanoseconds(out: *mut u64) -> u32;
     fn proxy_get_log_level(out: *mut u32) -> u32;
     fn proxy_get_header_map_pairs(map: u32, out: *mut *mut u8, out_size: *mut usize) -> u32;
@@ -105,6 +133,95 @@ unsafe fn take_host_bytes(data: *mut u8, size: usize) -> Vec<u8> {
         // SAFETY: the SDK's allocator hands the host a boxed slice of `size` bytes.
         unsafe { Vec::from_raw_parts(data, size, size) }
     }
+}
+
+/// Status of a host call that found nothing.
+const STATUS_NOT_FOUND: u32 = 1;
+/// Status of a shared-data write with a stale compare-and-swap token.
+const STATUS_CAS_MISMATCH: u32 = 8;
+
+/// Outcome of a compare-and-swap write to shared data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharedWrite {
+    /// Written.
+    Written,
+    /// Someone wrote in between: read again and retry.
+    Conflict,
+    /// The host refused.
+    Failed,
+}
+
+/// Reads a shared-data value and its CAS token (`(empty, 0)` when absent; `None` on failure).
+pub fn shared_data(key: &str) -> Option<(Vec<u8>, u32)> {
+    let mut data = null_mut();
+    let mut size = 0usize;
+    let mut cas = 0u32;
+    // SAFETY: pointer and length describe a live &str; the out slots are valid.
+    let status =
+        unsafe { proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas) };
+    match status {
+        STATUS_OK => {
+            // SAFETY: on success the host hands over an allocation of `size` bytes (or null).
+            Some((unsafe { take_host_bytes(data, size) }, cas))
+        }
+        STATUS_NOT_FOUND => Some((Vec::new(), 0)),
+        _ => None,
+    }
+}
+
+/// Writes a shared-data value if its CAS token is still `cas` (0 writes unconditionally).
+pub fn set_shared_data(key: &str, value: &[u8], cas: u32) -> SharedWrite {
+    // SAFETY: pointers and lengths describe live slices.
+    let status =
+        unsafe { proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas) };
+    match status {
+        STATUS_OK => SharedWrite::Written,
+        STATUS_CAS_MISMATCH => SharedWrite::Conflict,
+        _ => SharedWrite::Failed,
+    }
+}
+
+/// Reads an Envoy attribute such as `["response", "code_details"]`.
+pub fn property(path: &[&str]) -> Option<Vec<u8>> {
+    let encoded = path.join("\0");
+    let mut data = null_mut();
+    let mut size = 0usize;
+    // SAFETY: pointer and length describe a live String; the out slots are valid.
+    let status =
+        unsafe { proxy_get_property(encoded.as_ptr(), encoded.len(), &mut data, &mut size) };
+    // SAFETY: on success the host hands over an allocation of `size` bytes (or null).
+    (status == STATUS_OK).then(|| unsafe { take_host_bytes(data, size) })
+}
+
+/// Asks for `on_tick` every `millis` milliseconds (0 stops it).
+pub fn set_tick_period(millis: u32) -> bool {
+    // SAFETY: plain value call.
+    unsafe { proxy_set_tick_period_milliseconds(millis) == STATUS_OK }
+}
+
+/// Tells the host a root context that returned false from `on_done` has finished.
+pub fn done() -> bool {
+    // SAFETY: plain call.
+    unsafe { proxy_done() == STATUS_OK }
+}
+
+/// Sends an HTTP request to an Envoy cluster; the answer arrives in the root context's
+/// `on_http_call_response` with the returned token.
+pub fn dispatch(
+    cluster: &str,
+    headers: Vec<(&str, &str)>,
+    body: &[u8],
+    timeout_ms: u64,
+) -> Option<u32> {
+    // The SDK's wrapper registers the token so that the response reaches this root context.
+    proxy_wasm::hostcalls::dispatch_http_call(
+        cluster,
+        headers,
+        Some(body),
+        vec![],
+        std::time::Duration::from_millis(timeout_ms),
+    )
+    .ok()
 }
 
 /// Writes a log line at `level`.

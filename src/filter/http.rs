@@ -10,10 +10,15 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
 use crate::filter::host::{self, Buffer, Level, Map};
+use crate::filter::ledgers::SharedLedgers;
 use crate::filter::metrics;
 use crate::filter::root::Shared;
-use crate::policy::decide::{decide_body, decide_head, BodyTicket, HeadOutcome};
+use crate::policy::decide::{decide_body, decide_head, BodyTicket, HeadOutcome, Surroundings};
+use crate::policy::metering::{EarlyEnd, ResponseMeter};
 use crate::policy::request::{CLIENT_CREDENTIAL_HEADERS, ROUTE_HEADER, VERSION_HEADER};
+use crate::policy::reservation::release;
+use crate::policy::settlement::Settlement;
+use crate::policy::stream_usage::UsageChunkStripper;
 use crate::policy::{Denial, RequestHead};
 
 enum Stage {
@@ -21,10 +26,17 @@ enum Stage {
     Head,
     /// Headers held; buffering the body.
     Body(BodyTicket),
-    /// Forwarded upstream.
-    Forwarded,
-    /// Answered locally.
+    /// Forwarded upstream; metering the response.
+    Forwarded(Box<Forwarded>),
+    /// Answered locally, or settled.
     Answered,
+}
+
+/// An admitted request on its way: what to meter and what to settle.
+struct Forwarded {
+    settlement: Settlement,
+    meter: Option<ResponseMeter>,
+    stripper: Option<UsageChunkStripper>,
 }
 
 /// The request headers the core reads (first value of each).
@@ -77,6 +89,9 @@ impl TollgateHttp {
 
     fn deny(&mut self, denial: &Denial) -> Action {
         metrics::request_denied(denial.code());
+        if let Denial::BudgetExceeded { scope, .. } = denial {
+            metrics::budget_refused(scope);
+        }
         if self.shared.debug {
             host::log(
                 Level::Debug,
@@ -97,9 +112,13 @@ impl TollgateHttp {
                 code: "request_body_unreadable",
             });
         };
-        let random = self.shared.next_random();
-        let Some(verdict) = decide_body(&policy, ticket, &body, &self.shared.credentials, random)
-        else {
+        let around = Surroundings {
+            credentials: &self.shared.credentials,
+            ledgers: &SharedLedgers,
+            random: self.shared.next_random(),
+            now: now_seconds(),
+        };
+        let Some(verdict) = decide_body(&policy, ticket, &body, &around) else {
             return self.deny(&Denial::GatewayError {
                 code: "key_not_in_policy",
             });
@@ -113,30 +132,25 @@ impl TollgateHttp {
             .zip(self.credential_headers)
         {
             if present {
-                host::remove_header(Map::RequestHeaders, name);
+                host::remove_header(Map::Request, name);
             }
         }
-        let mut applied = host::set_header(
-            Map::RequestHeaders,
-            ROUTE_HEADER,
-            &admission.deployment.cluster,
-        );
+        let mut applied =
+            host::set_header(Map::Request, ROUTE_HEADER, &admission.deployment.cluster);
         if let Some((name, value)) = &admission.credential {
-            applied &= host::set_header(Map::RequestHeaders, name, value);
+            applied &= host::set_header(Map::Request, name, value);
         }
         if let Some(new_body) = &admission.new_body {
             applied &= host::replace_buffer(Buffer::RequestBody, body.len(), new_body);
             if self.has_content_length {
-                applied &= host::set_header(
-                    Map::RequestHeaders,
-                    "content-length",
-                    &new_body.len().to_string(),
-                );
+                applied &=
+                    host::set_header(Map::Request, "content-length", &new_body.len().to_string());
             }
         }
         if !applied {
             // Forwarding half-edited could leak the client key or mis-route: refuse instead.
             host::log(Level::Error, "tollgate: the host refused a request edit");
+            release(&SharedLedgers, &admission.reservation, now_seconds());
             return self.deny(&Denial::GatewayError {
                 code: "request_not_editable",
             });
@@ -155,8 +169,70 @@ impl TollgateHttp {
                 ),
             );
         }
-        self.stage = Stage::Forwarded;
+        let requested = verdict.trace.requested.unwrap_or_default();
+        match Settlement::new(&policy, ticket.key_id, requested, admission) {
+            Some(settlement) => {
+                self.stage = Stage::Forwarded(Box::new(Forwarded {
+                    settlement,
+                    meter: None,
+                    stripper: None,
+                }));
+            }
+            None => self.stage = Stage::Answered,
+        }
         Action::Continue
+    }
+
+    /// Settles a forwarded request once: price it, settle its budgets, queue its spend event.
+    fn settle(&mut self) {
+        let Stage::Forwarded(forwarded) = std::mem::replace(&mut self.stage, Stage::Answered)
+        else {
+            return;
+        };
+        let Some(policy) = self.shared.policy.clone() else {
+            return;
+        };
+        let settlement = &forwarded.settlement;
+        let early = early_end();
+        let metered = match &forwarded.meter {
+            Some(meter) => meter.finish(settlement.plan.prompt_estimate, early),
+            None => ResponseMeter::new(settlement.plan.endpoint, 0, None)
+                .finish(settlement.plan.prompt_estimate, early),
+        };
+        let finished = settlement.finish(&policy, &metered, &SharedLedgers, now_seconds());
+        if self.shared.debug {
+            host::log(
+                Level::Debug,
+                &format!(
+                    "tollgate: settled {} {} usage {:?} estimated={} cost {} nano-USD ({})",
+                    finished.data.status,
+                    finished.data.http_status,
+                    metered.usage,
+                    metered.estimated,
+                    finished.cost.nano_usd,
+                    finished.data.cost_source
+                ),
+            );
+        }
+        self.shared
+            .sink
+            .borrow_mut()
+            .record(finished, host::now_nanos() / 1_000_000);
+    }
+}
+
+fn now_seconds() -> i64 {
+    i64::try_from(host::now_nanos() / 1_000_000_000).unwrap_or(i64::MAX)
+}
+
+/// Who cut a stream short, from Envoy's response code details.
+fn early_end() -> EarlyEnd {
+    let details = host::property(&["response", "code_details"]).unwrap_or_default();
+    let details = String::from_utf8_lossy(&details);
+    if details.contains("downstream") {
+        EarlyEnd::Client
+    } else {
+        EarlyEnd::Upstream
     }
 }
 
@@ -165,7 +241,7 @@ impl Context for TollgateHttp {}
 impl HttpContext for TollgateHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let mut facts = HeadFacts::default();
-        for (name, value) in host::headers(Map::RequestHeaders) {
+        for (name, value) in host::headers(Map::Request) {
             // Lossy: a non-UTF-8 credential is still seen (and refused as malformed, and removed).
             let value = String::from_utf8_lossy(&value).into_owned();
             let slot = match name.as_slice() {
@@ -197,8 +273,7 @@ impl HttpContext for TollgateHttp {
             api_key: facts.api_key.as_deref(),
             content_length,
         };
-        let now = i64::try_from(host::now_nanos() / 1_000_000_000).unwrap_or(i64::MAX);
-        match decide_head(self.shared.policy.as_deref(), &head, now) {
+        match decide_head(self.shared.policy.as_deref(), &head, now_seconds()) {
             HeadOutcome::Respond { status, body } => self.respond(status, "tollgate_models", &body),
             HeadOutcome::Deny(denial) => self.deny(&denial),
             HeadOutcome::ReadBody(ticket) => {
@@ -224,10 +299,66 @@ impl HttpContext for TollgateHttp {
         self.decide_with_body(ticket, body_size)
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         if let Some(version) = self.version() {
-            host::set_header(Map::ResponseHeaders, VERSION_HEADER, version);
+            host::set_header(Map::Response, VERSION_HEADER, version);
+        }
+        let Stage::Forwarded(forwarded) = &mut self.stage else {
+            return Action::Continue;
+        };
+        let (mut status, mut content_type) = (0u16, None);
+        for (name, value) in host::headers(Map::Response) {
+            match name.as_slice() {
+                b":status" => {
+                    status = std::str::from_utf8(&value)
+                        .ok()
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0)
+                }
+                b"content-type" => {
+                    content_type = Some(String::from_utf8_lossy(&value).into_owned())
+                }
+                _ => {}
+            }
+        }
+        let mut meter = ResponseMeter::new(
+            forwarded.settlement.plan.endpoint,
+            status,
+            content_type.as_deref(),
+        );
+        if end_of_stream {
+            meter.end_without_body();
+        } else if forwarded.settlement.plan.strip_usage && meter.is_stream() {
+            // The body will change length: let Envoy frame it.
+            host::remove_header(Map::Response, "content-length");
+            forwarded.stripper = Some(UsageChunkStripper::new());
+        }
+        forwarded.meter = Some(meter);
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Stage::Forwarded(forwarded) = &mut self.stage else {
+            return Action::Continue;
+        };
+        let Some(meter) = &mut forwarded.meter else {
+            return Action::Continue;
+        };
+        let chunk = host::buffer(Buffer::ResponseBody, body_size).unwrap_or_default();
+        meter.feed(&chunk, end_of_stream);
+        if let Some(stripper) = &mut forwarded.stripper {
+            let out = stripper.rewrite(&chunk, end_of_stream);
+            if out != chunk && !host::replace_buffer(Buffer::ResponseBody, body_size, &out) {
+                host::log(
+                    Level::Warn,
+                    "tollgate: the host refused a response body edit",
+                );
+            }
         }
         Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        self.settle();
     }
 }

@@ -8,6 +8,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use crate::filter::host::{self, MetricKind};
+use crate::policy::settlement::Finished;
 
 thread_local! {
     static IDS: RefCell<HashMap<String, Option<u32>>> = RefCell::new(HashMap::new());
@@ -40,6 +41,78 @@ pub fn request_allowed() {
 pub fn request_denied(reason: &str) {
     count("tollgate_requests_denied");
     count(&format!("tollgate_requests_denied_{reason}"));
+}
+
+fn add(name: &str, by: u64) {
+    if let Some(id) = metric_id(MetricKind::Counter, name) {
+        host::increment_metric(id, i64::try_from(by).unwrap_or(i64::MAX));
+    }
+}
+
+/// A budget refusal, by scope (`key`, `team`, `user`, `end_user`).
+pub fn budget_refused(scope: &str) {
+    count(&format!("tollgate_budget_refusals_{scope}"));
+}
+
+/// A finished request's spend was recorded: tokens and cost by provider (bounded by the
+/// providers of the config), and the terminal status.
+pub fn spend_recorded(finished: &Finished) {
+    let data = &finished.data;
+    count("tollgate_spend_events_recorded");
+    count(&format!("tollgate_requests_finished_{}", data.status));
+    let provider: String = data
+        .provider
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    add(
+        &format!("tollgate_prompt_tokens_{provider}"),
+        data.usage.prompt_tokens,
+    );
+    add(
+        &format!("tollgate_completion_tokens_{provider}"),
+        data.usage.completion_tokens,
+    );
+    add(
+        &format!("tollgate_cost_nano_usd_{provider}"),
+        finished.cost.nano_usd,
+    );
+    if data.cost_source == "unpriced" {
+        count("tollgate_spend_unpriced");
+    }
+    if data.usage.estimated {
+        count("tollgate_spend_estimated");
+    }
+    if !finished.ledger_ok {
+        count("tollgate_budget_ledger_errors");
+    }
+}
+
+/// A batch of `events` was handed to the accounting cluster.
+pub fn spend_batch_sent(events: usize) {
+    count("tollgate_spend_batches_sent");
+    add("tollgate_spend_events_sent", events as u64);
+}
+
+/// A batch failed and will be retried.
+pub fn spend_batch_failed() {
+    count("tollgate_spend_batches_retried");
+}
+
+/// The accounting cluster stored a batch.
+pub fn spend_acknowledged(events: usize, rejected: usize) {
+    add("tollgate_spend_events_acknowledged", events as u64);
+    add("tollgate_spend_events_rejected", rejected as u64);
+}
+
+/// Events dropped because the buffer was full or the final flush failed.
+pub fn spend_dropped(events: usize) {
+    add("tollgate_spend_events_dropped", events as u64);
+}
+
+/// A poll of authoritative spend failed.
+pub fn spend_poll_failed() {
+    count("tollgate_spend_polls_failed");
 }
 
 /// A config version accepted.

@@ -5,8 +5,10 @@
 
 mod host;
 mod http;
+mod ledgers;
 mod metrics;
 mod root;
+mod spend_sink;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Trace);

@@ -4,16 +4,17 @@
 //! the policy they started with, so an in-flight request finishes on its own version and nothing
 //! it uses is freed before it ends.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use hashbrown::HashMap;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 
-use crate::filter::host::{self, Buffer, Level};
+use crate::filter::host::{self, Buffer, Level, Map};
 use crate::filter::http::TollgateHttp;
 use crate::filter::metrics;
+use crate::filter::spend_sink::SpendSink;
 use crate::policy::{compile, Policy};
 
 /// What every stream of one config version shares.
@@ -26,6 +27,8 @@ pub struct Shared {
     pub random: Cell<u64>,
     /// Whether per-request debug lines are wanted (formatting them is not free).
     pub debug: bool,
+    /// Spend events of this version, on their way to the accounting cluster.
+    pub sink: RefCell<SpendSink>,
 }
 
 impl Shared {
@@ -43,6 +46,8 @@ impl Shared {
 /// One root context (one config version on one VM).
 pub struct TollgateRoot {
     shared: Rc<Shared>,
+    /// `on_done` returned false: call `done()` once the final flush is answered.
+    done_pending: bool,
 }
 
 impl TollgateRoot {
@@ -54,9 +59,15 @@ impl TollgateRoot {
                 credentials: HashMap::new(),
                 random: Cell::new(host::now_nanos() | 1),
                 debug: false,
+                sink: RefCell::new(SpendSink::new(None, 0)),
             }),
+            done_pending: false,
         }
     }
+}
+
+fn now_ms() -> u64 {
+    host::now_nanos() / 1_000_000
 }
 
 impl Context for TollgateRoot {
@@ -64,7 +75,37 @@ impl Context for TollgateRoot {
         if let Some(policy) = &self.shared.policy {
             metrics::config_retired(&policy.version);
         }
-        true
+        let finished = self.shared.sink.borrow_mut().drain(now_ms());
+        self.done_pending = !finished;
+        finished
+    }
+
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        let status = if num_headers == 0 {
+            0
+        } else {
+            host::headers(Map::HttpCallResponse)
+                .into_iter()
+                .find(|(name, _)| name.as_slice() == b":status")
+                .and_then(|(_, value)| std::str::from_utf8(&value).ok()?.parse::<u16>().ok())
+                .unwrap_or(0)
+        };
+        let body = host::buffer(Buffer::HttpCallResponseBody, body_size).unwrap_or_default();
+        let drained = self
+            .shared
+            .sink
+            .borrow_mut()
+            .on_response(token_id, status, &body, now_ms());
+        if drained && self.done_pending {
+            self.done_pending = false;
+            host::done();
+        }
     }
 }
 
@@ -111,12 +152,27 @@ impl RootContext for TollgateRoot {
                     ),
                 );
                 metrics::config_accepted(&policy.version);
+                let random = self.shared.random.get();
+                let nonce = random ^ host::now_nanos().rotate_left(17);
+                let sink = SpendSink::new(policy.accounting.clone(), nonce);
+                let period = sink.tick_period_ms();
+                if policy.accounting.is_none() {
+                    host::log(
+                        Level::Info,
+                        "tollgate: no accounting cluster configured; spend is counted only \
+                         inside this Envoy process",
+                    );
+                }
                 self.shared = Rc::new(Shared {
                     policy: Some(Rc::new(policy)),
                     credentials,
-                    random: Cell::new(self.shared.random.get()),
+                    random: Cell::new(random),
                     debug: host::debug_enabled(),
+                    sink: RefCell::new(sink),
                 });
+                if period > 0 && !host::set_tick_period(period) {
+                    host::log(Level::Error, "tollgate: the host refused a tick period");
+                }
                 true
             }
             Err(errors) => {
@@ -134,6 +190,10 @@ impl RootContext for TollgateRoot {
                 false
             }
         }
+    }
+
+    fn on_tick(&mut self) {
+        self.shared.sink.borrow_mut().tick(now_ms());
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {

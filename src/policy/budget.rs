@@ -113,12 +113,7 @@ pub fn applicable_budgets(
         });
     };
     if let Some(budget) = &key.budget {
-        push(
-            Scope::Key,
-            to_hex(&key.digest),
-            key.display_name(),
-            budget,
-        );
+        push(Scope::Key, to_hex(&key.digest), key.display_name(), budget);
     }
     if let Some(team) = team {
         if let Some(budget) = &team.budget {
@@ -169,7 +164,7 @@ impl Ledger {
             let raw: [u8; 8] = bytes.get(i * 8..i * 8 + 8)?.try_into().ok()?;
             Some(u64::from_le_bytes(raw))
         };
-        if bytes.len() < 16 || bytes.len() % 16 != 0 {
+        if bytes.len() < 16 || !bytes.len().is_multiple_of(16) {
             return Ledger::default();
         }
         let mut ledger = Ledger {
@@ -234,7 +229,11 @@ impl Ledger {
         if self.committed(now) >= limit {
             return false;
         }
-        match self.reservations.iter_mut().find(|(at, _)| *at == expires_at) {
+        match self
+            .reservations
+            .iter_mut()
+            .find(|(at, _)| *at == expires_at)
+        {
             Some((_, held)) => *held = held.saturating_add(amount),
             None => self.reservations.push((expires_at, amount)),
         }
@@ -243,7 +242,11 @@ impl Ledger {
 
     /// Releases a reservation made with [`Ledger::try_reserve`] (nothing if it already expired).
     pub fn release(&mut self, amount: u64, expires_at: i64, now: i64) {
-        if let Some((_, held)) = self.reservations.iter_mut().find(|(at, _)| *at == expires_at) {
+        if let Some((_, held)) = self
+            .reservations
+            .iter_mut()
+            .find(|(at, _)| *at == expires_at)
+        {
             *held = held.saturating_sub(amount);
         }
         self.prune(now);
@@ -348,7 +351,7 @@ mod tests {
     fn reservations_that_never_settle_expire() {
         let mut ledger = Ledger::default();
         let expiry = Ledger::expiry(1000, 900);
-        assert!(expiry >= 1900 && expiry <= 1960 && expiry % 60 == 0);
+        assert!((1900..=1960).contains(&expiry) && expiry % 60 == 0);
         assert!(ledger.try_reserve(10, 10, expiry, 1000));
         assert!(!ledger.try_reserve(10, 1, expiry, 1500));
         assert!(ledger.try_reserve(10, 1, Ledger::expiry(expiry, 900), expiry));

@@ -70,7 +70,11 @@ pub fn worst_case(
     cost
 }
 
-fn cost_entry<'p>(policy: &'p Policy, deployment: &Deployment, model: &str) -> Option<&'p CostEntry> {
+fn cost_entry<'p>(
+    policy: &'p Policy,
+    deployment: &Deployment,
+    model: &str,
+) -> Option<&'p CostEntry> {
     policy
         .cost_map
         .get(&format!("{}/{model}", deployment.provider))
@@ -122,7 +126,10 @@ mod tests {
         let cost = charge(&p, d, "mystery", &usage);
         assert_eq!(cost.source, PriceSource::Unpriced);
         assert_eq!(cost.nano_usd, 0);
-        assert_eq!(worst_case(&p, d, "mystery", Endpoint::ChatCompletions, 10, None).nano_usd, 0);
+        assert_eq!(
+            worst_case(&p, d, "mystery", Endpoint::ChatCompletions, 10, None).nano_usd,
+            0
+        );
 
         let p = policy(
             r#"{"mode":"default_price","input_cost_per_token":1e-06,"output_cost_per_token":2e-06}"#,
@@ -132,18 +139,24 @@ mod tests {
         assert_eq!(cost.source, PriceSource::DefaultPrice);
         assert_eq!(cost.nano_usd, 30_000);
         let reserve = worst_case(&p, d, "mystery", Endpoint::ChatCompletions, 10, None);
-        assert_eq!(reserve.nano_usd, 10_000 + 100 * 2_000, "default cap of 100 tokens");
+        assert_eq!(
+            reserve.nano_usd,
+            10_000 + 100 * 2_000,
+            "default cap of 100 tokens"
+        );
     }
 
     #[test]
     fn default_price_without_prices_is_refused() {
-        let err = compile(
-            br#"{"version":"v1","settings":{"unpriced_models":{"mode":"default_price"}}}"#,
-        )
-        .unwrap_err();
+        let err =
+            compile(br#"{"version":"v1","settings":{"unpriced_models":{"mode":"default_price"}}}"#)
+                .unwrap_err();
         assert_eq!(err.0[0].path, "settings.unpriced_models.mode");
         let err = compile(br#"{"version":"v1","settings":{"unpriced_models":{"mode":"free"}}}"#)
             .unwrap_err();
-        assert!(err.0[0].path.starts_with("settings.unpriced_models"), "{err}");
+        assert!(
+            err.0[0].path.starts_with("settings.unpriced_models"),
+            "{err}"
+        );
     }
 }

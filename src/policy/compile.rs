@@ -243,9 +243,14 @@ impl Compiler {
     fn spending(&mut self, settings: &Settings) -> Spending {
         let unpriced = &settings.unpriced_models;
         let path = "settings.unpriced_models";
-        let input = self.price(&format!("{path}.input_cost_per_token"), unpriced.input_cost_per_token);
-        let output =
-            self.price(&format!("{path}.output_cost_per_token"), unpriced.output_cost_per_token);
+        let input = self.price(
+            &format!("{path}.input_cost_per_token"),
+            unpriced.input_cost_per_token,
+        );
+        let output = self.price(
+            &format!("{path}.output_cost_per_token"),
+            unpriced.output_cost_per_token,
+        );
         if unpriced.mode == UnpricedMode::DefaultPrice && (input.is_none() || output.is_none()) {
             self.error(
                 &format!("{path}.mode"),
@@ -298,7 +303,10 @@ impl Compiler {
             ("timeout_ms", config.timeout_ms, 1),
         ] {
             if value < min {
-                self.error(&format!("accounting.{field}"), format!("must be at least {min}"));
+                self.error(
+                    &format!("accounting.{field}"),
+                    format!("must be at least {min}"),
+                );
             }
         }
         if config.batch_max_events > 10_000 {

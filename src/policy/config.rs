@@ -62,7 +62,10 @@ pub struct Settings {
     #[serde(default = "default_reservation_ttl", deserialize_with = "whole_number")]
     pub reservation_ttl_seconds: u64,
     /// Output cap assumed for reservations when neither the request nor the model gives one.
-    #[serde(default = "default_max_output_tokens", deserialize_with = "whole_number")]
+    #[serde(
+        default = "default_max_output_tokens",
+        deserialize_with = "whole_number"
+    )]
     pub default_max_output_tokens: u64,
 }
 

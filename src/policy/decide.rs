@@ -4,11 +4,18 @@
 use crate::policy::access::{check_access, AccessGrants};
 use crate::policy::alias::{resolve, AliasLayer};
 use crate::policy::auth::authenticate;
+use crate::policy::budget::applicable_budgets;
+use crate::policy::charge::worst_case;
+use crate::policy::config::UnpricedMode;
+use crate::policy::cost::PriceSource;
 use crate::policy::denial::Denial;
 use crate::policy::index::{Deployment, KeyId, Policy, Team, VirtualKey};
 use crate::policy::listing::list_models;
-use crate::policy::request::{read_body, rewrite_model, BodyProblem, Endpoint, RequestHead};
+use crate::policy::metering::prompt_estimate;
+use crate::policy::request::{model_edit, read_body, splice, BodyProblem, Endpoint, RequestHead};
+use crate::policy::reservation::{reserve, LedgerStore, Reservation};
 use crate::policy::routing::{Credentials, ModelTarget, RouteError};
+use crate::policy::stream_usage::include_usage_edit;
 
 /// What to do after the request headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,17 +115,50 @@ pub struct Trace<'p> {
     pub candidates: usize,
 }
 
-/// What to change before forwarding an admitted request.
+/// What to change before forwarding an admitted request, and what to meter afterwards.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Admission<'p> {
     /// The chosen deployment (its `cluster` goes in `x-tollgate-cluster`).
     pub deployment: &'p Deployment,
+    /// The model after alias resolution.
+    pub resolved_model: String,
     /// The model name the provider sees.
     pub upstream_model: String,
     /// The upstream credential header to set, if the deployment has one.
     pub credential: Option<(&'static str, String)>,
-    /// The rewritten body, when the model name changed.
+    /// The rewritten body, when the model name changed or usage reporting was switched on.
     pub new_body: Option<Vec<u8>>,
+    /// How to meter the response.
+    pub metering: MeteringPlan,
+    /// The budget hold to settle when the response ends (or release if it is never sent).
+    pub reservation: Reservation,
+}
+
+/// What the response side needs to know about an admitted request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeteringPlan {
+    /// The API called.
+    pub endpoint: Endpoint,
+    /// The client asked for a stream.
+    pub stream: bool,
+    /// Usage reporting was switched on for this stream: strip it from what the client sees.
+    pub strip_usage: bool,
+    /// Prompt size estimate in tokens (stands in when no usage arrives).
+    pub prompt_estimate: u64,
+    /// The request body's `user`.
+    pub end_user: Option<String>,
+}
+
+/// What the body step needs from its surroundings besides the policy and the body.
+pub struct Surroundings<'a, C: ?Sized> {
+    /// Upstream credentials by variable name.
+    pub credentials: &'a C,
+    /// Budget ledgers.
+    pub ledgers: &'a dyn LedgerStore,
+    /// Drives weighted routing.
+    pub random: u64,
+    /// Unix seconds.
+    pub now: i64,
 }
 
 /// The outcome of the body step with its trace.
@@ -131,13 +171,12 @@ pub struct Verdict<'p> {
 }
 
 /// Decides an authenticated request from its body: resolve aliases, check access on the
-/// resolved target, route, and prepare the upstream edits. `random` drives weighted choice.
+/// resolved target, route, check and reserve budgets, and prepare the upstream edits.
 pub fn decide_body<'p, C: Credentials + ?Sized>(
     policy: &'p Policy,
     ticket: BodyTicket,
     body: &[u8],
-    credentials: &C,
-    random: u64,
+    around: &Surroundings<'_, C>,
 ) -> Option<Verdict<'p>> {
     let key = policy.keys.get(ticket.key_id as usize)?;
     let team = key.team.and_then(|t| policy.team(t));
@@ -151,7 +190,7 @@ pub fn decide_body<'p, C: Credentials + ?Sized>(
         grants: None,
         candidates: 0,
     };
-    let outcome = decide_steps(policy, ticket, body, credentials, random, &mut trace);
+    let outcome = decide_steps(policy, ticket, body, around, &mut trace);
     Some(Verdict { trace, outcome })
 }
 
@@ -159,8 +198,7 @@ fn decide_steps<'p, C: Credentials + ?Sized>(
     policy: &'p Policy,
     ticket: BodyTicket,
     body: &[u8],
-    credentials: &C,
-    random: u64,
+    around: &Surroundings<'_, C>,
     trace: &mut Trace<'p>,
 ) -> Result<Admission<'p>, Denial> {
     ticket.check_size(body.len() as u64)?;
@@ -182,7 +220,7 @@ fn decide_steps<'p, C: Credentials + ?Sized>(
     )?);
 
     let route = policy
-        .route(&target, credentials, random)
+        .route(&target, around.credentials, around.random)
         .map_err(|e| match e {
             RouteError::NoDeployment => Denial::ModelNotFound {
                 model: requested.to_string(),
@@ -191,17 +229,62 @@ fn decide_steps<'p, C: Credentials + ?Sized>(
         })?;
     trace.candidates = route.candidates;
 
-    let new_body = (route.upstream_model != requested)
-        .then(|| rewrite_model(body, facts.model_span.clone(), &route.upstream_model));
+    let prompt = prompt_estimate(body.len());
+    let lines = applicable_budgets(
+        policy,
+        trace.key,
+        trace.team,
+        facts.end_user.as_deref(),
+        around.now,
+    );
+    let worst = worst_case(
+        policy,
+        route.deployment,
+        &route.upstream_model,
+        ticket.endpoint,
+        prompt,
+        facts.max_output_tokens,
+    );
+    let unpriced = worst.source == PriceSource::Unpriced;
+    if unpriced && policy.spending.unpriced == UnpricedMode::Deny && !lines.is_empty() {
+        return Err(Denial::UnpricedModel {
+            model: requested.to_string(),
+        });
+    }
+    let reservation = reserve(
+        around.ledgers,
+        lines,
+        worst.nano_usd,
+        policy.spending.reservation_ttl_seconds,
+        around.now,
+    )?;
+
+    let mut edits = Vec::new();
+    if route.upstream_model != requested {
+        edits.push(model_edit(facts.model_span.clone(), &route.upstream_model));
+    }
+    let usage_edit = include_usage_edit(ticket.endpoint, body, &facts);
+    let strip_usage = usage_edit.is_some();
+    edits.extend(usage_edit);
+    let new_body = (!edits.is_empty()).then(|| splice(body, edits));
     let credential = route
         .credential
         .as_deref()
         .map(|value| credential_header(&route.deployment.provider, value));
     Ok(Admission {
         deployment: route.deployment,
+        resolved_model: resolution.resolved().to_string(),
         upstream_model: route.upstream_model,
         credential,
         new_body,
+        metering: MeteringPlan {
+            endpoint: ticket.endpoint,
+            stream: facts.stream,
+            strip_usage,
+            prompt_estimate: prompt,
+            end_user: facts.end_user.map(|u| u.into_owned()),
+        },
+        reservation,
     })
 }
 
@@ -244,6 +327,7 @@ mod tests {
     use super::*;
     use crate::policy::compile;
     use crate::policy::key_hash::{digest, to_hex};
+    use crate::policy::reservation::MemoryLedgers;
     use hashbrown::HashMap;
 
     fn policy() -> Policy {
@@ -274,6 +358,22 @@ mod tests {
             .into_iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    fn decide<'p>(
+        p: &'p Policy,
+        body: &[u8],
+        credentials: &HashMap<String, String>,
+        random: u64,
+    ) -> Option<Verdict<'p>> {
+        let ledgers = MemoryLedgers::default();
+        let around = Surroundings {
+            credentials,
+            ledgers: &ledgers,
+            random,
+            now: 0,
+        };
+        decide_body(p, ticket(p), body, &around)
     }
 
     fn ticket(p: &Policy) -> BodyTicket {
@@ -345,7 +445,7 @@ mod tests {
     fn admitted_request_gets_route_credential_and_rewritten_body() {
         let p = policy();
         let c = creds();
-        let verdict = decide_body(&p, ticket(&p), br#"{"model":"fast","n":1}"#, &c, 7).unwrap();
+        let verdict = decide(&p, br#"{"model":"fast","n":1}"#, &c, 7).unwrap();
         let admission = verdict.outcome.unwrap();
         assert_eq!(admission.deployment.cluster, "openai");
         assert_eq!(
@@ -363,7 +463,7 @@ mod tests {
     fn unchanged_model_keeps_the_body_untouched() {
         let p = policy();
         let c = creds();
-        let verdict = decide_body(&p, ticket(&p), br#"{"model":"claude-x"}"#, &c, 0).unwrap();
+        let verdict = decide(&p, br#"{"model":"claude-x"}"#, &c, 0).unwrap();
         let admission = verdict.outcome.unwrap();
         assert_eq!(admission.new_body, None);
         assert_eq!(
@@ -376,13 +476,7 @@ mod tests {
     fn body_refusals_carry_their_codes() {
         let p = policy();
         let c = creds();
-        let code = |body: &[u8]| {
-            decide_body(&p, ticket(&p), body, &c, 0)
-                .unwrap()
-                .outcome
-                .unwrap_err()
-                .code()
-        };
+        let code = |body: &[u8]| decide(&p, body, &c, 0).unwrap().outcome.unwrap_err().code();
         assert_eq!(code(b"not json"), "invalid_json");
         assert_eq!(code(b"{}"), "missing_model");
         assert_eq!(code(b"  "), "missing_body");
@@ -394,7 +488,90 @@ mod tests {
     fn missing_credential_is_503_not_a_forward_without_it() {
         let p = policy();
         let none: HashMap<String, String> = HashMap::new();
-        let verdict = decide_body(&p, ticket(&p), br#"{"model":"claude-x"}"#, &none, 0).unwrap();
+        let verdict = decide(&p, br#"{"model":"claude-x"}"#, &none, 0).unwrap();
         assert_eq!(verdict.outcome.unwrap_err(), Denial::CredentialUnavailable);
+    }
+
+    fn budget_policy(unpriced: &str) -> Policy {
+        let json = format!(
+            r#"{{"version":"v1","settings":{{"unpriced_models":{{"mode":"{unpriced}"}}}},
+              "cost_map":{{"gpt-4o":{{"litellm_provider":"openai","input_cost_per_token":2.5e-06,
+                                      "output_cost_per_token":1e-05,"max_output_tokens":1000}}}},
+              "model_list":[
+                {{"model_name":"gpt-4o","litellm_params":{{"model":"openai/gpt-4o"}},"cluster":"openai"}},
+                {{"model_name":"mystery","litellm_params":{{"model":"openai/mystery"}},"cluster":"openai"}}],
+              "teams":[{{"team_id":"t","max_budget":0.02}}],
+              "keys":[{{"key_hash":"{}","team_id":"t"}}]}}"#,
+            to_hex(&digest("sk-k"))
+        );
+        compile(json.as_bytes()).unwrap()
+    }
+
+    fn decide_with<'p>(p: &'p Policy, body: &[u8], ledgers: &MemoryLedgers) -> Verdict<'p> {
+        let none: HashMap<String, String> = HashMap::new();
+        let around = Surroundings {
+            credentials: &none,
+            ledgers,
+            random: 0,
+            now: 1000,
+        };
+        decide_body(p, ticket(p), body, &around).unwrap()
+    }
+
+    #[test]
+    fn a_budgeted_request_reserves_its_worst_case_and_the_next_one_is_refused() {
+        let p = budget_policy("deny");
+        let ledgers = MemoryLedgers::default();
+        let body = br#"{"model":"gpt-4o","max_tokens":1500,"messages":[]}"#;
+        let first = decide_with(&p, body, &ledgers).outcome.unwrap();
+        // 13 prompt tokens (52 bytes / 4) at 2.5e-6 + 1000 (the model's cap) at 1e-5.
+        assert_eq!(first.reservation.amount, 32_500 + 10_000_000);
+        assert_eq!(first.reservation.lines.len(), 1);
+        let second = decide_with(&p, body, &ledgers).outcome;
+        assert_eq!(
+            second.map(|_| ()),
+            Ok(()),
+            "0.01 of 0.02 reserved: still room"
+        );
+        let third = decide_with(&p, body, &ledgers).outcome.unwrap_err();
+        assert_eq!(third.status(), 429);
+        assert!(third.message().contains("team 't'"), "{}", third.message());
+    }
+
+    #[test]
+    fn unpriced_models_are_refused_under_a_budget_unless_tracked() {
+        let body = br#"{"model":"mystery"}"#;
+        let p = budget_policy("deny");
+        let denial = decide_with(&p, body, &MemoryLedgers::default())
+            .outcome
+            .unwrap_err();
+        assert_eq!(
+            denial,
+            Denial::UnpricedModel {
+                model: "mystery".into()
+            }
+        );
+        let p = budget_policy("track");
+        let admitted = decide_with(&p, body, &MemoryLedgers::default())
+            .outcome
+            .unwrap();
+        assert_eq!(admitted.reservation.amount, 0);
+    }
+
+    #[test]
+    fn an_openai_stream_gets_usage_switched_on_and_marked_for_stripping() {
+        let p = budget_policy("deny");
+        let ledgers = MemoryLedgers::default();
+        let body = br#"{"model":"gpt-4o","stream":true,"user":"cust"}"#;
+        let admission = decide_with(&p, body, &ledgers).outcome.unwrap();
+        assert!(admission.metering.strip_usage && admission.metering.stream);
+        assert_eq!(admission.metering.end_user.as_deref(), Some("cust"));
+        let sent: serde_json::Value =
+            serde_json::from_slice(admission.new_body.as_deref().unwrap()).unwrap();
+        assert_eq!(sent["stream_options"]["include_usage"], true);
+        let asked = br#"{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true}}"#;
+        let admission = decide_with(&p, asked, &ledgers).outcome.unwrap();
+        assert!(!admission.metering.strip_usage);
+        assert_eq!(admission.new_body, None);
     }
 }

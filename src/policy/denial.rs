@@ -250,7 +250,11 @@ pub fn usd(nano: u64) -> String {
     let whole = nano / 1_000_000_000;
     let frac = format!("{:09}", nano % 1_000_000_000);
     let trimmed = frac.trim_end_matches('0');
-    let decimals = if trimmed.len() < 2 { &frac[..2] } else { trimmed };
+    let decimals = if trimmed.len() < 2 {
+        &frac[..2]
+    } else {
+        trimmed
+    };
     format!("{whole}.{decimals}")
 }
 

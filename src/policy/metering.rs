@@ -237,7 +237,8 @@ mod tests {
 
     #[test]
     fn json_usage_is_read_across_chunks() {
-        let mut meter = ResponseMeter::new(Endpoint::ChatCompletions, 200, Some("application/json"));
+        let mut meter =
+            ResponseMeter::new(Endpoint::ChatCompletions, 200, Some("application/json"));
         let bytes = CHAT_JSON.as_bytes();
         meter.feed(&bytes[..40], false);
         meter.feed(&bytes[40..], true);
@@ -282,8 +283,11 @@ mod tests {
 
     #[test]
     fn a_stream_cut_by_the_client_keeps_what_was_seen_and_estimates_the_rest() {
-        let mut meter =
-            ResponseMeter::new(Endpoint::Messages, 200, Some("text/event-stream; charset=utf-8"));
+        let mut meter = ResponseMeter::new(
+            Endpoint::Messages,
+            200,
+            Some("text/event-stream; charset=utf-8"),
+        );
         assert!(meter.is_stream());
         meter.feed(ANTHROPIC_START.as_bytes(), false);
         for _ in 0..5 {
@@ -300,7 +304,10 @@ mod tests {
     fn an_openai_stream_reset_before_usage_is_estimated_as_upstream_error() {
         let mut meter =
             ResponseMeter::new(Endpoint::ChatCompletions, 200, Some("text/event-stream"));
-        meter.feed(b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}],\"usage\":null}\n\n", false);
+        meter.feed(
+            b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}],\"usage\":null}\n\n",
+            false,
+        );
         let metered = meter.finish(100, EarlyEnd::Upstream);
         assert_eq!(metered.status, EndStatus::UpstreamError);
         assert!(metered.estimated);

@@ -101,12 +101,27 @@ impl Outbox {
         self.busy = false;
         self.failures = self.failures.saturating_add(1);
         let shift = (self.failures - 1).min(16);
-        let backoff = FIRST_BACKOFF_MS.saturating_mul(1 << shift).min(MAX_BACKOFF_MS);
+        let backoff = FIRST_BACKOFF_MS
+            .saturating_mul(1 << shift)
+            .min(MAX_BACKOFF_MS);
         self.retry_at_ms = now_ms.saturating_add(backoff);
         for event in std::mem::take(&mut self.in_flight).into_iter().rev() {
             self.queue.push_front(event);
         }
         self.trim()
+    }
+
+    /// Events in the batch in flight.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Empties the outbox (queued and in flight), for a final accounting of what is lost.
+    pub fn take_all(&mut self) -> Vec<Outgoing> {
+        self.busy = false;
+        let mut all = std::mem::take(&mut self.in_flight);
+        all.extend(self.queue.drain(..));
+        all
     }
 
     /// Whether a batch is in flight.

@@ -402,7 +402,10 @@ mod tests {
             read_body(b"{\"model\":\"a\""),
             Err(BodyProblem::InvalidJson(_))
         ));
-        for not_object in [&b"[1,2]"[..], br#"["gpt-4o",true,null,null,null,null,null]"#] {
+        for not_object in [
+            &b"[1,2]"[..],
+            br#"["gpt-4o",true,null,null,null,null,null]"#,
+        ] {
             assert!(matches!(
                 read_body(not_object),
                 Err(BodyProblem::InvalidJson(_))
@@ -429,11 +432,12 @@ mod tests {
         let span = facts.stream_options_span.unwrap();
         assert_eq!(&body[span], br#"{"include_usage":true}"#);
 
-        let facts = read_body(br#"{"model":"m","max_completion_tokens":7,"max_tokens":9}"#).unwrap();
+        let facts =
+            read_body(br#"{"model":"m","max_completion_tokens":7,"max_tokens":9}"#).unwrap();
         assert_eq!(facts.max_output_tokens, Some(7));
         assert!(!facts.stream && !facts.include_usage && facts.end_user.is_none());
-        let facts = read_body(br#"{"model":"m","stream":"yes","max_output_tokens":-1,"user":3}"#)
-            .unwrap();
+        let facts =
+            read_body(br#"{"model":"m","stream":"yes","max_output_tokens":-1,"user":3}"#).unwrap();
         assert!(!facts.stream);
         assert_eq!(facts.max_output_tokens, None);
         assert_eq!(facts.end_user, None);

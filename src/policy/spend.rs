@@ -116,7 +116,10 @@ impl SpendEvent {
             source: source.to_string(),
             kind: EVENT_TYPE.to_string(),
             time: format_millis(ended_at_ms),
-            subject: data.key_alias.clone().unwrap_or_else(|| data.key_hash.clone()),
+            subject: data
+                .key_alias
+                .clone()
+                .unwrap_or_else(|| data.key_hash.clone()),
             datacontenttype: "application/json".to_string(),
             data,
         }
@@ -189,7 +192,12 @@ mod tests {
 
     #[test]
     fn events_are_cloudevents_and_round_trip() {
-        let event = SpendEvent::new("n-1".into(), "tollgate/test", 1_795_402_116_123, sample_data());
+        let event = SpendEvent::new(
+            "n-1".into(),
+            "tollgate/test",
+            1_795_402_116_123,
+            sample_data(),
+        );
         let json: serde_json::Value = serde_json::from_str(&event.to_json()).unwrap();
         assert_eq!(json["specversion"], "1.0");
         assert_eq!(json["type"], "tollgate.spend");
@@ -199,7 +207,11 @@ mod tests {
         assert_eq!(json["data"]["budgets"][0]["budget"], "team:t-search");
         let back: SpendEvent = serde_json::from_str(&event.to_json()).unwrap();
         assert_eq!(back, event);
-        let body = batch_body([event.to_json(), event.to_json()].iter().map(String::as_str));
+        let body = batch_body(
+            [event.to_json(), event.to_json()]
+                .iter()
+                .map(String::as_str),
+        );
         let parsed: Vec<SpendEvent> = serde_json::from_slice(&body).unwrap();
         assert_eq!(parsed.len(), 2);
         assert_eq!(batch_body(std::iter::empty()), b"[]");

@@ -34,16 +34,18 @@ pub fn include_usage_edit(
         None => {
             let open = body.iter().position(|&b| b == b'{')?;
             let at = open + 1;
-            Some((at..at, br#""stream_options":{"include_usage":true},"#.to_vec()))
+            Some((
+                at..at,
+                br#""stream_options":{"include_usage":true},"#.to_vec(),
+            ))
         }
         Some(span) => {
             let raw = body.get(span.clone())?;
-            let mut options: serde_json::Map<String, serde_json::Value> =
-                if raw == b"null" {
-                    serde_json::Map::new()
-                } else {
-                    serde_json::from_slice(raw).ok()?
-                };
+            let mut options: serde_json::Map<String, serde_json::Value> = if raw == b"null" {
+                serde_json::Map::new()
+            } else {
+                serde_json::from_slice(raw).ok()?
+            };
             options.insert("include_usage".to_string(), serde_json::Value::Bool(true));
             let encoded = serde_json::to_vec(&options).ok()?;
             Some((span.clone(), encoded))
@@ -240,9 +242,7 @@ fn null_member_end(data: &[u8], at: usize) -> Option<usize> {
         return None;
     }
     let value = skip(colon + 1)?;
-    data.get(value..)?
-        .starts_with(b"null")
-        .then_some(value + 4)
+    data.get(value..)?.starts_with(b"null").then_some(value + 4)
 }
 
 /// Removes `data[start..end]` and the comma that separates it from its neighbour.
@@ -254,9 +254,7 @@ fn remove_member(data: &[u8], start: usize, end: usize) -> Vec<u8> {
     let (cut_start, cut_end) = match after {
         Some(comma) if data.get(comma) == Some(&b',') => (start, comma + 1),
         _ => {
-            let before = data[..start]
-                .iter()
-                .rposition(|b| !b.is_ascii_whitespace());
+            let before = data[..start].iter().rposition(|b| !b.is_ascii_whitespace());
             match before {
                 Some(comma) if data[comma] == b',' => (comma, end),
                 _ => (start, end),
@@ -293,10 +291,12 @@ mod tests {
 
         let out = edited(r#"{"model":"m","stream":true,"stream_options":{"x":1}}"#).unwrap();
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-        assert_eq!(v["stream_options"], serde_json::json!({"x":1,"include_usage":true}));
+        assert_eq!(
+            v["stream_options"],
+            serde_json::json!({"x":1,"include_usage":true})
+        );
 
-        let out =
-            edited(r#"{"model":"m","stream":true,"stream_options":{"include_usage":false}}"#);
+        let out = edited(r#"{"model":"m","stream":true,"stream_options":{"include_usage":false}}"#);
         let v: serde_json::Value = serde_json::from_str(&out.unwrap()).unwrap();
         assert_eq!(v["stream_options"]["include_usage"], true);
 
@@ -341,7 +341,11 @@ mod tests {
             let mut out = stripper.rewrite(&bytes[..split], false);
             assert!(stripper.held_bytes() <= split);
             out.extend(stripper.rewrite(&bytes[split..], true));
-            assert_eq!(String::from_utf8(out).unwrap(), EXPECTED, "split at {split}");
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                EXPECTED,
+                "split at {split}"
+            );
         }
         let mut stripper = UsageChunkStripper::new();
         let mut out = Vec::new();
@@ -355,9 +359,13 @@ mod tests {
     #[test]
     fn complete_events_are_forwarded_at_once() {
         let mut stripper = UsageChunkStripper::new();
-        let first = "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}],\"usage\":null}\n\ndata: {\"cho";
+        let first =
+            "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}],\"usage\":null}\n\ndata: {\"cho";
         let out = stripper.rewrite(first.as_bytes(), false);
-        assert_eq!(out, b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n");
+        assert_eq!(
+            out,
+            b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n"
+        );
         assert_eq!(stripper.held_bytes(), "data: {\"cho".len());
     }
 

@@ -162,9 +162,8 @@ pub fn window_bounds(window: Option<BudgetWindow>, now: i64) -> (i64, Option<i64
             let index = (year - 1970) * 12 + (month - 1);
             let start_index = index - index.rem_euclid(i64::from(months));
             let end_index = start_index + i64::from(months);
-            let month_start = |i: i64| {
-                days_from_civil(1970 + i.div_euclid(12), i.rem_euclid(12) + 1, 1) * 86_400
-            };
+            let month_start =
+                |i: i64| days_from_civil(1970 + i.div_euclid(12), i.rem_euclid(12) + 1, 1) * 86_400;
             (month_start(start_index), Some(month_start(end_index)))
         }
     }

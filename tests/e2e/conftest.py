@@ -20,9 +20,11 @@ def upstreams():
         mock.stop()
 
 
-def start_stack(request, upstreams, policy, name=None):
+def start_stack(request, upstreams, policy, name=None, extra_clusters=None, **options):
     workdir = clean_dir(ROOT / ".run" / "e2e" / (name or request.module.__name__))
-    stack = EnvoyStack(workdir, {n: m.port for n, m in upstreams.items()}, policy, UPSTREAM_ENV)
+    clusters = {n: m.port for n, m in upstreams.items()}
+    clusters.update(extra_clusters or {})
+    stack = EnvoyStack(workdir, clusters, policy, UPSTREAM_ENV, **options)
     return stack
 
 

@@ -4,6 +4,11 @@ Answers with real response shapes (JSON, or SSE when the body says "stream": tru
 /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/responses and /v1/messages.
 GET /__requests returns what was received; DELETE /__requests forgets it.
 
+Test controls, sent as request headers (Envoy passes them through):
+  x-mock-status: 429        answer with this error status and an OpenAI-style error body
+  x-mock-delay-ms: 200      wait this long between streamed events
+  x-mock-cut-after: 2       send this many streamed events, then reset the connection
+
 Run standalone (used by ./scripts/run):  python3 mock_upstream.py openai=18081 anthropic=18082
 """
 
@@ -76,6 +81,22 @@ def response_object(model):
         "usage": {"input_tokens": 12, "input_tokens_details": {"cached_tokens": 0},
                   "output_tokens": 5, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 17},
     }
+
+
+def response_events(model):
+    final = response_object(model)
+    created = dict(final, status="in_progress", output=[], usage=None)
+    events = [
+        ("response.created", {"type": "response.created", "sequence_number": 0, "response": created}),
+        ("response.output_text.delta", {"type": "response.output_text.delta", "sequence_number": 1,
+                                        "item_id": "msg_mock0001", "output_index": 0, "content_index": 0,
+                                        "delta": "Hello"}),
+        ("response.output_text.delta", {"type": "response.output_text.delta", "sequence_number": 2,
+                                        "item_id": "msg_mock0001", "output_index": 0, "content_index": 0,
+                                        "delta": " from mock."}),
+        ("response.completed", {"type": "response.completed", "sequence_number": 3, "response": final}),
+    ]
+    return [f"event: {name}\ndata: {json.dumps(data)}\n\n" for name, data in events]
 
 
 def embeddings(model):
@@ -159,10 +180,14 @@ def make_handler(name, recorder):
             model = req.get("model", "")
             path = self.path.split("?")[0]
             stream = bool(req.get("stream"))
+            forced = self.headers.get("x-mock-status")
+            if forced:
+                return self._send(int(forced), {"error": {"message": "mock failure", "type": "server_error",
+                                                          "param": None, "code": "mock"}})
             if path.endswith("/messages"):
                 return self._stream(anthropic_events(model)) if stream else self._send(200, anthropic_message(model))
             if path.endswith("/responses"):
-                return self._send(200, response_object(model))
+                return self._stream(response_events(model)) if stream else self._send(200, response_object(model))
             if path.endswith("/embeddings"):
                 return self._send(200, embeddings(model))
             if path.endswith("/chat/completions"):
@@ -176,16 +201,29 @@ def make_handler(name, recorder):
                                               "param": None, "code": None}})
 
         def _stream(self, events):
+            delay = int(self.headers.get("x-mock-delay-ms") or 0) / 1000
+            cut = self.headers.get("x-mock-cut-after")
             self.send_response(200)
             self.send_header("content-type", "text/event-stream")
             self.send_header("transfer-encoding", "chunked")
             self.send_header("x-mock-upstream", name)
             self.end_headers()
-            for event in events:
-                data = event.encode()
-                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-                self.wfile.flush()
-            self.wfile.write(b"0\r\n\r\n")
+            try:
+                for i, event in enumerate(events):
+                    if cut is not None and i >= int(cut):
+                        # Reset mid-stream: no terminating chunk.
+                        self.wfile.flush()
+                        self.close_connection = True
+                        self.connection.shutdown(2)
+                        return
+                    data = event.encode()
+                    self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                    self.wfile.flush()
+                    if delay:
+                        time.sleep(delay)
+                self.wfile.write(b"0\r\n\r\n")
+            except OSError:
+                self.close_connection = True
 
     return Handler
 

@@ -82,3 +82,55 @@ def bearer(key):
 
 def chat(model, **extra):
     return dict({"model": model, "messages": [{"role": "user", "content": "Hello"}]}, **extra)
+
+
+# --- Money (issue 2/4): budgets, unpriced models, spend reporting --------------------------------
+
+MONEY_KEYS = {
+    "small": "sk-e2e-budget-small",        # $0.001 key budget
+    "unpriced": "sk-e2e-budget-unpriced",  # budgeted key that may call a model with no price
+    "meter": "sk-e2e-meter",               # team budget only (large): every event names a budget
+    "shared": "sk-e2e-shared-budget",      # two-replica test
+}
+UNPRICED_MODEL = "mystery-model"  # served by openai/mystery-model-x, absent from the cost map
+
+
+def accounting_section(**overrides):
+    section = {"cluster": "accounting", "flush_interval_ms": 200, "poll_interval_ms": 500,
+               "batch_max_events": 20, "timeout_ms": 2000, "source": "tollgate/e2e"}
+    section.update(overrides)
+    return section
+
+
+def money_policy(version="m1", unpriced=None, shared_budget=0.01, accounting=None):
+    policy = base_policy(version)
+    policy["model_list"].append(
+        {"model_name": UNPRICED_MODEL, "litellm_params": {"model": "openai/mystery-model-x",
+                                                          "api_key_env": "OPENAI_API_KEY"},
+         "cluster": "openai", "model_info": {"id": "openai-mystery"}})
+    policy["teams"].append({"team_id": "metered", "team_alias": "Metered", "max_budget": 1000,
+                            "budget_duration": "30d"})
+    policy["keys"] += [
+        {"key_hash": key_hash(MONEY_KEYS["small"]), "key_alias": "small-budget", "max_budget": 0.001,
+         "models": ["gpt-4o"]},
+        {"key_hash": key_hash(MONEY_KEYS["unpriced"]), "key_alias": "unpriced-budget", "max_budget": 1,
+         "models": [UNPRICED_MODEL, "gpt-4o"]},
+        {"key_hash": key_hash(MONEY_KEYS["meter"]), "key_alias": "meter", "team_id": "metered",
+         "user_id": "alice"},
+        {"key_hash": key_hash(MONEY_KEYS["shared"]), "key_alias": "shared-budget",
+         "max_budget": shared_budget, "budget_duration": "1d", "models": ["gpt-4o"]},
+    ]
+    if unpriced is not None:
+        policy["settings"]["unpriced_models"] = unpriced
+    policy["accounting"] = accounting_section(**(accounting or {}))
+    return policy
+
+
+def nano_cost(model, prompt, completion, cached=0):
+    """Exact cost in nano-dollars from the real cost map, computed independently of the filter."""
+    from decimal import Decimal
+    entry = REAL_COST_MAP[model]
+    usd = (Decimal(repr(entry["input_cost_per_token"])) * (prompt - cached)
+           + Decimal(repr(entry.get("cache_read_input_token_cost", entry["input_cost_per_token"]))) * cached
+           + Decimal(repr(entry["output_cost_per_token"])) * completion)
+    return int((usd * Decimal(10**9)).to_integral_value(rounding="ROUND_HALF_UP"))

@@ -20,6 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 ENVOY = ROOT / ".venv" / "bin" / "envoy"
 WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "tollgate.wasm"
+TOLLGATE_CLI = ROOT / "target" / "debug" / "tollgate"
 TEMPLATE = ROOT / "envoy" / "envoy.template.yaml"
 
 
@@ -250,6 +251,74 @@ class EnvoyStack:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=5)
         self.log.close()
+
+
+class AccountingServer:
+    """The reference accounting server (`tollgate accounting`) on 127.0.0.1, stopped by PID."""
+
+    def __init__(self, workdir, port=None):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.db = self.workdir / "spend.db"
+        self.port = port or free_port()
+        self.process = None
+        self.start()
+
+    def start(self, timeout=15):
+        self.log = open(self.workdir / "accounting.log", "ab")
+        self.process = subprocess.Popen(
+            [str(TOLLGATE_CLI), "accounting", "--listen", f"127.0.0.1:{self.port}", "--db", str(self.db)],
+            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError("accounting server exited early: "
+                                   + (self.workdir / "accounting.log").read_text(errors="replace")[-2000:])
+            try:
+                if request(self.port, "GET", "/health", timeout=1).status == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("accounting server not ready")
+
+    def report(self):
+        return request(self.port, "GET", "/v1/spend/report").json()
+
+    def budgets(self, since=0):
+        return request(self.port, "GET", f"/v1/spend/budgets?since={since}").json()["budgets"]
+
+    def event_ids(self):
+        import sqlite3
+        with sqlite3.connect(self.db) as db:
+            return [row[0] for row in db.execute("SELECT id FROM events ORDER BY rowid")]
+
+    def events(self):
+        import sqlite3
+        with sqlite3.connect(self.db) as db:
+            return [json.loads(row[0]) for row in db.execute("SELECT json FROM events ORDER BY rowid")]
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=5)
+        if self.process:
+            self.log.close()
+
+
+def wait_until(predicate, timeout=10, interval=0.05, message="condition"):
+    """Polls `predicate` until it returns a truthy value; fails after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"{message} not reached in {timeout}s")
 
 
 def clean_dir(path):

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use hashbrown::HashMap;
 use tollgate::policy::access::admits;
 use tollgate::policy::alias::resolve;
-use tollgate::policy::decide::{decide_body, decide_head, HeadOutcome, Verdict};
+use tollgate::policy::decide::{decide_body, decide_head, HeadOutcome, Surroundings, Verdict};
+use tollgate::policy::denial::usd;
+use tollgate::policy::reservation::MemoryLedgers;
 use tollgate::policy::routing::ModelTarget;
 use tollgate::policy::{Denial, Policy, RequestHead};
 
@@ -82,7 +84,15 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
         .map(|name| (name.clone(), format!("${name}")))
         .collect();
     let body = serde_json::json!({ "model": args.model }).to_string();
-    let Some(verdict) = decide_body(&policy, ticket, body.as_bytes(), &credentials, 0) else {
+    // Budgets are checked against empty ledgers: explain shows policy, not live spend.
+    let ledgers = MemoryLedgers::default();
+    let around = Surroundings {
+        credentials: &credentials,
+        ledgers: &ledgers,
+        random: 0,
+        now,
+    };
+    let Some(verdict) = decide_body(&policy, ticket, body.as_bytes(), &around) else {
         return Err("internal error: key vanished from the policy".to_string());
     };
     print_trace(&policy, &verdict);
@@ -98,6 +108,15 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
                     println!("  upstream credential: {header} from ${env}")
                 }
                 _ => println!("  upstream credential: none (deployment has no api_key_env)"),
+            }
+            let reservation = &admission.reservation;
+            if !reservation.lines.is_empty() {
+                let names: Vec<String> = reservation.lines.iter().map(|l| l.budget_id()).collect();
+                println!(
+                    "  budget: would reserve ${} (worst case) on {}",
+                    usd(reservation.amount),
+                    names.join(", ")
+                );
             }
             println!("ALLOW");
             ExitCode::SUCCESS

@@ -4,7 +4,9 @@
 //! - `tollgate explain --config CONFIG --key sk-... --model M [--path P]`: the decision and why;
 //!   exits 0 when the request would be admitted, 1 when refused.
 //! - `tollgate hash-key sk-...` (or `-` to read the key from stdin): the SHA-256 to store.
+//! - `tollgate accounting --listen ADDR --db PATH`: the reference accounting server.
 
+mod accounting;
 mod explain;
 
 use std::process::ExitCode;
@@ -14,7 +16,8 @@ use tollgate::policy::{compile, key_hash, Policy};
 const USAGE: &str = "usage:
   tollgate validate CONFIG
   tollgate explain --config CONFIG --key sk-... --model MODEL [--path /v1/chat/completions]
-  tollgate hash-key sk-...      (or '-' to read the key from standard input)";
+  tollgate hash-key sk-...      (or '-' to read the key from standard input)
+  tollgate accounting --listen 127.0.0.1:PORT --db PATH";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -22,6 +25,7 @@ fn main() -> ExitCode {
         Some("validate") => validate(&args[1..]),
         Some("explain") => explain::run(&args[1..]),
         Some("hash-key") => hash_key(&args[1..]),
+        Some("accounting") => accounting::run(&args[1..]),
         Some("--version") => {
             println!("tollgate {}", tollgate::BUILD_INFO);
             Ok(ExitCode::SUCCESS)

@@ -1,0 +1,247 @@
+//! Reserving a request's worst-case cost on every budget it counts against, and settling it.
+//!
+//! The ledgers live behind [`LedgerStore`], an atomic read-modify-write interface: the filter
+//! backs it with proxy-wasm shared data and compare-and-swap (so every worker of one Envoy
+//! process sees the same spend); tests and the CLI back it with a map.
+
+use std::cell::RefCell;
+
+use hashbrown::HashMap;
+
+use crate::policy::budget::{BudgetLine, Ledger};
+use crate::policy::denial::Denial;
+
+/// The ledger store could not be read or written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreUnavailable;
+
+/// Atomic access to budget-window ledgers by key.
+pub trait LedgerStore {
+    /// Applies `change` to the ledger under `key` atomically. `change` returns false to leave
+    /// the ledger as it was; the result says whether it was changed.
+    fn update(
+        &self,
+        key: &str,
+        change: &mut dyn FnMut(&mut Ledger) -> bool,
+    ) -> Result<bool, StoreUnavailable>;
+}
+
+/// An in-memory [`LedgerStore`] (tests, `tollgate explain`).
+#[derive(Debug, Default)]
+pub struct MemoryLedgers(pub RefCell<HashMap<String, Ledger>>);
+
+impl LedgerStore for MemoryLedgers {
+    fn update(
+        &self,
+        key: &str,
+        change: &mut dyn FnMut(&mut Ledger) -> bool,
+    ) -> Result<bool, StoreUnavailable> {
+        let mut map = self.0.borrow_mut();
+        let mut ledger = map.get(key).cloned().unwrap_or_default();
+        let changed = change(&mut ledger);
+        if changed {
+            map.insert(key.to_string(), ledger);
+        }
+        Ok(changed)
+    }
+}
+
+/// What an admitted request holds on its budgets until it settles.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    /// The budget windows it counts against.
+    pub lines: Vec<BudgetLine>,
+    /// The amount held on each, in nano-dollars.
+    pub amount: u64,
+    /// When the hold lapses if never settled (Unix seconds).
+    pub expires_at: i64,
+}
+
+/// Reserves `amount` on every line, or none: the first budget already used up refuses the
+/// request (with its spend in the message) and releases what was reserved before it.
+pub fn reserve(
+    store: &dyn LedgerStore,
+    lines: Vec<BudgetLine>,
+    amount: u64,
+    ttl_seconds: u64,
+    now: i64,
+) -> Result<Reservation, Denial> {
+    let expires_at = Ledger::expiry(now, ttl_seconds);
+    for (i, line) in lines.iter().enumerate() {
+        let mut seen = Ledger::default();
+        let reserved = store.update(&line.ledger_key(), &mut |ledger| {
+            let admitted = ledger.try_reserve(line.limit_nano, amount, expires_at, now);
+            seen = ledger.clone();
+            admitted
+        });
+        match reserved {
+            Ok(true) => {}
+            Ok(false) => {
+                release_lines(store, &lines[..i], amount, expires_at, now);
+                return Err(line.refusal(&seen, now));
+            }
+            Err(StoreUnavailable) => {
+                release_lines(store, &lines[..i], amount, expires_at, now);
+                return Err(Denial::GatewayError {
+                    code: "budget_store_unavailable",
+                });
+            }
+        }
+    }
+    Ok(Reservation {
+        lines,
+        amount,
+        expires_at,
+    })
+}
+
+/// Gives back a reservation whose request was not forwarded after all.
+pub fn release(store: &dyn LedgerStore, reservation: &Reservation, now: i64) {
+    release_lines(
+        store,
+        &reservation.lines,
+        reservation.amount,
+        reservation.expires_at,
+        now,
+    );
+}
+
+fn release_lines(
+    store: &dyn LedgerStore,
+    lines: &[BudgetLine],
+    amount: u64,
+    expires_at: i64,
+    now: i64,
+) {
+    for line in lines {
+        let _ = store.update(&line.ledger_key(), &mut |ledger| {
+            ledger.release(amount, expires_at, now);
+            true
+        });
+    }
+}
+
+/// Replaces the reservation with the request's real cost (unconfirmed until the accounting
+/// cluster acknowledges the spend event). Returns false if a ledger could not be written.
+pub fn settle(
+    store: &dyn LedgerStore,
+    reservation: &Reservation,
+    cost_nano: u64,
+    now: i64,
+) -> bool {
+    let mut all = true;
+    for line in &reservation.lines {
+        all &= store
+            .update(&line.ledger_key(), &mut |ledger| {
+                ledger.release(reservation.amount, reservation.expires_at, now);
+                ledger.record(cost_nano);
+                true
+            })
+            .is_ok();
+    }
+    all
+}
+
+/// Applies the accounting cluster's acknowledgement of one event (its cost leaves
+/// `unconfirmed`) and, where known, the authoritative total of each window.
+pub fn confirm(
+    store: &dyn LedgerStore,
+    ledger_key: &str,
+    acknowledged_nano: u64,
+    authoritative_nano: Option<u64>,
+) -> bool {
+    store
+        .update(ledger_key, &mut |ledger| {
+            ledger.confirm(acknowledged_nano, authoritative_nano);
+            true
+        })
+        .is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+    use crate::policy::budget::Scope;
+
+    fn line(scope: Scope, id: &str, limit: u64) -> BudgetLine {
+        BudgetLine {
+            scope,
+            id: id.into(),
+            label: id.into(),
+            limit_nano: limit,
+            window_start: 0,
+            window_end: None,
+        }
+    }
+
+    #[test]
+    fn a_refused_reservation_releases_the_budgets_before_it() {
+        let store = MemoryLedgers::default();
+        let lines = vec![line(Scope::Key, "k", 100), line(Scope::Team, "t", 10)];
+        let team_key = lines[1].ledger_key();
+        store
+            .update(&team_key, &mut |l| {
+                l.confirmed = 10;
+                true
+            })
+            .unwrap();
+        let denial = reserve(&store, lines.clone(), 5, 900, 1000).unwrap_err();
+        assert!(matches!(
+            denial,
+            Denial::BudgetExceeded {
+                scope: "team",
+                spend_nano: 10,
+                ..
+            }
+        ));
+        let key_ledger = store
+            .0
+            .borrow()
+            .get(&lines[0].ledger_key())
+            .cloned()
+            .unwrap();
+        assert_eq!(
+            key_ledger.reserved(1000),
+            0,
+            "the key's hold was given back"
+        );
+    }
+
+    #[test]
+    fn concurrent_requests_cannot_all_pass_a_nearly_spent_budget() {
+        let store = MemoryLedgers::default();
+        let lines = vec![line(Scope::Key, "k", 100)];
+        store
+            .update(&lines[0].ledger_key(), &mut |l| {
+                l.confirmed = 95;
+                true
+            })
+            .unwrap();
+        let admitted: Vec<_> = (0..10)
+            .filter_map(|_| reserve(&store, lines.clone(), 20, 900, 1000).ok())
+            .collect();
+        assert_eq!(admitted.len(), 1);
+        assert!(settle(&store, &admitted[0], 3, 1001));
+        let ledger = store
+            .0
+            .borrow()
+            .get(&lines[0].ledger_key())
+            .cloned()
+            .unwrap();
+        assert_eq!(
+            (ledger.confirmed, ledger.unconfirmed, ledger.reserved(1001)),
+            (95, 3, 0)
+        );
+        assert!(confirm(&store, &lines[0].ledger_key(), 3, Some(98)));
+        let ledger = store
+            .0
+            .borrow()
+            .get(&lines[0].ledger_key())
+            .cloned()
+            .unwrap();
+        assert_eq!((ledger.confirmed, ledger.unconfirmed), (98, 0));
+    }
+}
