@@ -153,7 +153,7 @@ impl RootContext for TollgateRoot {
                 );
                 metrics::config_accepted(&policy.version);
                 let random = self.shared.random.get();
-                let nonce = random ^ host::now_nanos().rotate_left(17);
+                let nonce = unique_nonce();
                 let sink = SpendSink::new(policy.accounting.clone(), nonce);
                 let period = sink.tick_period_ms();
                 if policy.accounting.is_none() {
@@ -203,6 +203,16 @@ impl RootContext for TollgateRoot {
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
     }
+}
+
+/// A per-root nonce for spend-event ids. Clocks alone collide (workers of one process, and
+/// replicas, configure in the same instant), so it mixes in WASI randomness (`random_get`, the
+/// seed of std's `RandomState`) with the time.
+fn unique_nonce() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(host::now_nanos());
+    hasher.finish()
 }
 
 /// Reads each deployment's `api_key_env` from the VM environment once per version.
