@@ -1,10 +1,13 @@
-"""./scripts/bench: the same request through Envoy without Tollgate and with it, side by side.
+"""./scripts/bench: the same requests through Envoy without Tollgate and with it, side by side.
 
-One Envoy (1 worker) has two listeners: `plain` routes straight to the upstream cluster; `tollgate`
-runs the filter (auth, alias, access, route, body rewrite) on a policy with the full LiteLLM cost
-map and 10,000 keys. The upstream is a second Envoy answering with a fixed chat completion, so
-the upstream is cheap. wrk (1 thread, fixed connections) alternates between the two for several
-rounds; medians of requests/s, p50 and p99 are printed with the ratios.
+One Envoy (1 worker) has a `tollgate` listener running the filter on the full path (auth, alias,
+access, key + team budget reservation in shared data, body rewrite, response metering, pricing,
+settlement, spend events batched to the reference accounting server) with the full LiteLLM cost
+map, 10,000 keys and 1,000 teams, and `plain` listeners routing straight to the same upstreams.
+Two request shapes: a JSON chat completion, and a streamed one (SSE) whose client did not ask for
+usage (so the filter switches usage on upstream and strips it from the client's stream). The
+upstream is a second Envoy answering with fixed bodies, so it is cheap. wrk (1 thread, fixed
+connections) alternates between the paths for several rounds; medians are printed with ratios.
 """
 
 import json
@@ -21,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
 from policies import REAL_COST_MAP  # noqa: E402
-from stack import ENVOY, EnvoyStack, clean_dir, free_port, key_hash  # noqa: E402
+from stack import ENVOY, AccountingServer, EnvoyStack, clean_dir, free_port, key_hash  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "8"))
@@ -33,6 +36,14 @@ COMPLETION = json.dumps({
     "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
     "usage": {"prompt_tokens": 200, "completion_tokens": 2, "total_tokens": 202},
 })
+
+_CHUNK = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 0, "model": "gpt-4o"}
+STREAM = "".join(f"data: {json.dumps(dict(_CHUNK, **extra))}\n\n" for extra in [
+    {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}], "usage": None},
+    *({"choices": [{"index": 0, "delta": {"content": f" word{i}"}}], "usage": None} for i in range(20)),
+    {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": None},
+    {"choices": [], "usage": {"prompt_tokens": 200, "completion_tokens": 21, "total_tokens": 221}},
+]) + "data: [DONE]\n\n"
 
 def http_listener(name, port, route):
     """A plain HTTP listener (router only) whose single route is `route` (a YAML flow mapping)."""
@@ -58,18 +69,23 @@ def http_listener(name, port, route):
 """
 
 
-def upstream_bootstrap(admin, port):
-    """A second Envoy that answers every request with COMPLETION (a cheap, fast upstream)."""
-    body = json.dumps(COMPLETION)
+def upstream_bootstrap(admin, json_port, sse_port):
+    """A second Envoy that answers with COMPLETION on one port and STREAM on the other."""
+    def fixed(body, content_type):
+        return (f"direct_response: {{ status: 200, body: {{ inline_string: {json.dumps(body)} }} }}\n"
+                f"                response_headers_to_add: [{{ header: {{ key: content-type, value: {content_type} }} }}]")
     return (f"admin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }} }}\n"
             "static_resources:\n  listeners:\n"
-            + http_listener("upstream", port, f"direct_response: {{ status: 200, body: {{ inline_string: {body} }} }}"))
+            + http_listener("upstream", json_port, fixed(COMPLETION, "application/json"))
+            + http_listener("upstream_sse", sse_port, fixed(STREAM, "text/event-stream")))
 
 
 def bench_policy():
     keys = [{"key_hash": key_hash(f"sk-bench-{i}"), "key_alias": f"bench-{i}", "team_id": f"team-{i % 1000}",
-             "models": ["fast", "gpt-4o", "anthropic/*"]} for i in range(KEYS)]
-    teams = [{"team_id": f"team-{i}", "models": []} for i in range(1000)]
+             "models": ["fast", "gpt-4o", "anthropic/*"], "max_budget": 1e6, "budget_duration": "30d"}
+            for i in range(KEYS)]
+    teams = [{"team_id": f"team-{i}", "models": [], "max_budget": 1e7, "budget_duration": "1mo"}
+             for i in range(1000)]
     return {
         "version": "bench",
         "cost_map": REAL_COST_MAP,
@@ -77,13 +93,15 @@ def bench_policy():
             {"model_name": "gpt-4o-mini", "litellm_params": {"model": "openai/gpt-4o-mini", "api_key_env": "OPENAI_API_KEY"},
              "cluster": "openai", "model_info": {"id": "mini"}},
             {"model_name": "gpt-4o", "litellm_params": {"model": "openai/gpt-4o", "api_key_env": "OPENAI_API_KEY"},
-             "cluster": "openai", "model_info": {"id": "4o"}},
+             "cluster": "openai_sse", "model_info": {"id": "4o"}},
             {"model_name": "anthropic/*", "litellm_params": {"model": "anthropic/*", "api_key_env": "OPENAI_API_KEY"},
              "cluster": "openai", "model_info": {"id": "anthropic"}},
         ],
         "model_group_alias": {"fast": "gpt-4o-mini"},
         "teams": teams,
         "keys": keys,
+        "accounting": {"cluster": "accounting", "flush_interval_ms": 1000, "batch_max_events": 500,
+                       "max_buffered_events": 100000, "poll_interval_ms": 5000, "source": "tollgate/bench"},
     }
 
 
@@ -110,69 +128,91 @@ def wrk(url, lua, seconds, envoy_pid=None):
     return rps, pct(50), pct(99), cpu_us
 
 
+def write_lua(work, name, body):
+    lua = work / f"{name}.lua"
+    lua.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+                   f'wrk.headers["Authorization"] = "Bearer sk-bench-{KEYS - 1}"\nwrk.body = {json.dumps(body)}\n')
+    return lua
+
+
 def main():
     work = clean_dir(ROOT / ".run" / "bench")
-    up_port, up_admin = free_port(), free_port()
-    (work / "upstream.yaml").write_text(upstream_bootstrap(up_admin, up_port))
+    up_json, up_sse, up_admin = free_port(), free_port(), free_port()
+    (work / "upstream.yaml").write_text(upstream_bootstrap(up_admin, up_json, up_sse))
     upstream = subprocess.Popen([str(ENVOY), "-c", str(work / "upstream.yaml"), "--concurrency", "1",
                                  "--use-dynamic-base-id", "--disable-hot-restart", "--log-level", "warn"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    accounting = AccountingServer(work / "accounting", binary=ROOT / "target" / "release" / "tollgate")
     policy = bench_policy()
     policy_json = json.dumps(policy)
-    plain_port = free_port()
+    plain_ports = {"plain": free_port(), "plain_sse": free_port()}
     stack = None
     try:
-        # Build the filtered stack, then add the plain listener to the same bootstrap and restart.
+        # Build the filtered stack with the plain listeners added to the same bootstrap.
         import stack as stack_module
         original = stack_module.render_bootstrap
 
         def with_plain(*args, **kwargs):
             text = original(*args, **kwargs)
-            plain = http_listener("plain", plain_port, "route: { cluster: openai, timeout: 30s }")
+            plain = (http_listener("plain", plain_ports["plain"], "route: { cluster: openai, timeout: 30s }")
+                     + http_listener("plain_sse", plain_ports["plain_sse"], "route: { cluster: openai_sse, timeout: 30s }"))
             return text.replace("  clusters:\n", plain + "  clusters:\n", 1)
         stack_module.render_bootstrap = with_plain
         started = time.monotonic()
-        stack = EnvoyStack(work / "envoy", {"openai": up_port}, policy_json, {"OPENAI_API_KEY": "bench-secret"},
-                           wasm_log_level="info")
+        stack = EnvoyStack(work / "envoy", {"openai": up_json, "openai_sse": up_sse, "accounting": accounting.port},
+                           policy_json, {"OPENAI_API_KEY": "bench-secret"}, wasm_log_level="info")
         ready_s = time.monotonic() - started
-        body = json.dumps({"model": "fast", "max_tokens": 64, "messages": [
-            {"role": "system", "content": "You are a helpful assistant. " * 8},
-            {"role": "user", "content": "Summarise the following text. " + "lorem ipsum dolor sit amet " * 28}]})
-        lua = Path(tempfile.mkstemp(suffix=".lua", dir=work)[1])
-        lua.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-                       f'wrk.headers["Authorization"] = "Bearer sk-bench-{KEYS - 1}"\nwrk.body = {json.dumps(body)}\n')
-        check = stack.request("POST", "/v1/chat/completions", {"authorization": f"Bearer sk-bench-{KEYS - 1}",
-                                                              "content-type": "application/json"}, body)
+        messages = [{"role": "system", "content": "You are a helpful assistant. " * 8},
+                    {"role": "user", "content": "Summarise the following text. " + "lorem ipsum dolor sit amet " * 28}]
+        json_body = json.dumps({"model": "fast", "max_tokens": 64, "messages": messages})
+        sse_body = json.dumps({"model": "gpt-4o", "max_tokens": 64, "stream": True, "messages": messages})
+        lua = {"json": write_lua(work, "json", json_body), "sse": write_lua(work, "sse", sse_body)}
+        headers = {"authorization": f"Bearer sk-bench-{KEYS - 1}", "content-type": "application/json"}
+        check = stack.request("POST", "/v1/chat/completions", headers, json_body)
         assert check.status == 200, check
-        urls = {"plain": f"http://127.0.0.1:{plain_port}/v1/chat/completions",
-                "tollgate": f"http://127.0.0.1:{stack.listen_port}/v1/chat/completions"}
-        for url in urls.values():
-            wrk(url, lua, 2)  # warm-up
-        results = {name: [] for name in urls}
+        streamed = stack.request("POST", "/v1/chat/completions", headers, sse_body)
+        assert streamed.status == 200 and b'"usage"' not in streamed.body, streamed
+        paths = {
+            "plain json": (f"http://127.0.0.1:{plain_ports['plain']}/v1/chat/completions", lua["json"]),
+            "tollgate json": (f"http://127.0.0.1:{stack.listen_port}/v1/chat/completions", lua["json"]),
+            "plain sse": (f"http://127.0.0.1:{plain_ports['plain_sse']}/v1/chat/completions", lua["sse"]),
+            "tollgate sse": (f"http://127.0.0.1:{stack.listen_port}/v1/chat/completions", lua["sse"]),
+        }
+        for url, script in paths.values():
+            wrk(url, script, 2)  # warm-up
+        results = {name: [] for name in paths}
         for _ in range(ROUNDS):
-            for name, url in urls.items():
-                results[name].append(wrk(url, lua, SECONDS, stack.process.pid))
+            for name, (url, script) in paths.items():
+                results[name].append(wrk(url, script, SECONDS, stack.process.pid))
         med = {name: [statistics.median(r[i] for r in runs) for i in range(4)] for name, runs in results.items()}
         loads = re.findall(r"compiled in ([\d.]+) ms", stack.log_path.read_text(errors="replace"))
         memory = json.loads(stack_module.urllib.request.urlopen(
             f"http://127.0.0.1:{stack.admin_port}/memory", timeout=5).read())
-        print(f"\nTollgate benchmark: POST /v1/chat/completions, {len(body)}-byte body, alias + access + route + rewrite")
+        time.sleep(3)  # the last flush tick
+        recorded = stack.counter("wasmcustom.tollgate_spend_events_recorded")
+        acked = stack.counter("wasmcustom.tollgate_spend_events_acknowledged")
+        dropped = stack.counter("wasmcustom.tollgate_spend_events_dropped")
+        stored = accounting.report()["events"]
+        print(f"\nTollgate benchmark: POST /v1/chat/completions, {len(json_body)}-byte body; full path: auth, alias, "
+              "access, key+team budget reservation, route, rewrite, metering, pricing, settlement, spend batching")
         print(f"policy: {len(REAL_COST_MAP) - 2} cost-map models, {KEYS} keys, 1000 teams ({len(policy_json) // 1024} KiB)")
         print(f"wrk -t1 -c{CONNECTIONS}, {ROUNDS} rounds x {SECONDS}s each, Envoy --concurrency 1, medians:\n")
-        print(f"{'path':<10} {'req/s':>10} {'p50 us':>9} {'p99 us':>9} {'Envoy CPU us/req':>17}")
-        for name in urls:
+        print(f"{'path':<14} {'req/s':>10} {'p50 us':>9} {'p99 us':>9} {'Envoy CPU us/req':>17}")
+        for name in paths:
             rps, p50, p99, cpu = med[name]
-            print(f"{name:<10} {rps:>10.0f} {p50:>9.0f} {p99:>9.0f} {cpu:>17.1f}")
-        ratio = med["tollgate"][0] / med["plain"][0]
-        print(f"\nthroughput ratio tollgate/plain: {ratio:.1%}   added p50: {med['tollgate'][1] - med['plain'][1]:.0f} us"
-              f"   added p99: {med['tollgate'][2] - med['plain'][2]:.0f} us"
-              f"   filter CPU: {med['tollgate'][3] - med['plain'][3]:.1f} us/request")
+            print(f"{name:<14} {rps:>10.0f} {p50:>9.0f} {p99:>9.0f} {cpu:>17.1f}")
+        for kind in ("json", "sse"):
+            t, p = med[f"tollgate {kind}"], med[f"plain {kind}"]
+            print(f"\n{kind}: throughput ratio tollgate/plain {t[0] / p[0]:.1%}   added p50 {t[1] - p[1]:.0f} us"
+                  f"   added p99 {t[2] - p[2]:.0f} us   filter CPU {t[3] - p[3]:.1f} us/request")
+        print(f"\nspend events: {recorded} recorded, {acked} acknowledged, {dropped} dropped, {stored} stored")
         print(f"config compile per VM (V8, in on_configure): {', '.join(loads)} ms; Envoy ready in {ready_s:.1f}s; "
               f"Envoy allocated {int(memory['allocated']) // (1024 * 1024)} MiB")
         print(f"wasm size: {(ROOT / 'target/wasm32-wasip1/release/tollgate.wasm').stat().st_size // 1024} KiB")
     finally:
         if stack:
             stack.stop()
+        accounting.stop()
         os.killpg(upstream.pid, 15)
         upstream.wait(timeout=10)
 

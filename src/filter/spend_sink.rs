@@ -20,6 +20,10 @@ use crate::policy::spend::{SpendEvent, BATCH_CONTENT_TYPE};
 
 /// How many immediate re-sends a draining root context tries before giving up.
 const DRAIN_ATTEMPTS: u32 = 3;
+/// Longest tick period: a filled batch waits at most this long for the root context's tick.
+const MAX_TICK_MS: u64 = 100;
+/// Extra wait beyond the call timeout before an unanswered batch is counted as failed.
+const ANSWER_GRACE_MS: u64 = 1000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Call {
@@ -36,6 +40,7 @@ pub struct SpendSink {
     calls: HashMap<u32, Call>,
     cursor: u64,
     next_poll_ms: u64,
+    last_flush_ms: u64,
     draining: bool,
     drain_attempts: u32,
 }
@@ -54,12 +59,15 @@ impl SpendSink {
             calls: HashMap::new(),
             cursor: 0,
             next_poll_ms: 0,
+            last_flush_ms: 0,
             draining: false,
             drain_attempts: 0,
         }
     }
 
-    /// The tick period this sink needs (0: none).
+    /// The tick period this sink needs (0: none). Short, so that a filled batch leaves soon:
+    /// sending is only ever done from the root context (a call made from a stream's callbacks
+    /// would have its answer delivered to that stream, which may be gone).
     pub fn tick_period_ms(&self) -> u32 {
         self.accounting.as_ref().map_or(0, |a| {
             let poll = if a.poll_interval_ms == 0 {
@@ -67,11 +75,11 @@ impl SpendSink {
             } else {
                 a.poll_interval_ms
             };
-            u32::try_from(a.flush_interval_ms.min(poll)).unwrap_or(u32::MAX)
+            u32::try_from(a.flush_interval_ms.min(poll).min(MAX_TICK_MS)).unwrap_or(u32::MAX)
         })
     }
 
-    /// Queues the spend event of a finished request; a full batch is sent at once.
+    /// Queues the spend event of a finished request (sent by the root context's next tick).
     pub fn record(&mut self, finished: Finished, now_ms: u64) {
         metrics::spend_recorded(&finished);
         let Some(accounting) = &self.accounting else {
@@ -92,18 +100,26 @@ impl SpendSink {
             ledger_keys: finished.ledger_keys,
         });
         report_dropped(&dropped, "the spend buffer is full");
-        if self.outbox.due(now_ms, false) {
-            self.send_batch(now_ms);
-        }
     }
 
-    /// Periodic work: send what is waiting, poll authoritative spend when due.
+    /// Periodic work: send a filled batch, or whatever waits once the flush interval has passed;
+    /// count an unanswered batch as failed; poll authoritative spend when due.
     pub fn tick(&mut self, now_ms: u64) {
         let Some(accounting) = &self.accounting else {
             return;
         };
         let poll_every = accounting.poll_interval_ms;
-        if self.outbox.due(now_ms, true) {
+        let flush_every = accounting.flush_interval_ms;
+        let answer_limit = accounting.timeout_ms.saturating_add(ANSWER_GRACE_MS);
+        if self.outbox.stale(now_ms, answer_limit) {
+            host::log(
+                Level::Warn,
+                "tollgate: an accounting batch was never answered; sending it again",
+            );
+            self.batch_failed(now_ms);
+        }
+        let flush = now_ms.saturating_sub(self.last_flush_ms) >= flush_every;
+        if self.outbox.due(now_ms, flush) {
             self.send_batch(now_ms);
         }
         let polling = self.calls.values().any(|c| *c == Call::Poll);
@@ -155,7 +171,8 @@ impl SpendSink {
         let Some(accounting) = &self.accounting else {
             return;
         };
-        let body = self.outbox.take_batch();
+        self.last_flush_ms = now_ms;
+        let body = self.outbox.take_batch(now_ms);
         let path = format!("{}{BATCH_PATH}", accounting.path_prefix);
         let headers = vec![
             (":method", "POST"),
@@ -226,6 +243,10 @@ impl SpendSink {
             for key in &event.ledger_keys {
                 confirm(&ledgers, key, event.cost_nano, totals.get(key).copied());
             }
+        }
+        // Behind? Send the next full batch now (this runs in the root context).
+        if !self.draining && self.outbox.due(now_ms, false) {
+            self.send_batch(now_ms);
         }
     }
 

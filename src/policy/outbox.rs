@@ -36,6 +36,7 @@ pub struct Outbox {
     max_buffered: usize,
     failures: u32,
     retry_at_ms: u64,
+    sent_at_ms: u64,
 }
 
 impl Outbox {
@@ -50,6 +51,7 @@ impl Outbox {
             max_buffered: max_buffered.max(1),
             failures: 0,
             retry_at_ms: 0,
+            sent_at_ms: 0,
         }
     }
 
@@ -79,11 +81,12 @@ impl Outbox {
             && (flush || self.queue.len() >= self.batch_max)
     }
 
-    /// Moves the next batch in flight and returns its body (a JSON array of events).
-    pub fn take_batch(&mut self) -> Vec<u8> {
+    /// Moves the next batch in flight (sent at `now_ms`) and returns its body (a JSON array).
+    pub fn take_batch(&mut self, now_ms: u64) -> Vec<u8> {
         let n = self.batch_max.min(self.queue.len());
         self.in_flight = self.queue.drain(..n).collect();
         self.busy = true;
+        self.sent_at_ms = now_ms;
         batch_body(self.in_flight.iter().map(|e| e.json.as_str()))
     }
 
@@ -109,6 +112,12 @@ impl Outbox {
             self.queue.push_front(event);
         }
         self.trim()
+    }
+
+    /// A batch has been in flight longer than `limit_ms` without an answer (the answer was
+    /// lost): the caller should count it as failed so that its events are sent again.
+    pub fn stale(&self, now_ms: u64, limit_ms: u64) -> bool {
+        self.busy && now_ms.saturating_sub(self.sent_at_ms) > limit_ms
     }
 
     /// Events in the batch in flight.
@@ -174,7 +183,8 @@ mod tests {
         assert!(outbox.due(0, true));
         outbox.push(event(2));
         assert!(outbox.due(0, false));
-        assert_eq!(outbox.take_batch(), br#"[{"id":"e1"},{"id":"e2"}]"#);
+        assert_eq!(outbox.take_batch(0), br#"[{"id":"e1"},{"id":"e2"}]"#);
+        assert!(!outbox.stale(1000, 1000) && outbox.stale(1001, 1000));
         outbox.push(event(3));
         outbox.push(event(4));
         assert!(!outbox.due(0, true), "one batch in flight at a time");
@@ -188,21 +198,21 @@ mod tests {
         for n in 1..=3 {
             outbox.push(event(n));
         }
-        let first = outbox.take_batch();
+        let first = outbox.take_batch(0);
         assert!(outbox.failed(1000).is_empty());
         assert!(!outbox.due(1100, true));
         assert!(outbox.due(1250, true));
-        assert_eq!(outbox.take_batch(), first, "same events, same ids");
+        assert_eq!(outbox.take_batch(0), first, "same events, same ids");
         outbox.failed(2000);
         assert!(!outbox.due(2499, true));
         assert!(outbox.due(2500, true));
         for _ in 0..20 {
-            outbox.take_batch();
+            outbox.take_batch(0);
             outbox.failed(0);
         }
         assert!(outbox.due(MAX_BACKOFF_MS, true));
         assert!(!outbox.due(MAX_BACKOFF_MS - 1, true));
-        outbox.take_batch();
+        outbox.take_batch(0);
         assert_eq!(ids(&outbox.acknowledged()), ["e1", "e2"]);
         assert_eq!(outbox.failures(), 0);
         assert_eq!(outbox.len(), 1);
@@ -215,7 +225,7 @@ mod tests {
             assert!(outbox.push(event(n)).is_empty());
         }
         assert_eq!(ids(&outbox.push(event(4))), ["e1"]);
-        outbox.take_batch();
+        outbox.take_batch(0);
         assert_eq!(ids(&outbox.push(event(5))), ["e4"]);
         assert_eq!(outbox.len(), 3);
         assert!(outbox.failed(0).is_empty());

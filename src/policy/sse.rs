@@ -114,7 +114,7 @@ impl SseUsageReader {
                 {
                     self.saw_done = true;
                 }
-                if contains(data, b"\"usage\"")
+                if has_usage_object(data)
                     && merge_stream_event(self.endpoint, data, &mut self.usage)
                 {
                     self.saw_usage = true;
@@ -124,6 +124,21 @@ impl SseUsageReader {
         line.clear();
         self.line = line;
     }
+}
+
+/// Whether `data` has a `"usage":` key followed by an object (OpenAI streams with usage switched
+/// on carry `"usage":null` in every chunk; those need no parse).
+pub(crate) fn has_usage_object(data: &[u8]) -> bool {
+    const KEY: &[u8] = b"\"usage\":";
+    let mut rest = data;
+    while let Some(at) = rest.windows(KEY.len()).position(|w| w == KEY) {
+        let after = &rest[at + KEY.len()..];
+        if after.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
+            return true;
+        }
+        rest = after;
+    }
+    false
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -164,6 +179,22 @@ pub(crate) fn last_usage_object(text: &[u8]) -> Option<&[u8]> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod usage_key_tests {
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::has_usage_object;
+
+    #[test]
+    fn only_usage_objects_count() {
+        assert!(has_usage_object(br#"{"usage": {"a":1}}"#));
+        assert!(has_usage_object(br#"{"x":"\"usage\":null","usage":{}}"#));
+        assert!(!has_usage_object(br#"{"choices":[],"usage":null}"#));
+        assert!(!has_usage_object(br#"{"choices":[]}"#));
+    }
 }
 
 #[cfg(test)]

@@ -187,7 +187,7 @@ fn is_usage_only_chunk(data: &[u8]) -> bool {
         choices: Option<Vec<IgnoredAny>>,
         usage: Option<IgnoredAny>,
     }
-    if !data.windows(8).any(|w| w == b"\"usage\":") {
+    if !crate::policy::sse::has_usage_object(data) {
         return false;
     }
     matches!(

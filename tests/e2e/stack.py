@@ -256,9 +256,10 @@ class EnvoyStack:
 class AccountingServer:
     """The reference accounting server (`tollgate accounting`) on 127.0.0.1, stopped by PID."""
 
-    def __init__(self, workdir, port=None):
+    def __init__(self, workdir, port=None, binary=TOLLGATE_CLI):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.binary = binary
         self.db = self.workdir / "spend.db"
         self.port = port or free_port()
         self.process = None
@@ -267,7 +268,7 @@ class AccountingServer:
     def start(self, timeout=15):
         self.log = open(self.workdir / "accounting.log", "ab")
         self.process = subprocess.Popen(
-            [str(TOLLGATE_CLI), "accounting", "--listen", f"127.0.0.1:{self.port}", "--db", str(self.db)],
+            [str(self.binary), "accounting", "--listen", f"127.0.0.1:{self.port}", "--db", str(self.db)],
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

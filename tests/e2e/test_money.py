@@ -220,3 +220,18 @@ def test_streams_open_during_a_config_swap_finish_on_their_version_and_are_repor
     swapped = [e["data"] for e in accounting.events() if (e["data"]["end_user"] or "").startswith("swap-")]
     assert {d["policy_version"] for d in swapped} == {"m1"}
     assert all(d["status"] == "ok" and d["cost_nano_usd"] == nano_cost("gpt-4o", 12, 5) for d in swapped)
+
+
+def test_full_batches_leave_without_waiting_for_the_flush_interval(money, accounting, upstreams):
+    # A long flush interval and tiny batches: only "send when a batch fills" can deliver in time,
+    # and it must be sent from the root context (an answer to a call made from a stream's
+    # callbacks goes to that stream, which is gone, and the batch would stay in flight).
+    money.push_policy(money_policy("m-batch", accounting={"batch_max_events": 2, "flush_interval_ms": 60000,
+                                                          "poll_interval_ms": 0}), "m-batch")
+    for i in range(10):
+        r = money.request("POST", "/v1/chat/completions", bearer(MONEY_KEYS["meter"]), chat("gpt-4o", user=f"batch-{i}"))
+        assert r.status == 200, r
+    wait_until(lambda: len([e for e in accounting.events()
+                            if (e["data"]["end_user"] or "").startswith("batch-")]) == 10,
+               timeout=5, message="ten events in full batches")
+    money.push_policy(money_policy("m1"), "m1-after-batch")
