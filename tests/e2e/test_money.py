@@ -227,11 +227,12 @@ def test_full_batches_leave_without_waiting_for_the_flush_interval(money, accoun
     # and it must be sent from the root context (an answer to a call made from a stream's
     # callbacks goes to that stream, which is gone, and the batch would stay in flight).
     money.push_policy(money_policy("m-batch", accounting={"batch_max_events": 2, "flush_interval_ms": 60000,
-                                                          "poll_interval_ms": 0}), "m-batch")
+                                                          "poll_interval_ms": 0, "timeout_ms": 5000}),
+                     "m-batch")
     for i in range(10):
         r = money.request("POST", "/v1/chat/completions", bearer(MONEY_KEYS["meter"]), chat("gpt-4o", user=f"batch-{i}"))
         assert r.status == 200, r
     wait_until(lambda: len([e for e in accounting.events()
                             if (e["data"]["end_user"] or "").startswith("batch-")]) == 10,
-               timeout=5, message="ten events in full batches")
+               timeout=3, message="ten events in full batches")
     money.push_policy(money_policy("m1"), "m1-after-batch")
