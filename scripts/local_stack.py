@@ -1,4 +1,5 @@
-"""The local stack behind ./scripts/run: mock upstreams + Envoy with Tollgate, in the foreground."""
+"""The local stack behind ./scripts/run: mock upstreams, the accounting server and Envoy with
+Tollgate, in the foreground."""
 
 import json
 import os
@@ -11,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
 from mock_upstream import MockUpstream  # noqa: E402
-from stack import EnvoyStack, clean_dir  # noqa: E402
+from stack import AccountingServer, EnvoyStack, clean_dir  # noqa: E402
 
 
 def main():
@@ -22,12 +23,17 @@ def main():
     json.loads(policy)
     env = {name: os.environ.get(name, f"demo-{name.lower()}") for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")}
     mocks = {name: MockUpstream(name) for name in ("openai", "anthropic")}
-    stack = EnvoyStack(clean_dir(ROOT / ".run" / "local"), {n: m.port for n, m in mocks.items()}, policy, env,
-                       listen_port=listen, admin_port=admin)
+    work = clean_dir(ROOT / ".run" / "local")
+    accounting = AccountingServer(work / "accounting", port=int(os.environ.get("TOLLGATE_ACCOUNTING_PORT", "9902")),
+                                  binary=ROOT / "target" / "release" / "tollgate")
+    clusters = {n: m.port for n, m in mocks.items()}
+    clusters["accounting"] = accounting.port
+    stack = EnvoyStack(work, clusters, policy, env, listen_port=listen, admin_port=admin)
     url = f"http://127.0.0.1:{listen}"
     print(f"""
 Tollgate is running: Envoy on {url} (admin http://127.0.0.1:{admin}), policy {policy_path.name},
 mock upstreams: {", ".join(f"{n} on 127.0.0.1:{m.port}" for n, m in mocks.items())}. Envoy log: {stack.log_path}
+accounting server on http://127.0.0.1:{accounting.port} (database {accounting.db})
 
 Allowed (alias "fast" -> gpt-4o-mini, routed to the openai cluster):
   curl -s {url}/v1/chat/completions -H 'Authorization: Bearer sk-demo-search-1' \\
@@ -37,6 +43,11 @@ Denied (403 model_not_allowed: this key may not use "smart"):
        -H 'content-type: application/json' -d '{{"model":"smart","messages":[{{"role":"user","content":"hi"}}]}}'
 Models this key may use:
   curl -s {url}/v1/models -H 'Authorization: Bearer sk-demo-search-1'
+Spend so far (by key, team, model, status, and every budget window), then a streamed call:
+  curl -s http://127.0.0.1:{accounting.port}/v1/spend/report
+  curl -sN {url}/v1/chat/completions -H 'Authorization: Bearer sk-demo-search-1' \
+       -H 'content-type: application/json' -d '{{"model":"fast","stream":true,"messages":[{{"role":"user","content":"hi"}}]}}'
+The key's budget is $0.0001 a day ($0.0000048 per mock call): the 22nd call answers 429 insufficient_quota.
 
 Press Ctrl-C to stop.""", flush=True)
     stopping = []
@@ -48,6 +59,7 @@ Press Ctrl-C to stop.""", flush=True)
         pass
     finally:
         stack.stop()
+        accounting.stop()
         for mock in mocks.values():
             mock.stop()
         print("stopped", flush=True)
