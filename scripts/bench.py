@@ -30,6 +30,9 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "8"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "16"))
 KEYS = int(os.environ.get("BENCH_KEYS", "10000"))
+# Knobs for A/B runs of the money path (both on by default: the full path).
+BUDGETS = os.environ.get("BENCH_BUDGETS", "1") == "1"
+ACCOUNTING = os.environ.get("BENCH_ACCOUNTING", "1") == "1"
 
 COMPLETION = json.dumps({
     "id": "chatcmpl-bench", "object": "chat.completion", "created": 0, "model": "gpt-4o-mini",
@@ -82,11 +85,14 @@ def upstream_bootstrap(admin, json_port, sse_port):
 
 def bench_policy():
     keys = [{"key_hash": key_hash(f"sk-bench-{i}"), "key_alias": f"bench-{i}", "team_id": f"team-{i % 1000}",
-             "models": ["fast", "gpt-4o", "anthropic/*"], "max_budget": 1e6, "budget_duration": "30d"}
-            for i in range(KEYS)]
-    teams = [{"team_id": f"team-{i}", "models": [], "max_budget": 1e7, "budget_duration": "1mo"}
-             for i in range(1000)]
-    return {
+             "models": ["fast", "gpt-4o", "anthropic/*"]} for i in range(KEYS)]
+    teams = [{"team_id": f"team-{i}", "models": []} for i in range(1000)]
+    if BUDGETS:
+        for key in keys:
+            key.update(max_budget=1e6, budget_duration="30d")
+        for team in teams:
+            team.update(max_budget=1e7, budget_duration="1mo")
+    policy = {
         "version": "bench",
         "cost_map": REAL_COST_MAP,
         "model_list": [
@@ -103,6 +109,9 @@ def bench_policy():
         "accounting": {"cluster": "accounting", "flush_interval_ms": 1000, "batch_max_events": 500,
                        "max_buffered_events": 100000, "poll_interval_ms": 5000, "source": "tollgate/bench"},
     }
+    if not ACCOUNTING:
+        del policy["accounting"]
+    return policy
 
 
 def cpu_seconds(pid):

@@ -193,7 +193,13 @@ impl TollgateHttp {
             return;
         };
         let settlement = &forwarded.settlement;
-        let early = early_end();
+        // Only a stream that did not complete needs to know who ended it.
+        let complete = forwarded.meter.as_ref().is_some_and(|m| m.is_complete());
+        let early = if complete {
+            EarlyEnd::Upstream
+        } else {
+            early_end()
+        };
         let metered = match &forwarded.meter {
             Some(meter) => meter.finish(settlement.plan.prompt_estimate, early),
             None => ResponseMeter::new(settlement.plan.endpoint, 0, None)

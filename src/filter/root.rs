@@ -72,6 +72,7 @@ fn now_ms() -> u64 {
 
 impl Context for TollgateRoot {
     fn on_done(&mut self) -> bool {
+        metrics::flush();
         if let Some(policy) = &self.shared.policy {
             metrics::config_retired(&policy.version);
         }
@@ -155,7 +156,11 @@ impl RootContext for TollgateRoot {
                 let random = self.shared.random.get();
                 let nonce = unique_nonce();
                 let sink = SpendSink::new(policy.accounting.clone(), nonce);
-                let period = sink.tick_period_ms();
+                // The tick also hands summed metrics to Envoy.
+                let period = match sink.tick_period_ms() {
+                    0 => 1000,
+                    ms => ms,
+                };
                 if policy.accounting.is_none() {
                     host::log(
                         Level::Info,
@@ -170,7 +175,7 @@ impl RootContext for TollgateRoot {
                     debug: host::debug_enabled(),
                     sink: RefCell::new(sink),
                 });
-                if period > 0 && !host::set_tick_period(period) {
+                if !host::set_tick_period(period) {
                     host::log(Level::Error, "tollgate: the host refused a tick period");
                 }
                 true
@@ -194,6 +199,7 @@ impl RootContext for TollgateRoot {
 
     fn on_tick(&mut self) {
         self.shared.sink.borrow_mut().tick(now_ms());
+        metrics::flush();
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {

@@ -142,6 +142,11 @@ impl ResponseMeter {
         self.complete = true;
     }
 
+    /// Whether the response ended normally (its last chunk, or headers only, was seen).
+    pub fn is_complete(&self) -> bool {
+        self.complete
+    }
+
     /// Bytes currently held by the meter.
     pub fn held_bytes(&self) -> usize {
         match &self.body {

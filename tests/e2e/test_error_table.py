@@ -6,6 +6,7 @@ import json
 import pytest
 
 from policies import KEYS, bearer, chat
+from stack import wait_until
 
 JSON = {"content-type": "application/json"}
 
@@ -109,8 +110,8 @@ def test_missing_upstream_credential_is_503_not_a_leak(envoy, upstreams):
 
 def test_denials_are_counted_by_reason(envoy):
     envoy.request("POST", "/v1/chat/completions", bearer(KEYS["neither"]), chat("claude-sonnet-4-6"))
-    assert envoy.counter("wasmcustom.tollgate_requests_denied_model_not_allowed") >= 1
-    assert envoy.counter("wasmcustom.tollgate_requests_denied_invalid_api_key") >= 1
+    wait_until(lambda: envoy.counter("wasmcustom.tollgate_requests_denied_model_not_allowed") >= 1, timeout=3, message="wasmcustom.tollgate_requests_denied_model_not_allowed")
+    wait_until(lambda: envoy.counter("wasmcustom.tollgate_requests_denied_invalid_api_key") >= 1, timeout=3, message="wasmcustom.tollgate_requests_denied_invalid_api_key")
 
 
 def test_no_policy_yet_fails_closed_with_503(request, upstreams):

@@ -68,7 +68,7 @@ def test_a_small_budget_admits_until_spent_and_the_server_total_is_exact(money, 
     [total] = [b for b in accounting.budgets() if b["budget"].startswith("key:") and
                b["budget"].endswith(events[0]["data"]["key_hash"])]
     assert total["spend_nano_usd"] == admitted * per_request
-    assert money.counter("wasmcustom.tollgate_budget_refusals_key") >= 1
+    wait_until(lambda: money.counter("wasmcustom.tollgate_budget_refusals_key") >= 1, timeout=3, message="wasmcustom.tollgate_budget_refusals_key")
 
 
 def test_an_unpriced_model_is_not_free(money, accounting, upstreams):
@@ -92,7 +92,7 @@ def test_an_unpriced_model_is_not_free(money, accounting, upstreams):
     [event] = [e for e in events_for(accounting, "unpriced-budget", 2)
                if e["data"]["policy_version"] == "m1-track"]
     assert (event["data"]["cost_source"], event["data"]["cost_nano_usd"]) == ("unpriced", 0)
-    assert money.counter("wasmcustom.tollgate_spend_unpriced") >= 1
+    wait_until(lambda: money.counter("wasmcustom.tollgate_spend_unpriced") >= 1, timeout=3, message="wasmcustom.tollgate_spend_unpriced")
     money.push_policy(money_policy("m1"), "m1-back")
 
 
