@@ -9,7 +9,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from mock_upstream import MockUpstream  # noqa: E402
 from policies import UPSTREAM_ENV, base_policy  # noqa: E402
-from stack import ROOT, EnvoyStack, clean_dir  # noqa: E402
+from stack import ROOT, AccountingServer, EnvoyStack, clean_dir  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -39,3 +39,8 @@ def envoy(request, upstreams):
 def fresh_recordings(upstreams):
     for mock in upstreams.values():
         mock.clear()
+
+
+def accounting_server(name):
+    """A fresh reference accounting server with its own database under .run/e2e/<name>."""
+    return AccountingServer(clean_dir(ROOT / ".run" / "e2e" / name))

@@ -24,6 +24,17 @@ TOLLGATE_CLI = ROOT / "target" / "debug" / "tollgate"
 TEMPLATE = ROOT / "envoy" / "envoy.template.yaml"
 
 
+def stop_process(process):
+    """Stops a child started in its own session: SIGTERM to its group by PID, SIGKILL after 10 s."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=5)
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -243,13 +254,7 @@ class EnvoyStack:
         return request(self.listen_port, method, path, headers, body, timeout)
 
     def stop(self):
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=5)
+        stop_process(self.process)
         self.log.close()
 
 
@@ -300,14 +305,8 @@ class AccountingServer:
             return [json.loads(row[0]) for row in db.execute("SELECT json FROM events ORDER BY rowid")]
 
     def stop(self):
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=5)
         if self.process:
+            stop_process(self.process)
             self.log.close()
 
 

@@ -14,9 +14,9 @@ import time
 
 import pytest
 
-from conftest import start_stack
+from conftest import accounting_server, start_stack
 from policies import MONEY_KEYS, bearer, chat, money_policy, nano_cost
-from stack import ROOT, AccountingServer, clean_dir, wait_until
+from stack import ROOT, wait_until
 
 BUDGET_USD = 0.01
 FLUSH_MS, POLL_MS = 200, 500
@@ -24,7 +24,7 @@ FLUSH_MS, POLL_MS = 200, 500
 
 @pytest.fixture(scope="module")
 def accounting():
-    server = AccountingServer(clean_dir(ROOT / ".run" / "e2e" / "accounting-replicas"))
+    server = accounting_server("accounting-replicas")
     yield server
     server.stop()
 

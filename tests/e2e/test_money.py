@@ -8,14 +8,14 @@ import time
 
 import pytest
 
-from conftest import start_stack
+from conftest import accounting_server, start_stack
 from policies import MONEY_KEYS, UNPRICED_MODEL, bearer, chat, money_policy, nano_cost
-from stack import ROOT, AccountingServer, clean_dir, request, wait_until
+from stack import request, wait_until
 
 
 @pytest.fixture(scope="module")
 def accounting():
-    server = AccountingServer(clean_dir(ROOT / ".run" / "e2e" / "accounting-money"))
+    server = accounting_server("accounting-money")
     yield server
     server.stop()
 

@@ -69,15 +69,7 @@ impl Store {
         let tx = self.db.transaction().map_err(|e| e.to_string())?;
         let mut reply = BatchReply::default();
         let mut touched: Vec<(String, i64)> = Vec::new();
-        let mut change: i64 = tx
-            .query_row(
-                "SELECT value FROM counters WHERE name = 'change'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| e.to_string())?
-            .unwrap_or(0);
+        let mut change = change_counter(&tx).map_err(|e| e.to_string())?;
         for item in items {
             let id = item.get("id").and_then(Value::as_str).map(str::to_string);
             let event: SpendEvent = match serde_json::from_value(item.clone()) {
@@ -204,16 +196,7 @@ impl Store {
             reply.cursor = reply.cursor.max(changed);
             reply.budgets.push(total);
         }
-        let latest: i64 = self
-            .db
-            .query_row(
-                "SELECT value FROM counters WHERE name = 'change'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| e.to_string())?
-            .unwrap_or(0);
+        let latest = change_counter(&self.db).map_err(|e| e.to_string())?;
         reply.cursor = reply.cursor.max(latest as u64);
         Ok(reply)
     }
@@ -258,6 +241,17 @@ impl Store {
             "budget_windows": budgets.budgets,
         }))
     }
+}
+
+/// The change cursor: bumped each time spend is added to a window.
+fn change_counter(db: &Connection) -> rusqlite::Result<i64> {
+    db.query_row(
+        "SELECT value FROM counters WHERE name = 'change'",
+        [],
+        |r| r.get(0),
+    )
+    .optional()
+    .map(|value| value.unwrap_or(0))
 }
 
 fn window(db: &Connection, budget: &str, start: i64) -> rusqlite::Result<Option<BudgetTotal>> {
