@@ -48,8 +48,16 @@ STREAM = "".join(f"data: {json.dumps(dict(_CHUNK, **extra))}\n\n" for extra in [
     {"choices": [], "usage": {"prompt_tokens": 200, "completion_tokens": 21, "total_tokens": 221}},
 ]) + "data: [DONE]\n\n"
 
-def http_listener(name, port, route):
-    """A plain HTTP listener (router only) whose single route is `route` (a YAML flow mapping)."""
+BUFFER_FILTER = """          - name: envoy.filters.http.buffer
+            typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer, max_request_bytes: 1048576 }
+"""
+
+
+def http_listener(name, port, route, read_body_first=False):
+    """A plain HTTP listener (router only) whose single route is `route` (a YAML flow mapping).
+    `read_body_first` buffers the request before the route answers: an Envoy that answers a POST
+    with a direct_response before its body has arrived closes the connection, so the proxy in
+    front would open a new upstream connection for every request."""
     return f"""  - name: {name}
     address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
     per_connection_buffer_limit_bytes: 8388608
@@ -67,7 +75,7 @@ def http_listener(name, port, route):
               - match: {{ prefix: "/" }}
                 {route}
           http_filters:
-          - name: envoy.filters.http.router
+{BUFFER_FILTER if read_body_first else ""}          - name: envoy.filters.http.router
             typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
 """
 
@@ -79,8 +87,8 @@ def upstream_bootstrap(admin, json_port, sse_port):
                 f"                response_headers_to_add: [{{ header: {{ key: content-type, value: {content_type} }} }}]")
     return (f"admin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }} }}\n"
             "static_resources:\n  listeners:\n"
-            + http_listener("upstream", json_port, fixed(COMPLETION, "application/json"))
-            + http_listener("upstream_sse", sse_port, fixed(STREAM, "text/event-stream")))
+            + http_listener("upstream", json_port, fixed(COMPLETION, "application/json"), read_body_first=True)
+            + http_listener("upstream_sse", sse_port, fixed(STREAM, "text/event-stream"), read_body_first=True))
 
 
 def bench_policy():
@@ -202,6 +210,9 @@ def main():
         acked = stack.counter("wasmcustom.tollgate_spend_events_acknowledged")
         dropped = stack.counter("wasmcustom.tollgate_spend_events_dropped")
         stored = accounting.report()["events"]
+        envoy_stats = stack.stats()
+        upstream_cx = {c: (envoy_stats.get(f"cluster.{c}.upstream_cx_total"), envoy_stats.get(f"cluster.{c}.upstream_rq_total"))
+                       for c in ("openai", "openai_sse", "accounting")}
         print(f"\nTollgate benchmark: POST /v1/chat/completions, {len(json_body)}-byte body; full path: auth, alias, "
               "access, key+team budget reservation, route, rewrite, metering, pricing, settlement, spend batching")
         print(f"policy: {len(REAL_COST_MAP) - 2} cost-map models, {KEYS} keys, 1000 teams ({len(policy_json) // 1024} KiB)")
@@ -214,7 +225,9 @@ def main():
             t, p = med[f"tollgate {kind}"], med[f"plain {kind}"]
             print(f"\n{kind}: throughput ratio tollgate/plain {t[0] / p[0]:.1%}   added p50 {t[1] - p[1]:.0f} us"
                   f"   added p99 {t[2] - p[2]:.0f} us   filter CPU {t[3] - p[3]:.1f} us/request")
-        print(f"\nspend events: {recorded} recorded, {acked} acknowledged, {dropped} dropped, {stored} stored")
+        print("\nupstream connections / requests per cluster: "
+              + ", ".join(f"{c} {cx}/{rq}" for c, (cx, rq) in upstream_cx.items()))
+        print(f"spend events: {recorded} recorded, {acked} acknowledged, {dropped} dropped, {stored} stored")
         print(f"config compile per VM (V8, in on_configure): {', '.join(loads)} ms; Envoy ready in {ready_s:.1f}s; "
               f"Envoy allocated {int(memory['allocated']) // (1024 * 1024)} MiB")
         print(f"wasm size: {(ROOT / 'target/wasm32-wasip1/release/tollgate.wasm').stat().st_size // 1024} KiB")
