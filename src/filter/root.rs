@@ -59,7 +59,7 @@ impl TollgateRoot {
                 credentials: HashMap::new(),
                 random: Cell::new(host::now_nanos() | 1),
                 debug: false,
-                sink: RefCell::new(SpendSink::new(None, 0)),
+                sink: RefCell::new(SpendSink::new(None, 0, 0)),
             }),
             done_pending: false,
         }
@@ -155,7 +155,7 @@ impl RootContext for TollgateRoot {
                 metrics::config_accepted(&policy.version);
                 let random = self.shared.random.get();
                 let nonce = unique_nonce();
-                let sink = SpendSink::new(policy.accounting.clone(), nonce);
+                let sink = SpendSink::new(policy.accounting.clone(), nonce, now_ms());
                 // The tick also hands summed metrics to Envoy.
                 let period = match sink.tick_period_ms() {
                     0 => 1000,

@@ -47,7 +47,8 @@ pub struct SpendSink {
 
 impl SpendSink {
     /// A sink sending to `accounting` (or nowhere); `nonce` makes event ids unique per root.
-    pub fn new(accounting: Option<Accounting>, nonce: u64) -> SpendSink {
+    /// The first flush interval is counted from `now_ms`.
+    pub fn new(accounting: Option<Accounting>, nonce: u64, now_ms: u64) -> SpendSink {
         let (batch, bound) = accounting
             .as_ref()
             .map_or((1, 1), |a| (a.batch_max_events, a.max_buffered_events));
@@ -59,7 +60,7 @@ impl SpendSink {
             calls: HashMap::new(),
             cursor: 0,
             next_poll_ms: 0,
-            last_flush_ms: 0,
+            last_flush_ms: now_ms,
             draining: false,
             drain_attempts: 0,
         }

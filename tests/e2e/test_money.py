@@ -236,3 +236,20 @@ def test_full_batches_leave_without_waiting_for_the_flush_interval(money, accoun
                             if (e["data"]["end_user"] or "").startswith("batch-")]) == 10,
                timeout=3, message="ten events in full batches")
     money.push_policy(money_policy("m1"), "m1-after-batch")
+
+
+def test_a_replaced_version_flushes_its_buffer_before_it_finishes(money, accounting, upstreams):
+    # Nothing would send these events for a minute: only the old root context's final flush
+    # (on_done returning false until the batch is answered) can deliver them promptly.
+    money.push_policy(money_policy("m-drain", accounting={"batch_max_events": 1000, "flush_interval_ms": 60000,
+                                                          "poll_interval_ms": 0}), "m-drain")
+    for i in range(5):
+        r = money.request("POST", "/v1/chat/completions", bearer(MONEY_KEYS["meter"]), chat("gpt-4o", user=f"drain-{i}"))
+        assert r.status == 200, r
+    time.sleep(0.5)
+    assert not [e for e in accounting.events() if (e["data"]["end_user"] or "").startswith("drain-")]
+    money.push_policy(money_policy("m1"), "m1-after-drain")
+    drained = wait_until(lambda: (lambda found: found if len(found) == 5 else None)(
+        [e for e in accounting.events() if (e["data"]["end_user"] or "").startswith("drain-")]),
+        timeout=5, message="the old version's buffered events")
+    assert {e["data"]["policy_version"] for e in drained} == {"m-drain"}
