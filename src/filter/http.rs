@@ -13,6 +13,7 @@ use crate::filter::host::{self, Buffer, Level, Map};
 use crate::filter::ledgers::SharedLedgers;
 use crate::filter::metrics;
 use crate::filter::root::Shared;
+use crate::policy::affinity_stream::ResponseMarker;
 use crate::policy::decide::{decide_body, decide_head, BodyTicket, HeadOutcome, Surroundings};
 use crate::policy::metering::{EarlyEnd, ResponseMeter};
 use crate::policy::request::{CLIENT_CREDENTIAL_HEADERS, ROUTE_HEADER, VERSION_HEADER};
@@ -36,7 +37,24 @@ enum Stage {
 struct Forwarded {
     settlement: Settlement,
     meter: Option<ResponseMeter>,
-    stripper: Option<UsageChunkStripper>,
+    rewriter: Option<Rewriter>,
+}
+
+/// An edit applied to the response body as it passes.
+enum Rewriter {
+    /// Take out usage the client did not ask for (OpenAI streams).
+    StripUsage(UsageChunkStripper),
+    /// Mark Responses ids and encrypted content with the deployment's affinity tag.
+    MarkAffinity(ResponseMarker),
+}
+
+impl Rewriter {
+    fn rewrite(&mut self, chunk: &[u8], end: bool) -> Vec<u8> {
+        match self {
+            Rewriter::StripUsage(stripper) => stripper.rewrite(chunk, end),
+            Rewriter::MarkAffinity(marker) => marker.rewrite(chunk, end),
+        }
+    }
 }
 
 /// The request headers the core reads (first value of each).
@@ -175,7 +193,7 @@ impl TollgateHttp {
                 self.stage = Stage::Forwarded(Box::new(Forwarded {
                     settlement,
                     meter: None,
-                    stripper: None,
+                    rewriter: None,
                 }));
             }
             None => self.stage = Stage::Answered,
@@ -332,12 +350,17 @@ impl HttpContext for TollgateHttp {
             status,
             content_type.as_deref(),
         );
+        let plan = &forwarded.settlement.plan;
         if end_of_stream {
             meter.end_without_body();
-        } else if forwarded.settlement.plan.strip_usage && meter.is_stream() {
+        } else if plan.strip_usage && meter.is_stream() {
+            forwarded.rewriter = Some(Rewriter::StripUsage(UsageChunkStripper::new()));
+        } else if let (Some(tag), true) = (plan.mark_with, (200..300).contains(&status)) {
+            forwarded.rewriter = Some(Rewriter::MarkAffinity(ResponseMarker::new(tag)));
+        }
+        if forwarded.rewriter.is_some() {
             // The body will change length: let Envoy frame it.
             host::remove_header(Map::Response, "content-length");
-            forwarded.stripper = Some(UsageChunkStripper::new());
         }
         forwarded.meter = Some(meter);
         Action::Continue
@@ -352,8 +375,8 @@ impl HttpContext for TollgateHttp {
         };
         let chunk = host::buffer(Buffer::ResponseBody, body_size).unwrap_or_default();
         meter.feed(&chunk, end_of_stream);
-        if let Some(stripper) = &mut forwarded.stripper {
-            let out = stripper.rewrite(&chunk, end_of_stream);
+        if let Some(rewriter) = &mut forwarded.rewriter {
+            let out = rewriter.rewrite(&chunk, end_of_stream);
             if out != chunk && !host::replace_buffer(Buffer::ResponseBody, body_size, &out) {
                 host::log(
                     Level::Warn,

@@ -64,7 +64,10 @@ fn checksum(original: &str, tag: &AffinityTag) -> [u8; 2] {
     hasher.update(tag.deployment);
     hasher.update(tag.boundary);
     let hash = hasher.finalize();
-    [BASE32[(hash[0] & 31) as usize], BASE32[(hash[1] & 31) as usize]]
+    [
+        BASE32[(hash[0] & 31) as usize],
+        BASE32[(hash[1] & 31) as usize],
+    ]
 }
 
 fn tag_text(original: &str, tag: &AffinityTag) -> String {
@@ -151,7 +154,9 @@ pub fn unmark_content(marked: &str) -> Result<Option<(String, AffinityTag)>, Cor
 
 fn split_tag(text: &str) -> Option<(&str, &str)> {
     let (tag, body) = text.split_at_checked(TAG_LEN)?;
-    tag.bytes().all(|b| BASE32.contains(&b)).then_some((tag, body))
+    tag.bytes()
+        .all(|b| BASE32.contains(&b))
+        .then_some((tag, body))
 }
 
 fn verify(original: &str, tag_chars: &str) -> Result<AffinityTag, CorruptMark> {
@@ -160,8 +165,10 @@ fn verify(original: &str, tag_chars: &str) -> Result<AffinityTag, CorruptMark> {
         deployment: [0; 4],
         boundary: [0; 4],
     };
-    tag.deployment.copy_from_slice(bytes.get(0..4).ok_or(CorruptMark)?);
-    tag.boundary.copy_from_slice(bytes.get(4..8).ok_or(CorruptMark)?);
+    tag.deployment
+        .copy_from_slice(bytes.get(0..4).ok_or(CorruptMark)?);
+    tag.boundary
+        .copy_from_slice(bytes.get(4..8).ok_or(CorruptMark)?);
     if bytes.get(8..10) == Some(&checksum(original, &tag)[..]) {
         Ok(tag)
     } else {
@@ -290,7 +297,10 @@ mod tests {
         let content = "gAAAAABoxyz+/=";
         let marked = mark_content(content, &tag());
         assert_eq!(&marked[..2], "tg");
-        assert_eq!(unmark_content(&marked), Ok(Some((content.to_string(), tag()))));
+        assert_eq!(
+            unmark_content(&marked),
+            Ok(Some((content.to_string(), tag())))
+        );
         assert_eq!(unmark_content(content), Ok(None));
         assert_eq!(mark_content(&marked, &tag()), marked);
         let forged = format!("tgaaaaaaaaaa.{content}");

@@ -121,6 +121,7 @@ pub fn compile_config(config: Config) -> Result<Policy, ConfigErrors> {
         cost_map: config.cost_map,
         spending,
         accounting,
+        affinity_fallback: config.settings.affinity_fallback,
     };
 
     cx.add_deployments(&mut policy, config.model_list);

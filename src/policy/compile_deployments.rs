@@ -3,6 +3,7 @@
 use hashbrown::HashMap;
 
 use super::Compiler;
+use crate::policy::affinity_mark::AffinityTag;
 use crate::policy::config::DeploymentConfig;
 use crate::policy::index::{Deployment, DeploymentId, DeploymentPrices, GroupId, Policy};
 use crate::policy::key_hash;
@@ -154,7 +155,14 @@ impl Compiler {
                     .or_default()
                     .push(deployment_id);
             }
+            let boundary = match (&d.model_info.affinity_group, &d.litellm_params.api_key_env) {
+                (Some(group), _) => format!("group:{group}"),
+                (None, Some(env)) => format!("cred:{env}"),
+                (None, None) => format!("deployment:{id}"),
+            };
+            let affinity = AffinityTag::new(&id, &boundary);
             policy.deployments.push(Deployment {
+                affinity,
                 id,
                 model_name: d.model_name,
                 pattern,

@@ -67,6 +67,21 @@ pub struct Settings {
         deserialize_with = "whole_number"
     )]
     pub default_max_output_tokens: u64,
+    /// What to do with a Responses follow-up whose encryption boundary is gone (default `strip`).
+    #[serde(default)]
+    pub affinity_fallback: AffinityFallback,
+}
+
+/// `settings.affinity_fallback`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AffinityFallback {
+    /// Drop the input items whose encrypted content no deployment can decrypt, keep the readable
+    /// content, and route normally.
+    #[default]
+    Strip,
+    /// Refuse with 409 `affinity_unavailable`.
+    Fail,
 }
 
 impl Default for Settings {
@@ -76,6 +91,7 @@ impl Default for Settings {
             unpriced_models: UnpricedModels::default(),
             reservation_ttl_seconds: default_reservation_ttl(),
             default_max_output_tokens: default_max_output_tokens(),
+            affinity_fallback: AffinityFallback::default(),
         }
     }
 }

@@ -2,10 +2,13 @@
 //! ([`decide_body`]). Each step is one function in its own module; this file only orders them.
 
 use crate::policy::access::{check_access, AccessGrants};
+use crate::policy::affinity_mark::AffinityTag;
+use crate::policy::affinity_request::{read_marks, Marks};
 use crate::policy::alias::{resolve, AliasLayer};
 use crate::policy::auth::authenticate;
 use crate::policy::budget::applicable_budgets;
 use crate::policy::charge::worst_case;
+use crate::policy::config::AffinityFallback;
 use crate::policy::config::UnpricedMode;
 use crate::policy::cost::PriceSource;
 use crate::policy::denial::Denial;
@@ -14,7 +17,7 @@ use crate::policy::listing::list_models;
 use crate::policy::metering::prompt_estimate;
 use crate::policy::request::{model_edit, read_body, splice, BodyProblem, Endpoint, RequestHead};
 use crate::policy::reservation::{reserve, LedgerStore, Reservation};
-use crate::policy::routing::{Credentials, ModelTarget, RouteError};
+use crate::policy::routing::{Credentials, ModelTarget, Pinning, RouteError};
 use crate::policy::stream_usage::include_usage_edit;
 
 /// What to do after the request headers.
@@ -113,6 +116,8 @@ pub struct Trace<'p> {
     pub grants: Option<AccessGrants<'p>>,
     /// How many deployments were equally eligible.
     pub candidates: usize,
+    /// How a Responses follow-up's affinity mark was honoured.
+    pub pinning: Pinning,
 }
 
 /// What to change before forwarding an admitted request, and what to meter afterwards.
@@ -147,6 +152,8 @@ pub struct MeteringPlan {
     pub prompt_estimate: u64,
     /// The request body's `user`.
     pub end_user: Option<String>,
+    /// Mark Responses ids and encrypted content in the answer with this tag.
+    pub mark_with: Option<AffinityTag>,
 }
 
 /// What the body step needs from its surroundings besides the policy and the body.
@@ -189,6 +196,7 @@ pub fn decide_body<'p, C: Credentials + ?Sized>(
         resolved: None,
         grants: None,
         candidates: 0,
+        pinning: Pinning::Unpinned,
     };
     let outcome = decide_steps(policy, ticket, body, around, &mut trace);
     Some(Verdict { trace, outcome })
@@ -219,8 +227,13 @@ fn decide_steps<'p, C: Credentials + ?Sized>(
         &target,
     )?);
 
+    let marks = if ticket.endpoint == Endpoint::Responses {
+        read_marks(body).map_err(|_| Denial::InvalidAffinityMark)?
+    } else {
+        Marks::default()
+    };
     let route = policy
-        .route(&target, around.credentials, around.random)
+        .route(&target, around.credentials, around.random, marks.pin())
         .map_err(|e| match e {
             RouteError::NoDeployment => Denial::ModelNotFound {
                 model: requested.to_string(),
@@ -228,6 +241,11 @@ fn decide_steps<'p, C: Credentials + ?Sized>(
             RouteError::NoCredential => Denial::CredentialUnavailable,
         })?;
     trace.candidates = route.candidates;
+    trace.pinning = route.pinning;
+    let strip = route.pinning == Pinning::Lost;
+    if strip && (marks.previous.is_some() || policy.affinity_fallback == AffinityFallback::Fail) {
+        return Err(Denial::AffinityUnavailable);
+    }
 
     let prompt = prompt_estimate(body.len());
     let lines = applicable_budgets(
@@ -260,6 +278,16 @@ fn decide_steps<'p, C: Credentials + ?Sized>(
     )?;
 
     let mut edits = Vec::new();
+    if strip {
+        // Undecryptable reasoning goes; restores inside removed items are skipped by splice.
+        edits.extend(
+            marks
+                .encrypted_items
+                .iter()
+                .map(|span| (span.clone(), Vec::new())),
+        );
+    }
+    edits.extend(marks.restores);
     if route.upstream_model != requested {
         edits.push(model_edit(facts.model_span.clone(), &route.upstream_model));
     }
@@ -283,6 +311,8 @@ fn decide_steps<'p, C: Credentials + ?Sized>(
             strip_usage,
             prompt_estimate: prompt,
             end_user: facts.end_user.map(|u| u.into_owned()),
+            mark_with: (ticket.endpoint == Endpoint::Responses)
+                .then_some(route.deployment.affinity),
         },
         reservation,
     })

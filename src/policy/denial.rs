@@ -77,6 +77,12 @@ pub enum Denial {
         /// The model name the client sent.
         model: String,
     },
+    /// A Responses follow-up carries an id or encrypted content whose affinity mark is damaged.
+    InvalidAffinityMark,
+    /// A Responses follow-up belongs to an encryption boundary no deployment serves any more
+    /// (always for `previous_response_id`; for encrypted input items under `affinity_fallback:
+    /// fail`).
+    AffinityUnavailable,
     /// The gateway itself failed to handle the request (a host call refused); never the client's fault.
     GatewayError {
         /// A specific machine-readable code (`request_body_unreadable`, `request_not_editable`, …).
@@ -98,7 +104,8 @@ impl Denial {
             Denial::BudgetExceeded { .. } => 429,
             Denial::ModelNotFound { .. } | Denial::UnknownEndpoint => 404,
             Denial::MethodNotAllowed { .. } => 405,
-            Denial::InvalidRequest { .. } => 400,
+            Denial::InvalidRequest { .. } | Denial::InvalidAffinityMark => 400,
+            Denial::AffinityUnavailable => 409,
             Denial::BodyTooLarge { .. } => 413,
             Denial::PolicyUnavailable | Denial::CredentialUnavailable => 503,
             Denial::GatewayError { .. } => 500,
@@ -133,6 +140,8 @@ impl Denial {
             Denial::PolicyUnavailable => "policy_unavailable",
             Denial::CredentialUnavailable => "upstream_credential_unavailable",
             Denial::BudgetExceeded { .. } => "budget_exceeded",
+            Denial::InvalidAffinityMark => "invalid_affinity_mark",
+            Denial::AffinityUnavailable => "affinity_unavailable",
             Denial::UnpricedModel { .. } => "model_unpriced",
             Denial::GatewayError { code } => code,
         }
@@ -221,6 +230,16 @@ impl Denial {
                 }
                 message
             }
+            Denial::InvalidAffinityMark => {
+                "A response id or encrypted content in this request was \
+                 altered after this gateway issued it; send the values exactly as received."
+                    .into()
+            }
+            Denial::AffinityUnavailable => "This conversation's earlier turns were produced by a \
+                 deployment (credential) this gateway no longer serves, so they cannot be \
+                 continued; start a new conversation (or resend it without previous_response_id \
+                 and encrypted reasoning items)."
+                .into(),
             Denial::UnpricedModel { model } => format!(
                 "The model '{model}' has no known price and this request is under a budget; \
                  the operator must price it (cost_map or model_info) before it can be used."

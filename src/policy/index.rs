@@ -6,7 +6,8 @@
 
 use hashbrown::{HashMap, HashSet};
 
-use crate::policy::config::UnpricedMode;
+use crate::policy::affinity_mark::AffinityTag;
+use crate::policy::config::{AffinityFallback, UnpricedMode};
 use crate::policy::cost::Rates;
 use crate::policy::cost_map::CostMap;
 use crate::policy::key_hash::KeyDigest;
@@ -59,6 +60,8 @@ pub struct Policy {
     pub spending: Spending,
     /// Where spend events go (`None`: counted only inside this Envoy process).
     pub accounting: Option<Accounting>,
+    /// What to do with a Responses follow-up whose encryption boundary is gone.
+    pub affinity_fallback: AffinityFallback,
 }
 
 /// Compiled money settings.
@@ -197,6 +200,8 @@ pub struct Deployment {
     pub prices: DeploymentPrices,
     /// Explicit encryption-boundary group (Responses affinity).
     pub affinity_group: Option<String>,
+    /// This deployment's affinity tag (its id and encryption boundary), computed once.
+    pub affinity: AffinityTag,
 }
 
 /// Prices set on a deployment's `model_info`, in USD per token.

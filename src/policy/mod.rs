@@ -6,8 +6,10 @@
 //! On the way back, [`usage`] and [`sse`] read token usage from JSON and streamed responses.
 
 pub mod access;
-pub mod affinity_mark;
 pub mod accounting_api;
+pub mod affinity_mark;
+pub mod affinity_request;
+pub mod affinity_stream;
 pub mod alias;
 pub mod auth;
 pub mod budget;

@@ -4,6 +4,7 @@
 //! (`anthropic/*` before `*`). Among equals the choice is weighted random, skipping deployments
 //! whose credential variable is not set in the VM.
 
+use crate::policy::affinity_mark::AffinityTag;
 use crate::policy::index::{Deployment, DeploymentId, Policy};
 use crate::policy::pattern::Pattern;
 
@@ -67,6 +68,22 @@ pub struct Route<'p> {
     pub credential: Option<String>,
     /// How many deployments were equally eligible.
     pub candidates: usize,
+    /// How an affinity pin was honoured.
+    pub pinning: Pinning,
+}
+
+/// How a request pinned by an affinity mark was routed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pinning {
+    /// The request carried no pin.
+    Unpinned,
+    /// To the deployment that produced the marked values.
+    Origin,
+    /// The origin is gone (or not eligible for this request); to one on its encryption boundary.
+    Boundary,
+    /// No eligible deployment shares the boundary: routed normally (the caller decides whether
+    /// that is acceptable).
+    Lost,
 }
 
 /// Why no deployment was chosen.
@@ -106,20 +123,43 @@ impl Policy {
         !self.candidates(&ModelTarget::new(self, name)).is_empty()
     }
 
-    /// Chooses a deployment for `target`; `random` is any uniformly random number.
+    /// Chooses a deployment for `target`; `random` is any uniformly random number. A `pin`
+    /// (from an affinity mark) narrows the choice to its origin deployment, else to its
+    /// encryption boundary, and only ever among the deployments that serve `target`: a forged
+    /// pin cannot reach anything else.
     pub fn route<'p, C: Credentials + ?Sized>(
         &'p self,
         target: &ModelTarget,
         credentials: &C,
         random: u64,
+        pin: Option<AffinityTag>,
     ) -> Result<Route<'p>, RouteError> {
         let ids = self.candidates(target);
         if ids.is_empty() {
             return Err(RouteError::NoDeployment);
         }
-        let usable: Vec<(&Deployment, Option<&str>)> = ids
-            .iter()
-            .filter_map(|&id| self.deployment(id))
+        let all: Vec<&Deployment> = ids.iter().filter_map(|&id| self.deployment(id)).collect();
+        let (eligible, pinning) = match pin {
+            None => (all, Pinning::Unpinned),
+            Some(pin) => {
+                let origin: Vec<&Deployment> =
+                    all.iter().copied().filter(|d| d.affinity == pin).collect();
+                let boundary: Vec<&Deployment> = all
+                    .iter()
+                    .copied()
+                    .filter(|d| d.affinity.boundary == pin.boundary)
+                    .collect();
+                if !origin.is_empty() {
+                    (origin, Pinning::Origin)
+                } else if !boundary.is_empty() {
+                    (boundary, Pinning::Boundary)
+                } else {
+                    (all, Pinning::Lost)
+                }
+            }
+        };
+        let usable: Vec<(&Deployment, Option<&str>)> = eligible
+            .into_iter()
             .filter_map(|d| match &d.credential_env {
                 None => Some((d, None)),
                 Some(env) => credentials.get(env).map(|value| (d, Some(value))),
@@ -132,6 +172,7 @@ impl Policy {
             upstream_model: upstream_model(deployment, target),
             credential: credential.map(str::to_string),
             candidates: usable.len(),
+            pinning,
         })
     }
 }
@@ -206,7 +247,9 @@ mod tests {
     fn exact_deployment_wins_over_wildcards() {
         let p = policy();
         let c = creds(&[("K_A", "a"), ("K_B", "b")]);
-        let route = p.route(&ModelTarget::new(&p, "gpt-4o"), &c, 0).unwrap();
+        let route = p
+            .route(&ModelTarget::new(&p, "gpt-4o"), &c, 0, None)
+            .unwrap();
         assert_eq!(route.deployment.cluster, "a");
         assert_eq!(route.upstream_model, "gpt-4o");
         assert_eq!(route.candidates, 2);
@@ -218,7 +261,7 @@ mod tests {
         let c = creds(&[("K_A", "a"), ("K_B", "b")]);
         let target = ModelTarget::new(&p, "gpt-4o");
         let to_b = (0..4000u64)
-            .filter(|r| p.route(&target, &c, *r).unwrap().deployment.cluster == "b")
+            .filter(|r| p.route(&target, &c, *r, None).unwrap().deployment.cluster == "b")
             .count();
         assert_eq!(to_b, 3000);
     }
@@ -229,7 +272,7 @@ mod tests {
         let only_b = creds(&[("K_B", "b")]);
         let target = ModelTarget::new(&p, "gpt-4o");
         for r in 0..10 {
-            let route = p.route(&target, &only_b, r).unwrap();
+            let route = p.route(&target, &only_b, r, None).unwrap();
             assert_eq!(
                 (
                     route.deployment.cluster.as_str(),
@@ -239,7 +282,7 @@ mod tests {
             );
         }
         assert_eq!(
-            p.route(&target, &creds(&[]), 0),
+            p.route(&target, &creds(&[]), 0, None),
             Err(RouteError::NoCredential)
         );
     }
@@ -248,7 +291,7 @@ mod tests {
     fn bare_name_reaches_provider_wildcard_through_the_cost_map() {
         let p = policy();
         let route = p
-            .route(&ModelTarget::new(&p, "claude-x"), &creds(&[]), 0)
+            .route(&ModelTarget::new(&p, "claude-x"), &creds(&[]), 0, None)
             .unwrap();
         assert_eq!(route.deployment.cluster, "anthropic");
         assert_eq!(route.upstream_model, "claude-x");
@@ -257,6 +300,7 @@ mod tests {
                 &ModelTarget::new(&p, "anthropic/claude-new"),
                 &creds(&[]),
                 0,
+                None,
             )
             .unwrap();
         assert_eq!(prefixed.upstream_model, "claude-new");
@@ -266,12 +310,17 @@ mod tests {
     fn unknown_bare_name_falls_to_catch_all_not_to_provider_wildcard() {
         let p = policy();
         let route = p
-            .route(&ModelTarget::new(&p, "claude-unknown"), &creds(&[]), 0)
+            .route(
+                &ModelTarget::new(&p, "claude-unknown"),
+                &creds(&[]),
+                0,
+                None,
+            )
             .unwrap();
         assert_eq!(route.deployment.cluster, "fallback");
         assert_eq!(route.upstream_model, "claude-unknown");
         let dup = p
-            .route(&ModelTarget::new(&p, "openai/o9"), &creds(&[]), 0)
+            .route(&ModelTarget::new(&p, "openai/o9"), &creds(&[]), 0, None)
             .unwrap();
         assert_eq!(dup.upstream_model, "o9");
     }
@@ -283,8 +332,42 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            p.route(&ModelTarget::new(&p, "gpt-4o"), &creds(&[]), 0),
+            p.route(&ModelTarget::new(&p, "gpt-4o"), &creds(&[]), 0, None),
             Err(RouteError::NoDeployment)
+        );
+    }
+
+    #[test]
+    fn a_pin_routes_to_its_origin_then_its_boundary_and_never_outside_the_candidates() {
+        let p = policy();
+        let c = creds(&[("K_A", "a"), ("K_B", "b")]);
+        let target = ModelTarget::new(&p, "gpt-4o");
+        let b = p.deployments[1].affinity;
+        for r in 0..50 {
+            let route = p.route(&target, &c, r, Some(b)).unwrap();
+            assert_eq!(
+                (route.deployment.cluster.as_str(), route.pinning),
+                ("b", Pinning::Origin)
+            );
+        }
+        // The origin left the config, but a deployment on the same credential remains.
+        let gone = AffinityTag::new("b-old", "cred:K_B");
+        let route = p.route(&target, &c, 0, Some(gone)).unwrap();
+        assert_eq!(
+            (route.deployment.cluster.as_str(), route.pinning),
+            ("b", Pinning::Boundary)
+        );
+        // A pin to a deployment that does not serve this model (here: the anthropic wildcard)
+        // is never followed there.
+        let elsewhere = p.deployments[2].affinity;
+        let route = p.route(&target, &c, 0, Some(elsewhere)).unwrap();
+        assert_eq!(route.pinning, Pinning::Lost);
+        assert!(["a", "b"].contains(&route.deployment.cluster.as_str()));
+        // The pinned origin without its credential is 503, not a silent move elsewhere.
+        let only_a = creds(&[("K_A", "a")]);
+        assert_eq!(
+            p.route(&target, &only_a, 0, Some(b)),
+            Err(RouteError::NoCredential)
         );
     }
 }
