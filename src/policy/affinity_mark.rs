@@ -179,7 +179,7 @@ fn verify(original: &str, tag_chars: &str) -> Result<AffinityTag, CorruptMark> {
 /// The bytes of a non-empty, even-length, lowercase hex string.
 fn hex_bytes(text: &str) -> Option<Vec<u8>> {
     let raw = text.as_bytes();
-    if raw.is_empty() || raw.len() % 2 != 0 {
+    if raw.is_empty() || !raw.len().is_multiple_of(2) {
         return None;
     }
     let nibble = |c: u8| match c {

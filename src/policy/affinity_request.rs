@@ -228,7 +228,7 @@ mod tests {
                 "position {position}"
             );
         }
-        let only = format!(r#"{{"model":"m","input":[{{"encrypted_content":"x"}}]}}"#);
+        let only = r#"{"model":"m","input":[{"encrypted_content":"x"}]}"#.to_string();
         let marks = read_marks(only.as_bytes()).unwrap();
         let edits = marks
             .encrypted_items
