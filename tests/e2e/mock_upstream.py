@@ -12,7 +12,10 @@ Test controls, sent as request headers (Envoy passes them through):
 Run standalone (used by ./scripts/run):  python3 mock_upstream.py openai=18081 anthropic=18082
 """
 
+import base64
+import hashlib
 import json
+import secrets
 import sys
 import threading
 import time
@@ -83,11 +86,70 @@ def response_object(model):
     }
 
 
-def response_events(model):
+# --- Responses API state bound to the caller's credential, as OpenAI / Azure do it ------------
+# Response ids, reasoning item ids and encrypted reasoning content are signed with the upstream
+# credential that produced them; a different credential cannot use them (400
+# invalid_encrypted_content), which is what makes load-balancing a follow-up fail.
+
+def _sig(secret, nonce):
+    return hashlib.sha256(f"{secret}:{nonce}".encode()).hexdigest()[:16]
+
+
+def new_id(prefix, secret):
+    nonce = secrets.token_hex(16)
+    return f"{prefix}_{nonce}{_sig(secret, nonce)}"
+
+
+def id_valid(value, prefix, secret):
+    body = value[len(prefix) + 1:] if isinstance(value, str) and value.startswith(prefix + "_") else ""
+    return len(body) == 48 and body[32:] == _sig(secret, body[:32])
+
+
+def new_encrypted(secret):
+    nonce = secrets.token_bytes(24)
+    return "gAAAAB" + base64.b64encode(nonce + hashlib.sha256(secret.encode() + nonce).digest()[:8]).decode()
+
+
+def encrypted_valid(value, secret):
+    try:
+        raw = base64.b64decode(value[6:], validate=True) if value.startswith("gAAAAB") else b""
+    except ValueError:
+        return False
+    return len(raw) == 32 and raw[24:] == hashlib.sha256(secret.encode() + raw[:24]).digest()[:8]
+
+
+def responses_problem(req, secret):
+    """Why this credential cannot serve the request's earlier state, or None."""
+    previous = req.get("previous_response_id")
+    if previous is not None and not id_valid(previous, "resp", secret):
+        return f"Previous response with id '{previous}' not found."
+    items = req.get("input") if isinstance(req.get("input"), list) else []
+    for item in items:
+        if not isinstance(item, dict) or item.get("type") != "reasoning":
+            continue
+        if not id_valid(item.get("id"), "rs", secret) or not encrypted_valid(item.get("encrypted_content", ""), secret):
+            return f"The encrypted content for item {item.get('id')} could not be verified."
+    return None
+
+
+def signed_response(model, secret):
     final = response_object(model)
+    final["id"] = new_id("resp", secret)
+    if model.startswith("o"):
+        final["output"].insert(0, {"type": "reasoning", "id": new_id("rs", secret), "summary": [],
+                                   "encrypted_content": new_encrypted(secret)})
+    return final
+
+
+def response_events(model, final=None):
+    final = final or response_object(model)
     created = dict(final, status="in_progress", output=[], usage=None)
+    reasoning = [("response.output_item.done", {"type": "response.output_item.done", "sequence_number": 0,
+                                                "output_index": 0, "item": item})
+                 for item in final["output"] if item["type"] == "reasoning"]
     events = [
         ("response.created", {"type": "response.created", "sequence_number": 0, "response": created}),
+        *reasoning,
         ("response.output_text.delta", {"type": "response.output_text.delta", "sequence_number": 1,
                                         "item_id": "msg_mock0001", "output_index": 0, "content_index": 0,
                                         "delta": "Hello"}),
@@ -187,7 +249,13 @@ def make_handler(name, recorder):
             if path.endswith("/messages"):
                 return self._stream(anthropic_events(model)) if stream else self._send(200, anthropic_message(model))
             if path.endswith("/responses"):
-                return self._stream(response_events(model)) if stream else self._send(200, response_object(model))
+                secret = self.headers.get("authorization", "").removeprefix("Bearer ").strip()
+                problem = responses_problem(req, secret)
+                if problem:
+                    return self._send(400, {"error": {"message": problem, "type": "invalid_request_error",
+                                                      "param": None, "code": "invalid_encrypted_content"}})
+                final = signed_response(model, secret)
+                return self._stream(response_events(model, final)) if stream else self._send(200, final)
             if path.endswith("/embeddings"):
                 return self._send(200, embeddings(model))
             if path.endswith("/chat/completions"):

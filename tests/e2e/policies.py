@@ -12,6 +12,9 @@ REAL_COST_MAP = json.loads((ROOT / "tests" / "data" / "model_prices_and_context_
 # Credentials the VM environment holds; the mock upstreams must see these, never the virtual keys.
 UPSTREAM_ENV = {
     "OPENAI_API_KEY": "upstream-openai-secret",
+    "OPENAI_EAST_KEY": "upstream-openai-east-secret",
+    "OPENAI_WEST_KEY": "upstream-openai-west-secret",
+    "OPENAI_VAULT_KEY": "upstream-openai-vault-secret",
     "ANTHROPIC_API_KEY": "upstream-anthropic-secret",
     "OPENROUTER_API_KEY": "upstream-openrouter-secret",
 }
@@ -134,3 +137,30 @@ def nano_cost(model, prompt, completion, cached=0):
            + Decimal(repr(entry.get("cache_read_input_token_cost", entry["input_cost_per_token"]))) * cached
            + Decimal(repr(entry["output_cost_per_token"])) * completion)
     return int((usd * Decimal(10**9)).to_integral_value(rounding="ROUND_HALF_UP"))
+
+
+# --- Responses affinity (issue 3/4) ------------------------------------------------------------
+
+AFFINITY_KEY = "sk-e2e-affinity"
+REASONING_MODEL = "o4-mini"
+
+
+def affinity_policy(version="a1", deployments=("east", "west"), fallback=None, extra=()):
+    """Deployments of one model group on different credentials (OpenAI organisations / Azure
+    regions), plus a `vault` deployment of another model that the affinity key may not use."""
+    policy = base_policy(version)
+    for name in deployments:
+        env = {"east2": "OPENAI_EAST_KEY"}.get(name, f"OPENAI_{name.upper()}_KEY")
+        policy["model_list"].append(
+            {"model_name": REASONING_MODEL, "litellm_params": {"model": f"openai/{REASONING_MODEL}",
+                                                               "api_key_env": env},
+             "cluster": "openai", "model_info": {"id": f"o4-{name}"}})
+    policy["model_list"].append(
+        {"model_name": "o4-vault", "litellm_params": {"model": f"openai/{REASONING_MODEL}",
+                                                      "api_key_env": "OPENAI_VAULT_KEY"},
+         "cluster": "openai", "model_info": {"id": "o4-vault"}})
+    policy["keys"].append({"key_hash": key_hash(AFFINITY_KEY), "key_alias": "affinity",
+                           "models": [REASONING_MODEL]})
+    if fallback:
+        policy["settings"]["affinity_fallback"] = fallback
+    return policy
