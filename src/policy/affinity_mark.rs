@@ -83,7 +83,11 @@ fn tag_text(original: &str, tag: &AffinityTag) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CorruptMark;
 
-/// Marks an id (`resp_…`, `rs_…`); an id without `_` or already marked is returned unchanged.
+/// Longest marked id: OpenAI refuses a longer `previous_response_id`.
+pub const MAX_MARKED_ID: usize = 64;
+
+/// Marks an id (`resp_…`, `rs_…`). An id without `_`, already marked, or whose mark would exceed
+/// [`MAX_MARKED_ID`] characters is returned unchanged (it then carries no affinity).
 pub fn mark_id(original: &str, tag: &AffinityTag) -> String {
     let Some((prefix, rest)) = original.split_once('_') else {
         return original.to_string();
@@ -104,6 +108,9 @@ pub fn mark_id(original: &str, tag: &AffinityTag) -> String {
             out.push('r');
             out.push_str(rest);
         }
+    }
+    if out.len() > MAX_MARKED_ID {
+        return original.to_string();
     }
     out
 }
@@ -259,6 +266,12 @@ mod tests {
         }
         assert_eq!(mark_id(RESP, &tag()).len(), 50);
         assert!(mark_id(&format!("resp_{}", "ab".repeat(30)), &tag()).len() <= 64);
+        let long = format!("resp_{}", "X".repeat(50));
+        assert_eq!(
+            mark_id(&long, &tag()),
+            long,
+            "a mark over 64 characters is not made"
+        );
     }
 
     #[test]
