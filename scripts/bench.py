@@ -177,7 +177,8 @@ def main():
         stack_module.render_bootstrap = with_plain
         started = time.monotonic()
         stack = EnvoyStack(work / "envoy", {"openai": up_json, "openai_sse": up_sse, "accounting": accounting.port},
-                           policy_json, {"OPENAI_API_KEY": "bench-secret"}, wasm_log_level="info")
+                           policy_json, {"OPENAI_API_KEY": "bench-secret"}, wasm_log_level="info",
+                           access_log=False)  # the plain listeners have none either
         ready_s = time.monotonic() - started
         messages = [{"role": "system", "content": "You are a helpful assistant. " * 8},
                     {"role": "user", "content": "Summarise the following text. " + "lorem ipsum dolor sit amet " * 28}]

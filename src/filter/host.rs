@@ -72,6 +72,12 @@ extern "C" {
         out: *mut *mut u8,
         out_size: *mut usize,
     ) -> u32;
+    fn proxy_set_property(
+        path: *const u8,
+        path_size: usize,
+        value: *const u8,
+        value_size: usize,
+    ) -> u32;
     fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
     fn proxy_done() -> u32;
     fn proxy_get_current_time_nanoseconds(out: *mut u64) -> u32;
@@ -191,6 +197,14 @@ pub fn property(path: &[&str]) -> Option<Vec<u8>> {
         unsafe { proxy_get_property(encoded.as_ptr(), encoded.len(), &mut data, &mut size) };
     // SAFETY: on success the host hands over an allocation of `size` bytes (or null).
     (status == STATUS_OK).then(|| unsafe { take_host_bytes(data, size) })
+}
+
+/// Stores filter state for access logs (`%FILTER_STATE(wasm.<name>:PLAIN)%`).
+pub fn set_property(name: &str, value: &[u8]) -> bool {
+    // SAFETY: pointers and lengths describe live slices.
+    let status =
+        unsafe { proxy_set_property(name.as_ptr(), name.len(), value.as_ptr(), value.len()) };
+    status == STATUS_OK
 }
 
 /// Asks for `on_tick` every `millis` milliseconds (0 stops it).

@@ -13,6 +13,7 @@ use crate::filter::host::{self, Buffer, Level, Map};
 use crate::filter::ledgers::SharedLedgers;
 use crate::filter::metrics;
 use crate::filter::root::Shared;
+use crate::policy::access_log::{denied_line, forwarded_line, FILTER_STATE_NAME};
 use crate::policy::affinity_stream::ResponseMarker;
 use crate::policy::decide::{decide_body, decide_head, BodyTicket, HeadOutcome, Surroundings};
 use crate::policy::metering::{EarlyEnd, ResponseMeter};
@@ -76,6 +77,8 @@ pub struct TollgateHttp {
     credential_headers: [bool; 3],
     /// Whether the request had a `content-length` (corrected after a body rewrite).
     has_content_length: bool,
+    /// The access-log summary left in filter state at the end of the stream.
+    log_line: Option<String>,
 }
 
 impl TollgateHttp {
@@ -86,6 +89,7 @@ impl TollgateHttp {
             stage: Stage::Head,
             credential_headers: [false; 3],
             has_content_length: false,
+            log_line: None,
         }
     }
 
@@ -107,6 +111,7 @@ impl TollgateHttp {
 
     fn deny(&mut self, denial: &Denial) -> Action {
         metrics::request_denied(denial.code());
+        self.log_line = Some(denied_line(self.version(), denial));
         if let Denial::BudgetExceeded { scope, .. } = denial {
             metrics::budget_refused(scope);
         }
@@ -238,6 +243,7 @@ impl TollgateHttp {
                 ),
             );
         }
+        self.log_line = Some(forwarded_line(&finished.data));
         self.shared
             .sink
             .borrow_mut()
@@ -389,5 +395,8 @@ impl HttpContext for TollgateHttp {
 
     fn on_log(&mut self) {
         self.settle();
+        if let Some(line) = &self.log_line {
+            host::set_property(FILTER_STATE_NAME, line.as_bytes());
+        }
     }
 }

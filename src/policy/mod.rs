@@ -6,6 +6,7 @@
 //! On the way back, [`usage`] and [`sse`] read token usage from JSON and streamed responses.
 
 pub mod access;
+pub mod access_log;
 pub mod accounting_api;
 pub mod affinity_mark;
 pub mod affinity_request;

@@ -62,13 +62,20 @@ def render_clusters(clusters):
     return "\n".join(lines)
 
 
-def render_bootstrap(listen_port, admin_port, ecds_path, clusters):
+# The access log of the `llm` listener (envoy/access-log.yaml): Tollgate leaves a one-line
+# summary of each request in filter state (wasm.tollgate), printed next to Envoy's own fields.
+ACCESS_LOG = ROOT / "envoy" / "access-log.yaml"
+
+
+def render_bootstrap(listen_port, admin_port, ecds_path, clusters, access_log_path=None):
     text = TEMPLATE.read_text()
     for key, value in {
         "{{LISTEN_PORT}}": str(listen_port),
         "{{ADMIN_PORT}}": str(admin_port),
         "{{ECDS_PATH}}": str(ecds_path),
         "{{CLUSTERS}}": render_clusters(clusters),
+        "{{ACCESS_LOG}}": (ACCESS_LOG.read_text().replace("{{ACCESS_LOG_PATH}}", str(access_log_path))
+                           if access_log_path else ""),
     }.items():
         text = text.replace(key, value)
     return text
@@ -173,7 +180,7 @@ class EnvoyStack:
     """One Envoy process with Tollgate loaded by ECDS from a file in `workdir`."""
 
     def __init__(self, workdir, clusters, policy, env, concurrency=1, listen_port=None, admin_port=None,
-                 wasm_log_level="debug"):
+                 wasm_log_level="debug", access_log=True):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.env = env
@@ -186,7 +193,9 @@ class EnvoyStack:
         self.swaps = 0
         self._write_ecds(policy, "initial")
         bootstrap = self.workdir / "envoy.yaml"
-        bootstrap.write_text(render_bootstrap(self.listen_port, self.admin_port, self.ecds_path, clusters))
+        self.access_log_path = self.workdir / "access.log" if access_log else None
+        bootstrap.write_text(render_bootstrap(self.listen_port, self.admin_port, self.ecds_path, clusters,
+                                              self.access_log_path))
         self.log_path = self.workdir / "envoy.log"
         self.log = open(self.log_path, "wb")
         self.process = subprocess.Popen(

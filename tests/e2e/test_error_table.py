@@ -122,3 +122,23 @@ def test_no_policy_yet_fails_closed_with_503(request, upstreams):
                503, "policy_unavailable", version=None)
     finally:
         stack.stop()
+
+
+def test_the_access_log_carries_the_filter_summary(envoy, upstreams):
+    ok = envoy.request("POST", "/v1/chat/completions", bearer(KEYS["all"]), chat("gpt-4o"))
+    assert ok.status == 200
+    refused = envoy.request("POST", "/v1/chat/completions", bearer("sk-e2e-nobody"), chat("gpt-4o"))
+    assert refused.status == 401
+
+    def lines():
+        # Envoy flushes file access logs about once a second.
+        text = envoy.access_log_path.read_text() if envoy.access_log_path.exists() else ""
+        found = [line for line in text.splitlines() if "decision=" in line]
+        done = any("key=all" in line for line in found) and any("invalid_api_key" in line for line in found)
+        return found if done else None
+    found = wait_until(lines, timeout=10, message="access log lines")
+    allowed = [line for line in found if "decision=allowed" in line and "key=all" in line]
+    assert allowed and "resolved=gpt-4o" in allowed[-1] and "prompt_tokens=12" in allowed[-1], found
+    assert "cost_usd=0.00008" in allowed[-1] and "upstream=openai" in allowed[-1], allowed[-1]
+    assert any("decision=denied" in line and "code=invalid_api_key" in line and " 401 " in line
+               for line in found), found
