@@ -100,3 +100,47 @@ fn hash_key_prints_the_sha256_to_store() {
     );
     assert_eq!(tollgate(&["hash-key", "not-a-key"]).status.code(), Some(2));
 }
+
+#[test]
+fn build_config_turns_yaml_and_the_litellm_map_into_a_smaller_valid_plugin_config() {
+    let out_path = std::env::temp_dir().join(format!("tollgate-build-{}.json", std::process::id()));
+    let out = tollgate(&[
+        "build-config",
+        "--policy",
+        "envoy/policy.example.yaml",
+        "--cost-map",
+        "tests/data/model_prices_and_context_window.json",
+        "--output",
+        out_path.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("4551 cost-map models"),
+        "{}",
+        stderr(&out)
+    );
+    let built = std::fs::read(&out_path).unwrap();
+    let full = std::fs::metadata("tests/data/model_prices_and_context_window.json").unwrap();
+    assert!(
+        (built.len() as u64) < full.len() / 2,
+        "the trimmed map is not smaller"
+    );
+    let value: serde_json::Value = serde_json::from_slice(&built).unwrap();
+    let gpt = &value["cost_map"]["gpt-4o-mini"];
+    assert_eq!(gpt["input_cost_per_token"], 1.5e-7);
+    assert!(gpt.get("supports_vision").is_none() && gpt.get("mode").is_none());
+    let validated = tollgate(&["validate", out_path.to_str().unwrap()]);
+    assert_eq!(validated.status.code(), Some(0), "{}", stderr(&validated));
+    std::fs::remove_file(&out_path).unwrap();
+
+    let bad = std::env::temp_dir().join(format!("tollgate-bad-{}.yaml", std::process::id()));
+    std::fs::write(&bad, "version: v1\nkeys: [{key_hash: sk-plaintext}]\n").unwrap();
+    let refused = tollgate(&["build-config", "--policy", bad.to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stderr(&refused).contains("keys[0].key_hash"),
+        "{}",
+        stderr(&refused)
+    );
+    std::fs::remove_file(&bad).unwrap();
+}

@@ -5,8 +5,10 @@
 //!   exits 0 when the request would be admitted, 1 when refused.
 //! - `tollgate hash-key sk-...` (or `-` to read the key from stdin): the SHA-256 to store.
 //! - `tollgate accounting --listen ADDR --db PATH`: the reference accounting server.
+//! - `tollgate build-config --policy P [--cost-map MAP] [--output OUT]`: the plugin-config JSON.
 
 mod accounting;
+mod build_config;
 mod explain;
 
 use std::process::ExitCode;
@@ -17,7 +19,8 @@ const USAGE: &str = "usage:
   tollgate validate CONFIG
   tollgate explain --config CONFIG --key sk-... --model MODEL [--path /v1/chat/completions]
   tollgate hash-key sk-...      (or '-' to read the key from standard input)
-  tollgate accounting --listen 127.0.0.1:PORT --db PATH";
+  tollgate accounting --listen 127.0.0.1:PORT --db PATH
+  tollgate build-config --policy POLICY.(yaml|json) [--cost-map MAP.json] [--output OUT.json]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -26,6 +29,7 @@ fn main() -> ExitCode {
         Some("explain") => explain::run(&args[1..]),
         Some("hash-key") => hash_key(&args[1..]),
         Some("accounting") => accounting::run(&args[1..]),
+        Some("build-config") => build_config::run(&args[1..]),
         Some("--version") => {
             println!("tollgate {}", tollgate::BUILD_INFO);
             Ok(ExitCode::SUCCESS)
