@@ -144,3 +144,66 @@ fn build_config_turns_yaml_and_the_litellm_map_into_a_smaller_valid_plugin_confi
     );
     std::fs::remove_file(&bad).unwrap();
 }
+
+#[test]
+fn import_litellm_writes_a_policy_that_build_config_accepts() {
+    let dir = std::env::temp_dir().join(format!("tollgate-import-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.yaml");
+    std::fs::write(
+        &config,
+        "model_list:\n  - model_name: claude\n    litellm_params: {model: anthropic/claude-sonnet-4-6, \
+         api_key: os.environ/ANTHROPIC_API_KEY, tpm: 1000}\nrouter_settings:\n  model_group_alias: {smart: claude}\n",
+    )
+    .unwrap();
+    let keys = dir.join("keys.json");
+    std::fs::write(
+        &keys,
+        format!(
+            r#"{{"keys":[{{"token":"{}","key_alias":"k","models":["smart"]}}]}}"#,
+            "b".repeat(64)
+        ),
+    )
+    .unwrap();
+    let policy = dir.join("policy.json");
+    let out = tollgate(&[
+        "import-litellm",
+        config.to_str().unwrap(),
+        "--keys",
+        keys.to_str().unwrap(),
+        "--output",
+        policy.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("litellm_params.tpm"),
+        "{}",
+        stderr(&out)
+    );
+    let built = dir.join("plugin.json");
+    let out = tollgate(&[
+        "build-config",
+        "--policy",
+        policy.to_str().unwrap(),
+        "--cost-map",
+        "tests/data/model_prices_and_context_window.json",
+        "--output",
+        built.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let explained = tollgate(&[
+        "explain",
+        "--config",
+        built.to_str().unwrap(),
+        "--key",
+        "sk-unknown",
+        "--model",
+        "smart",
+    ]);
+    assert_eq!(
+        explained.status.code(),
+        Some(1),
+        "an unknown key is refused"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -6,10 +6,12 @@
 //! - `tollgate hash-key sk-...` (or `-` to read the key from stdin): the SHA-256 to store.
 //! - `tollgate accounting --listen ADDR --db PATH`: the reference accounting server.
 //! - `tollgate build-config --policy P [--cost-map MAP] [--output OUT]`: the plugin-config JSON.
+//! - `tollgate import-litellm CONFIG.yaml [--keys EXPORT.json]`: a policy from a LiteLLM setup.
 
 mod accounting;
 mod build_config;
 mod explain;
+mod import_litellm;
 
 use std::process::ExitCode;
 
@@ -20,7 +22,8 @@ const USAGE: &str = "usage:
   tollgate explain --config CONFIG --key sk-... --model MODEL [--path /v1/chat/completions]
   tollgate hash-key sk-...      (or '-' to read the key from standard input)
   tollgate accounting --listen 127.0.0.1:PORT --db PATH
-  tollgate build-config --policy POLICY.(yaml|json) [--cost-map MAP.json] [--output OUT.json]";
+  tollgate build-config --policy POLICY.(yaml|json) [--cost-map MAP.json] [--output OUT.json]
+  tollgate import-litellm CONFIG.yaml [--keys EXPORT.json] [--output POLICY.json]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -30,6 +33,7 @@ fn main() -> ExitCode {
         Some("hash-key") => hash_key(&args[1..]),
         Some("accounting") => accounting::run(&args[1..]),
         Some("build-config") => build_config::run(&args[1..]),
+        Some("import-litellm") => import_litellm::run(&args[1..]),
         Some("--version") => {
             println!("tollgate {}", tollgate::BUILD_INFO);
             Ok(ExitCode::SUCCESS)
