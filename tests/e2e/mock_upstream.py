@@ -299,10 +299,10 @@ def make_handler(name, recorder):
 class MockUpstream:
     """One named upstream on 127.0.0.1 (port 0 picks a free port), served from a thread."""
 
-    def __init__(self, name, port=0):
+    def __init__(self, name, port=0, bind="127.0.0.1"):
         self.name = name
         self.recorder = Recorder()
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), make_handler(name, self.recorder))
+        self.server = ThreadingHTTPServer((bind, port), make_handler(name, self.recorder))
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -320,7 +320,10 @@ class MockUpstream:
 
 
 if __name__ == "__main__":
-    mocks = [MockUpstream(n, int(p)) for n, p in (arg.split("=") for arg in sys.argv[1:])]
+    # MOCK_BIND=0.0.0.0 only inside a container (docker compose); tests always use 127.0.0.1.
+    import os
+    bind = os.environ.get("MOCK_BIND", "127.0.0.1")
+    mocks = [MockUpstream(n, int(p), bind) for n, p in (arg.split("=") for arg in sys.argv[1:])]
     for m in mocks:
         print(f"mock upstream {m.name} on 127.0.0.1:{m.port}", flush=True)
     try:

@@ -46,18 +46,20 @@ def key_hash(key):
 
 
 def render_clusters(clusters):
+    """Clusters from {name: port} (127.0.0.1) or {name: (host, port)} (resolved by DNS)."""
     lines = []
-    for name, port in sorted(clusters.items()):
+    for name, target in sorted(clusters.items()):
+        host, port = target if isinstance(target, tuple) else ("127.0.0.1", target)
         lines += [
             f"  - name: {name}",
-            "    type: STATIC",
+            f"    type: {'STATIC' if host == '127.0.0.1' else 'STRICT_DNS'}",
             "    connect_timeout: 1s",
             "    load_assignment:",
             f"      cluster_name: {name}",
             "      endpoints:",
             "      - lb_endpoints:",
             "        - endpoint:",
-            f"            address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}",
+            f"            address: {{ socket_address: {{ address: {host}, port_value: {port} }} }}",
         ]
     return "\n".join(lines)
 
@@ -67,8 +69,14 @@ def render_clusters(clusters):
 ACCESS_LOG = ROOT / "envoy" / "access-log.yaml"
 
 
-def render_bootstrap(listen_port, admin_port, ecds_path, clusters, access_log_path=None):
+def render_bootstrap(listen_port, admin_port, ecds_path, clusters, access_log_path=None, address="127.0.0.1",
+                     static_filter=None):
+    """The bootstrap; `static_filter` (a Wasm typed_config) inlines the filter instead of ECDS."""
     text = TEMPLATE.read_text()
+    if static_filter is not None:
+        start = text.index("            # The ECDS form (default).")
+        end = text.index("            # static form end\n") + len("            # static form end\n")
+        text = text[:start] + f"            typed_config: {json.dumps(static_filter)}\n" + text[end:]
     for key, value in {
         "{{LISTEN_PORT}}": str(listen_port),
         "{{ADMIN_PORT}}": str(admin_port),
@@ -76,6 +84,7 @@ def render_bootstrap(listen_port, admin_port, ecds_path, clusters, access_log_pa
         "{{CLUSTERS}}": render_clusters(clusters),
         "{{ACCESS_LOG}}": (ACCESS_LOG.read_text().replace("{{ACCESS_LOG_PATH}}", str(access_log_path))
                            if access_log_path else ""),
+        "{{ADDRESS}}": address,
     }.items():
         text = text.replace(key, value)
     return text
@@ -125,7 +134,7 @@ def plugin_configuration(policy):
     return {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": value}
 
 
-def ecds_resource(policy, wasm_path, env, version_info):
+def ecds_resource(policy, wasm_path, env, version_info, host_env_keys=None):
     return {
         "version_info": version_info,
         "resources": [{
@@ -142,7 +151,8 @@ def ecds_resource(policy, wasm_path, env, version_info):
                         "vm_id": "tollgate",
                         "runtime": "envoy.wasm.runtime.v8",
                         "code": {"local": {"filename": str(wasm_path)}},
-                        "environment_variables": {"key_values": env},
+                        "environment_variables": ({"host_env_keys": host_env_keys} if host_env_keys
+                                                  else {"key_values": env}),
                     },
                     "configuration": plugin_configuration(policy),
                 },
@@ -180,7 +190,7 @@ class EnvoyStack:
     """One Envoy process with Tollgate loaded by ECDS from a file in `workdir`."""
 
     def __init__(self, workdir, clusters, policy, env, concurrency=1, listen_port=None, admin_port=None,
-                 wasm_log_level="debug", access_log=True):
+                 wasm_log_level="debug", access_log=True, static=False):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.env = env
@@ -194,8 +204,10 @@ class EnvoyStack:
         self._write_ecds(policy, "initial")
         bootstrap = self.workdir / "envoy.yaml"
         self.access_log_path = self.workdir / "access.log" if access_log else None
+        static_filter = (ecds_resource(policy, self.wasm_path, self.env, "static")["resources"][0]["typed_config"]
+                         if static else None)
         bootstrap.write_text(render_bootstrap(self.listen_port, self.admin_port, self.ecds_path, clusters,
-                                              self.access_log_path))
+                                              self.access_log_path, static_filter=static_filter))
         self.log_path = self.workdir / "envoy.log"
         self.log = open(self.log_path, "wb")
         self.process = subprocess.Popen(

@@ -49,3 +49,36 @@ def test_the_istio_manifests_are_generated_from_the_tested_config():
     check = subprocess.run([sys.executable, str(ROOT / "scripts" / "istio_manifests.py"), "--check"],
                            capture_output=True, text=True, timeout=60)
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_the_compose_form_is_generated_from_the_tested_config_and_envoy_accepts_it(tmp_path):
+    check = subprocess.run([sys.executable, str(ROOT / "scripts" / "compose.py"), "--check"],
+                           capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr
+    # Envoy's validate mode wants the ECDS file to exist: point the bootstrap at the repo copy.
+    text = (ROOT / "envoy" / "compose" / "envoy.yaml").read_text()
+    bootstrap = tmp_path / "envoy.yaml"
+    bootstrap.write_text(text.replace("/etc/tollgate", str(ROOT / "envoy" / "compose")))
+    envoy = ROOT / ".venv" / "bin" / "envoy"
+    result = subprocess.run([str(envoy), "--mode", "validate", "-c", str(bootstrap)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    ecds = json.loads((ROOT / "envoy" / "compose" / "ecds" / "tollgate.json").read_text())
+    config = ecds["resources"][0]["typed_config"]["config"]
+    assert config["allow_on_headers_stop_iteration"] is True
+    assert config["vm_config"]["environment_variables"] == {"host_env_keys": ["OPENAI_API_KEY", "ANTHROPIC_API_KEY"]}
+
+
+def test_the_static_form_serves_like_the_ecds_form(request, upstreams):
+    from conftest import start_stack
+    from policies import KEYS, base_policy, bearer, chat
+
+    stack = start_stack(request, upstreams, base_policy("static-v1"), name="static-form", static=True)
+    try:
+        assert "config_discovery" not in (stack.workdir / "envoy.yaml").read_text()
+        ok = stack.request("POST", "/v1/chat/completions", bearer(KEYS["all"]), chat("gpt-4o"))
+        assert ok.status == 200 and ok.headers["x-tollgate-policy-version"] == "static-v1", ok
+        refused = stack.request("POST", "/v1/chat/completions", bearer(KEYS["neither"]), chat("claude-sonnet-4-6"))
+        assert refused.status == 403, refused
+    finally:
+        stack.stop()
