@@ -123,6 +123,9 @@ pub fn unmark_id(marked: &str) -> Result<Option<(String, AffinityTag)>, CorruptM
     let Some(after) = rest.strip_prefix(MARKER) else {
         return Ok(None);
     };
+    if marked.len() > MAX_MARKED_ID {
+        return Err(CorruptMark); // never issued: marks are at most 64 characters
+    }
     let (tag_chars, body) = split_tag(after).ok_or(CorruptMark)?;
     let restored_rest = match body.split_at_checked(1) {
         Some(("h", payload)) => hex_text(&unbase64url(payload).ok_or(CorruptMark)?),
@@ -303,6 +306,9 @@ mod tests {
             );
         }
         assert_eq!(unmark_id("resp_tgshort"), Err(CorruptMark));
+        // Found by fuzzing: a well-formed mark longer than any we issue.
+        let long = include_str!("../../fuzz/regressions/affinity-long-mark.txt");
+        assert_eq!(unmark_id(long.trim_end_matches('\n')), Err(CorruptMark));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::policy::config::{
     AccountingConfig, BudgetHolderConfig, Config, KeyConfig, Settings, TeamConfig, UnpricedMode,
 };
 use crate::policy::cost::{atto_per_token, Rates};
-use crate::policy::cost_map::CostMap;
+use crate::policy::cost_map::{CostMap, MAX_RATE_USD_PER_TOKEN};
 use crate::policy::index::{
     Accounting, AllowList, Budget, GlobalAlias, Policy, Spending, Team, TeamId, VirtualKey,
 };
@@ -187,12 +187,14 @@ impl Compiler {
 
     fn price(&mut self, path: &str, value: Option<f64>) -> Option<f64> {
         let value = value?;
-        if value.is_finite() && value >= 0.0 {
+        if value.is_finite() && (0.0..=MAX_RATE_USD_PER_TOKEN).contains(&value) {
             Some(value)
         } else {
             self.error(
                 path,
-                format!("must be a finite, non-negative number, found {value}"),
+                format!(
+                    "must be a number of USD per token from 0 to {MAX_RATE_USD_PER_TOKEN}, found {value}"
+                ),
             );
             None
         }

@@ -243,6 +243,23 @@ impl PriceField {
     }
 }
 
+impl PriceField {
+    /// A per-token rate: also at most [`MAX_RATE_USD_PER_TOKEN`], so it is exactly representable
+    /// in integer atto-dollars (a larger one would silently become "unpriced").
+    fn rate<E: de::Error>(self, field: &str) -> Result<Option<f64>, E> {
+        let value = self.scalar(field)?;
+        match value {
+            Some(v) if v > MAX_RATE_USD_PER_TOKEN => Err(E::custom(format!(
+                "`{field}` is {v} USD per token; the most Tollgate accepts is {MAX_RATE_USD_PER_TOKEN}"
+            ))),
+            _ => Ok(value),
+        }
+    }
+}
+
+/// Largest per-token rate accepted (integer atto-dollars stay below 2^64).
+pub const MAX_RATE_USD_PER_TOKEN: f64 = 10.0;
+
 /// Parses `<rate>_above_<N>k_tokens` (no service-tier suffix) into its rate and threshold.
 fn threshold_field(field: &str) -> Option<(RateKind, u64)> {
     let (base, rest) = field.split_once("_above_")?;
@@ -296,9 +313,9 @@ impl<'de> Visitor<'de> for CostEntryVisitor {
                         _ => None,
                     };
                     if let Some(slot) = slot {
-                        *slot = value.scalar(name)?;
+                        *slot = value.rate(name)?;
                     } else if let Some((kind, above_tokens)) = threshold_field(name) {
-                        if let Some(cost_per_token) = value.scalar(name)? {
+                        if let Some(cost_per_token) = value.rate(name)? {
                             entry.thresholds.push(ThresholdPrice {
                                 kind,
                                 above_tokens,

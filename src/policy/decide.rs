@@ -339,7 +339,7 @@ fn body_denial(problem: BodyProblem) -> Denial {
         ),
         BodyProblem::MissingModel => (
             "missing_model",
-            "The request body has no 'model' field.".to_string(),
+            "The request body has no 'model' field (or it is null).".to_string(),
         ),
         BodyProblem::InvalidModel => (
             "invalid_model",

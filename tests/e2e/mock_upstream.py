@@ -236,9 +236,9 @@ def make_handler(name, recorder):
                           "body": raw.decode("utf-8", "replace")})
             try:
                 req = json.loads(raw or b"{}")
-            except ValueError:
+            except (ValueError, RecursionError):
                 return self._send(400, {"error": {"message": "bad json", "type": "invalid_request_error",
-                                                  "param": None, "code": None}})
+                                                  "param": None, "code": "bad_json"}})
             model = req.get("model", "")
             path = self.path.split("?")[0]
             stream = bool(req.get("stream"))
@@ -259,8 +259,13 @@ def make_handler(name, recorder):
             if path.endswith("/embeddings"):
                 return self._send(200, embeddings(model))
             if path.endswith("/chat/completions"):
+                options = req.get("stream_options")
+                if options is not None and not isinstance(options, dict):
+                    return self._send(400, {"error": {"message": "Invalid type for 'stream_options'.",
+                                                      "type": "invalid_request_error",
+                                                      "param": "stream_options", "code": "invalid_type"}})
                 if stream:
-                    usage = bool((req.get("stream_options") or {}).get("include_usage"))
+                    usage = bool((options or {}).get("include_usage"))
                     return self._stream(chat_chunks(model, usage))
                 return self._send(200, chat_completion(model))
             if path.endswith("/completions"):
