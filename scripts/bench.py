@@ -53,11 +53,26 @@ BUFFER_FILTER = """          - name: envoy.filters.http.buffer
 """
 
 
-def http_listener(name, port, route, read_body_first=False):
+FLOOR_WASM = ROOT / "bench" / "floor" / "target" / "wasm32-wasip1" / "release" / "tollgate_bench_floor.wasm"
+
+
+def floor_filter():
+    """The do-nothing Wasm filter of bench/floor, with Tollgate's callback pattern."""
+    config = {"@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+              "config": {"name": "floor", "root_id": "floor", "allow_on_headers_stop_iteration": True,
+                         "vm_config": {"vm_id": "floor", "runtime": "envoy.wasm.runtime.v8",
+                                       "code": {"local": {"filename": str(FLOOR_WASM)}}}}}
+    return f"""          - name: envoy.filters.http.wasm
+            typed_config: {json.dumps(config)}
+"""
+
+
+def http_listener(name, port, route, read_body_first=False, wasm_floor=False):
     """A plain HTTP listener (router only) whose single route is `route` (a YAML flow mapping).
     `read_body_first` buffers the request before the route answers: an Envoy that answers a POST
     with a direct_response before its body has arrived closes the connection, so the proxy in
-    front would open a new upstream connection for every request."""
+    front would open a new upstream connection for every request. `wasm_floor` puts the
+    do-nothing Wasm filter before the router."""
     return f"""  - name: {name}
     address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
     per_connection_buffer_limit_bytes: 8388608
@@ -75,7 +90,7 @@ def http_listener(name, port, route, read_body_first=False):
               - match: {{ prefix: "/" }}
                 {route}
           http_filters:
-{BUFFER_FILTER if read_body_first else ""}          - name: envoy.filters.http.router
+{BUFFER_FILTER if read_body_first else ""}{floor_filter() if wasm_floor else ""}          - name: envoy.filters.http.router
             typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
 """
 
@@ -145,6 +160,13 @@ def wrk(url, lua, seconds, envoy_pid=None):
     return rps, pct(50), pct(99), cpu_us
 
 
+def rss_mib(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def write_lua(work, name, body):
     lua = work / f"{name}.lua"
     lua.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
@@ -162,7 +184,7 @@ def main():
     accounting = AccountingServer(work / "accounting", binary=ROOT / "target" / "release" / "tollgate")
     policy = bench_policy()
     policy_json = json.dumps(policy)
-    plain_ports = {"plain": free_port(), "plain_sse": free_port()}
+    plain_ports = {"plain": free_port(), "plain_sse": free_port(), "floor": free_port(), "floor_sse": free_port()}
     stack = None
     try:
         # Build the filtered stack with the plain listeners added to the same bootstrap.
@@ -171,8 +193,11 @@ def main():
 
         def with_plain(*args, **kwargs):
             text = original(*args, **kwargs)
-            plain = (http_listener("plain", plain_ports["plain"], "route: { cluster: openai, timeout: 30s }")
-                     + http_listener("plain_sse", plain_ports["plain_sse"], "route: { cluster: openai_sse, timeout: 30s }"))
+            plain = "".join(
+                http_listener(name, plain_ports[name],
+                              f"route: {{ cluster: {'openai_sse' if name.endswith('sse') else 'openai'}, timeout: 30s }}",
+                              wasm_floor=name.startswith("floor"))
+                for name in plain_ports)
             return text.replace("  clusters:\n", plain + "  clusters:\n", 1)
         stack_module.render_bootstrap = with_plain
         started = time.monotonic()
@@ -192,8 +217,10 @@ def main():
         assert streamed.status == 200 and b'"usage"' not in streamed.body, streamed
         paths = {
             "plain json": (f"http://127.0.0.1:{plain_ports['plain']}/v1/chat/completions", lua["json"]),
+            "wasm floor json": (f"http://127.0.0.1:{plain_ports['floor']}/v1/chat/completions", lua["json"]),
             "tollgate json": (f"http://127.0.0.1:{stack.listen_port}/v1/chat/completions", lua["json"]),
             "plain sse": (f"http://127.0.0.1:{plain_ports['plain_sse']}/v1/chat/completions", lua["sse"]),
+            "wasm floor sse": (f"http://127.0.0.1:{plain_ports['floor_sse']}/v1/chat/completions", lua["sse"]),
             "tollgate sse": (f"http://127.0.0.1:{stack.listen_port}/v1/chat/completions", lua["sse"]),
         }
         for url, script in paths.values():
@@ -203,7 +230,9 @@ def main():
             for name, (url, script) in paths.items():
                 results[name].append(wrk(url, script, SECONDS, stack.process.pid))
         med = {name: [statistics.median(r[i] for r in runs) for i in range(4)] for name, runs in results.items()}
-        loads = re.findall(r"compiled in ([\d.]+) ms", stack.log_path.read_text(errors="replace"))
+        log_text = stack.log_path.read_text(errors="replace")
+        loads = re.findall(r"compiled in ([\d.]+) ms", log_text)
+        vm_memory = re.findall(r"policy ([\d.]+) MiB, heap in use ([\d.]+) MiB, VM linear memory ([\d.]+) MiB", log_text)
         memory = json.loads(stack_module.urllib.request.urlopen(
             f"http://127.0.0.1:{stack.admin_port}/memory", timeout=5).read())
         time.sleep(3)  # the last flush tick
@@ -218,19 +247,24 @@ def main():
               "access, key+team budget reservation, route, rewrite, metering, pricing, settlement, spend batching")
         print(f"policy: {len(REAL_COST_MAP) - 2} cost-map models, {KEYS} keys, 1000 teams ({len(policy_json) // 1024} KiB)")
         print(f"wrk -t1 -c{CONNECTIONS}, {ROUNDS} rounds x {SECONDS}s each, Envoy --concurrency 1, medians:\n")
-        print(f"{'path':<14} {'req/s':>10} {'p50 us':>9} {'p99 us':>9} {'Envoy CPU us/req':>17}")
+        print(f"{'path':<16} {'req/s':>10} {'p50 us':>9} {'p99 us':>9} {'Envoy CPU us/req':>17}")
         for name in paths:
             rps, p50, p99, cpu = med[name]
-            print(f"{name:<14} {rps:>10.0f} {p50:>9.0f} {p99:>9.0f} {cpu:>17.1f}")
+            print(f"{name:<16} {rps:>10.0f} {p50:>9.0f} {p99:>9.0f} {cpu:>17.1f}")
         for kind in ("json", "sse"):
-            t, p = med[f"tollgate {kind}"], med[f"plain {kind}"]
+            t, f, p = med[f"tollgate {kind}"], med[f"wasm floor {kind}"], med[f"plain {kind}"]
             print(f"\n{kind}: throughput ratio tollgate/plain {t[0] / p[0]:.1%}   added p50 {t[1] - p[1]:.0f} us"
                   f"   added p99 {t[2] - p[2]:.0f} us   filter CPU {t[3] - p[3]:.1f} us/request")
+            print(f"{kind}: the do-nothing Wasm filter: throughput ratio floor/plain {f[0] / p[0]:.1%}"
+                  f"   added p50 {f[1] - p[1]:.0f} us   CPU {f[3] - p[3]:.1f} us/request;"
+                  f" Tollgate beyond the floor: {t[3] - f[3]:.1f} us/request")
         print("\nupstream connections / requests per cluster: "
               + ", ".join(f"{c} {cx}/{rq}" for c, (cx, rq) in upstream_cx.items()))
         print(f"spend events: {recorded} recorded, {acked} acknowledged, {dropped} dropped, {stored} stored")
         print(f"config compile per VM (V8, in on_configure): {', '.join(loads)} ms; Envoy ready in {ready_s:.1f}s; "
               f"Envoy allocated {int(memory['allocated']) // (1024 * 1024)} MiB")
+        print("memory per VM after loading (policy / heap in use / linear memory, MiB): "
+              + "; ".join(" / ".join(m) for m in vm_memory) + f"; Envoy RSS {rss_mib(stack.process.pid):.0f} MiB")
         print(f"wasm size: {(ROOT / 'target/wasm32-wasip1/release/tollgate.wasm').stat().st_size // 1024} KiB")
     finally:
         if stack:

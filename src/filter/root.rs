@@ -11,10 +11,11 @@ use hashbrown::HashMap;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 
+use crate::filter::heap;
 use crate::filter::host::{self, Buffer, Level, Map};
 use crate::filter::http::TollgateHttp;
 use crate::filter::metrics;
-use crate::filter::spend_sink::SpendSink;
+use crate::filter::spend_sink::{vm_sink, SpendSink};
 use crate::policy::{compile, Policy};
 
 /// What every stream of one config version shares.
@@ -27,8 +28,8 @@ pub struct Shared {
     pub random: Cell<u64>,
     /// Whether per-request debug lines are wanted (formatting them is not free).
     pub debug: bool,
-    /// Spend events of this version, on their way to the accounting cluster.
-    pub sink: RefCell<SpendSink>,
+    /// The VM's spend events, on their way to the accounting cluster.
+    pub sink: Rc<RefCell<SpendSink>>,
 }
 
 impl Shared {
@@ -45,21 +46,24 @@ impl Shared {
 
 /// One root context (one config version on one VM).
 pub struct TollgateRoot {
+    /// Envoy's context id of this root.
+    id: u32,
     shared: Rc<Shared>,
-    /// `on_done` returned false: call `done()` once the final flush is answered.
+    /// `on_done` returned false: call `done()` once this root's last call is answered.
     done_pending: bool,
 }
 
 impl TollgateRoot {
     /// A root with no policy yet.
-    pub fn new() -> Self {
+    pub fn new(id: u32) -> Self {
         TollgateRoot {
+            id,
             shared: Rc::new(Shared {
                 policy: None,
                 credentials: HashMap::new(),
                 random: Cell::new(host::now_nanos() | 1),
                 debug: false,
-                sink: RefCell::new(SpendSink::new(None, 0, 0)),
+                sink: vm_sink(),
             }),
             done_pending: false,
         }
@@ -76,7 +80,7 @@ impl Context for TollgateRoot {
         if let Some(policy) = &self.shared.policy {
             metrics::config_retired(&policy.version);
         }
-        let finished = self.shared.sink.borrow_mut().drain(now_ms());
+        let finished = self.shared.sink.borrow_mut().retire(self.id, now_ms());
         self.done_pending = !finished;
         finished
     }
@@ -98,12 +102,12 @@ impl Context for TollgateRoot {
                 .unwrap_or(0)
         };
         let body = host::buffer(Buffer::HttpCallResponseBody, body_size).unwrap_or_default();
-        let drained = self
+        let finished = self
             .shared
             .sink
             .borrow_mut()
             .on_response(token_id, status, &body, now_ms());
-        if drained && self.done_pending {
+        if finished && self.done_pending {
             self.done_pending = false;
             host::done();
         }
@@ -135,29 +139,37 @@ impl RootContext for TollgateRoot {
                 "tollgate: empty configuration; every request is refused with 503 \
                  policy_unavailable until a policy version is delivered",
             );
+            self.shared.sink.borrow_mut().adopt(self.id, None, now_ms());
             return true;
         }
         let started = host::now_nanos();
+        let heap_before = heap::live_bytes();
         match compile(&document) {
             Ok(policy) => {
                 let micros = host::now_nanos().saturating_sub(started) / 1_000;
+                let policy_bytes = heap::live_bytes().saturating_sub(heap_before);
                 let credentials = read_credentials(&policy);
                 host::log(
                     Level::Info,
                     &format!(
-                        "tollgate: accepted {} ({} config bytes compiled in {}.{:03} ms)",
+                        "tollgate: accepted {} ({} config bytes compiled in {}.{:03} ms; \
+                         policy {} MiB, heap in use {} MiB, VM linear memory {} MiB)",
                         policy.summary(),
                         document.len(),
                         micros / 1_000,
-                        micros % 1_000
+                        micros % 1_000,
+                        heap::mib(policy_bytes),
+                        heap::mib(heap::live_bytes()),
+                        heap::mib(heap::linear_memory_bytes()),
                     ),
                 );
                 metrics::config_accepted(&policy.version);
                 let random = self.shared.random.get();
-                let nonce = unique_nonce();
-                let sink = SpendSink::new(policy.accounting.clone(), nonce, now_ms());
+                let sink = vm_sink();
+                sink.borrow_mut()
+                    .adopt(self.id, policy.accounting.as_ref(), now_ms());
                 // The tick also hands summed metrics to Envoy.
-                let period = match sink.tick_period_ms() {
+                let period = match sink.borrow().tick_period_ms() {
                     0 => 1000,
                     ms => ms,
                 };
@@ -173,7 +185,7 @@ impl RootContext for TollgateRoot {
                     credentials,
                     random: Cell::new(random),
                     debug: host::debug_enabled(),
-                    sink: RefCell::new(sink),
+                    sink,
                 });
                 if !host::set_tick_period(period) {
                     host::log(Level::Error, "tollgate: the host refused a tick period");
@@ -198,7 +210,7 @@ impl RootContext for TollgateRoot {
     }
 
     fn on_tick(&mut self) {
-        self.shared.sink.borrow_mut().tick(now_ms());
+        self.shared.sink.borrow_mut().tick(now_ms(), self.id);
         metrics::flush();
     }
 
@@ -209,16 +221,6 @@ impl RootContext for TollgateRoot {
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
     }
-}
-
-/// A per-root nonce for spend-event ids. Clocks alone collide (workers of one process, and
-/// replicas, configure in the same instant), so it mixes in WASI randomness (`random_get`, the
-/// seed of std's `RandomState`) with the time.
-fn unique_nonce() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(host::now_nanos());
-    hasher.finish()
 }
 
 /// Reads each deployment's `api_key_env` from the VM environment once per version.

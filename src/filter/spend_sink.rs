@@ -1,9 +1,14 @@
-//! The root context's side of spend reporting: buffer events, send them in batches from
+//! The VM's side of spend reporting: buffer events, send them in batches from a root context's
 //! `on_tick` with `dispatch_http_call`, apply the accounting cluster's answers to the budget
-//! ledgers, poll authoritative spend, and drain before the root context finishes.
+//! ledgers, poll authoritative spend, and drain when the VM's last root context finishes.
 //!
-//! Streams only ever call [`SpendSink::record`]; nothing here runs in a request's callbacks or
-//! holds a client response.
+//! There is one sink per VM, not per config version: a version that is replaced while the
+//! accounting cluster is down leaves its unsent events to the versions after it instead of
+//! dropping them. Streams only ever call [`SpendSink::record`]; nothing here runs in a request's
+//! callbacks or holds a client response.
+
+use std::cell::RefCell;
+use std::rc::Rc;
 
 use hashbrown::HashMap;
 
@@ -18,12 +23,31 @@ use crate::policy::reservation::confirm;
 use crate::policy::settlement::Finished;
 use crate::policy::spend::{SpendEvent, BATCH_CONTENT_TYPE};
 
-/// How many immediate re-sends a draining root context tries before giving up.
+/// How many immediate re-sends a draining VM tries before giving up.
 const DRAIN_ATTEMPTS: u32 = 3;
 /// Longest tick period: a filled batch waits at most this long for the root context's tick.
 const MAX_TICK_MS: u64 = 100;
 /// Extra wait beyond the call timeout before an unanswered batch is counted as failed.
 const ANSWER_GRACE_MS: u64 = 1000;
+
+thread_local! {
+    static VM_SINK: Rc<RefCell<SpendSink>> = Rc::new(RefCell::new(SpendSink::new(unique_nonce())));
+}
+
+/// The spend sink of this VM, shared by all its root contexts.
+pub fn vm_sink() -> Rc<RefCell<SpendSink>> {
+    VM_SINK.with(Rc::clone)
+}
+
+/// A per-VM nonce for spend-event ids. Clocks alone collide (workers of one process, and
+/// replicas, start in the same instant), so it mixes in WASI randomness (`random_get`, the
+/// seed of std's `RandomState`) with the time.
+fn unique_nonce() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(host::now_nanos());
+    hasher.finish()
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Call {
@@ -31,13 +55,20 @@ enum Call {
     Poll,
 }
 
-/// Spend reporting state of one root context.
+/// Spend reporting state of one VM.
 pub struct SpendSink {
+    /// Where events go: the newest settings seen, kept after a version without an `accounting`
+    /// section so that events queued before it are still delivered.
     accounting: Option<Accounting>,
+    /// Whether the newest version reports spend (new events are queued only then).
+    recording: bool,
     outbox: Outbox,
     nonce: u64,
     seq: u64,
-    calls: HashMap<u32, Call>,
+    /// Calls in flight: what each is, and the root context that made it (its answer goes there).
+    calls: HashMap<u32, (Call, u32)>,
+    /// Root contexts serving a version, oldest first; the newest one sends.
+    live_roots: Vec<u32>,
     cursor: u64,
     next_poll_ms: u64,
     last_flush_ms: u64,
@@ -46,28 +77,57 @@ pub struct SpendSink {
 }
 
 impl SpendSink {
-    /// A sink sending to `accounting` (or nowhere); `nonce` makes event ids unique per root.
-    /// The first flush interval is counted from `now_ms`.
-    pub fn new(accounting: Option<Accounting>, nonce: u64, now_ms: u64) -> SpendSink {
-        let (batch, bound) = accounting
-            .as_ref()
-            .map_or((1, 1), |a| (a.batch_max_events, a.max_buffered_events));
+    /// A sink with nowhere to send yet; `nonce` makes event ids unique per VM.
+    fn new(nonce: u64) -> SpendSink {
         SpendSink {
-            accounting,
-            outbox: Outbox::new(batch, bound),
+            accounting: None,
+            recording: false,
+            outbox: Outbox::new(1, 1),
             nonce,
             seq: 0,
             calls: HashMap::new(),
+            live_roots: Vec::new(),
             cursor: 0,
             next_poll_ms: 0,
-            last_flush_ms: now_ms,
+            last_flush_ms: 0,
             draining: false,
             drain_attempts: 0,
         }
     }
 
+    /// Root context `root` serves a newly accepted version: it becomes the one that sends, with
+    /// this version's accounting settings. Queued events stay (they are sent with the new
+    /// settings); without a section, new events are no longer queued but those already queued
+    /// still go to the last cluster named.
+    pub fn adopt(&mut self, root: u32, accounting: Option<&Accounting>, now_ms: u64) {
+        self.live_roots.retain(|r| *r != root);
+        self.live_roots.push(root);
+        self.draining = false;
+        self.drain_attempts = 0;
+        self.recording = accounting.is_some();
+        let Some(new) = accounting else {
+            return;
+        };
+        let same_server = self.accounting.as_ref().is_some_and(|old| {
+            (&old.cluster, &old.path_prefix, &old.authority)
+                == (&new.cluster, &new.path_prefix, &new.authority)
+        });
+        if !same_server {
+            self.cursor = 0;
+            self.next_poll_ms = 0;
+        }
+        if self.accounting.is_none() {
+            self.last_flush_ms = now_ms;
+        }
+        let dropped = self
+            .outbox
+            .set_limits(new.batch_max_events, new.max_buffered_events);
+        report_dropped(&dropped, "the new version buffers fewer events");
+        self.accounting = Some(new.clone());
+    }
+
     /// The tick period this sink needs (0: none). Short, so that a filled batch leaves soon:
-    /// sending is only ever done from the root context (a call made from a stream's callbacks
+    /// sending is only ever done from a root context (a call made from a stream's callbacks
     /// would have its answer delivered to that stream, which may be gone).
     pub fn tick_period_ms(&self) -> u32 {
         self.accounting.as_ref().map_or(0, |a| {
@@ -80,10 +140,30 @@ impl SpendSink {
         })
     }
 
+    /// Root context `root` finishes. True when it may go now: no call of its own is unanswered
+    /// and, if it was the VM's last, the final flush is done. Otherwise its answers, through
+    /// [`SpendSink::on_response`], say when.
+    pub fn retire(&mut self, root: u32, now_ms: u64) -> bool {
+        self.live_roots.retain(|r| *r != root);
+        if self.live_roots.is_empty() {
+            self.drain(now_ms, root)
+        } else {
+            !self.awaits_answer_for(root)
+        }
+    }
+
+    fn awaits_answer_for(&self, root: u32) -> bool {
+        self.calls.values().any(|(_, owner)| *owner == root)
+    }
+
+    fn sends(&self, root: u32) -> bool {
+        self.live_roots.last() == Some(&root)
+    }
+
     /// Queues the spend event of a finished request (sent by the root context's next tick).
     pub fn record(&mut self, finished: Finished, now_ms: u64) {
         metrics::spend_recorded(&finished);
-        let Some(accounting) = &self.accounting else {
+        let Some(accounting) = self.accounting.as_ref().filter(|_| self.recording) else {
             return;
         };
         self.seq += 1;
@@ -103,9 +183,13 @@ impl SpendSink {
         report_dropped(&dropped, "the spend buffer is full");
     }
 
-    /// Periodic work: send a filled batch, or whatever waits once the flush interval has passed;
-    /// count an unanswered batch as failed; poll authoritative spend when due.
-    pub fn tick(&mut self, now_ms: u64) {
+    /// Periodic work, done by root context `root`: send a filled batch, or whatever waits once
+    /// the flush interval has passed; count an unanswered batch as failed; poll authoritative
+    /// spend when due.
+    pub fn tick(&mut self, now_ms: u64, root: u32) {
+        if !self.sends(root) {
+            return;
+        }
         let Some(accounting) = &self.accounting else {
             return;
         };
@@ -121,34 +205,48 @@ impl SpendSink {
         }
         let flush = now_ms.saturating_sub(self.last_flush_ms) >= flush_every;
         if self.outbox.due(now_ms, flush) {
-            self.send_batch(now_ms);
+            self.send_batch(now_ms, root);
         }
-        let polling = self.calls.values().any(|c| *c == Call::Poll);
-        if poll_every > 0 && now_ms >= self.next_poll_ms && !polling && !self.draining {
+        let polling = self.calls.values().any(|(c, _)| *c == Call::Poll);
+        let poll_due = poll_every > 0 && now_ms >= self.next_poll_ms;
+        if poll_due && self.recording && !polling && !self.draining {
             self.next_poll_ms = now_ms.saturating_add(poll_every);
-            self.poll(now_ms);
+            self.poll(now_ms, root);
         }
     }
 
-    /// Starts the final flush. True when nothing is left (the root may finish now).
-    pub fn drain(&mut self, now_ms: u64) -> bool {
+    /// Starts the final flush, when root context `root`, the VM's last, finishes. True when
+    /// nothing is left (the root may finish now).
+    fn drain(&mut self, now_ms: u64, root: u32) -> bool {
         self.draining = true;
         if self.outbox.is_empty() {
             return true;
         }
         if !self.outbox.busy() {
-            self.send_batch(now_ms);
+            self.send_batch(now_ms, root);
         }
         self.outbox.is_empty()
     }
 
     /// Handles the answer to a call made by this sink (`status` 0: no answer). Returns true
-    /// when a drain has just completed.
+    /// when the root context that made the call has retired and may now finish.
     pub fn on_response(&mut self, token: u32, status: u16, body: &[u8], now_ms: u64) -> bool {
-        match self.calls.remove(&token) {
-            Some(Call::Batch) => self.on_batch_response(status, body, now_ms),
-            Some(Call::Poll) => self.on_poll_response(status, body),
-            None => {}
+        let root = match self.calls.remove(&token) {
+            Some((Call::Batch, root)) => {
+                self.on_batch_response(status, body, now_ms, root);
+                root
+            }
+            Some((Call::Poll, root)) => {
+                self.on_poll_response(status, body);
+                root
+            }
+            None => return false,
+        };
+        if self.live_roots.contains(&root) {
+            return false;
+        }
+        if !self.live_roots.is_empty() {
+            return !self.awaits_answer_for(root);
         }
         if !self.draining {
             return false;
@@ -162,13 +260,13 @@ impl SpendSink {
                 report_dropped(&left, "the accounting cluster did not take the final flush");
                 return true;
             }
-            self.send_batch(now_ms);
+            self.send_batch(now_ms, root);
             return self.outbox.is_empty();
         }
         false
     }
 
-    fn send_batch(&mut self, now_ms: u64) {
+    fn send_batch(&mut self, now_ms: u64, root: u32) {
         let Some(accounting) = &self.accounting else {
             return;
         };
@@ -184,7 +282,7 @@ impl SpendSink {
         let events = self.outbox.in_flight();
         match host::dispatch(&accounting.cluster, headers, &body, accounting.timeout_ms) {
             Some(token) => {
-                self.calls.insert(token, Call::Batch);
+                self.calls.insert(token, (Call::Batch, root));
                 metrics::spend_batch_sent(events);
             }
             None => {
@@ -209,7 +307,7 @@ impl SpendSink {
         report_dropped(&dropped, "the spend buffer is full");
     }
 
-    fn on_batch_response(&mut self, status: u16, body: &[u8], now_ms: u64) {
+    fn on_batch_response(&mut self, status: u16, body: &[u8], now_ms: u64, root: u32) {
         if !(200..300).contains(&status) {
             host::log(
                 Level::Warn,
@@ -246,12 +344,12 @@ impl SpendSink {
             }
         }
         // Behind? Send the next full batch now (this runs in the root context).
-        if !self.draining && self.outbox.due(now_ms, false) {
-            self.send_batch(now_ms);
+        if !self.draining && self.sends(root) && self.outbox.due(now_ms, false) {
+            self.send_batch(now_ms, root);
         }
     }
 
-    fn poll(&mut self, now_ms: u64) {
+    fn poll(&mut self, now_ms: u64, root: u32) {
         let Some(accounting) = &self.accounting else {
             return;
         };
@@ -269,7 +367,7 @@ impl SpendSink {
         if let Some(token) =
             host::dispatch(&accounting.cluster, headers, b"", accounting.timeout_ms)
         {
-            self.calls.insert(token, Call::Poll);
+            self.calls.insert(token, (Call::Poll, root));
         }
     }
 

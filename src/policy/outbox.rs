@@ -1,4 +1,4 @@
-//! The spend outbox of one root context: buffered events, one batch in flight, retries with
+//! The spend outbox of one VM (it outlives config versions): buffered events, one batch in flight, retries with
 //! backoff, and a bound beyond which the oldest events are dropped (and reported, never silently).
 //!
 //! Pure state: the adapter asks [`Outbox::due`] on each tick, sends what [`Outbox::take_batch`]
@@ -58,6 +58,14 @@ impl Outbox {
     /// Queues an event; returns the events dropped to stay within the bound (oldest first).
     pub fn push(&mut self, event: Outgoing) -> Vec<Outgoing> {
         self.queue.push_back(event);
+        self.trim()
+    }
+
+    /// Applies a new version's batch size and bound; returns the events dropped to fit the new
+    /// bound (oldest first). The batch in flight is kept as it is.
+    pub fn set_limits(&mut self, batch_max: usize, max_buffered: usize) -> Vec<Outgoing> {
+        self.batch_max = batch_max.max(1);
+        self.max_buffered = max_buffered.max(1);
         self.trim()
     }
 
@@ -172,6 +180,25 @@ mod tests {
 
     fn ids(events: &[Outgoing]) -> Vec<&str> {
         events.iter().map(|e| e.id.as_str()).collect()
+    }
+
+    #[test]
+    fn new_limits_keep_the_batch_in_flight_and_drop_the_oldest_queued() {
+        let mut outbox = Outbox::new(2, 10);
+        for n in 1..=6 {
+            outbox.push(event(n));
+        }
+        outbox.take_batch(0);
+        let dropped = outbox.set_limits(3, 4);
+        assert_eq!(
+            ids(&dropped),
+            ["e3", "e4"],
+            "queued oldest first; e1, e2 are in flight"
+        );
+        assert_eq!(outbox.len(), 4);
+        assert_eq!(ids(&outbox.acknowledged()), ["e1", "e2"]);
+        assert_eq!(outbox.take_batch(0), br#"[{"id":"e5"},{"id":"e6"}]"#);
+        assert!(outbox.set_limits(1, 100).is_empty());
     }
 
     #[test]
