@@ -29,6 +29,7 @@ from stack import ENVOY, AccountingServer, EnvoyStack, clean_dir, free_port, key
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "8"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "16"))
+LATENCY_SECONDS = int(os.environ.get("BENCH_LATENCY_SECONDS", "5"))
 KEYS = int(os.environ.get("BENCH_KEYS", "10000"))
 # Knobs for A/B runs of the money path (both on by default: the full path).
 BUDGETS = os.environ.get("BENCH_BUDGETS", "1") == "1"
@@ -56,10 +57,14 @@ BUFFER_FILTER = """          - name: envoy.filters.http.buffer
 FLOOR_WASM = ROOT / "bench" / "floor" / "target" / "wasm32-wasip1" / "release" / "tollgate_bench_floor.wasm"
 
 
-def floor_filter():
-    """The do-nothing Wasm filter of bench/floor, with Tollgate's callback pattern."""
+def floor_filter(edits):
+    """The do-nothing Wasm filter of bench/floor, with Tollgate's callback pattern; with `edits`
+    it also makes Tollgate's host calls (header and body edits, route-cache clear, shared-data
+    CAS, filter state) with fixed values."""
     config = {"@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
               "config": {"name": "floor", "root_id": "floor", "allow_on_headers_stop_iteration": True,
+                         "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                                           "value": "edits" if edits else ""},
                          "vm_config": {"vm_id": "floor", "runtime": "envoy.wasm.runtime.v8",
                                        "code": {"local": {"filename": str(FLOOR_WASM)}}}}}
     return f"""          - name: envoy.filters.http.wasm
@@ -67,12 +72,12 @@ def floor_filter():
 """
 
 
-def http_listener(name, port, route, read_body_first=False, wasm_floor=False):
+def http_listener(name, port, route, read_body_first=False, wasm_floor=None):
     """A plain HTTP listener (router only) whose single route is `route` (a YAML flow mapping).
     `read_body_first` buffers the request before the route answers: an Envoy that answers a POST
     with a direct_response before its body has arrived closes the connection, so the proxy in
-    front would open a new upstream connection for every request. `wasm_floor` puts the
-    do-nothing Wasm filter before the router."""
+    front would open a new upstream connection for every request. `wasm_floor` ("floor" or
+    "edits") puts the do-nothing Wasm filter before the router."""
     return f"""  - name: {name}
     address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
     per_connection_buffer_limit_bytes: 8388608
@@ -90,7 +95,7 @@ def http_listener(name, port, route, read_body_first=False, wasm_floor=False):
               - match: {{ prefix: "/" }}
                 {route}
           http_filters:
-{BUFFER_FILTER if read_body_first else ""}{floor_filter() if wasm_floor else ""}          - name: envoy.filters.http.router
+{BUFFER_FILTER if read_body_first else ""}{floor_filter(wasm_floor == "edits") if wasm_floor else ""}          - name: envoy.filters.http.router
             typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
 """
 
@@ -143,9 +148,9 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def wrk(url, lua, seconds, envoy_pid=None):
+def wrk(url, lua, seconds, envoy_pid=None, connections=None):
     cpu_before = cpu_seconds(envoy_pid) if envoy_pid else 0.0
-    out = subprocess.run(["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", "-s", str(lua), url],
+    out = subprocess.run(["wrk", "-t1", f"-c{connections or CONNECTIONS}", f"-d{seconds}s", "--latency", "-s", str(lua), url],
                          capture_output=True, text=True, timeout=seconds + 30).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 
@@ -158,6 +163,19 @@ def wrk(url, lua, seconds, envoy_pid=None):
     requests = int(re.search(r"(\d+) requests in", out).group(1))
     cpu_us = (cpu_seconds(envoy_pid) - cpu_before) * 1e6 / requests if envoy_pid else 0.0
     return rps, pct(50), pct(99), cpu_us
+
+
+def native_core(work, policy_json, json_body, sse_body):
+    """The same requests through the core compiled natively (examples/core_per_request.rs), step
+    by step: what the filter's logic costs before V8 and the host calls."""
+    (work / "policy.json").write_text(policy_json)
+    for kind, body, response in (("json", json_body, COMPLETION), ("sse", sse_body, STREAM)):
+        (work / f"{kind}-body.json").write_text(body)
+        (work / f"{kind}-response").write_text(response)
+        out = subprocess.run([str(ROOT / "target" / "release" / "examples" / "core_per_request"),
+                              str(work / "policy.json"), str(work / f"{kind}-body.json"), str(work / f"{kind}-response")],
+                             capture_output=True, text=True, timeout=300, env=dict(os.environ, BENCH_KEY=f"sk-bench-{KEYS - 1}"))
+        print(f"\n{kind}: " + (out.stdout.strip() or out.stderr.strip()))
 
 
 def rss_mib(pid):
@@ -184,7 +202,7 @@ def main():
     accounting = AccountingServer(work / "accounting", binary=ROOT / "target" / "release" / "tollgate")
     policy = bench_policy()
     policy_json = json.dumps(policy)
-    plain_ports = {"plain": free_port(), "plain_sse": free_port(), "floor": free_port(), "floor_sse": free_port()}
+    plain_ports = {name: free_port() for name in ("plain", "plain_sse", "floor", "floor_sse", "edits", "edits_sse")}
     stack = None
     try:
         # Build the filtered stack with the plain listeners added to the same bootstrap.
@@ -196,7 +214,7 @@ def main():
             plain = "".join(
                 http_listener(name, plain_ports[name],
                               f"route: {{ cluster: {'openai_sse' if name.endswith('sse') else 'openai'}, timeout: 30s }}",
-                              wasm_floor=name.startswith("floor"))
+                              wasm_floor=None if name.startswith("plain") else name.split("_")[0])
                 for name in plain_ports)
             return text.replace("  clusters:\n", plain + "  clusters:\n", 1)
         stack_module.render_bootstrap = with_plain
@@ -218,9 +236,11 @@ def main():
         paths = {
             "plain json": (f"http://127.0.0.1:{plain_ports['plain']}/v1/chat/completions", lua["json"]),
             "wasm floor json": (f"http://127.0.0.1:{plain_ports['floor']}/v1/chat/completions", lua["json"]),
+            "host calls json": (f"http://127.0.0.1:{plain_ports['edits']}/v1/chat/completions", lua["json"]),
             "tollgate json": (f"http://127.0.0.1:{stack.listen_port}/v1/chat/completions", lua["json"]),
             "plain sse": (f"http://127.0.0.1:{plain_ports['plain_sse']}/v1/chat/completions", lua["sse"]),
             "wasm floor sse": (f"http://127.0.0.1:{plain_ports['floor_sse']}/v1/chat/completions", lua["sse"]),
+            "host calls sse": (f"http://127.0.0.1:{plain_ports['edits_sse']}/v1/chat/completions", lua["sse"]),
             "tollgate sse": (f"http://127.0.0.1:{stack.listen_port}/v1/chat/completions", lua["sse"]),
         }
         for url, script in paths.values():
@@ -230,6 +250,14 @@ def main():
             for name, (url, script) in paths.items():
                 results[name].append(wrk(url, script, SECONDS, stack.process.pid))
         med = {name: [statistics.median(r[i] for r in runs) for i in range(4)] for name, runs in results.items()}
+        # Added latency without queueing: one connection, one request at a time.
+        single = [name for name in paths if name.startswith(("plain", "tollgate"))]
+        one = {name: [] for name in single}
+        for _ in range(ROUNDS):
+            for name in single:
+                url, script = paths[name]
+                one[name].append(wrk(url, script, LATENCY_SECONDS, connections=1))
+        one_med = {name: [statistics.median(r[i] for r in runs) for i in range(3)] for name, runs in one.items()}
         log_text = stack.log_path.read_text(errors="replace")
         loads = re.findall(r"compiled in ([\d.]+) ms", log_text)
         vm_memory = re.findall(r"policy ([\d.]+) MiB, heap in use ([\d.]+) MiB, VM linear memory ([\d.]+) MiB", log_text)
@@ -253,11 +281,19 @@ def main():
             print(f"{name:<16} {rps:>10.0f} {p50:>9.0f} {p99:>9.0f} {cpu:>17.1f}")
         for kind in ("json", "sse"):
             t, f, p = med[f"tollgate {kind}"], med[f"wasm floor {kind}"], med[f"plain {kind}"]
+            h = med[f"host calls {kind}"]
             print(f"\n{kind}: throughput ratio tollgate/plain {t[0] / p[0]:.1%}   added p50 {t[1] - p[1]:.0f} us"
                   f"   added p99 {t[2] - p[2]:.0f} us   filter CPU {t[3] - p[3]:.1f} us/request")
             print(f"{kind}: the do-nothing Wasm filter: throughput ratio floor/plain {f[0] / p[0]:.1%}"
                   f"   added p50 {f[1] - p[1]:.0f} us   CPU {f[3] - p[3]:.1f} us/request;"
                   f" Tollgate beyond the floor: {t[3] - f[3]:.1f} us/request")
+            print(f"{kind}: the same filter making Tollgate's host calls: throughput ratio {h[0] / p[0]:.1%}"
+                  f"   CPU {h[3] - p[3]:.1f} us/request; Tollgate beyond it: {t[3] - h[3]:.1f} us/request")
+        print(f"\none connection at a time (wrk -c1, {ROUNDS} rounds x {LATENCY_SECONDS}s), medians:")
+        for kind in ("json", "sse"):
+            t, p = one_med[f"tollgate {kind}"], one_med[f"plain {kind}"]
+            print(f"{kind}: plain p50 {p[1]:.0f} us p99 {p[2]:.0f} us; tollgate p50 {t[1]:.0f} us p99 {t[2]:.0f} us;"
+                  f" added p50 {t[1] - p[1]:.0f} us, added p99 {t[2] - p[2]:.0f} us")
         print("\nupstream connections / requests per cluster: "
               + ", ".join(f"{c} {cx}/{rq}" for c, (cx, rq) in upstream_cx.items()))
         print(f"spend events: {recorded} recorded, {acked} acknowledged, {dropped} dropped, {stored} stored")
@@ -266,6 +302,7 @@ def main():
         print("memory per VM after loading (policy / heap in use / linear memory, MiB): "
               + "; ".join(" / ".join(m) for m in vm_memory) + f"; Envoy RSS {rss_mib(stack.process.pid):.0f} MiB")
         print(f"wasm size: {(ROOT / 'target/wasm32-wasip1/release/tollgate.wasm').stat().st_size // 1024} KiB")
+        native_core(work, policy_json, json_body, sse_body)
     finally:
         if stack:
             stack.stop()

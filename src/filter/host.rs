@@ -4,6 +4,7 @@
 //! write after headers were forwarded), and a panic kills the worker's VM. Every function here
 //! returns a plain value or `bool` instead, so no host answer can crash the filter.
 
+use std::ops::Range;
 use std::ptr::null_mut;
 
 const STATUS_OK: u32 = 0;
@@ -266,8 +267,27 @@ pub fn now_nanos() -> u64 {
     }
 }
 
-/// Every header of a map in one hostcall, as (lower-case name, value) byte pairs.
-pub fn headers(map: Map) -> Vec<(Vec<u8>, Vec<u8>)> {
+/// Every header of a map, as read in one hostcall: the host's buffer and where each pair is.
+#[derive(Default)]
+pub struct HeaderPairs {
+    bytes: Vec<u8>,
+    spans: Vec<(Range<usize>, Range<usize>)>,
+}
+
+impl HeaderPairs {
+    /// (lower-case name, value) pairs, borrowed from the host's buffer.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.spans.iter().map(|(name, value)| {
+            (
+                self.bytes.get(name.clone()).unwrap_or_default(),
+                self.bytes.get(value.clone()).unwrap_or_default(),
+            )
+        })
+    }
+}
+
+/// Every header of a map in one hostcall (none if the host refuses).
+pub fn headers(map: Map) -> HeaderPairs {
     let mut data = null_mut();
     let mut size = 0usize;
     // SAFETY: out-params are valid slots.
@@ -275,33 +295,31 @@ pub fn headers(map: Map) -> Vec<(Vec<u8>, Vec<u8>)> {
     // SAFETY: on success the host returned an allocation of `size` bytes (or null).
     let bytes = unsafe { take_host_bytes(data, size) };
     if status != STATUS_OK {
-        return Vec::new();
+        return HeaderPairs::default();
     }
-    parse_header_pairs(&bytes).unwrap_or_default()
+    let spans = header_pair_spans(&bytes).unwrap_or_default();
+    HeaderPairs { bytes, spans }
 }
 
-/// Decodes the proxy-wasm header-map wire format (see [`serialize_headers`]).
-fn parse_header_pairs(bytes: &[u8]) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
+/// Decodes the proxy-wasm header-map wire format (see [`serialize_headers`]) into the byte
+/// ranges of each name and value; no copies.
+fn header_pair_spans(bytes: &[u8]) -> Option<Vec<(Range<usize>, Range<usize>)>> {
     let u32_at = |at: usize| -> Option<usize> {
         let raw: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
         usize::try_from(u32::from_le_bytes(raw)).ok()
     };
     let count = u32_at(0)?;
-    let mut sizes = Vec::with_capacity(count.min(1024));
-    for i in 0..count {
-        let at = i.checked_mul(8)?.checked_add(4)?;
-        sizes.push((u32_at(at)?, u32_at(at.checked_add(4)?)?));
-    }
     let mut at = count.checked_mul(8)?.checked_add(4)?;
-    let mut out = Vec::with_capacity(sizes.len());
-    for (name_len, value_len) in sizes {
+    let mut out = Vec::with_capacity(count.min(1024));
+    for i in 0..count {
+        let size_at = i.checked_mul(8)?.checked_add(4)?;
+        let (name_len, value_len) = (u32_at(size_at)?, u32_at(size_at.checked_add(4)?)?);
         let name_end = at.checked_add(name_len)?;
-        let name = bytes.get(at..name_end)?.to_vec();
         let value_start = name_end.checked_add(1)?;
         let value_end = value_start.checked_add(value_len)?;
-        let value = bytes.get(value_start..value_end)?.to_vec();
+        bytes.get(at..value_end)?;
+        out.push((at..name_end, value_start..value_end));
         at = value_end.checked_add(1)?;
-        out.push((name, value));
     }
     Some(out)
 }

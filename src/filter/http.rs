@@ -4,6 +4,7 @@
 //! routing, credential and body edits all happen before anything is forwarded. Header writes
 //! are only attempted while headers are held; a refused write is logged, never a panic.
 
+use std::borrow::Cow;
 use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext};
@@ -58,15 +59,16 @@ impl Rewriter {
     }
 }
 
-/// The request headers the core reads (first value of each).
+/// The request headers the core reads (first value of each), borrowed from the host's buffer
+/// where they are valid UTF-8.
 #[derive(Default)]
-struct HeadFacts {
-    method: Option<String>,
-    path: Option<String>,
-    authorization: Option<String>,
-    x_api_key: Option<String>,
-    api_key: Option<String>,
-    content_length: Option<String>,
+struct HeadFacts<'a> {
+    method: Option<Cow<'a, str>>,
+    path: Option<Cow<'a, str>>,
+    authorization: Option<Cow<'a, str>>,
+    x_api_key: Option<Cow<'a, str>>,
+    api_key: Option<Cow<'a, str>>,
+    content_length: Option<Cow<'a, str>>,
 }
 
 /// Per-stream state.
@@ -271,10 +273,9 @@ impl Context for TollgateHttp {}
 impl HttpContext for TollgateHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let mut facts = HeadFacts::default();
-        for (name, value) in host::headers(Map::Request) {
-            // Lossy: a non-UTF-8 credential is still seen (and refused as malformed, and removed).
-            let value = String::from_utf8_lossy(&value).into_owned();
-            let slot = match name.as_slice() {
+        let pairs = host::headers(Map::Request);
+        for (name, value) in pairs.iter() {
+            let slot = match name {
                 b":method" => &mut facts.method,
                 b":path" => &mut facts.path,
                 b"authorization" => &mut facts.authorization,
@@ -283,7 +284,10 @@ impl HttpContext for TollgateHttp {
                 b"content-length" => &mut facts.content_length,
                 _ => continue,
             };
-            slot.get_or_insert(value);
+            if slot.is_none() {
+                // Lossy: a non-UTF-8 credential is still seen (and refused as malformed, and removed).
+                *slot = Some(String::from_utf8_lossy(value));
+            }
         }
         let content_length = facts
             .content_length
@@ -337,17 +341,15 @@ impl HttpContext for TollgateHttp {
             return Action::Continue;
         };
         let (mut status, mut content_type) = (0u16, None);
-        for (name, value) in host::headers(Map::Response) {
-            match name.as_slice() {
+        for (name, value) in host::headers(Map::Response).iter() {
+            match name {
                 b":status" => {
-                    status = std::str::from_utf8(&value)
+                    status = std::str::from_utf8(value)
                         .ok()
                         .and_then(|v| v.parse().ok())
                         .unwrap_or(0)
                 }
-                b"content-type" => {
-                    content_type = Some(String::from_utf8_lossy(&value).into_owned())
-                }
+                b"content-type" => content_type = Some(String::from_utf8_lossy(value).into_owned()),
                 _ => {}
             }
         }

@@ -96,9 +96,9 @@ impl Context for TollgateRoot {
             0
         } else {
             host::headers(Map::HttpCallResponse)
-                .into_iter()
-                .find(|(name, _)| name.as_slice() == b":status")
-                .and_then(|(_, value)| std::str::from_utf8(&value).ok()?.parse::<u16>().ok())
+                .iter()
+                .find(|(name, _)| *name == b":status")
+                .and_then(|(_, value)| std::str::from_utf8(value).ok()?.parse::<u16>().ok())
                 .unwrap_or(0)
         };
         let body = host::buffer(Buffer::HttpCallResponseBody, body_size).unwrap_or_default();

@@ -19,7 +19,7 @@ use crate::policy::accounting_api::{BatchReply, BudgetsReply, BATCH_PATH, BUDGET
 use crate::policy::denial::usd;
 use crate::policy::index::Accounting;
 use crate::policy::outbox::{Outbox, Outgoing};
-use crate::policy::reservation::confirm;
+use crate::policy::reservation::{confirm, confirm_acknowledged};
 use crate::policy::settlement::Finished;
 use crate::policy::spend::{SpendEvent, BATCH_CONTENT_TYPE};
 
@@ -337,12 +337,13 @@ impl SpendSink {
             .iter()
             .map(|b| (b.ledger_key(), b.spend_nano_usd))
             .collect();
-        let ledgers = SharedLedgers;
-        for event in &acked {
-            for key in &event.ledger_keys {
-                confirm(&ledgers, key, event.cost_nano, totals.get(key).copied());
-            }
-        }
+        confirm_acknowledged(
+            &SharedLedgers,
+            acked
+                .iter()
+                .map(|e| (e.ledger_keys.as_slice(), e.cost_nano)),
+            &totals,
+        );
         // Behind? Send the next full batch now (this runs in the root context).
         if !self.draining && self.sends(root) && self.outbox.due(now_ms, false) {
             self.send_batch(now_ms, root);

@@ -10,9 +10,10 @@
 //! The ledger is plain data with a compact binary encoding; the adapter keeps it in proxy-wasm
 //! shared data (one value per budget window, updated with compare-and-swap).
 
+use std::sync::Arc;
+
 use crate::policy::denial::Denial;
 use crate::policy::index::{Budget, Policy, Team, VirtualKey};
-use crate::policy::key_hash::to_hex;
 use crate::policy::time::{format_rfc3339, window_bounds};
 
 /// Whose budget.
@@ -56,34 +57,54 @@ impl Scope {
 pub struct BudgetLine {
     /// Whose budget.
     pub scope: Scope,
-    /// Stable holder id: key hash (hex), team id, user id, end-user id.
-    pub id: String,
+    /// The budget's stable name across versions and replicas, `scope:id` (made once per version).
+    budget_id: Arc<str>,
     /// Name for messages: key alias, team alias, user id.
-    pub label: String,
+    pub label: Arc<str>,
     /// Limit in nano-dollars.
     pub limit_nano: u64,
     /// Window start, Unix seconds (0 for a budget that never resets).
     pub window_start: i64,
     /// Window end, Unix seconds (`None` for a budget that never resets).
     pub window_end: Option<i64>,
+    /// The shared-data key of this window's ledger.
+    ledger_key: String,
 }
 
 impl BudgetLine {
+    /// The window `[window_start, window_end)` of `budget`.
+    pub fn new(
+        scope: Scope,
+        budget: &Budget,
+        window_start: i64,
+        window_end: Option<i64>,
+    ) -> BudgetLine {
+        BudgetLine {
+            scope,
+            ledger_key: format!("tollgate/budget/{}/{window_start}", budget.id),
+            budget_id: Arc::clone(&budget.id),
+            label: Arc::clone(&budget.label),
+            limit_nano: budget.limit_nano,
+            window_start,
+            window_end,
+        }
+    }
+
     /// The budget's stable name across versions and replicas: `scope:id`.
-    pub fn budget_id(&self) -> String {
-        format!("{}:{}", self.scope.name(), self.id)
+    pub fn budget_id(&self) -> &str {
+        &self.budget_id
     }
 
     /// The shared-data key of this window's ledger.
-    pub fn ledger_key(&self) -> String {
-        format!("tollgate/budget/{}/{}", self.budget_id(), self.window_start)
+    pub fn ledger_key(&self) -> &str {
+        &self.ledger_key
     }
 
     /// The refusal for a ledger that has reached the limit.
     pub fn refusal(&self, ledger: &Ledger, now: i64) -> Denial {
         Denial::BudgetExceeded {
             scope: self.scope.name(),
-            name: self.label.clone(),
+            name: self.label.to_string(),
             limit_nano: self.limit_nano,
             spend_nano: ledger.spent(),
             reserved_nano: ledger.reserved(now),
@@ -101,44 +122,21 @@ pub fn applicable_budgets(
     now: i64,
 ) -> Vec<BudgetLine> {
     let mut lines = Vec::new();
-    let mut push = |scope: Scope, id: String, label: String, budget: &Budget| {
+    let mut push = |scope: Scope, budget: &Budget| {
         let (window_start, window_end) = window_bounds(budget.window, now);
-        lines.push(BudgetLine {
-            scope,
-            id,
-            label,
-            limit_nano: budget.limit_nano,
-            window_start,
-            window_end,
-        });
+        lines.push(BudgetLine::new(scope, budget, window_start, window_end));
     };
     if let Some(budget) = &key.budget {
-        push(Scope::Key, to_hex(&key.digest), key.display_name(), budget);
+        push(Scope::Key, budget);
     }
-    if let Some(team) = team {
-        if let Some(budget) = &team.budget {
-            push(
-                Scope::Team,
-                team.id.clone(),
-                team.display_name().to_string(),
-                budget,
-            );
-        }
+    if let Some(budget) = team.and_then(|team| team.budget.as_ref()) {
+        push(Scope::Team, budget);
     }
-    if let Some(user) = &key.user_id {
-        if let Some(budget) = policy.users.get(user) {
-            push(Scope::User, user.clone(), user.clone(), budget);
-        }
+    if let Some(budget) = key.user_id.as_ref().and_then(|u| policy.users.get(u)) {
+        push(Scope::User, budget);
     }
-    if let Some(end_user) = end_user {
-        if let Some(budget) = policy.end_users.get(end_user) {
-            push(
-                Scope::EndUser,
-                end_user.to_string(),
-                end_user.to_string(),
-                budget,
-            );
-        }
+    if let Some(budget) = end_user.and_then(|u| policy.end_users.get(u)) {
+        push(Scope::EndUser, budget);
     }
     lines
 }
@@ -275,7 +273,7 @@ mod tests {
 
     use super::*;
     use crate::policy::compile;
-    use crate::policy::key_hash::digest;
+    use crate::policy::key_hash::{digest, to_hex};
 
     fn policy() -> Policy {
         let json = format!(
@@ -312,7 +310,7 @@ mod tests {
         assert_eq!(lines[2].window_start, 0);
         assert_eq!(lines[2].window_end, None);
         assert_eq!(lines[1].budget_id(), "team:t1");
-        assert_eq!(lines[1].label, "search");
+        assert_eq!(&*lines[1].label, "search");
         assert!(lines[0].ledger_key().starts_with("tollgate/budget/key:"));
         assert!(applicable_budgets(&policy, key, team, Some("stranger"), now).len() == 3);
         let plain = &policy.keys[1];

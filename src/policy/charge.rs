@@ -77,7 +77,7 @@ fn cost_entry<'p>(
 ) -> Option<&'p CostEntry> {
     policy
         .cost_map
-        .get(&format!("{}/{model}", deployment.provider))
+        .get_qualified(&deployment.provider, model)
         .or_else(|| policy.cost_map.get(model))
 }
 

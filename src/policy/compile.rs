@@ -8,6 +8,7 @@ use std::fmt;
 
 use hashbrown::{HashMap, HashSet};
 
+use crate::policy::budget::Scope;
 use crate::policy::config::{
     AccountingConfig, BudgetHolderConfig, Config, KeyConfig, Settings, TeamConfig, UnpricedMode,
 };
@@ -143,8 +144,8 @@ pub fn compile_config(config: Config) -> Result<Policy, ConfigErrors> {
 
     let team_ids = cx.add_teams(&mut policy, config.teams);
     cx.add_keys(&mut policy, config.keys, &team_ids);
-    policy.users = cx.budget_holders("users", config.users);
-    policy.end_users = cx.budget_holders("end_users", config.end_users);
+    policy.users = cx.budget_holders("users", Scope::User, config.users);
+    policy.end_users = cx.budget_holders("end_users", Scope::EndUser, config.end_users);
 
     if cx.errors.is_empty() {
         Ok(policy)
@@ -200,11 +201,13 @@ impl Compiler {
         }
     }
 
+    /// The budget of holder `id` in `scope`, named for ledgers and messages once per version.
     fn budget(
         &mut self,
         path: &str,
         max_budget: Option<f64>,
         duration: Option<&str>,
+        (scope, id, label): (Scope, &str, &str),
     ) -> Option<Budget> {
         let window = match duration {
             None => None,
@@ -227,6 +230,8 @@ impl Compiler {
                 None
             }
             Some(max) if max.is_finite() && (0.0..=MAX_BUDGET_USD).contains(&max) => Some(Budget {
+                id: format!("{}:{id}", scope.name()).into(),
+                label: label.into(),
                 max_usd: max,
                 limit_nano: (max * 1e9).round() as u64,
                 window,
@@ -427,7 +432,9 @@ impl Compiler {
                 t.model_aliases,
                 |target| policy.resolve_global(target).to_string(),
             );
-            let budget = self.budget(&path, t.max_budget, t.budget_duration.as_deref());
+            let label = t.team_alias.as_deref().unwrap_or(&t.team_id);
+            let holder = (Scope::Team, t.team_id.as_str(), label);
+            let budget = self.budget(&path, t.max_budget, t.budget_duration.as_deref(), holder);
             ids.insert(t.team_id.clone(), policy.teams.len() as TeamId);
             policy.teams.push(Team {
                 id: t.team_id,
@@ -508,7 +515,13 @@ impl Compiler {
                     .map_or(target, String::as_str);
                 policy.resolve_global(after_team).to_string()
             });
-            let budget = self.budget(&path, k.max_budget, k.budget_duration.as_deref());
+            let hex = digest.as_ref().map(key_hash::to_hex).unwrap_or_default();
+            let label = match &k.key_alias {
+                Some(alias) => alias.clone(),
+                None => format!("key {}…", hex.get(..12).unwrap_or_default()),
+            };
+            let holder = (Scope::Key, hex.as_str(), label.as_str());
+            let budget = self.budget(&path, k.max_budget, k.budget_duration.as_deref(), holder);
             let Some(digest) = digest else { continue };
             if self.errors.len() > before {
                 continue;
@@ -531,6 +544,7 @@ impl Compiler {
     fn budget_holders(
         &mut self,
         section: &str,
+        scope: Scope,
         holders: Vec<BudgetHolderConfig>,
     ) -> HashMap<String, Budget> {
         let mut out = HashMap::with_capacity(holders.len());
@@ -547,7 +561,9 @@ impl Compiler {
                 );
                 continue;
             }
-            if let Some(budget) = self.budget(&path, h.max_budget, h.budget_duration.as_deref()) {
+            let holder = (scope, h.user_id.as_str(), h.user_id.as_str());
+            let duration = h.budget_duration.as_deref();
+            if let Some(budget) = self.budget(&path, h.max_budget, duration, holder) {
                 out.insert(h.user_id, budget);
             }
         }

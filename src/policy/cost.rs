@@ -121,13 +121,15 @@ pub fn rates_for(
     if let Some(rates) = deployment_rates(deployment) {
         return (rates, PriceSource::Deployment);
     }
-    let qualified = format!("{}/{model}", deployment.provider);
-    let entry = policy.cost_map.get(&qualified).or_else(|| {
-        policy
-            .cost_map
-            .get(model)
-            .filter(|e| e.provider.as_deref() == Some(deployment.provider.as_str()))
-    });
+    let entry = policy
+        .cost_map
+        .get_qualified(&deployment.provider, model)
+        .or_else(|| {
+            policy
+                .cost_map
+                .get(model)
+                .filter(|e| e.provider.as_deref() == Some(deployment.provider.as_str()))
+        });
     match entry {
         Some(entry) => (entry_rates(entry, prompt_tokens), PriceSource::CostMap),
         None => (Rates::default(), PriceSource::Unpriced),

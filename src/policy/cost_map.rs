@@ -88,6 +88,24 @@ impl CostMap {
         self.entries.get(model)
     }
 
+    /// The entry named `provider/model`. The name is assembled on the stack: this runs for
+    /// every priced request, and a `format!` there was one of its allocations.
+    pub fn get_qualified(&self, provider: &str, model: &str) -> Option<&CostEntry> {
+        let mut buffer = [0u8; 256];
+        let length = provider.len() + 1 + model.len();
+        let Some(name) = buffer.get_mut(..length) else {
+            return self.entries.get(&format!("{provider}/{model}"));
+        };
+        let (head, tail) = name.split_at_mut(provider.len());
+        head.copy_from_slice(provider.as_bytes());
+        let (slash, rest) = tail.split_at_mut(1);
+        slash.copy_from_slice(b"/");
+        rest.copy_from_slice(model.as_bytes());
+        // Two &str joined by an ASCII byte are UTF-8.
+        let name = std::str::from_utf8(name).ok()?;
+        self.entries.get(name)
+    }
+
     /// Number of model entries.
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -355,6 +373,23 @@ mod tests {
     fn parse(json: &str) -> Result<CostMap, String> {
         let de = &mut serde_json::Deserializer::from_str(json);
         serde_path_to_error::deserialize(de).map_err(|e| format!("{}: {}", e.path(), e.inner()))
+    }
+
+    #[test]
+    fn qualified_lookup_joins_provider_and_model_at_any_length() {
+        let long = "m".repeat(300);
+        let map = parse(&format!(
+            r#"{{"openai/gpt-4o":{{"litellm_provider":"openai","input_cost_per_token":1e-6}},
+                "openai/{long}":{{"litellm_provider":"openai","input_cost_per_token":2e-6}}}}"#
+        ))
+        .unwrap();
+        assert!(map.get_qualified("openai", "gpt-4o").is_some());
+        assert!(
+            map.get_qualified("openai", &long).is_some(),
+            "past the stack buffer"
+        );
+        assert!(map.get_qualified("openai", "gpt-4").is_none());
+        assert!(map.get_qualified("openai/gpt-4o", "").is_none());
     }
 
     #[test]

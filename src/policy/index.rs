@@ -4,6 +4,8 @@
 //! parsed per request. Derived tables (provider sets, alias maps, wildcard matchers, access
 //! groups) are built in [`crate::policy::compile`] from the same document, so they cannot drift.
 
+use std::sync::Arc;
+
 use hashbrown::{HashMap, HashSet};
 
 use crate::policy::affinity_mark::AffinityTag;
@@ -141,8 +143,12 @@ pub struct Team {
 }
 
 /// A spending limit.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Budget {
+    /// The budget's stable name, `scope:id` (key hash in hex, team id, user id, end-user id).
+    pub id: Arc<str>,
+    /// Name for messages: key alias, team alias, user id.
+    pub label: Arc<str>,
     /// Limit in USD, as configured.
     pub max_usd: f64,
     /// Limit in nano-dollars (what is compared).

@@ -69,7 +69,7 @@ pub fn reserve(
     let expires_at = Ledger::expiry(now, ttl_seconds);
     for (i, line) in lines.iter().enumerate() {
         let mut seen = Ledger::default();
-        let reserved = store.update(&line.ledger_key(), &mut |ledger| {
+        let reserved = store.update(line.ledger_key(), &mut |ledger| {
             let admitted = ledger.try_reserve(line.limit_nano, amount, expires_at, now);
             seen = ledger.clone();
             admitted
@@ -114,7 +114,7 @@ fn release_lines(
     now: i64,
 ) {
     for line in lines {
-        let _ = store.update(&line.ledger_key(), &mut |ledger| {
+        let _ = store.update(line.ledger_key(), &mut |ledger| {
             ledger.release(amount, expires_at, now);
             true
         });
@@ -132,7 +132,7 @@ pub fn settle(
     let mut all = true;
     for line in &reservation.lines {
         all &= store
-            .update(&line.ledger_key(), &mut |ledger| {
+            .update(line.ledger_key(), &mut |ledger| {
                 ledger.release(reservation.amount, reservation.expires_at, now);
                 ledger.record(cost_nano);
                 true
@@ -158,6 +158,29 @@ pub fn confirm(
         .is_ok()
 }
 
+/// Confirms the events of an acknowledged batch: each event's cost moves from unconfirmed to
+/// confirmed on every ledger it counted against, and `totals` (the cluster's authoritative spend
+/// per ledger key) raise the confirmed amounts. One ledger update per budget window, however
+/// many events of the batch it holds: a batch of 500 events on two budgets is two updates, not
+/// a thousand on the worker thread. Returns the number of updates made.
+pub fn confirm_acknowledged<'e>(
+    store: &dyn LedgerStore,
+    events: impl IntoIterator<Item = (&'e [String], u64)>,
+    totals: &HashMap<String, u64>,
+) -> usize {
+    let mut per_ledger: HashMap<&'e str, u64> = HashMap::new();
+    for (keys, cost) in events {
+        for key in keys {
+            let sum = per_ledger.entry(key.as_str()).or_insert(0);
+            *sum = sum.saturating_add(cost);
+        }
+    }
+    for (key, sum) in &per_ledger {
+        confirm(store, key, *sum, totals.get(*key).copied());
+    }
+    per_ledger.len()
+}
+
 #[cfg(test)]
 mod tests {
     #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
@@ -165,16 +188,39 @@ mod tests {
 
     use super::*;
     use crate::policy::budget::Scope;
+    use crate::policy::index::Budget;
+
+    #[test]
+    fn an_acknowledged_batch_updates_each_ledger_once_with_the_sum() {
+        let store = MemoryLedgers::default();
+        let (a, b) = ("a".to_string(), "b".to_string());
+        for key in [&a, &b] {
+            store
+                .update(key, &mut |l| {
+                    l.record(100);
+                    true
+                })
+                .unwrap();
+        }
+        let both = vec![a.clone(), b.clone()];
+        let only_a = vec![a.clone()];
+        let events = [(&both[..], 30), (&only_a[..], 20), (&both[..], 5)];
+        let totals: HashMap<String, u64> = [(b.clone(), 900)].into_iter().collect();
+        assert_eq!(confirm_acknowledged(&store, events, &totals), 2);
+        let ledgers = store.0.borrow();
+        assert_eq!((ledgers[&a].unconfirmed, ledgers[&a].confirmed), (45, 0));
+        assert_eq!((ledgers[&b].unconfirmed, ledgers[&b].confirmed), (65, 900));
+    }
 
     fn line(scope: Scope, id: &str, limit: u64) -> BudgetLine {
-        BudgetLine {
-            scope,
-            id: id.into(),
+        let budget = Budget {
+            id: format!("{}:{id}", scope.name()).into(),
             label: id.into(),
+            max_usd: limit as f64 / 1e9,
             limit_nano: limit,
-            window_start: 0,
-            window_end: None,
-        }
+            window: None,
+        };
+        BudgetLine::new(scope, &budget, 0, None)
     }
 
     #[test]
@@ -183,7 +229,7 @@ mod tests {
         let lines = vec![line(Scope::Key, "k", 100), line(Scope::Team, "t", 10)];
         let team_key = lines[1].ledger_key();
         store
-            .update(&team_key, &mut |l| {
+            .update(team_key, &mut |l| {
                 l.confirmed = 10;
                 true
             })
@@ -200,7 +246,7 @@ mod tests {
         let key_ledger = store
             .0
             .borrow()
-            .get(&lines[0].ledger_key())
+            .get(lines[0].ledger_key())
             .cloned()
             .unwrap();
         assert_eq!(
@@ -215,7 +261,7 @@ mod tests {
         let store = MemoryLedgers::default();
         let lines = vec![line(Scope::Key, "k", 100)];
         store
-            .update(&lines[0].ledger_key(), &mut |l| {
+            .update(lines[0].ledger_key(), &mut |l| {
                 l.confirmed = 95;
                 true
             })
@@ -228,18 +274,18 @@ mod tests {
         let ledger = store
             .0
             .borrow()
-            .get(&lines[0].ledger_key())
+            .get(lines[0].ledger_key())
             .cloned()
             .unwrap();
         assert_eq!(
             (ledger.confirmed, ledger.unconfirmed, ledger.reserved(1001)),
             (95, 3, 0)
         );
-        assert!(confirm(&store, &lines[0].ledger_key(), 3, Some(98)));
+        assert!(confirm(&store, lines[0].ledger_key(), 3, Some(98)));
         let ledger = store
             .0
             .borrow()
-            .get(&lines[0].ledger_key())
+            .get(lines[0].ledger_key())
             .cloned()
             .unwrap();
         assert_eq!((ledger.confirmed, ledger.unconfirmed), (98, 0));

@@ -1,6 +1,8 @@
 //! From an admitted request to its spend event: what the response side keeps, and how a
 //! finished request is priced, settled on its budgets, and described for the accounting cluster.
 
+use std::borrow::Cow;
+
 use crate::policy::budget::BudgetLine;
 use crate::policy::charge::charge;
 use crate::policy::cost::Cost;
@@ -84,7 +86,7 @@ impl Settlement {
                 .map(|t| t.id.clone()),
             user_id: key.and_then(|k| k.user_id.clone()),
             end_user: self.plan.end_user.clone(),
-            endpoint: self.plan.endpoint.name().to_string(),
+            endpoint: Cow::Borrowed(self.plan.endpoint.name()),
             requested_model: self.requested_model.clone(),
             resolved_model: self.resolved_model.clone(),
             deployment: deployment.map(|d| d.id.clone()).unwrap_or_default(),
@@ -100,8 +102,8 @@ impl Settlement {
                 estimated: metered.estimated,
             },
             cost_nano_usd: cost.nano_usd,
-            cost_source: cost.source.name().to_string(),
-            status: metered.status.name().to_string(),
+            cost_source: Cow::Borrowed(cost.source.name()),
+            status: Cow::Borrowed(metered.status.name()),
             http_status: metered.http_status,
             budgets: self.reservation.lines.iter().map(budget_ref).collect(),
         };
@@ -112,7 +114,7 @@ impl Settlement {
                 .reservation
                 .lines
                 .iter()
-                .map(BudgetLine::ledger_key)
+                .map(|line| line.ledger_key().to_string())
                 .collect(),
             ledger_ok,
         }
@@ -134,7 +136,7 @@ pub struct Finished {
 
 fn budget_ref(line: &BudgetLine) -> BudgetRef {
     BudgetRef {
-        budget: line.budget_id(),
+        budget: line.budget_id().to_string(),
         window_start: line.window_start,
         window_end: line.window_end,
     }
@@ -188,7 +190,7 @@ mod tests {
         let requested = verdict.trace.requested.clone().unwrap();
         let admission = verdict.outcome.unwrap();
         let settlement = Settlement::new(&policy, ticket.key_id, requested, admission).unwrap();
-        let key = settlement.reservation.lines[0].ledger_key();
+        let key = settlement.reservation.lines[0].ledger_key().to_string();
         assert!(ledgers.0.borrow()[&key].reserved(100) > 0);
 
         let mut meter = ResponseMeter::new(Endpoint::Messages, 200, Some("text/event-stream"));

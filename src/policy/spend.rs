@@ -3,6 +3,8 @@
 //! The wire format is specified in `docs/accounting-api.md`; this module is its writer (the
 //! filter) and, through [`SpendData`], its reader (the reference accounting server).
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use crate::policy::time::format_rfc3339;
@@ -58,7 +60,7 @@ pub struct SpendData {
     /// The request body's `user`.
     pub end_user: Option<String>,
     /// The API called (`chat_completions`, `messages`, …).
-    pub endpoint: String,
+    pub endpoint: Cow<'static, str>,
     /// The model the client asked for.
     pub requested_model: String,
     /// The model after alias resolution.
@@ -76,9 +78,9 @@ pub struct SpendData {
     /// Cost in nano-dollars (1e-9 USD), exact.
     pub cost_nano_usd: u64,
     /// Where prices came from: `deployment`, `cost_map`, `default_price` or `unpriced`.
-    pub cost_source: String,
+    pub cost_source: Cow<'static, str>,
     /// `ok`, `client_disconnect` or `upstream_error`.
-    pub status: String,
+    pub status: Cow<'static, str>,
     /// The upstream's HTTP status (0: none).
     pub http_status: u16,
     /// The budget windows this spend counts against.
@@ -89,20 +91,20 @@ pub struct SpendData {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SpendEvent {
     /// Always `1.0`.
-    pub specversion: String,
+    pub specversion: Cow<'static, str>,
     /// Unique and stable across retries (the receiver deduplicates on it).
     pub id: String,
     /// The sender, from `accounting.source`.
     pub source: String,
     /// Always [`EVENT_TYPE`].
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: Cow<'static, str>,
     /// When the request ended, RFC 3339 UTC with milliseconds.
     pub time: String,
     /// The key alias, else the key hash.
     pub subject: String,
     /// Always `application/json`.
-    pub datacontenttype: String,
+    pub datacontenttype: Cow<'static, str>,
     /// The spend itself.
     pub data: SpendData,
 }
@@ -111,23 +113,28 @@ impl SpendEvent {
     /// Wraps `data` in its CloudEvents envelope.
     pub fn new(id: String, source: &str, ended_at_ms: i64, data: SpendData) -> SpendEvent {
         SpendEvent {
-            specversion: "1.0".to_string(),
+            specversion: Cow::Borrowed("1.0"),
             id,
             source: source.to_string(),
-            kind: EVENT_TYPE.to_string(),
+            kind: Cow::Borrowed(EVENT_TYPE),
             time: format_millis(ended_at_ms),
             subject: data
                 .key_alias
                 .clone()
                 .unwrap_or_else(|| data.key_hash.clone()),
-            datacontenttype: "application/json".to_string(),
+            datacontenttype: Cow::Borrowed("application/json"),
             data,
         }
     }
 
     /// The event as JSON text.
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
+        // Sized for a typical event, so the text is not regrown as it is written.
+        let mut out = Vec::with_capacity(1024);
+        if serde_json::to_writer(&mut out, self).is_err() {
+            return String::new();
+        }
+        String::from_utf8(out).unwrap_or_default()
     }
 }
 

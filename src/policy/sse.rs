@@ -43,10 +43,16 @@ impl SseUsageReader {
     /// Feeds the next chunk of the response body.
     pub fn feed(&mut self, chunk: &[u8]) {
         let mut rest = chunk;
-        while let Some(end) = rest.iter().position(|&b| b == b'\n') {
-            self.push(&rest[..end]);
-            self.end_line();
-            rest = &rest[end + 1..];
+        while let Some(end) = memchr::memchr(b'\n', rest) {
+            let (line, after) = rest.split_at(end);
+            if self.line.is_empty() && !self.overflowed && line.len() <= MAX_LINE_BYTES {
+                // The whole line is in this chunk: read it in place, without a copy.
+                self.read_line(line);
+            } else {
+                self.push(line);
+                self.end_line();
+            }
+            rest = after.get(1..).unwrap_or_default();
         }
         self.push(rest);
     }
@@ -96,33 +102,42 @@ impl SseUsageReader {
 
     fn end_line(&mut self) {
         let mut line = std::mem::take(&mut self.line);
-        if line.last() == Some(&b'\r') {
-            line.pop();
-        }
         if self.overflowed {
             self.overflowed = false;
             if let Some(object) = last_usage_object(&line) {
                 self.saw_usage |= merge_usage_object(self.endpoint, object, &mut self.usage);
             }
-        } else if let Some(data) = line.strip_prefix(b"data:") {
-            let data = data.strip_prefix(b" ").unwrap_or(data);
-            if data == b"[DONE]" {
-                self.saw_done = true;
-            } else {
-                self.data_events += 1;
-                if contains(data, b"\"message_stop\"") || contains(data, b"\"response.completed\"")
-                {
-                    self.saw_done = true;
-                }
-                if has_usage_object(data)
-                    && merge_stream_event(self.endpoint, data, &mut self.usage)
-                {
-                    self.saw_usage = true;
-                }
-            }
+        } else {
+            self.read_line(&line);
         }
         line.clear();
         self.line = line;
+    }
+
+    /// Reads one whole line (without its `\n`).
+    fn read_line(&mut self, line: &[u8]) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(data) = line.strip_prefix(b"data:") else {
+            return;
+        };
+        let data = data.strip_prefix(b" ").unwrap_or(data);
+        if data == b"[DONE]" {
+            self.saw_done = true;
+            return;
+        }
+        self.data_events += 1;
+        // Each API has its own terminal event; only that one is looked for.
+        let terminal: &[u8] = match self.endpoint {
+            Endpoint::Messages => b"\"message_stop\"",
+            Endpoint::Responses => b"\"response.completed\"",
+            _ => b"",
+        };
+        if !terminal.is_empty() && find(data, terminal).is_some() {
+            self.saw_done = true;
+        }
+        if has_usage_object(data) && merge_stream_event(self.endpoint, data, &mut self.usage) {
+            self.saw_usage = true;
+        }
     }
 }
 
@@ -131,8 +146,8 @@ impl SseUsageReader {
 pub(crate) fn has_usage_object(data: &[u8]) -> bool {
     const KEY: &[u8] = b"\"usage\":";
     let mut rest = data;
-    while let Some(at) = rest.windows(KEY.len()).position(|w| w == KEY) {
-        let after = &rest[at + KEY.len()..];
+    while let Some(at) = find(rest, KEY) {
+        let after = rest.get(at + KEY.len()..).unwrap_or_default();
         if after.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
             return true;
         }
@@ -141,8 +156,21 @@ pub(crate) fn has_usage_object(data: &[u8]) -> bool {
     false
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
+/// Where `needle` first occurs in `haystack` (`None` for an empty needle). The SSE readers
+/// run this on every event of every stream.
+pub(crate) fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() {
+        return None;
+    }
+    memchr::memmem::find(haystack, needle)
+}
+
+/// Where `needle` last occurs in `haystack` (`None` for an empty needle).
+pub(crate) fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() {
+        return None;
+    }
+    memchr::memmem::rfind(haystack, needle)
 }
 
 /// The JSON object after the last `"usage":` key in `text`, if it is complete.
@@ -151,7 +179,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 /// escaped.
 pub(crate) fn last_usage_object(text: &[u8]) -> Option<&[u8]> {
     const KEY: &[u8] = b"\"usage\":";
-    let at = text.windows(KEY.len()).rposition(|w| w == KEY)? + KEY.len();
+    let at = rfind(text, KEY)? + KEY.len();
     let start = at
         + text
             .get(at..)?
@@ -187,6 +215,22 @@ mod usage_key_tests {
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     use super::has_usage_object;
+
+    #[test]
+    fn find_and_rfind_agree_with_a_window_scan() {
+        use super::{find, rfind};
+        let hay = br#"{"a":"usage","usage":null,"x":"\"usage\":","usage":{"n":1}}"#;
+        for needle in [&b"\"usage\":"[..], b"\"", b"u", b"}}", b"zz", b"{\"a\""] {
+            let naive_first = hay.windows(needle.len()).position(|w| w == needle);
+            let naive_last = hay.windows(needle.len()).rposition(|w| w == needle);
+            assert_eq!(find(hay, needle), naive_first, "{needle:?}");
+            assert_eq!(rfind(hay, needle), naive_last, "{needle:?}");
+        }
+        assert_eq!(find(b"", b"a"), None);
+        assert_eq!(find(b"abc", b""), None);
+        assert_eq!(find(b"ab", b"abc"), None);
+        assert_eq!(rfind(b"aXa", b"a"), Some(2));
+    }
 
     #[test]
     fn only_usage_objects_count() {

@@ -100,13 +100,24 @@ impl UsageChunkStripper {
                 }
             }
         }
-        self.held.extend_from_slice(input);
-        let mut start = 0;
-        while let Some(stop) = event_end(&self.held, start) {
-            rewrite_event(&self.held[start..stop], &mut out);
-            start = stop;
+        if self.held.is_empty() {
+            // Whole events are read from the chunk in place; only a partial one is held.
+            let mut start = 0;
+            while let Some(stop) = event_end(input, start) {
+                rewrite_event(input.get(start..stop).unwrap_or_default(), &mut out);
+                start = stop;
+            }
+            self.held
+                .extend_from_slice(input.get(start..).unwrap_or_default());
+        } else {
+            self.held.extend_from_slice(input);
+            let mut start = 0;
+            while let Some(stop) = event_end(&self.held, start) {
+                rewrite_event(self.held.get(start..stop).unwrap_or_default(), &mut out);
+                start = stop;
+            }
+            self.held.drain(..start);
         }
-        self.held.drain(..start);
         if end {
             rewrite_event(&self.held, &mut out);
             self.held.clear();
@@ -127,7 +138,7 @@ impl UsageChunkStripper {
 /// The end (exclusive, after the blank line) of the first event that ends at or after `from`.
 fn event_end(bytes: &[u8], from: usize) -> Option<usize> {
     let mut at = from;
-    while let Some(offset) = bytes.get(at..)?.iter().position(|&b| b == b'\n') {
+    while let Some(offset) = memchr::memchr(b'\n', bytes.get(at..)?) {
         let newline = at + offset;
         let next = bytes.get(newline + 1..)?;
         if next.first() == Some(&b'\n') {
@@ -141,42 +152,42 @@ fn event_end(bytes: &[u8], from: usize) -> Option<usize> {
     None
 }
 
-/// Appends `event` to `out` unless it is the usage-only chunk; strips `"usage":null`.
+/// Appends `event` to `out` unless it is the usage-only chunk; strips `"usage":null`. Written
+/// straight into `out` (it runs on every event of a stream): a usage-only chunk found after
+/// other lines of its event takes back what was written.
 fn rewrite_event(event: &[u8], out: &mut Vec<u8>) {
     if event.is_empty() {
         return;
     }
-    let mut lines = Vec::new();
-    let mut edited = false;
-    for line in event.split_inclusive(|&b| b == b'\n') {
+    let mark = out.len();
+    let mut rest = event;
+    while !rest.is_empty() {
+        let (line, after) =
+            rest.split_at(memchr::memchr(b'\n', rest).map_or(rest.len(), |n| n + 1));
+        rest = after;
         let Some(data) = line.strip_prefix(b"data:") else {
-            lines.push(line.to_vec());
+            out.extend_from_slice(line);
             continue;
         };
         let payload_end = data
             .iter()
             .rposition(|b| !b.is_ascii_whitespace())
             .map_or(0, |i| i + 1);
-        let payload = &data[..payload_end];
+        let (payload, line_end) = data.split_at(payload_end);
         let trimmed = payload.strip_prefix(b" ").unwrap_or(payload);
         if is_usage_only_chunk(trimmed) {
+            out.truncate(mark);
             return;
         }
-        match without_null_usage(payload) {
-            Some(clean) => {
-                edited = true;
-                let mut line_out = b"data:".to_vec();
-                line_out.extend_from_slice(&clean);
-                line_out.extend_from_slice(&data[payload_end..]);
-                lines.push(line_out);
+        match null_usage_cut(payload) {
+            Some((cut_start, cut_end)) => {
+                out.extend_from_slice(b"data:");
+                out.extend_from_slice(payload.get(..cut_start).unwrap_or_default());
+                out.extend_from_slice(payload.get(cut_end..).unwrap_or_default());
+                out.extend_from_slice(line_end);
             }
-            None => lines.push(line.to_vec()),
+            None => out.extend_from_slice(line),
         }
-    }
-    if edited {
-        out.extend(lines.into_iter().flatten());
-    } else {
-        out.extend_from_slice(event);
     }
 }
 
@@ -196,13 +207,17 @@ fn is_usage_only_chunk(data: &[u8]) -> bool {
     )
 }
 
-/// `data` without its top-level `"usage":null` member (and one adjoining comma), if it has one.
-fn without_null_usage(data: &[u8]) -> Option<Vec<u8>> {
+/// The byte range to cut from `data` to remove its top-level `"usage":null` member and one
+/// adjoining comma, if it has one.
+fn null_usage_cut(data: &[u8]) -> Option<(usize, usize)> {
     const KEY: &[u8] = b"\"usage\"";
+    // Most events of a stream without usage switched on never mention it: skip the scan.
+    crate::policy::sse::find(data, KEY)?;
+    if let Some(cut) = trailing_null_usage_cut(data) {
+        return Some(cut);
+    }
     let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    let mut i = 0;
-    while i < data.len() {
-        let b = data[i];
+    for (i, &b) in data.iter().enumerate() {
         if in_string {
             match (escaped, b) {
                 (true, _) => escaped = false,
@@ -210,24 +225,44 @@ fn without_null_usage(data: &[u8]) -> Option<Vec<u8>> {
                 (false, b'"') => in_string = false,
                 _ => {}
             }
-            i += 1;
             continue;
         }
         match b {
             b'{' | b'[' => depth += 1,
             b'}' | b']' => depth = depth.saturating_sub(1),
-            b'"' if depth == 1 && data[i..].starts_with(KEY) => {
+            b'"' if depth == 1 && data.get(i..).is_some_and(|rest| rest.starts_with(KEY)) => {
                 if let Some(end) = null_member_end(data, i + KEY.len()) {
-                    return Some(remove_member(data, i, end));
+                    return Some(member_cut(data, i, end));
                 }
                 in_string = true;
             }
             b'"' => in_string = true,
             _ => {}
         }
-        i += 1;
     }
     None
+}
+
+/// The common shape, `{...,"usage":null}` with the member last, recognised from the end without
+/// a scan. The closing brace is the top-level object's, so the value just before it (`null`)
+/// and its key (`"usage"`, opened after a `,` or the `{`) are a top-level member.
+fn trailing_null_usage_cut(data: &[u8]) -> Option<(usize, usize)> {
+    fn trim_end(bytes: &[u8]) -> &[u8] {
+        let keep = bytes
+            .iter()
+            .rposition(|b| !b.is_ascii_whitespace())
+            .map_or(0, |i| i + 1);
+        bytes.get(..keep).unwrap_or_default()
+    }
+    let inner = data.strip_suffix(b"}")?;
+    let before_value = trim_end(trim_end(inner).strip_suffix(b"null")?);
+    let before_key =
+        trim_end(trim_end(before_value.strip_suffix(b":")?).strip_suffix(b"\"usage\"")?);
+    match before_key.last() {
+        Some(b',') => Some((before_key.len() - 1, inner.len())),
+        Some(b'{') if before_key.len() == 1 => Some((before_key.len(), inner.len())),
+        _ => None,
+    }
 }
 
 /// After a key ending at `at`: the end of `: null`, if that is the value.
@@ -245,26 +280,24 @@ fn null_member_end(data: &[u8], at: usize) -> Option<usize> {
     data.get(value..)?.starts_with(b"null").then_some(value + 4)
 }
 
-/// Removes `data[start..end]` and the comma that separates it from its neighbour.
-fn remove_member(data: &[u8], start: usize, end: usize) -> Vec<u8> {
+/// The range covering `data[start..end]` and the comma that separates it from its neighbour.
+fn member_cut(data: &[u8], start: usize, end: usize) -> (usize, usize) {
     let after = data
         .get(end..)
         .and_then(|rest| rest.iter().position(|b| !b.is_ascii_whitespace()))
         .map(|n| end + n);
-    let (cut_start, cut_end) = match after {
+    match after {
         Some(comma) if data.get(comma) == Some(&b',') => (start, comma + 1),
         _ => {
-            let before = data[..start].iter().rposition(|b| !b.is_ascii_whitespace());
+            let before = data
+                .get(..start)
+                .and_then(|head| head.iter().rposition(|b| !b.is_ascii_whitespace()));
             match before {
-                Some(comma) if data[comma] == b',' => (comma, end),
+                Some(comma) if data.get(comma) == Some(&b',') => (comma, end),
                 _ => (start, end),
             }
         }
-    };
-    let mut out = Vec::with_capacity(data.len());
-    out.extend_from_slice(&data[..cut_start]);
-    out.extend_from_slice(&data[cut_end..]);
-    out
+    }
 }
 
 #[cfg(test)]
@@ -367,6 +400,21 @@ mod tests {
             b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n"
         );
         assert_eq!(stripper.held_bytes(), "data: {\"cho".len());
+    }
+
+    fn without_null_usage(data: &[u8]) -> Option<Vec<u8>> {
+        let (start, end) = null_usage_cut(data)?;
+        Some([&data[..start], &data[end..]].concat())
+    }
+
+    #[test]
+    fn a_usage_only_chunk_after_other_lines_of_its_event_takes_them_back() {
+        let mut stripper = UsageChunkStripper::new();
+        let out = stripper.rewrite(
+            b"id: 7\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":1}}\n\ndata: [DONE]\n\n",
+            true,
+        );
+        assert_eq!(out, b"data: [DONE]\n\n");
     }
 
     #[test]

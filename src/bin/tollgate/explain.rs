@@ -111,7 +111,7 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
             }
             let reservation = &admission.reservation;
             if !reservation.lines.is_empty() {
-                let names: Vec<String> = reservation.lines.iter().map(|l| l.budget_id()).collect();
+                let names: Vec<&str> = reservation.lines.iter().map(|l| l.budget_id()).collect();
                 println!(
                     "  budget: would reserve ${} (worst case) on {}",
                     usd(reservation.amount),
