@@ -416,6 +416,8 @@ pub enum MetricKind {
     Counter = 0,
     /// A gauge.
     Gauge = 1,
+    /// A histogram (each recorded value is one sample).
+    Histogram = 2,
 }
 
 /// Defines a metric; `None` if the host refused.
@@ -434,7 +436,7 @@ pub fn increment_metric(id: u32, by: i64) {
     }
 }
 
-/// Sets a gauge (ignored if the host refuses).
+/// Sets a gauge or records a histogram sample (ignored if the host refuses).
 pub fn record_metric(id: u32, value: u64) {
     // SAFETY: plain values.
     unsafe {

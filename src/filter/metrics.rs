@@ -7,27 +7,51 @@
 //! at most one tick (100 ms with an accounting cluster, else 1 s).
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+
+use hashbrown::HashMap;
 
 use crate::filter::host::{self, MetricKind};
 use crate::policy::settlement::Finished;
 
 thread_local! {
     static IDS: RefCell<HashMap<String, Option<u32>>> = RefCell::new(HashMap::new());
-    static PENDING: RefCell<HashMap<String, u64>> = RefCell::new(HashMap::new());
+    /// Counts by metric name, since the last flush.
+    static PENDING: RefCell<HashMap<&'static str, u64>> = RefCell::new(HashMap::new());
+    /// Counts of labelled metrics (`prefix` + label), since the last flush. Kept by prefix and
+    /// raw label so that a request only looks them up; names are made at flush time.
+    static LABELLED: RefCell<HashMap<&'static str, HashMap<String, u64>>> =
+        RefCell::new(HashMap::new());
 }
 
 /// Hands the counts summed since the last call to Envoy.
 pub fn flush() {
     let pending = PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()));
     for (name, by) in pending {
-        if by == 0 {
-            continue;
-        }
-        if let Some(id) = metric_id(MetricKind::Counter, &name) {
-            host::increment_metric(id, i64::try_from(by).unwrap_or(i64::MAX));
+        increment(name, by);
+    }
+    let labelled = LABELLED.with(|l| std::mem::take(&mut *l.borrow_mut()));
+    for (prefix, labels) in labelled {
+        for (label, by) in labels {
+            increment(&format!("{prefix}{}", metric_label(&label)), by);
         }
     }
+}
+
+fn increment(name: &str, by: u64) {
+    if by == 0 {
+        return;
+    }
+    if let Some(id) = metric_id(MetricKind::Counter, name) {
+        host::increment_metric(id, i64::try_from(by).unwrap_or(i64::MAX));
+    }
+}
+
+/// A label made safe for a stat name: ASCII letters and digits, anything else `_`.
+fn metric_label(label: &str) -> String {
+    label
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
 }
 
 fn metric_id(kind: MetricKind, name: &str) -> Option<u32> {
@@ -42,7 +66,7 @@ fn metric_id(kind: MetricKind, name: &str) -> Option<u32> {
     })
 }
 
-fn count(name: &str) {
+fn count(name: &'static str) {
     add(name, 1);
 }
 
@@ -61,16 +85,25 @@ pub fn request_allowed() {
 /// A refused request, by reason (the error `code`).
 pub fn request_denied(reason: &str) {
     count("tollgate_requests_denied");
-    count(&format!("tollgate_requests_denied_{reason}"));
+    add_labelled("tollgate_requests_denied_", reason, 1);
 }
 
-fn add(name: &str, by: u64) {
+fn add(name: &'static str, by: u64) {
     PENDING.with(|p| {
         let mut p = p.borrow_mut();
-        match p.get_mut(name) {
+        let total = p.entry(name).or_insert(0);
+        *total = total.saturating_add(by);
+    });
+}
+
+fn add_labelled(prefix: &'static str, label: &str, by: u64) {
+    LABELLED.with(|l| {
+        let mut l = l.borrow_mut();
+        let labels = l.entry(prefix).or_default();
+        match labels.get_mut(label) {
             Some(total) => *total = total.saturating_add(by),
             None => {
-                p.insert(name.to_string(), by);
+                labels.insert(label.to_string(), by);
             }
         }
     });
@@ -78,7 +111,7 @@ fn add(name: &str, by: u64) {
 
 /// A budget refusal, by scope (`key`, `team`, `user`, `end_user`).
 pub fn budget_refused(scope: &str) {
-    count(&format!("tollgate_budget_refusals_{scope}"));
+    add_labelled("tollgate_budget_refusals_", scope, 1);
 }
 
 /// A finished request's spend was recorded: tokens and cost by provider (bounded by the
@@ -86,24 +119,19 @@ pub fn budget_refused(scope: &str) {
 pub fn spend_recorded(finished: &Finished) {
     let data = &finished.data;
     count("tollgate_spend_events_recorded");
-    count(&format!("tollgate_requests_finished_{}", data.status));
-    let provider: String = data
-        .provider
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    add(
-        &format!("tollgate_prompt_tokens_{provider}"),
+    add_labelled("tollgate_requests_finished_", &data.status, 1);
+    let provider = data.provider.as_str();
+    add_labelled(
+        "tollgate_prompt_tokens_",
+        provider,
         data.usage.prompt_tokens,
     );
-    add(
-        &format!("tollgate_completion_tokens_{provider}"),
+    add_labelled(
+        "tollgate_completion_tokens_",
+        provider,
         data.usage.completion_tokens,
     );
-    add(
-        &format!("tollgate_cost_nano_usd_{provider}"),
-        finished.cost.nano_usd,
-    );
+    add_labelled("tollgate_cost_nano_usd_", provider, finished.cost.nano_usd);
     if data.cost_source == "unpriced" {
         count("tollgate_spend_unpriced");
     }
@@ -119,6 +147,13 @@ pub fn spend_recorded(finished: &Finished) {
 pub fn spend_batch_sent(events: usize) {
     count("tollgate_spend_batches_sent");
     add("tollgate_spend_events_sent", events as u64);
+}
+
+/// How long the accounting cluster took to answer a batch (a histogram, recorded at once).
+pub fn spend_batch_latency(ms: u64) {
+    if let Some(id) = metric_id(MetricKind::Histogram, "tollgate_spend_batch_latency_ms") {
+        host::record_metric(id, ms);
+    }
 }
 
 /// A batch failed and will be retried.
@@ -164,9 +199,5 @@ pub fn config_retired(version: &str) {
 
 /// `tollgate_config_active_<version>`: 1 while a root context serves that version.
 fn version_gauge(version: &str) -> String {
-    let clean: String = version
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    format!("tollgate_config_active_{clean}")
+    format!("tollgate_config_active_{}", metric_label(version))
 }

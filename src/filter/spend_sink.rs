@@ -308,6 +308,9 @@ impl SpendSink {
     }
 
     fn on_batch_response(&mut self, status: u16, body: &[u8], now_ms: u64, root: u32) {
+        if status != 0 {
+            metrics::spend_batch_latency(self.outbox.in_flight_for(now_ms));
+        }
         if !(200..300).contains(&status) {
             host::log(
                 Level::Warn,

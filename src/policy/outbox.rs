@@ -146,6 +146,15 @@ impl Outbox {
         self.busy
     }
 
+    /// How long the batch in flight has been out (0 when none is).
+    pub fn in_flight_for(&self, now_ms: u64) -> u64 {
+        if self.busy {
+            now_ms.saturating_sub(self.sent_at_ms)
+        } else {
+            0
+        }
+    }
+
     /// Events queued or in flight.
     pub fn len(&self) -> usize {
         self.queue.len() + self.in_flight.len()
@@ -210,7 +219,9 @@ mod tests {
         assert!(outbox.due(0, true));
         outbox.push(event(2));
         assert!(outbox.due(0, false));
+        assert_eq!(outbox.in_flight_for(5), 0, "nothing in flight yet");
         assert_eq!(outbox.take_batch(0), br#"[{"id":"e1"},{"id":"e2"}]"#);
+        assert_eq!(outbox.in_flight_for(40), 40);
         assert!(!outbox.stale(1000, 1000) && outbox.stale(1001, 1000));
         outbox.push(event(3));
         outbox.push(event(4));

@@ -202,8 +202,8 @@ mod tests {
                 })
                 .unwrap();
         }
-        let both = vec![a.clone(), b.clone()];
-        let only_a = vec![a.clone()];
+        let both = [a.clone(), b.clone()];
+        let only_a = [a.clone()];
         let events = [(&both[..], 30), (&only_a[..], 20), (&both[..], 5)];
         let totals: HashMap<String, u64> = [(b.clone(), 900)].into_iter().collect();
         assert_eq!(confirm_acknowledged(&store, events, &totals), 2);

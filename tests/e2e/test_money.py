@@ -235,6 +235,9 @@ def test_full_batches_leave_without_waiting_for_the_flush_interval(money, accoun
     wait_until(lambda: len([e for e in accounting.events()
                             if (e["data"]["end_user"] or "").startswith("batch-")]) == 10,
                timeout=3, message="ten events in full batches")
+    # Each answered batch is a sample of the batch-latency histogram.
+    latency = money.stats().get("wasmcustom.tollgate_spend_batch_latency_ms", "")
+    assert "P50(" in latency, latency
     money.push_policy(money_policy("m1"), "m1-after-batch")
 
 
