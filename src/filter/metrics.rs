@@ -21,6 +21,8 @@ thread_local! {
     /// raw label so that a request only looks them up; names are made at flush time.
     static LABELLED: RefCell<HashMap<&'static str, HashMap<String, u64>>> =
         RefCell::new(HashMap::new());
+    /// Root contexts of this VM serving each version label (a label can be delivered again).
+    static SERVING: RefCell<HashMap<String, u32>> = RefCell::new(HashMap::new());
 }
 
 /// Hands the counts summed since the last call to Envoy.
@@ -180,6 +182,7 @@ pub fn spend_poll_failed() {
 /// A config version accepted.
 pub fn config_accepted(version: &str) {
     count_now("tollgate_config_accepted");
+    SERVING.with(|s| *s.borrow_mut().entry(version.to_string()).or_insert(0) += 1);
     if let Some(id) = metric_id(MetricKind::Gauge, &version_gauge(version)) {
         host::record_metric(id, 1);
     }
@@ -190,8 +193,23 @@ pub fn config_rejected() {
     count_now("tollgate_config_rejected");
 }
 
-/// A version is no longer served by this root context.
+/// A version is no longer served by this root context. The gauge goes to 0 only when no other
+/// root context of this VM serves the same label (a re-delivered version is still active).
 pub fn config_retired(version: &str) {
+    let still_served = SERVING.with(|s| {
+        let mut serving = s.borrow_mut();
+        let left = serving.get_mut(version).map_or(0, |n| {
+            *n = n.saturating_sub(1);
+            *n
+        });
+        if left == 0 {
+            serving.remove(version);
+        }
+        left > 0
+    });
+    if still_served {
+        return;
+    }
     if let Some(id) = metric_id(MetricKind::Gauge, &version_gauge(version)) {
         host::record_metric(id, 0);
     }

@@ -1,6 +1,7 @@
 """Scenarios 1 and 2: policy versions delivered to a running Envoy by ECDS (no restart)."""
 
 import json
+import time
 
 from policies import KEYS, NEW_MODEL, base_policy, bearer, chat, with_new_model
 from stack import AsIstioPluginConfig
@@ -67,3 +68,17 @@ def test_a_version_delivered_as_istio_plugin_config_json_is_accepted(envoy, upst
     assert resp.headers["x-tollgate-policy-version"] == "v7-struct"
     big = envoy.request("POST", "/v1/chat/completions", bearer(KEYS["all"]), chat("gpt-4o", pad="x" * 70000))
     assert big.status == 413
+
+
+def test_the_active_version_gauge_survives_a_repush_of_the_same_version(envoy, upstreams):
+    gauge = "wasmcustom.tollgate_config_active_v_same"
+    envoy.push_policy(base_policy("v-same"), "same-1")
+    envoy.push_policy(base_policy("v-same"), "same-2")  # same label, new delivery
+    time.sleep(1)  # the replaced root context has finished by now
+    assert envoy.stats().get(gauge) == "1"
+    envoy.push_policy(base_policy("v1"), "back-to-v1")
+    wait = time.monotonic() + 5
+    while envoy.stats().get(gauge) != "0" and time.monotonic() < wait:
+        time.sleep(0.1)
+    assert envoy.stats().get(gauge) == "0"
+    assert envoy.stats().get("wasmcustom.tollgate_config_active_v1") == "1"
