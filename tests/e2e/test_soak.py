@@ -24,7 +24,7 @@ from policies import KEYS, MONEY_KEYS, bearer, chat, money_policy
 from stack import request
 
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "60"))
-SWAP_EVERY_S = 3.0
+SWAP_EVERY_S = float(os.environ.get("SOAK_SWAP_SECONDS", "3"))
 CLIENTS = 4
 # Growth allowed between the median resident size of the second quarter and the largest of the
 # last quarter. Old policy versions leaking (several MiB each, per worker, a swap every 3 s) or
@@ -191,7 +191,8 @@ def test_soak_mixed_traffic_config_swaps_and_an_accounting_outage(soak, accounti
     print("\nsoak:", json.dumps(summary))
 
     assert not failures, failures[:10]
-    assert swaps["accepted"] >= 2 and swaps["rejected"] >= 1 or SOAK_SECONDS < 20, swaps
+    if SOAK_SECONDS >= 6 * SWAP_EVERY_S:
+        assert swaps["accepted"] >= 2 and swaps["rejected"] >= 1, swaps
     missing = [t for t in tags_with_events if by_tag[t] == 0]
     twice = {t: c for t, c in by_tag.items() if c > 1}
     assert not missing, f"{len(missing)} requests without a spend event, e.g. {missing[:5]}"
