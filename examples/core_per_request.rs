@@ -106,6 +106,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             path: "/v1/chat/completions",
             authorization: Some(&authorization),
             content_length: Some(body.len() as u64),
+            content_encoding: None,
             ..RequestHead::default()
         };
         let HeadOutcome::ReadBody(ticket) = decide_head(Some(&policy), &head, now) else {

@@ -15,6 +15,8 @@ const STATUS_OK: u32 = 0;
 pub enum Map {
     /// Request headers.
     Request = 0,
+    /// Request trailers.
+    RequestTrailers = 1,
     /// Response headers.
     Response = 2,
     /// Headers of a `dispatch_http_call` response.
@@ -257,14 +259,15 @@ pub fn debug_enabled() -> bool {
 
 /// Current wall-clock time in Unix nanoseconds (0 if the host refuses).
 pub fn now_nanos() -> u64 {
+    clock_nanos().unwrap_or(0)
+}
+
+/// Current wall-clock time in Unix nanoseconds, or `None` if the host refuses.
+pub fn clock_nanos() -> Option<u64> {
     let mut out = 0u64;
     // SAFETY: `out` is a valid u64 slot.
     let status = unsafe { proxy_get_current_time_nanoseconds(&mut out) };
-    if status == STATUS_OK {
-        out
-    } else {
-        0
-    }
+    (status == STATUS_OK && out > 0).then_some(out)
 }
 
 /// Every header of a map, as read in one hostcall: the host's buffer and where each pair is.
@@ -340,7 +343,12 @@ pub fn set_header(map: Map, name: &str, value: &str) -> bool {
 
 /// Removes a header; false if the host refused.
 pub fn remove_header(map: Map, name: &str) -> bool {
-    // SAFETY: pointer/length from a &str.
+    remove_header_bytes(map, name.as_bytes())
+}
+
+/// Removes every value of a header given by its raw name.
+pub fn remove_header_bytes(map: Map, name: &[u8]) -> bool {
+    // SAFETY: pointer/length from a byte slice.
     unsafe { proxy_remove_header_map_value(map as u32, name.as_ptr(), name.len()) == STATUS_OK }
 }
 

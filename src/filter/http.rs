@@ -10,15 +10,18 @@ use std::rc::Rc;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
-use crate::filter::host::{self, Buffer, Level, Map};
+use crate::filter::host::{self, Buffer, HeaderPairs, Level, Map};
 use crate::filter::ledgers::SharedLedgers;
 use crate::filter::metrics;
 use crate::filter::root::Shared;
 use crate::policy::access_log::{denied_line, forwarded_line, FILTER_STATE_NAME};
 use crate::policy::affinity_stream::ResponseMarker;
-use crate::policy::decide::{decide_body, decide_head, BodyTicket, HeadOutcome, Surroundings};
+use crate::policy::client_headers::{
+    is_identity_encoding, removal_without_policy, scrub_query, Removal, UPSTREAM_ACCEPT_ENCODING,
+};
+use crate::policy::decide::{decide_body, decide_head_at, BodyTicket, HeadOutcome, Surroundings};
 use crate::policy::metering::{EarlyEnd, ResponseMeter};
-use crate::policy::request::{CLIENT_CREDENTIAL_HEADERS, ROUTE_HEADER, VERSION_HEADER};
+use crate::policy::request::{ROUTE_HEADER, VERSION_HEADER};
 use crate::policy::reservation::release;
 use crate::policy::settlement::Settlement;
 use crate::policy::stream_usage::UsageChunkStripper;
@@ -27,8 +30,13 @@ use crate::policy::{Denial, RequestHead};
 enum Stage {
     /// Waiting for request headers.
     Head,
-    /// Headers held; buffering the body.
-    Body(BodyTicket),
+    /// Headers held; buffering the body (`buffered` bytes so far).
+    Body {
+        /// What the headers step decided.
+        ticket: BodyTicket,
+        /// Bytes of body Envoy holds for this stream.
+        buffered: usize,
+    },
     /// Forwarded upstream; metering the response.
     Forwarded(Box<Forwarded>),
     /// Answered locally, or settled.
@@ -69,14 +77,13 @@ struct HeadFacts<'a> {
     x_api_key: Option<Cow<'a, str>>,
     api_key: Option<Cow<'a, str>>,
     content_length: Option<Cow<'a, str>>,
+    content_encoding: Option<Cow<'a, str>>,
 }
 
 /// Per-stream state.
 pub struct TollgateHttp {
     shared: Rc<Shared>,
     stage: Stage,
-    /// Which of [`CLIENT_CREDENTIAL_HEADERS`] the request carried (those must be removed).
-    credential_headers: [bool; 3],
     /// Whether the request had a `content-length` (corrected after a body rewrite).
     has_content_length: bool,
     /// The access-log summary left in filter state at the end of the stream.
@@ -89,7 +96,6 @@ impl TollgateHttp {
         TollgateHttp {
             shared,
             stage: Stage::Head,
-            credential_headers: [false; 3],
             has_content_length: false,
             log_line: None,
         }
@@ -100,10 +106,21 @@ impl TollgateHttp {
     }
 
     fn respond(&mut self, status: u16, details: &str, body: &str) -> Action {
+        self.respond_with(status, details, body, &[])
+    }
+
+    fn respond_with(
+        &mut self,
+        status: u16,
+        details: &str,
+        body: &str,
+        extra: &[(&'static str, String)],
+    ) -> Action {
         let mut headers = vec![("content-type", "application/json")];
         if let Some(version) = self.version() {
             headers.push((VERSION_HEADER, version));
         }
+        headers.extend(extra.iter().map(|(name, value)| (*name, value.as_str())));
         if !host::send_response(status, details, &headers, body.as_bytes()) {
             host::log(Level::Error, "tollgate: the host refused a local reply");
         }
@@ -124,7 +141,46 @@ impl TollgateHttp {
             );
         }
         let details = format!("tollgate_{}", denial.code());
-        self.respond(denial.status(), &details, &denial.body())
+        let retry = denial.retry_headers();
+        self.respond_with(denial.status(), &details, &denial.body(), &retry)
+    }
+
+    /// A callback arrived in a stage where no decision exists yet and none can be made: refuse
+    /// rather than let the stream through.
+    fn undecided(&mut self, callback: &str) -> Action {
+        host::log(
+            Level::Error,
+            &format!("tollgate: {callback} arrived before a decision; refusing the stream"),
+        );
+        self.deny(&Denial::GatewayError {
+            code: "request_out_of_order",
+        })
+    }
+
+    /// Removes every client header (or trailer) that must not reach an upstream or a route,
+    /// whatever the decision will be. Returns whether one of Tollgate's internal headers was
+    /// among them (the route may have been picked on it), or `None` if Envoy refused a removal.
+    fn remove_client_headers(&self, map: Map, pairs: &HeaderPairs) -> Option<bool> {
+        let rules = self.shared.policy.as_deref().map(|p| &p.client_headers);
+        let mut removed: Vec<&[u8]> = Vec::new();
+        let mut internal = false;
+        for (name, _) in pairs.iter() {
+            let why = match rules {
+                Some(rules) => rules.removal(name),
+                None => removal_without_policy(name),
+            };
+            let Some(why) = why else { continue };
+            internal |= why == Removal::Internal;
+            if !removed.contains(&name) {
+                removed.push(name);
+                metrics::client_header_removed(why.name());
+            }
+        }
+        let mut ok = true;
+        for name in removed {
+            ok &= host::remove_header_bytes(map, name);
+        }
+        ok.then_some(internal)
     }
 
     fn decide_with_body(&mut self, ticket: BodyTicket, body_size: usize) -> Action {
@@ -137,11 +193,16 @@ impl TollgateHttp {
                 code: "request_body_unreadable",
             });
         };
+        let Some(now) = clock_seconds() else {
+            return self.deny(&Denial::GatewayError {
+                code: "clock_unavailable",
+            });
+        };
         let around = Surroundings {
             credentials: &self.shared.credentials,
             ledgers: &SharedLedgers,
             random: self.shared.next_random(),
-            now: now_seconds(),
+            now,
         };
         let Some(verdict) = decide_body(&policy, ticket, &body, &around) else {
             return self.deny(&Denial::GatewayError {
@@ -152,16 +213,10 @@ impl TollgateHttp {
             Ok(admission) => admission,
             Err(denial) => return self.deny(&denial),
         };
-        for (name, present) in CLIENT_CREDENTIAL_HEADERS
-            .iter()
-            .zip(self.credential_headers)
-        {
-            if present {
-                host::remove_header(Map::Request, name);
-            }
-        }
+        // Client credentials were removed with the headers; the upstream gets the gateway's.
         let mut applied =
             host::set_header(Map::Request, ROUTE_HEADER, &admission.deployment.cluster);
+        applied &= host::set_header(Map::Request, "accept-encoding", UPSTREAM_ACCEPT_ENCODING);
         if let Some((name, value)) = &admission.credential {
             applied &= host::set_header(Map::Request, name, value);
         }
@@ -172,15 +227,16 @@ impl TollgateHttp {
                     host::set_header(Map::Request, "content-length", &new_body.len().to_string());
             }
         }
+        // The route must be picked again on the header just written.
+        applied = applied && host::clear_route_cache();
         if !applied {
             // Forwarding half-edited could leak the client key or mis-route: refuse instead.
             host::log(Level::Error, "tollgate: the host refused a request edit");
-            release(&SharedLedgers, &admission.reservation, now_seconds());
+            release(&SharedLedgers, &admission.reservation, now);
             return self.deny(&Denial::GatewayError {
                 code: "request_not_editable",
             });
         }
-        host::clear_route_cache();
         metrics::request_allowed();
         if self.shared.debug {
             host::log(
@@ -257,6 +313,11 @@ fn now_seconds() -> i64 {
     i64::try_from(host::now_nanos() / 1_000_000_000).unwrap_or(i64::MAX)
 }
 
+/// The host clock in Unix seconds, `None` when it failed (decisions then fail closed).
+fn clock_seconds() -> Option<i64> {
+    host::clock_nanos().and_then(|n| i64::try_from(n / 1_000_000_000).ok())
+}
+
 /// Who cut a stream short, from Envoy's response code details.
 fn early_end() -> EarlyEnd {
     let details = host::property(&["response", "code_details"]).unwrap_or_default();
@@ -272,8 +333,11 @@ impl Context for TollgateHttp {}
 
 impl HttpContext for TollgateHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let mut facts = HeadFacts::default();
+        if !matches!(self.stage, Stage::Head) {
+            return self.undecided("a second request-headers callback");
+        }
         let pairs = host::headers(Map::Request);
+        let mut facts = HeadFacts::default();
         for (name, value) in pairs.iter() {
             let slot = match name {
                 b":method" => &mut facts.method,
@@ -282,22 +346,40 @@ impl HttpContext for TollgateHttp {
                 b"x-api-key" => &mut facts.x_api_key,
                 b"api-key" => &mut facts.api_key,
                 b"content-length" => &mut facts.content_length,
+                b"content-encoding" => &mut facts.content_encoding,
                 _ => continue,
             };
             if slot.is_none() {
-                // Lossy: a non-UTF-8 credential is still seen (and refused as malformed, and removed).
+                // Lossy: a non-UTF-8 credential is still seen (and refused as malformed).
                 *slot = Some(String::from_utf8_lossy(value));
+            }
+        }
+        // Then, before anything is decided: nothing the client sent under Tollgate's names,
+        // no credential and no unforwarded tenant selector stays on the request.
+        let Some(internal) = self.remove_client_headers(Map::Request, &pairs) else {
+            host::log(Level::Error, "tollgate: the host refused a header removal");
+            return self.deny(&Denial::GatewayError {
+                code: "request_not_editable",
+            });
+        };
+        if internal && !host::clear_route_cache() {
+            // The route may have been picked on the client's x-tollgate-* header.
+            return self.deny(&Denial::GatewayError {
+                code: "request_not_editable",
+            });
+        }
+        if let Some(clean) = facts.path.as_deref().and_then(scrub_query) {
+            metrics::client_header_removed("query_credential");
+            if !host::set_header(Map::Request, ":path", &clean) {
+                return self.deny(&Denial::GatewayError {
+                    code: "request_not_editable",
+                });
             }
         }
         let content_length = facts
             .content_length
             .as_deref()
             .and_then(|v| v.trim().parse::<u64>().ok());
-        self.credential_headers = [
-            facts.authorization.is_some(),
-            facts.x_api_key.is_some(),
-            facts.api_key.is_some(),
-        ];
         self.has_content_length = facts.content_length.is_some();
         let head = RequestHead {
             method: facts.method.as_deref().unwrap_or_default(),
@@ -306,31 +388,61 @@ impl HttpContext for TollgateHttp {
             x_api_key: facts.x_api_key.as_deref(),
             api_key: facts.api_key.as_deref(),
             content_length,
+            content_encoding: facts.content_encoding.as_deref(),
         };
-        match decide_head(self.shared.policy.as_deref(), &head, now_seconds()) {
+        match decide_head_at(self.shared.policy.as_deref(), &head, clock_seconds()) {
             HeadOutcome::Respond { status, body } => self.respond(status, "tollgate_models", &body),
             HeadOutcome::Deny(denial) => self.deny(&denial),
             HeadOutcome::ReadBody(ticket) => {
                 if end_of_stream {
                     return self.decide_with_body(ticket, 0);
                 }
-                self.stage = Stage::Body(ticket);
+                self.stage = Stage::Body {
+                    ticket,
+                    buffered: 0,
+                };
                 Action::Pause
             }
         }
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let Stage::Body(ticket) = self.stage else {
-            return Action::Continue;
+        let ticket = match self.stage {
+            Stage::Body { ticket, .. } => ticket,
+            Stage::Head => return self.undecided("a request body"),
+            Stage::Forwarded(_) | Stage::Answered => return Action::Continue,
         };
         if let Err(denial) = ticket.check_size(body_size as u64) {
             return self.deny(&denial);
         }
         if !end_of_stream {
+            self.stage = Stage::Body {
+                ticket,
+                buffered: body_size,
+            };
             return Action::Pause;
         }
         self.decide_with_body(ticket, body_size)
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        // Trailers follow the same rules as headers: no credential or internal name goes on.
+        let trailers = host::headers(Map::RequestTrailers);
+        if self
+            .remove_client_headers(Map::RequestTrailers, &trailers)
+            .is_none()
+        {
+            host::log(Level::Error, "tollgate: the host refused a trailer removal");
+            return self.deny(&Denial::GatewayError {
+                code: "request_not_editable",
+            });
+        }
+        match self.stage {
+            // The stream ends here: decide on the complete body Envoy buffered.
+            Stage::Body { ticket, buffered } => self.decide_with_body(ticket, buffered),
+            Stage::Head => self.undecided("request trailers"),
+            Stage::Forwarded(_) | Stage::Answered => Action::Continue,
+        }
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
@@ -340,7 +452,7 @@ impl HttpContext for TollgateHttp {
         let Stage::Forwarded(forwarded) = &mut self.stage else {
             return Action::Continue;
         };
-        let (mut status, mut content_type) = (0u16, None);
+        let (mut status, mut content_type, mut encoded) = (0u16, None, false);
         for (name, value) in host::headers(Map::Response).iter() {
             match name {
                 b":status" => {
@@ -350,17 +462,24 @@ impl HttpContext for TollgateHttp {
                         .unwrap_or(0)
                 }
                 b"content-type" => content_type = Some(String::from_utf8_lossy(value).into_owned()),
+                b"content-encoding" => {
+                    encoded |= !is_identity_encoding(&String::from_utf8_lossy(value));
+                }
                 _ => {}
             }
         }
-        let mut meter = ResponseMeter::new(
-            forwarded.settlement.plan.endpoint,
-            status,
-            content_type.as_deref(),
-        );
         let plan = &forwarded.settlement.plan;
+        let mut meter = if encoded {
+            // Asked for identity, got something else: never parse or edit those bytes.
+            metrics::response_unreadable();
+            ResponseMeter::unreadable(plan.endpoint, status)
+        } else {
+            ResponseMeter::new(plan.endpoint, status, content_type.as_deref())
+        };
         if end_of_stream {
             meter.end_without_body();
+        } else if encoded {
+            // Forwarded untouched: no usage strip, no affinity marks.
         } else if plan.strip_usage && meter.is_stream() {
             forwarded.rewriter = Some(Rewriter::StripUsage(UsageChunkStripper::new()));
         } else if let (Some(tag), true) = (plan.mark_with, (200..300).contains(&status)) {

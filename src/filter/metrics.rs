@@ -84,6 +84,17 @@ pub fn request_allowed() {
     count("tollgate_requests_allowed");
 }
 
+/// Client request headers (or trailers) removed before forwarding, by why.
+pub fn client_header_removed(why: &'static str) {
+    add_labelled("tollgate_client_headers_removed_", why, 1);
+}
+
+/// A successful upstream answer was still encoded (compressed) although `identity` was asked
+/// for: forwarded untouched and charged as its worst case.
+pub fn response_unreadable() {
+    count("tollgate_responses_encoded");
+}
+
 /// A refused request, by reason (the error `code`).
 pub fn request_denied(reason: &str) {
     count("tollgate_requests_denied");

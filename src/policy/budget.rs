@@ -109,6 +109,9 @@ impl BudgetLine {
             spend_nano: ledger.spent(),
             reserved_nano: ledger.reserved(now),
             resets_at: self.window_end.map(format_rfc3339),
+            resets_in_seconds: self
+                .window_end
+                .map(|end| u64::try_from(end.saturating_sub(now)).unwrap_or(0)),
         }
     }
 }

@@ -9,8 +9,10 @@ use std::fmt;
 use hashbrown::{HashMap, HashSet};
 
 use crate::policy::budget::Scope;
+use crate::policy::client_headers::{valid_header_name, ClientHeaderRules, TENANT_SELECTORS};
 use crate::policy::config::{
-    AccountingConfig, BudgetHolderConfig, Config, KeyConfig, Settings, TeamConfig, UnpricedMode,
+    AccountingConfig, BudgetHolderConfig, ClientHeadersConfig, Config, KeyConfig, Settings,
+    TeamConfig, UnpricedMode,
 };
 use crate::policy::cost::{atto_per_token, Rates};
 use crate::policy::cost_map::{CostMap, MAX_RATE_USD_PER_TOKEN};
@@ -104,6 +106,7 @@ pub fn compile_config(config: Config) -> Result<Policy, ConfigErrors> {
 
     let spending = cx.spending(&config.settings);
     let accounting = config.accounting.map(|a| cx.accounting(a));
+    let client_headers = cx.client_headers(&config.settings.client_headers);
     let mut policy = Policy {
         version: config.version,
         max_request_body_bytes,
@@ -123,6 +126,7 @@ pub fn compile_config(config: Config) -> Result<Policy, ConfigErrors> {
         spending,
         accounting,
         affinity_fallback: config.settings.affinity_fallback,
+        client_headers,
     };
 
     cx.add_deployments(&mut policy, config.model_list);
@@ -281,6 +285,32 @@ impl Compiler {
             reservation_ttl_seconds: settings.reservation_ttl_seconds,
             default_max_output_tokens: settings.default_max_output_tokens,
         }
+    }
+
+    fn client_headers(&mut self, config: &ClientHeadersConfig) -> ClientHeaderRules {
+        let path = "settings.client_headers";
+        for (i, name) in config.forward.iter().enumerate() {
+            if !TENANT_SELECTORS.contains(&name.as_str()) {
+                self.error(
+                    &format!("{path}.forward[{i}]"),
+                    format!(
+                        "only {} can be forwarded; credentials and x-tollgate-* headers are always removed, found {name:?}",
+                        TENANT_SELECTORS.join(", ")
+                    ),
+                );
+            }
+        }
+        for (i, name) in config.remove.iter().enumerate() {
+            if !valid_header_name(name) {
+                self.error(
+                    &format!("{path}.remove[{i}]"),
+                    format!(
+                        "must be a lowercase header name (not a pseudo-header), found {name:?}"
+                    ),
+                );
+            }
+        }
+        ClientHeaderRules::new(&config.forward, &config.remove)
     }
 
     fn accounting(&mut self, config: AccountingConfig) -> Accounting {

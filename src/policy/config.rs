@@ -70,6 +70,22 @@ pub struct Settings {
     /// What to do with a Responses follow-up whose encryption boundary is gone (default `strip`).
     #[serde(default)]
     pub affinity_fallback: AffinityFallback,
+    /// Which client request headers go upstream besides the always-removed ones.
+    #[serde(default)]
+    pub client_headers: ClientHeadersConfig,
+}
+
+/// `settings.client_headers`: credentials and `x-tollgate-*` are always removed; provider
+/// tenant selectors (`openai-organization`, `openai-project`) are removed unless forwarded.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientHeadersConfig {
+    /// Tenant selectors to let through (only names from the selector list are accepted).
+    #[serde(default)]
+    pub forward: Vec<String>,
+    /// More header names to remove from every client request (lowercase).
+    #[serde(default)]
+    pub remove: Vec<String>,
 }
 
 /// `settings.affinity_fallback`.
@@ -92,6 +108,7 @@ impl Default for Settings {
             reservation_ttl_seconds: default_reservation_ttl(),
             default_max_output_tokens: default_max_output_tokens(),
             affinity_fallback: AffinityFallback::default(),
+            client_headers: ClientHeadersConfig::default(),
         }
     }
 }

@@ -94,7 +94,30 @@ pub fn decide_head(policy: Option<&Policy>, head: &RequestHead, now: i64) -> Hea
             return HeadOutcome::Deny(denial);
         }
     }
+    if let Some(encoding) = head.content_encoding {
+        if !encoding.trim().eq_ignore_ascii_case("identity") {
+            // The decision needs the body as JSON, and the upstream must get what was decided.
+            return HeadOutcome::Deny(Denial::UnsupportedContentEncoding {
+                encoding: encoding.chars().take(64).collect(),
+            });
+        }
+    }
     HeadOutcome::ReadBody(ticket)
+}
+
+/// [`decide_head`] with the host clock's answer: no time, no decision (an expiry or a budget
+/// window cannot be checked without one), so a failed clock fails closed.
+pub fn decide_head_at(
+    policy: Option<&Policy>,
+    head: &RequestHead,
+    now: Option<i64>,
+) -> HeadOutcome {
+    match now {
+        Some(now) => decide_head(policy, head, now),
+        None => HeadOutcome::Deny(Denial::GatewayError {
+            code: "clock_unavailable",
+        }),
+    }
 }
 
 /// How a request was decided, step by step (shown by `tollgate explain`).
@@ -439,6 +462,48 @@ mod tests {
             outcome,
             HeadOutcome::Deny(Denial::MethodNotAllowed { allowed: "POST" })
         );
+    }
+
+    #[test]
+    fn a_compressed_request_body_is_refused_with_415_after_authentication() {
+        let p = policy();
+        let mut h = head("POST", "/v1/chat/completions", "Bearer sk-k");
+        h.content_encoding = Some("gzip");
+        let outcome = decide_head(Some(&p), &h, 0);
+        let HeadOutcome::Deny(denial) = outcome else {
+            panic!("{outcome:?}")
+        };
+        assert_eq!(
+            (denial.status(), denial.code()),
+            (415, "unsupported_content_encoding")
+        );
+        h.content_encoding = Some("identity");
+        assert!(matches!(
+            decide_head(Some(&p), &h, 0),
+            HeadOutcome::ReadBody(_)
+        ));
+        let mut stranger = head("POST", "/v1/chat/completions", "Bearer sk-nobody");
+        stranger.content_encoding = Some("gzip");
+        assert_eq!(
+            decide_head(Some(&p), &stranger, 0),
+            HeadOutcome::Deny(Denial::UnknownKey)
+        );
+    }
+
+    #[test]
+    fn a_failed_clock_fails_closed() {
+        let p = policy();
+        let h = head("POST", "/v1/chat/completions", "Bearer sk-k");
+        assert_eq!(
+            decide_head_at(Some(&p), &h, None),
+            HeadOutcome::Deny(Denial::GatewayError {
+                code: "clock_unavailable"
+            })
+        );
+        assert!(matches!(
+            decide_head_at(Some(&p), &h, Some(0)),
+            HeadOutcome::ReadBody(_)
+        ));
     }
 
     #[test]

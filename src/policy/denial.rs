@@ -71,6 +71,14 @@ pub enum Denial {
         reserved_nano: u64,
         /// When the window resets (RFC 3339), if it does.
         resets_at: Option<String>,
+        /// Seconds until the window resets, if it does (for `retry-after`).
+        resets_in_seconds: Option<u64>,
+    },
+    /// The request body is compressed (`content-encoding` other than `identity`): the filter
+    /// must read the body it decides on, and does not decompress requests.
+    UnsupportedContentEncoding {
+        /// The client's `content-encoding`.
+        encoding: String,
     },
     /// The model has no known price and a budget applies (`settings.unpriced_models.mode: deny`).
     UnpricedModel {
@@ -107,6 +115,7 @@ impl Denial {
             Denial::InvalidRequest { .. } | Denial::InvalidAffinityMark => 400,
             Denial::AffinityUnavailable => 409,
             Denial::BodyTooLarge { .. } => 413,
+            Denial::UnsupportedContentEncoding { .. } => 415,
             Denial::PolicyUnavailable | Denial::CredentialUnavailable => 503,
             Denial::GatewayError { .. } => 500,
         }
@@ -135,6 +144,7 @@ impl Denial {
             Denial::ModelNotFound { .. } => "model_not_found",
             Denial::InvalidRequest { code, .. } => code,
             Denial::BodyTooLarge { .. } => "request_too_large",
+            Denial::UnsupportedContentEncoding { .. } => "unsupported_content_encoding",
             Denial::MethodNotAllowed { .. } => "method_not_allowed",
             Denial::UnknownEndpoint => "unknown_url",
             Denial::PolicyUnavailable => "policy_unavailable",
@@ -188,6 +198,10 @@ impl Denial {
             Denial::BodyTooLarge { limit } => {
                 format!("Request body is larger than the {limit}-byte limit.")
             }
+            Denial::UnsupportedContentEncoding { encoding } => format!(
+                "Compressed request bodies are not accepted (content-encoding '{encoding}'); \
+                 send the JSON body uncompressed."
+            ),
             Denial::MethodNotAllowed { allowed } => {
                 format!("This endpoint only accepts {allowed}.")
             }
@@ -206,6 +220,7 @@ impl Denial {
                 spend_nano,
                 reserved_nano,
                 resets_at,
+                ..
             } => {
                 let holder = match *scope {
                     "key" => format!("key '{name}'"),
@@ -250,6 +265,37 @@ impl Denial {
         }
     }
 
+    /// Headers that tell clients (the OpenAI and Anthropic SDKs read both) whether retrying
+    /// can help: `x-should-retry: false` for refusals that stay refusals, `retry-after`
+    /// (seconds) where a time is known. Other 5xx keep the SDKs' own retry behaviour.
+    pub fn retry_headers(&self) -> Vec<(&'static str, String)> {
+        const FINAL: (&str, &str) = ("x-should-retry", "false");
+        let final_only = || vec![(FINAL.0, FINAL.1.to_string())];
+        match self {
+            Denial::BudgetExceeded {
+                limit_nano,
+                spend_nano,
+                resets_in_seconds,
+                ..
+            } => {
+                if spend_nano >= limit_nano {
+                    // Spent: nothing changes before the window resets (if it ever does).
+                    let mut headers = final_only();
+                    if let Some(seconds) = resets_in_seconds {
+                        headers.push(("retry-after", seconds.max(&1).to_string()));
+                    }
+                    headers
+                } else {
+                    // Held by requests in flight: room comes back as they settle.
+                    vec![("retry-after", "1".to_string())]
+                }
+            }
+            Denial::PolicyUnavailable => vec![("retry-after", "1".to_string())],
+            Denial::GatewayError { .. } => Vec::new(),
+            _ => final_only(),
+        }
+    }
+
     /// The response body: `{"error":{"message","type","param","code"}}`.
     pub fn body(&self) -> String {
         json!({
@@ -284,6 +330,56 @@ mod tests {
 
     use super::*;
 
+    fn budget(spend_nano: u64, resets_in_seconds: Option<u64>) -> Denial {
+        Denial::BudgetExceeded {
+            scope: "key",
+            name: "k".into(),
+            limit_nano: 100,
+            spend_nano,
+            reserved_nano: 50,
+            resets_at: None,
+            resets_in_seconds,
+        }
+    }
+
+    #[test]
+    fn final_refusals_tell_sdks_not_to_retry_and_when_room_comes_back() {
+        let header = |d: &Denial, name: &str| {
+            d.retry_headers()
+                .into_iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v)
+        };
+        let spent = budget(100, Some(3600));
+        assert_eq!(header(&spent, "x-should-retry").as_deref(), Some("false"));
+        assert_eq!(header(&spent, "retry-after").as_deref(), Some("3600"));
+        let forever = budget(120, None);
+        assert_eq!(header(&forever, "x-should-retry").as_deref(), Some("false"));
+        assert_eq!(header(&forever, "retry-after"), None);
+        let held = budget(60, Some(3600));
+        assert_eq!(
+            header(&held, "x-should-retry"),
+            None,
+            "in-flight holds settle"
+        );
+        assert_eq!(header(&held, "retry-after").as_deref(), Some("1"));
+        for final_denial in [
+            Denial::CredentialUnavailable,
+            Denial::AffinityUnavailable,
+            Denial::UnknownKey,
+        ] {
+            assert_eq!(
+                header(&final_denial, "x-should-retry").as_deref(),
+                Some("false")
+            );
+        }
+        assert_eq!(header(&Denial::PolicyUnavailable, "x-should-retry"), None);
+        let gateway = Denial::GatewayError {
+            code: "budget_store_unavailable",
+        };
+        assert!(gateway.retry_headers().is_empty());
+    }
+
     #[test]
     fn body_is_openai_error_shape() {
         let body: serde_json::Value = serde_json::from_str(
@@ -309,6 +405,7 @@ mod tests {
             spend_nano: 5_000_123_000,
             reserved_nano: 0,
             resets_at: Some("2026-12-01T00:00:00Z".into()),
+            resets_in_seconds: Some(60),
         };
         let body: serde_json::Value = serde_json::from_str(&denial.body()).unwrap();
         assert_eq!(denial.status(), 429);

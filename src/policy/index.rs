@@ -9,6 +9,7 @@ use std::sync::Arc;
 use hashbrown::{HashMap, HashSet};
 
 use crate::policy::affinity_mark::AffinityTag;
+use crate::policy::client_headers::ClientHeaderRules;
 use crate::policy::config::{AffinityFallback, UnpricedMode};
 use crate::policy::cost::Rates;
 use crate::policy::cost_map::CostMap;
@@ -64,6 +65,8 @@ pub struct Policy {
     pub accounting: Option<Accounting>,
     /// What to do with a Responses follow-up whose encryption boundary is gone.
     pub affinity_fallback: AffinityFallback,
+    /// Which client request headers are removed before forwarding.
+    pub client_headers: ClientHeaderRules,
 }
 
 /// Compiled money settings.

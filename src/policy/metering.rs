@@ -47,6 +47,9 @@ pub struct Metered {
     pub status: EndStatus,
     /// The upstream's HTTP status (0 when no response arrived).
     pub http_status: u16,
+    /// A successful answer the filter could not read (still compressed): charged as the
+    /// request's worst case.
+    pub unreadable: bool,
 }
 
 /// Who ended a stream early, as the adapter could tell.
@@ -66,6 +69,8 @@ enum Body {
     Json { bytes: Vec<u8>, overflowed: bool },
     /// A server-sent-events stream.
     Sse(SseUsageReader),
+    /// A successful answer in an encoding the filter does not read (it asked for `identity`).
+    Unreadable,
 }
 
 /// Meters one response.
@@ -105,6 +110,17 @@ impl ResponseMeter {
         }
     }
 
+    /// A meter for a response whose body is still encoded (`content-encoding` other than
+    /// `identity`, although the filter asked for `identity`): it is forwarded untouched, and a
+    /// successful one is charged as the request's worst case, flagged estimated.
+    pub fn unreadable(endpoint: Endpoint, http_status: u16) -> Self {
+        let mut meter = ResponseMeter::new(endpoint, http_status, None);
+        if (200..300).contains(&http_status) {
+            meter.body = Body::Unreadable;
+        }
+        meter
+    }
+
     /// Whether the response is a server-sent-events stream being metered.
     pub fn is_stream(&self) -> bool {
         matches!(self.body, Body::Sse(_))
@@ -114,7 +130,7 @@ impl ResponseMeter {
     pub fn feed(&mut self, chunk: &[u8], end: bool) {
         self.body_bytes = self.body_bytes.saturating_add(chunk.len() as u64);
         match &mut self.body {
-            Body::Ignored => {}
+            Body::Ignored | Body::Unreadable => {}
             Body::Sse(reader) => {
                 reader.feed(chunk);
                 if end {
@@ -150,7 +166,7 @@ impl ResponseMeter {
     /// Bytes currently held by the meter.
     pub fn held_bytes(&self) -> usize {
         match &self.body {
-            Body::Ignored => 0,
+            Body::Ignored | Body::Unreadable => 0,
             Body::Sse(reader) => reader.buffered_bytes(),
             Body::Json { bytes, .. } => bytes.len(),
         }
@@ -160,7 +176,7 @@ impl ResponseMeter {
     /// an unreported prompt; `early` says who cut the stream short if it did not complete.
     pub fn finish(&self, prompt_estimate: u64, early: EarlyEnd) -> Metered {
         let reported = match &self.body {
-            Body::Ignored => None,
+            Body::Ignored | Body::Unreadable => None,
             Body::Sse(reader) => reader.usage(),
             Body::Json { bytes, overflowed } => {
                 if *overflowed {
@@ -189,6 +205,7 @@ impl ResponseMeter {
                 estimated: false,
                 status,
                 http_status: self.http_status,
+                unreadable: false,
             };
         }
         let done = match &self.body {
@@ -201,6 +218,7 @@ impl ResponseMeter {
                 estimated: false,
                 status,
                 http_status: self.http_status,
+                unreadable: false,
             },
             partial => {
                 // No final usage: estimate what the upstream may still charge for.
@@ -218,6 +236,7 @@ impl ResponseMeter {
                     estimated: true,
                     status,
                     http_status: self.http_status,
+                    unreadable: matches!(self.body, Body::Unreadable),
                 }
             }
         }
@@ -329,5 +348,21 @@ mod tests {
         assert_eq!(metered.usage.prompt_tokens, 30);
         assert_eq!(metered.usage.completion_tokens, 0);
         assert_eq!(prompt_estimate(9), 3);
+    }
+
+    #[test]
+    fn a_still_compressed_answer_is_not_parsed_and_is_flagged_unreadable() {
+        let mut meter = ResponseMeter::unreadable(Endpoint::ChatCompletions, 200);
+        meter.feed(b"\x1f\x8b\x08\x00 gzip bytes", true);
+        let metered = meter.finish(30, EarlyEnd::Upstream);
+        assert_eq!(metered.status, EndStatus::Ok);
+        assert!(metered.estimated && metered.unreadable);
+        assert_eq!(metered.usage.prompt_tokens, 30);
+        assert_eq!(meter.held_bytes(), 0, "nothing is kept");
+        let mut error = ResponseMeter::unreadable(Endpoint::ChatCompletions, 500);
+        error.feed(b"\x1f\x8b", true);
+        let metered = error.finish(30, EarlyEnd::Upstream);
+        assert_eq!(metered.status, EndStatus::UpstreamError);
+        assert!(!metered.unreadable, "an error answer is not charged");
     }
 }

@@ -15,6 +15,7 @@ pub mod alias;
 pub mod auth;
 pub mod budget;
 pub mod charge;
+pub mod client_headers;
 pub mod compile;
 pub mod config;
 pub mod cost;

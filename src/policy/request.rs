@@ -95,6 +95,8 @@ pub struct RequestHead<'a> {
     pub api_key: Option<&'a str>,
     /// `content-length`, when present and numeric.
     pub content_length: Option<u64>,
+    /// `content-encoding` of the request body, when present.
+    pub content_encoding: Option<&'a str>,
 }
 
 /// Why no usable credential was found.
@@ -304,7 +306,7 @@ mod tests {
             authorization: auth,
             x_api_key: x,
             api_key: api,
-            content_length: None,
+            ..RequestHead::default()
         }
     }
 

@@ -74,6 +74,15 @@ impl Settlement {
                 source: crate::policy::cost::PriceSource::Unpriced,
             },
         };
+        // An answer the filter could not read costs what was reserved for it, never less.
+        let cost = if metered.unreadable {
+            Cost {
+                nano_usd: cost.nano_usd.max(self.reservation.amount),
+                ..cost
+            }
+        } else {
+            cost
+        };
         let ledger_ok = settle(ledgers, &self.reservation, cost.nano_usd, now);
         let usage = metered.usage;
         let data = SpendData {

@@ -8,17 +8,21 @@ Test controls, sent as request headers (Envoy passes them through):
   x-mock-status: 429        answer with this error status and an OpenAI-style error body
   x-mock-delay-ms: 200      wait this long between streamed events
   x-mock-cut-after: 2       send this many streamed events, then reset the connection
+  x-mock-gzip: honor        gzip the answer when the request's accept-encoding allows gzip (as real
+                            servers do); `always` gzips it whatever the request asked for
 
 Run standalone (used by ./scripts/run):  python3 mock_upstream.py openai=18081 anthropic=18082
 """
 
 import base64
+import gzip
 import hashlib
 import json
 import secrets
 import sys
 import threading
 import time
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -198,10 +202,20 @@ def make_handler(name, recorder):
         def log_message(self, *args):
             pass
 
+        def _gzip(self):
+            mode = self.headers.get("x-mock-gzip", "")
+            accepted = "gzip" in self.headers.get("accept-encoding", "").lower()
+            return mode == "always" or (mode == "honor" and accepted)
+
         def _send(self, status, payload, content_type="application/json"):
             data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+            compress = self.command == "POST" and self._gzip()
+            if compress:
+                data = gzip.compress(data)
             self.send_response(status)
             self.send_header("content-type", content_type)
+            if compress:
+                self.send_header("content-encoding", "gzip")
             self.send_header("content-length", str(len(data)))
             self.send_header("x-mock-upstream", name)
             self.end_headers()
@@ -276,8 +290,11 @@ def make_handler(name, recorder):
         def _stream(self, events):
             delay = int(self.headers.get("x-mock-delay-ms") or 0) / 1000
             cut = self.headers.get("x-mock-cut-after")
+            compressor = zlib.compressobj(wbits=31) if self._gzip() else None
             self.send_response(200)
             self.send_header("content-type", "text/event-stream")
+            if compressor:
+                self.send_header("content-encoding", "gzip")
             self.send_header("transfer-encoding", "chunked")
             self.send_header("x-mock-upstream", name)
             self.end_headers()
@@ -290,10 +307,15 @@ def make_handler(name, recorder):
                         self.connection.shutdown(2)
                         return
                     data = event.encode()
+                    if compressor:
+                        data = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
                     self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
                     self.wfile.flush()
                     if delay:
                         time.sleep(delay)
+                if compressor:
+                    tail = compressor.flush()
+                    self.wfile.write(f"{len(tail):x}\r\n".encode() + tail + b"\r\n")
                 self.wfile.write(b"0\r\n\r\n")
             except OSError:
                 self.close_connection = True

@@ -19,7 +19,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 ENVOY = ROOT / ".venv" / "bin" / "envoy"
-WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "tollgate.wasm"
+# TOLLGATE_WASM runs the suite against another build (e.g. the previous release, to see a new test fail).
+WASM = Path(os.environ.get("TOLLGATE_WASM") or ROOT / "target" / "wasm32-wasip1" / "release" / "tollgate.wasm")
 TOLLGATE_CLI = ROOT / "target" / "debug" / "tollgate"
 TEMPLATE = ROOT / "envoy" / "envoy.template.yaml"
 
