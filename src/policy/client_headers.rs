@@ -9,6 +9,11 @@ use std::collections::HashSet;
 /// `x-tollgate-cluster`): a client's copy is removed before anything else happens.
 pub const INTERNAL_HEADER_PREFIX: &[u8] = b"x-tollgate-";
 
+/// Envoy's router acts on client `x-envoy-*` headers (`x-envoy-retry-on`, `x-envoy-max-retries`,
+/// `x-envoy-upstream-rq-timeout-ms`, …): a client could make Envoy retry a call the provider
+/// bills while Tollgate meters one answer, or cut its timeouts. All are removed.
+pub const ENVOY_HEADER_PREFIX: &[u8] = b"x-envoy-";
+
 /// Always removed: they carry a credential (the virtual key, or another one the provider could
 /// act on). Not configurable.
 pub const CREDENTIAL_HEADERS: [&str; 6] = [
@@ -34,6 +39,8 @@ pub const CREDENTIAL_QUERY_PARAMS: [&str; 5] =
 pub enum Removal {
     /// One of Tollgate's `x-tollgate-*` headers: only the filter may set them.
     Internal,
+    /// An `x-envoy-*` header: only Envoy itself may steer its router.
+    EnvoyControl,
     /// A credential header.
     Credential,
     /// A provider tenant selector not listed in `settings.client_headers.forward`.
@@ -47,6 +54,7 @@ impl Removal {
     pub fn name(self) -> &'static str {
         match self {
             Removal::Internal => "internal",
+            Removal::EnvoyControl => "envoy_control",
             Removal::Credential => "credential",
             Removal::TenantSelector => "tenant_selector",
             Removal::Configured => "configured",
@@ -91,6 +99,9 @@ impl ClientHeaderRules {
     pub fn removal(&self, name: &[u8]) -> Option<Removal> {
         if name.starts_with(INTERNAL_HEADER_PREFIX) {
             return Some(Removal::Internal);
+        }
+        if name.starts_with(ENVOY_HEADER_PREFIX) {
+            return Some(Removal::EnvoyControl);
         }
         if CREDENTIAL_HEADERS.iter().any(|h| h.as_bytes() == name) {
             return Some(Removal::Credential);

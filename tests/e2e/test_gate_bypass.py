@@ -6,6 +6,8 @@ and SDK retries of final refusals. Each test fails on the build before the fix
 
 import gzip
 import json
+import re
+import socket
 import time
 
 import openai
@@ -122,6 +124,28 @@ def test_a_refused_request_does_not_log_the_clients_cluster(envoy, upstreams):
         return next((l for l in text.splitlines() if "invalid_api_key" in l and " 401 " in l), None)
     found = wait_until(line, timeout=10, message="the refused request's access-log line")
     assert "upstream=-" in found, found
+
+
+def test_pipelined_http1_requests_are_each_decided(envoy, upstreams):
+    allowed = json.dumps(chat("gpt-4o")).encode()
+    refused = json.dumps(chat(NOT_ALLOWED)).encode()
+    raw = (f"POST /v1/chat/completions HTTP/1.1\r\nhost: t\r\nauthorization: Bearer {KEYS['all']}\r\n"
+           f"content-type: application/json\r\ncontent-length: {len(allowed)}\r\n\r\n").encode() + allowed
+    raw += (f"POST /v1/chat/completions HTTP/1.1\r\nhost: t\r\nauthorization: Bearer {KEYS['neither']}\r\n"
+            f"x-tollgate-cluster: anthropic\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(refused)}\r\nconnection: close\r\n\r\n").encode() + refused
+    with socket.create_connection(("127.0.0.1", envoy.listen_port), timeout=10) as sock:
+        sock.sendall(raw)
+        received = b""
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+    statuses = [int(code) for code in re.findall(rb"HTTP/1\.1 (\d{3}) ", received)]
+    assert statuses == [200, 403], received[:600]
+    assert len(upstreams["openai"].requests()) == 1 and upstreams["anthropic"].requests() == []
 
 
 # --- 4. Headers and query parameters that steer the provider ---------------------------------
