@@ -173,7 +173,10 @@ impl TollgateHttp {
             internal |= why == Removal::Internal;
             if !removed.contains(&name) {
                 removed.push(name);
-                metrics::client_header_removed(why.name());
+                // Every request carries a credential: count only the unusual removals.
+                if why != Removal::Credential {
+                    metrics::client_header_removed(why.name());
+                }
             }
         }
         let mut ok = true;
