@@ -219,13 +219,8 @@ fn decide_steps<'p, C: Credentials + ?Sized>(
     trace.resolved = Some(resolution.resolved().to_string());
 
     let target = ModelTarget::new(policy, resolution.resolved());
-    trace.grants = Some(check_access(
-        policy,
-        trace.key,
-        trace.team,
-        &resolution,
-        &target,
-    )?);
+    let access = check_access(policy, trace.key, trace.team, &resolution, &target)?;
+    trace.grants = Some(access.grants);
 
     let marks = if ticket.endpoint == Endpoint::Responses {
         read_marks(body).map_err(|_| Denial::InvalidAffinityMark)?
@@ -233,7 +228,13 @@ fn decide_steps<'p, C: Credentials + ?Sized>(
         Marks::default()
     };
     let route = policy
-        .route(&target, around.credentials, around.random, marks.pin())
+        .route(
+            &target,
+            &access.deployments,
+            around.credentials,
+            around.random,
+            marks.pin(),
+        )
         .map_err(|e| match e {
             RouteError::NoDeployment => Denial::ModelNotFound {
                 model: requested.to_string(),

@@ -98,24 +98,37 @@ pub enum RouteError {
 impl Policy {
     /// The most specific tier of deployments serving `target`: exact first, then wildcards.
     pub fn candidates(&self, target: &ModelTarget) -> Vec<DeploymentId> {
+        self.serving_tiers(target)
+            .into_iter()
+            .next()
+            .unwrap_or_default()
+    }
+
+    /// Every deployment serving `target`, in tiers, most specific first: the exact-named
+    /// deployments alone when there are any, else the matching wildcards grouped by
+    /// specificity (`openai/o1*` before `openai/*` before `*`).
+    pub fn serving_tiers(&self, target: &ModelTarget) -> Vec<Vec<DeploymentId>> {
         if let Some(exact) = self.exact_deployments.get(target.name) {
-            return exact.clone();
+            return vec![exact.clone()];
         }
-        let mut tier = Vec::new();
+        let mut tiers: Vec<Vec<DeploymentId>> = Vec::new();
         let mut tier_specificity = None;
         for &id in &self.wildcard_deployments {
             let Some(pattern) = self.deployment(id).and_then(|d| d.pattern.as_ref()) else {
                 continue;
             };
-            if tier_specificity.is_some_and(|s| pattern.specificity() < s) {
-                break;
+            if !target.matched_by(pattern) {
+                continue;
             }
-            if target.matched_by(pattern) {
-                tier_specificity = Some(pattern.specificity());
-                tier.push(id);
+            match tiers.last_mut() {
+                Some(tier) if tier_specificity == Some(pattern.specificity()) => tier.push(id),
+                _ => {
+                    tier_specificity = Some(pattern.specificity());
+                    tiers.push(vec![id]);
+                }
             }
         }
-        tier
+        tiers
     }
 
     /// Whether some deployment serves `name`.
@@ -123,18 +136,19 @@ impl Policy {
         !self.candidates(&ModelTarget::new(self, name)).is_empty()
     }
 
-    /// Chooses a deployment for `target`; `random` is any uniformly random number. A `pin`
-    /// (from an affinity mark) narrows the choice to its origin deployment, else to its
-    /// encryption boundary, and only ever among the deployments that serve `target`: a forged
-    /// pin cannot reach anything else.
+    /// Chooses a deployment for `target` among `ids` (the deployments the access check
+    /// granted, see [`crate::policy::access::Access`]); `random` is any uniformly random number.
+    /// A `pin` (from an affinity mark) narrows the choice to its origin deployment, else to its
+    /// encryption boundary, and only ever among the deployments that normal routing could pick
+    /// here: a forged pin cannot reach anything else, nor a drained (weight 0) deployment.
     pub fn route<'p, C: Credentials + ?Sized>(
         &'p self,
         target: &ModelTarget,
+        ids: &[DeploymentId],
         credentials: &C,
         random: u64,
         pin: Option<AffinityTag>,
     ) -> Result<Route<'p>, RouteError> {
-        let ids = self.candidates(target);
         if ids.is_empty() {
             return Err(RouteError::NoDeployment);
         }
@@ -142,9 +156,25 @@ impl Policy {
         let (eligible, pinning) = match pin {
             None => (all, Pinning::Unpinned),
             Some(pin) => {
-                let origin: Vec<&Deployment> =
-                    all.iter().copied().filter(|d| d.affinity == pin).collect();
-                let boundary: Vec<&Deployment> = all
+                // A pin only chooses among what weighted routing could pick: a drained
+                // (weight 0) deployment is picked only when nothing live is usable.
+                let has_credential = |d: &Deployment| {
+                    d.credential_env
+                        .as_ref()
+                        .is_none_or(|env| credentials.get(env).is_some())
+                };
+                let live = all.iter().any(|d| d.weight_milli > 0 && has_credential(d));
+                let pinnable: Vec<&Deployment> = all
+                    .iter()
+                    .copied()
+                    .filter(|d| !live || d.weight_milli > 0)
+                    .collect();
+                let origin: Vec<&Deployment> = pinnable
+                    .iter()
+                    .copied()
+                    .filter(|d| d.affinity == pin)
+                    .collect();
+                let boundary: Vec<&Deployment> = pinnable
                     .iter()
                     .copied()
                     .filter(|d| d.affinity.boundary == pin.boundary)
@@ -236,6 +266,16 @@ mod tests {
         .unwrap()
     }
 
+    fn route_to<'p>(
+        p: &'p Policy,
+        target: &ModelTarget,
+        c: &HashMap<String, String>,
+        random: u64,
+        pin: Option<AffinityTag>,
+    ) -> Result<Route<'p>, RouteError> {
+        p.route(target, &p.candidates(target), c, random, pin)
+    }
+
     fn creds(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs
             .iter()
@@ -247,9 +287,7 @@ mod tests {
     fn exact_deployment_wins_over_wildcards() {
         let p = policy();
         let c = creds(&[("K_A", "a"), ("K_B", "b")]);
-        let route = p
-            .route(&ModelTarget::new(&p, "gpt-4o"), &c, 0, None)
-            .unwrap();
+        let route = route_to(&p, &ModelTarget::new(&p, "gpt-4o"), &c, 0, None).unwrap();
         assert_eq!(route.deployment.cluster, "a");
         assert_eq!(route.upstream_model, "gpt-4o");
         assert_eq!(route.candidates, 2);
@@ -261,7 +299,13 @@ mod tests {
         let c = creds(&[("K_A", "a"), ("K_B", "b")]);
         let target = ModelTarget::new(&p, "gpt-4o");
         let to_b = (0..4000u64)
-            .filter(|r| p.route(&target, &c, *r, None).unwrap().deployment.cluster == "b")
+            .filter(|r| {
+                route_to(&p, &target, &c, *r, None)
+                    .unwrap()
+                    .deployment
+                    .cluster
+                    == "b"
+            })
             .count();
         assert_eq!(to_b, 3000);
     }
@@ -272,7 +316,7 @@ mod tests {
         let only_b = creds(&[("K_B", "b")]);
         let target = ModelTarget::new(&p, "gpt-4o");
         for r in 0..10 {
-            let route = p.route(&target, &only_b, r, None).unwrap();
+            let route = route_to(&p, &target, &only_b, r, None).unwrap();
             assert_eq!(
                 (
                     route.deployment.cluster.as_str(),
@@ -282,7 +326,7 @@ mod tests {
             );
         }
         assert_eq!(
-            p.route(&target, &creds(&[]), 0, None),
+            route_to(&p, &target, &creds(&[]), 0, None),
             Err(RouteError::NoCredential)
         );
     }
@@ -290,38 +334,34 @@ mod tests {
     #[test]
     fn bare_name_reaches_provider_wildcard_through_the_cost_map() {
         let p = policy();
-        let route = p
-            .route(&ModelTarget::new(&p, "claude-x"), &creds(&[]), 0, None)
-            .unwrap();
+        let route = route_to(&p, &ModelTarget::new(&p, "claude-x"), &creds(&[]), 0, None).unwrap();
         assert_eq!(route.deployment.cluster, "anthropic");
         assert_eq!(route.upstream_model, "claude-x");
-        let prefixed = p
-            .route(
-                &ModelTarget::new(&p, "anthropic/claude-new"),
-                &creds(&[]),
-                0,
-                None,
-            )
-            .unwrap();
+        let prefixed = route_to(
+            &p,
+            &ModelTarget::new(&p, "anthropic/claude-new"),
+            &creds(&[]),
+            0,
+            None,
+        )
+        .unwrap();
         assert_eq!(prefixed.upstream_model, "claude-new");
     }
 
     #[test]
     fn unknown_bare_name_falls_to_catch_all_not_to_provider_wildcard() {
         let p = policy();
-        let route = p
-            .route(
-                &ModelTarget::new(&p, "claude-unknown"),
-                &creds(&[]),
-                0,
-                None,
-            )
-            .unwrap();
+        let route = route_to(
+            &p,
+            &ModelTarget::new(&p, "claude-unknown"),
+            &creds(&[]),
+            0,
+            None,
+        )
+        .unwrap();
         assert_eq!(route.deployment.cluster, "fallback");
         assert_eq!(route.upstream_model, "claude-unknown");
-        let dup = p
-            .route(&ModelTarget::new(&p, "openai/o9"), &creds(&[]), 0, None)
-            .unwrap();
+        let dup = route_to(&p, &ModelTarget::new(&p, "openai/o9"), &creds(&[]), 0, None).unwrap();
         assert_eq!(dup.upstream_model, "o9");
     }
 
@@ -332,7 +372,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            p.route(&ModelTarget::new(&p, "gpt-4o"), &creds(&[]), 0, None),
+            route_to(&p, &ModelTarget::new(&p, "gpt-4o"), &creds(&[]), 0, None),
             Err(RouteError::NoDeployment)
         );
     }
@@ -344,7 +384,7 @@ mod tests {
         let target = ModelTarget::new(&p, "gpt-4o");
         let b = p.deployments[1].affinity;
         for r in 0..50 {
-            let route = p.route(&target, &c, r, Some(b)).unwrap();
+            let route = route_to(&p, &target, &c, r, Some(b)).unwrap();
             assert_eq!(
                 (route.deployment.cluster.as_str(), route.pinning),
                 ("b", Pinning::Origin)
@@ -352,7 +392,7 @@ mod tests {
         }
         // The origin left the config, but a deployment on the same credential remains.
         let gone = AffinityTag::new("b-old", "cred:K_B");
-        let route = p.route(&target, &c, 0, Some(gone)).unwrap();
+        let route = route_to(&p, &target, &c, 0, Some(gone)).unwrap();
         assert_eq!(
             (route.deployment.cluster.as_str(), route.pinning),
             ("b", Pinning::Boundary)
@@ -360,13 +400,13 @@ mod tests {
         // A pin to a deployment that does not serve this model (here: the anthropic wildcard)
         // is never followed there.
         let elsewhere = p.deployments[2].affinity;
-        let route = p.route(&target, &c, 0, Some(elsewhere)).unwrap();
+        let route = route_to(&p, &target, &c, 0, Some(elsewhere)).unwrap();
         assert_eq!(route.pinning, Pinning::Lost);
         assert!(["a", "b"].contains(&route.deployment.cluster.as_str()));
         // The pinned origin without its credential is 503, not a silent move elsewhere.
         let only_a = creds(&[("K_A", "a")]);
         assert_eq!(
-            p.route(&target, &only_a, 0, Some(b)),
+            route_to(&p, &target, &only_a, 0, Some(b)),
             Err(RouteError::NoCredential)
         );
     }
