@@ -22,8 +22,9 @@ pub struct Marks {
     pub previous: Option<AffinityTag>,
     /// Tags found in input items, in order.
     pub items: Vec<AffinityTag>,
-    /// Spans of input items carrying `encrypted_content`, each with the comma that separates it
-    /// from a neighbour (removing the span leaves a valid array).
+    /// What to remove to drop every input item carrying `encrypted_content`: disjoint spans,
+    /// each covering a run of adjacent such items with the separators around it that must go
+    /// too (removing all of them leaves a valid array).
     pub encrypted_items: Vec<Range<usize>>,
 }
 
@@ -76,7 +77,8 @@ pub fn read_marks(body: &[u8]) -> Result<Marks, CorruptMark> {
     let Ok(items) = serde_json::from_str::<Vec<&RawValue>>(input.get()) else {
         return Ok(marks); // a plain-text input carries no marks
     };
-    let spans: Vec<Range<usize>> = items.iter().filter_map(|raw| span_of(body, raw)).collect();
+    let spans: Vec<Option<Range<usize>>> = items.iter().map(|raw| span_of(body, raw)).collect();
+    let mut encrypted = vec![false; items.len()];
     for (i, raw) in items.iter().enumerate() {
         let Ok(item) = serde_json::from_str::<Item>(raw.get()) else {
             continue;
@@ -92,13 +94,12 @@ pub fn read_marks(body: &[u8]) -> Result<Marks, CorruptMark> {
                 marks.items.push(tag);
                 marks.restores.push((span, encode(&original)));
             }
-            if let Some(span) = spans.get(i) {
-                marks
-                    .encrypted_items
-                    .push(with_separator(body, span.clone()));
+            if let Some(slot) = encrypted.get_mut(i) {
+                *slot = true;
             }
         }
     }
+    marks.encrypted_items = removal_spans(&spans, &encrypted);
     Ok(marks)
 }
 
@@ -131,22 +132,43 @@ fn span_of(body: &[u8], raw: &RawValue) -> Option<Range<usize>> {
     (body.get(span.clone()) == Some(text.as_bytes())).then_some(span)
 }
 
-/// Extends an array element's span over the comma after it, or else the one before it.
-fn with_separator(body: &[u8], span: Range<usize>) -> Range<usize> {
-    let after = body[span.end..]
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .map(|n| span.end + n);
-    if let Some(comma) = after.filter(|&i| body[i] == b',') {
-        return span.start..comma + 1;
+/// The spans that remove the array elements flagged in `remove` together with their separators.
+/// Each run of adjacent flagged elements goes from its first element to the start of the next
+/// kept element; a run at the end goes from the end of the kept element before it; a run that is
+/// the whole array goes from the first element to the last. Spans never overlap, so all of them
+/// apply. An element whose span is unknown is kept (and so is a run touching it).
+fn removal_spans(spans: &[Option<Range<usize>>], remove: &[bool]) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < spans.len() {
+        if !remove.get(i).copied().unwrap_or(false) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while remove.get(i).copied().unwrap_or(false) {
+            i += 1;
+        }
+        let run = start..i;
+        let first = spans.get(run.start).cloned().flatten();
+        let last = spans.get(run.end - 1).cloned().flatten();
+        let (Some(first), Some(last)) = (first, last) else {
+            continue;
+        };
+        let span = if let Some(next) = spans.get(run.end) {
+            next.as_ref().map(|next| first.start..next.start)
+        } else if let Some(before) = run.start.checked_sub(1) {
+            spans
+                .get(before)
+                .cloned()
+                .flatten()
+                .map(|prev| prev.end..last.end)
+        } else {
+            Some(first.start..last.end)
+        };
+        out.extend(span);
     }
-    let before = body[..span.start]
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace());
-    match before {
-        Some(comma) if body[comma] == b',' => comma..span.end,
-        _ => span,
-    }
+    out
 }
 
 #[cfg(test)]
@@ -227,6 +249,33 @@ mod tests {
                 2,
                 "position {position}"
             );
+        }
+        // Any set of encrypted items, adjacent or not, at either end: all go, valid JSON stays.
+        let plain = r#"{"role":"user","content":"a"}"#;
+        let secret = r#"{"type":"reasoning","encrypted_content":"x"}"#;
+        for flags in 0u32..32 {
+            let items: Vec<&str> = (0..5)
+                .map(|i| if flags & (1 << i) != 0 { secret } else { plain })
+                .collect();
+            let body = format!(r#"{{"model":"m","input":[ {} ]}}"#, items.join(" ,\n "));
+            let marks = read_marks(body.as_bytes()).unwrap();
+            let edits = marks
+                .encrypted_items
+                .iter()
+                .map(|s| (s.clone(), Vec::new()))
+                .collect();
+            let stripped = splice(body.as_bytes(), edits);
+            let v: serde_json::Value = serde_json::from_slice(&stripped)
+                .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&stripped)));
+            let left = v["input"].as_array().unwrap();
+            assert_eq!(
+                left.len(),
+                5 - flags.count_ones() as usize,
+                "flags {flags:05b}"
+            );
+            assert!(left
+                .iter()
+                .all(|item| item.get("encrypted_content").is_none()));
         }
         let only = r#"{"model":"m","input":[{"encrypted_content":"x"}]}"#.to_string();
         let marks = read_marks(only.as_bytes()).unwrap();

@@ -41,6 +41,13 @@ impl<'a> ModelTarget<'a> {
             .capture_first(self.name)
             .or_else(|| pattern.capture_first(self.qualified.as_deref()?))
     }
+
+    /// What each `*` of `pattern` matched, in the name or else its qualified form.
+    pub fn captures(&self, pattern: &Pattern) -> Option<Vec<&str>> {
+        pattern
+            .captures(self.name)
+            .or_else(|| pattern.captures(self.qualified.as_deref()?))
+    }
 }
 
 /// Where to credentials for deployments come from (the VM environment, in the filter).
@@ -236,8 +243,10 @@ pub fn upstream_model(deployment: &Deployment, target: &ModelTarget) -> String {
     if !deployment.upstream_model.contains('*') {
         return deployment.upstream_model.clone();
     }
-    let capture = target.capture(pattern).unwrap_or(target.name);
-    let filled = Pattern::substitute(&deployment.upstream_model, capture);
+    let captures = target
+        .captures(pattern)
+        .unwrap_or_else(|| vec![target.name]);
+    let filled = Pattern::substitute(&deployment.upstream_model, &captures);
     match filled.strip_prefix(deployment.provider.as_str()) {
         Some(rest) if rest.starts_with('/') => rest[1..].to_string(),
         _ => filled,
@@ -408,6 +417,52 @@ mod tests {
         assert_eq!(
             route_to(&p, &target, &only_a, 0, Some(b)),
             Err(RouteError::NoCredential)
+        );
+    }
+
+    #[test]
+    fn every_star_of_a_wildcard_upstream_is_filled() {
+        let p = compile(
+            br#"{"version":"v1","model_list":[
+                {"model_name":"bedrock/*.anthropic.*","litellm_params":{"model":"bedrock/*.anthropic.*-v1:0"},"cluster":"b"}]}"#,
+        )
+        .unwrap();
+        let target = ModelTarget::new(&p, "bedrock/eu.anthropic.claude-3");
+        let route = route_to(&p, &target, &creds(&[]), 0, None).unwrap();
+        assert_eq!(route.upstream_model, "eu.anthropic.claude-3-v1:0");
+    }
+
+    #[test]
+    fn a_pin_never_picks_a_drained_deployment_that_weighted_routing_would_skip() {
+        let p = compile(
+            br#"{"version":"v1","model_list":[
+                {"model_name":"m","litellm_params":{"model":"openai/m","api_key_env":"K_LIVE"},"cluster":"live","model_info":{"id":"live"}},
+                {"model_name":"m","litellm_params":{"model":"openai/m","api_key_env":"K_DRAINED","weight":0},"cluster":"drained","model_info":{"id":"drained"}}]}"#,
+        )
+        .unwrap();
+        let target = ModelTarget::new(&p, "m");
+        let c = creds(&[("K_LIVE", "l"), ("K_DRAINED", "d")]);
+        let drained = p.deployments[1].affinity;
+        for r in 0..20 {
+            assert_eq!(
+                route_to(&p, &target, &c, r, None)
+                    .unwrap()
+                    .deployment
+                    .cluster,
+                "live"
+            );
+            let pinned = route_to(&p, &target, &c, r, Some(drained)).unwrap();
+            assert_eq!(
+                (pinned.deployment.cluster.as_str(), pinned.pinning),
+                ("live", Pinning::Lost)
+            );
+        }
+        // With nothing live usable, weighted routing falls back to the drained one, and so may a pin.
+        let only_drained = creds(&[("K_DRAINED", "d")]);
+        let pinned = route_to(&p, &target, &only_drained, 0, Some(drained)).unwrap();
+        assert_eq!(
+            (pinned.deployment.cluster.as_str(), pinned.pinning),
+            ("drained", Pinning::Origin)
         );
     }
 }
