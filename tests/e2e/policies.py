@@ -164,3 +164,41 @@ def affinity_policy(version="a1", deployments=("east", "west"), fallback=None, e
     if fallback:
         policy["settings"]["affinity_fallback"] = fallback
     return policy
+
+
+# --- Adversarial access (issue 10, items 8, 9, 12) ----------------------------------------------
+
+ACCESS_KEYS = {
+    "basic": "sk-e2e-access-basic",        # access group basic (the openai/* deployment)
+    "premium": "sk-e2e-access-premium",    # access group premium (the openai/o1* deployment)
+    "split": "sk-e2e-access-split",        # key premium, team basic: no deployment granted by both
+    "shadowed": "sk-e2e-access-shadowed",  # key gpt-4o-mini; its team aliases gpt-4o-mini -> gpt-4o
+}
+
+
+def access_policy(version="x1"):
+    """`openai/*` in group basic on one credential, `openai/o1*` in group premium on another."""
+    policy = base_policy(version)
+    policy["model_list"] += [
+        {"model_name": "openai/*", "litellm_params": {"model": "openai/*", "api_key_env": "OPENAI_API_KEY"},
+         "cluster": "openai", "model_info": {"id": "openai-basic", "access_groups": ["basic"]}},
+        {"model_name": "openai/o1*", "litellm_params": {"model": "openai/o1*", "api_key_env": "OPENAI_VAULT_KEY"},
+         "cluster": "openai", "model_info": {"id": "openai-premium", "access_groups": ["premium"]}},
+        {"model_name": "gpt-4o-mini", "litellm_params": {"model": "openai/gpt-4o-mini",
+                                                         "api_key_env": "OPENAI_API_KEY"},
+         "cluster": "openai", "model_info": {"id": "openai-gpt-4o-mini"}},
+    ]
+    policy["teams"] += [
+        {"team_id": "basic-team", "team_alias": "Basic", "models": ["basic"]},
+        {"team_id": "shadow", "team_alias": "Shadow", "models": [],
+         "model_aliases": {"gpt-4o-mini": "gpt-4o"}},
+    ]
+    policy["keys"] += [
+        {"key_hash": key_hash(ACCESS_KEYS["basic"]), "key_alias": "access-basic", "models": ["basic"]},
+        {"key_hash": key_hash(ACCESS_KEYS["premium"]), "key_alias": "access-premium", "models": ["premium"]},
+        {"key_hash": key_hash(ACCESS_KEYS["split"]), "key_alias": "access-split", "team_id": "basic-team",
+         "models": ["premium"]},
+        {"key_hash": key_hash(ACCESS_KEYS["shadowed"]), "key_alias": "access-shadowed", "team_id": "shadow",
+         "models": ["gpt-4o-mini"]},
+    ]
+    return policy
