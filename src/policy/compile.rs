@@ -123,6 +123,7 @@ pub fn compile_config(config: Config) -> Result<Policy, ConfigErrors> {
         spending,
         accounting,
         affinity_fallback: config.settings.affinity_fallback,
+        affinity_secret_env: config.settings.affinity_secret_env,
     };
 
     cx.add_deployments(&mut policy, config.model_list);

@@ -70,6 +70,10 @@ pub struct Settings {
     /// What to do with a Responses follow-up whose encryption boundary is gone (default `strip`).
     #[serde(default)]
     pub affinity_fallback: AffinityFallback,
+    /// The VM environment variable holding the secret that seals Responses affinity marks to
+    /// their tenant (default `TOLLGATE_AFFINITY_SECRET`). Without it, follow-ups are refused.
+    #[serde(default = "default_affinity_secret_env")]
+    pub affinity_secret_env: String,
 }
 
 /// `settings.affinity_fallback`.
@@ -92,8 +96,13 @@ impl Default for Settings {
             reservation_ttl_seconds: default_reservation_ttl(),
             default_max_output_tokens: default_max_output_tokens(),
             affinity_fallback: AffinityFallback::default(),
+            affinity_secret_env: default_affinity_secret_env(),
         }
     }
+}
+
+fn default_affinity_secret_env() -> String {
+    "TOLLGATE_AFFINITY_SECRET".to_string()
 }
 
 fn default_reservation_ttl() -> u64 {

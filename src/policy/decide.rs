@@ -2,8 +2,8 @@
 //! ([`decide_body`]). Each step is one function in its own module; this file only orders them.
 
 use crate::policy::access::{check_access, AccessGrants};
-use crate::policy::affinity_mark::AffinityTag;
-use crate::policy::affinity_request::{read_marks, Marks};
+use crate::policy::affinity_mark::{MarkWith, Seal, MIN_AFFINITY_SECRET_BYTES};
+use crate::policy::affinity_request::{read_marks, MarkProblem, Marks};
 use crate::policy::alias::{resolve, AliasLayer};
 use crate::policy::auth::authenticate;
 use crate::policy::budget::applicable_budgets;
@@ -152,8 +152,9 @@ pub struct MeteringPlan {
     pub prompt_estimate: u64,
     /// The request body's `user`.
     pub end_user: Option<String>,
-    /// Mark Responses ids and encrypted content in the answer with this tag.
-    pub mark_with: Option<AffinityTag>,
+    /// Mark Responses ids and encrypted content in the answer with this tag and tenant seal
+    /// (None without an affinity secret: the answer passes unmarked).
+    pub mark_with: Option<MarkWith>,
 }
 
 /// What the body step needs from its surroundings besides the policy and the body.
@@ -222,11 +223,25 @@ fn decide_steps<'p, C: Credentials + ?Sized>(
     let access = check_access(policy, trace.key, trace.team, &resolution, &target)?;
     trace.grants = Some(access.grants);
 
+    let seal = (ticket.endpoint == Endpoint::Responses)
+        .then(|| tenant_seal(policy, trace.key, trace.team, around.credentials))
+        .flatten();
     let marks = if ticket.endpoint == Endpoint::Responses {
-        read_marks(body).map_err(|_| Denial::InvalidAffinityMark)?
+        read_marks(body, seal.as_ref()).map_err(|problem| match problem {
+            MarkProblem::Corrupt => Denial::InvalidAffinityMark,
+            MarkProblem::NoSecret => Denial::AffinitySecretUnavailable,
+        })?
     } else {
         Marks::default()
     };
+    if marks.previous_unvouched {
+        return Err(Denial::ResponseStateNotFound {
+            param: "previous_response_id",
+        });
+    }
+    if marks.has_unvouched_items() && policy.affinity_fallback == AffinityFallback::Fail {
+        return Err(Denial::ResponseStateNotFound { param: "input" });
+    }
     let route = policy
         .route(
             &target,
@@ -278,16 +293,13 @@ fn decide_steps<'p, C: Credentials + ?Sized>(
         around.now,
     )?;
 
-    let mut edits = Vec::new();
-    if strip {
-        // Undecryptable reasoning goes; restores inside removed items are skipped by splice.
-        edits.extend(
-            marks
-                .encrypted_items
-                .iter()
-                .map(|span| (span.clone(), Vec::new())),
-        );
-    }
+    // Unvouched items always go, undecryptable reasoning too when its boundary is lost;
+    // restores inside removed items are skipped by splice.
+    let mut edits: Vec<_> = marks
+        .removals(strip)
+        .into_iter()
+        .map(|span| (span, Vec::new()))
+        .collect();
     edits.extend(marks.restores);
     if route.upstream_model != requested {
         edits.push(model_edit(facts.model_span.clone(), &route.upstream_model));
@@ -312,11 +324,31 @@ fn decide_steps<'p, C: Credentials + ?Sized>(
             strip_usage,
             prompt_estimate: prompt,
             end_user: facts.end_user.map(|u| u.into_owned()),
-            mark_with: (ticket.endpoint == Endpoint::Responses)
-                .then_some(route.deployment.affinity),
+            mark_with: seal.map(|seal| MarkWith {
+                tag: route.deployment.affinity,
+                seal,
+            }),
         },
         reservation,
     })
+}
+
+/// The caller's tenant key for Responses affinity: the team, else the key itself, under the
+/// operator's secret (`settings.affinity_secret_env`); None when the secret is not configured.
+pub fn tenant_seal<C: Credentials + ?Sized>(
+    policy: &Policy,
+    key: &VirtualKey,
+    team: Option<&Team>,
+    credentials: &C,
+) -> Option<Seal> {
+    let secret = credentials
+        .get(&policy.affinity_secret_env)
+        .filter(|s| s.len() >= MIN_AFFINITY_SECRET_BYTES)?;
+    let tenant = match team {
+        Some(team) => format!("team:{}", team.id),
+        None => format!("key:{}", crate::policy::key_hash::to_hex(&key.digest)),
+    };
+    Some(Seal::new(secret.as_bytes(), &tenant))
 }
 
 /// How the upstream expects its credential: Anthropic `x-api-key`, Azure `api-key`, else Bearer.

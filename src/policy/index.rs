@@ -64,6 +64,8 @@ pub struct Policy {
     pub accounting: Option<Accounting>,
     /// What to do with a Responses follow-up whose encryption boundary is gone.
     pub affinity_fallback: AffinityFallback,
+    /// The VM environment variable holding the affinity sealing secret.
+    pub affinity_secret_env: String,
 }
 
 /// Compiled money settings.

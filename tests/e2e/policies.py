@@ -17,6 +17,8 @@ UPSTREAM_ENV = {
     "OPENAI_VAULT_KEY": "upstream-openai-vault-secret",
     "ANTHROPIC_API_KEY": "upstream-anthropic-secret",
     "OPENROUTER_API_KEY": "upstream-openrouter-secret",
+    # Seals Responses affinity marks to their tenant (settings.affinity_secret_env's default name).
+    "TOLLGATE_AFFINITY_SECRET": "e2e-affinity-secret-0123456789abcdef",
 }
 
 KEYS = {
@@ -201,4 +203,26 @@ def access_policy(version="x1"):
         {"key_hash": key_hash(ACCESS_KEYS["shadowed"]), "key_alias": "access-shadowed", "team_id": "shadow",
          "models": ["gpt-4o-mini"]},
     ]
+    return policy
+
+
+TENANT_KEYS = {
+    "red": "sk-e2e-tenant-red",      # team red
+    "red2": "sk-e2e-tenant-red-2",   # team red too: the same tenant
+    "blue": "sk-e2e-tenant-blue",    # team blue: another tenant, same upstream credentials
+    "solo": "sk-e2e-tenant-solo",    # no team: a tenant of its own
+}
+
+
+def tenant_policy(version="t1", **settings):
+    """Responses affinity with keys of several tenants sharing the same deployments."""
+    policy = affinity_policy(version)
+    policy["teams"] += [{"team_id": "red", "models": []}, {"team_id": "blue", "models": []}]
+    for name, key in TENANT_KEYS.items():
+        team = {"red": "red", "red2": "red", "blue": "blue"}.get(name)
+        entry = {"key_hash": key_hash(key), "key_alias": f"tenant-{name}", "models": [REASONING_MODEL]}
+        if team:
+            entry["team_id"] = team
+        policy["keys"].append(entry)
+    policy["settings"].update(settings)
     return policy
