@@ -637,4 +637,81 @@ mod tests {
         assert!(!admission.metering.strip_usage);
         assert_eq!(admission.new_body, None);
     }
+
+    fn tenant_policy() -> Policy {
+        let json = format!(
+            r#"{{"version":"v1",
+              "model_list":[{{"model_name":"o4-mini","litellm_params":{{"model":"openai/o4-mini"}},"cluster":"openai"}}],
+              "teams":[{{"team_id":"red"}},{{"team_id":"blue"}}],
+              "keys":[{{"key_hash":"{}","team_id":"red"}},{{"key_hash":"{}","team_id":"blue"}},{{"key_hash":"{}"}}]}}"#,
+            to_hex(&digest("sk-red")),
+            to_hex(&digest("sk-blue")),
+            to_hex(&digest("sk-solo"))
+        );
+        compile(json.as_bytes()).unwrap()
+    }
+
+    fn respond<'p>(
+        p: &'p Policy,
+        key: &str,
+        body: &str,
+        credentials: &HashMap<String, String>,
+    ) -> Result<Admission<'p>, Denial> {
+        let auth = format!("Bearer {key}");
+        let HeadOutcome::ReadBody(ticket) =
+            decide_head(Some(p), &head("POST", "/v1/responses", &auth), 0)
+        else {
+            panic!("no body step");
+        };
+        let ledgers = MemoryLedgers::default();
+        let around = Surroundings {
+            credentials,
+            ledgers: &ledgers,
+            random: 0,
+            now: 0,
+        };
+        decide_body(p, ticket, body.as_bytes(), &around)
+            .unwrap()
+            .outcome
+    }
+
+    #[test]
+    fn responses_state_is_bound_to_its_tenant() {
+        use crate::policy::affinity_mark::mark_id;
+        let p = tenant_policy();
+        let secret: HashMap<String, String> = [(
+            "TOLLGATE_AFFINITY_SECRET".to_string(),
+            "sixteen bytes at least".to_string(),
+        )]
+        .into_iter()
+        .collect();
+        let first = respond(&p, "sk-red", r#"{"model":"o4-mini","input":"hi"}"#, &secret).unwrap();
+        let with = first.metering.mark_with.expect("answers are marked");
+        let id = mark_id("resp_0123abcd", &with);
+        let follow =
+            format!(r#"{{"model":"o4-mini","input":"more","previous_response_id":"{id}"}}"#);
+        let own = respond(&p, "sk-red", &follow, &secret).unwrap();
+        let sent = String::from_utf8(own.new_body.unwrap()).unwrap();
+        assert!(
+            sent.contains(r#""previous_response_id":"resp_0123abcd""#),
+            "{sent}"
+        );
+        let not_found = Denial::ResponseStateNotFound {
+            param: "previous_response_id",
+        };
+        for other in ["sk-blue", "sk-solo"] {
+            assert_eq!(respond(&p, other, &follow, &secret), Err(not_found.clone()));
+        }
+        // The original id (anyone can read it inside the mark) is vouched for by no one.
+        let raw = r#"{"model":"o4-mini","input":"x","previous_response_id":"resp_0123abcd"}"#;
+        assert_eq!(respond(&p, "sk-red", raw, &secret), Err(not_found));
+        // Without the secret: nothing is marked, and follow-ups fail closed.
+        let none: HashMap<String, String> = HashMap::new();
+        let unmarked = respond(&p, "sk-red", r#"{"model":"o4-mini","input":"hi"}"#, &none).unwrap();
+        assert_eq!(unmarked.metering.mark_with, None);
+        assert_eq!(
+            respond(&p, "sk-red", &follow, &none),
+            Err(Denial::AffinitySecretUnavailable)
+        );
+    }
 }
