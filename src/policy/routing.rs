@@ -1,8 +1,10 @@
 //! Step 4: choose the deployment that serves the resolved model.
 //!
 //! Exact `model_name` matches win; otherwise the most specific matching wildcard deployments
-//! (`anthropic/*` before `*`). Among equals the choice is weighted random, skipping deployments
-//! whose credential variable is not set in the VM.
+//! (`anthropic/*` before `*`). The access check ([`crate::policy::access`]) narrows that to the
+//! most specific tier holding deployments the key and team grant, and routing only chooses among
+//! those. Among equals the choice is weighted random, skipping deployments whose credential
+//! variable is not set in the VM.
 
 use crate::policy::affinity_mark::AffinityTag;
 use crate::policy::index::{Deployment, DeploymentId, Policy};
