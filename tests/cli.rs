@@ -207,3 +207,54 @@ fn import_litellm_writes_a_policy_that_build_config_accepts() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn explain_routes_a_group_grant_only_to_the_deployments_of_that_group() {
+    // Issue 10, item 8: `openai/o1*` (premium) is more specific than `openai/*` (basic), but a
+    // key granted only `basic` is explained as routed to the basic deployment, as the filter does.
+    let hash = |key: &str| stdout(&tollgate(&["hash-key", key])).trim().to_string();
+    let dir = std::env::temp_dir().join(format!("tollgate-explain-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("policy.json");
+    let policy = serde_json::json!({
+        "version": "v1",
+        "model_list": [
+            {"model_name": "openai/*", "litellm_params": {"model": "openai/*", "api_key_env": "BASIC_KEY"},
+             "cluster": "openai", "model_info": {"id": "basic", "access_groups": ["basic"]}},
+            {"model_name": "openai/o1*", "litellm_params": {"model": "openai/o1*", "api_key_env": "PREMIUM_KEY"},
+             "cluster": "openai", "model_info": {"id": "premium", "access_groups": ["premium"]}}],
+        "teams": [{"team_id": "t", "models": ["basic"]}],
+        "keys": [
+            {"key_hash": hash("sk-basic"), "models": ["basic"]},
+            {"key_hash": hash("sk-split"), "team_id": "t", "models": ["premium"]}]
+    });
+    std::fs::write(&config, policy.to_string()).unwrap();
+    let path = config.to_str().unwrap();
+    let run = |key: &str| {
+        tollgate(&[
+            "explain",
+            "--config",
+            path,
+            "--key",
+            key,
+            "--model",
+            "openai/o1-pro",
+        ])
+    };
+    let basic = run("sk-basic");
+    let text = stdout(&basic);
+    assert_eq!(basic.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains(r#"deployment "basic" -> cluster "openai""#),
+        "{text}"
+    );
+    assert!(text.contains("access group \"basic\""), "{text}");
+    let split = run("sk-split");
+    assert_eq!(split.status.code(), Some(1));
+    assert!(
+        stdout(&split).contains("DENY 403 model_not_allowed"),
+        "{}",
+        stdout(&split)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -16,6 +16,7 @@ use crate::filter::host::{self, Buffer, Level, Map};
 use crate::filter::http::TollgateHttp;
 use crate::filter::metrics;
 use crate::filter::spend_sink::{vm_sink, SpendSink};
+use crate::policy::affinity_mark::MIN_AFFINITY_SECRET_BYTES;
 use crate::policy::{compile, Policy};
 
 /// What every stream of one config version shares.
@@ -223,9 +224,24 @@ impl RootContext for TollgateRoot {
     }
 }
 
-/// Reads each deployment's `api_key_env` from the VM environment once per version.
+/// Reads each deployment's `api_key_env`, and the affinity secret, from the VM environment once
+/// per version.
 fn read_credentials(policy: &Policy) -> HashMap<String, String> {
     let mut out = HashMap::new();
+    let secret = &policy.affinity_secret_env;
+    match std::env::var(secret) {
+        Ok(value) if value.len() >= MIN_AFFINITY_SECRET_BYTES => {
+            out.insert(secret.clone(), value);
+        }
+        _ => host::log(
+            Level::Warn,
+            &format!(
+                "tollgate: environment variable {secret} (settings.affinity_secret_env) is not set \
+                 in the VM or shorter than {MIN_AFFINITY_SECRET_BYTES} bytes; Responses answers \
+                 are not marked and follow-ups get 503 affinity_secret_unavailable"
+            ),
+        ),
+    }
     for deployment in &policy.deployments {
         let Some(name) = &deployment.credential_env else {
             continue;

@@ -1,13 +1,22 @@
-//! Step 3: may this key (and its team) call the model the request will really reach?
+//! Step 3: may this key (and its team) call the model the request will really reach, and on
+//! which deployments?
 //!
-//! Both the key's and the team's allow-lists must admit the request. A list admits it when it
-//! admits the *resolved* target, or when it names exactly the alias the client sent (admins
-//! define every alias, so granting an alias grants exactly its target). A team alias never
-//! bypasses the key's list: the key's list is checked on the same resolution.
+//! Admission is decided on exactly the deployments that can be routed. The deployments serving
+//! the resolved model come in tiers: the exact-named ones alone when there are any, else the
+//! matching wildcards, most specific first. A list grants a deployment when it admits the model
+//! itself (all models, its name, a wildcard over it, or the alias the client sent) or names an
+//! access group *of that deployment*. The request is admitted on the most specific tier that
+//! holds a deployment both the key's and the team's lists grant, and is routed only among those
+//! granted deployments of that tier; with none, it is refused.
+//!
+//! A list that names exactly the alias the client sent admits it only when every alias hop was
+//! defined at that list's own level or globally (`model_group_alias`): a key's list is not
+//! widened by a team alias, and a team's list is not widened by a key alias. So a team alias
+//! never bypasses the key's allow-list, even one that shadows a name on it.
 
-use crate::policy::alias::Resolution;
+use crate::policy::alias::{AliasLayer, Resolution};
 use crate::policy::denial::Denial;
-use crate::policy::index::{AllowList, GroupId, Policy, Team, VirtualKey};
+use crate::policy::index::{AllowList, Deployment, DeploymentId, Policy, Team, VirtualKey};
 use crate::policy::routing::ModelTarget;
 
 /// Why an allow-list admitted a model.
@@ -49,42 +58,107 @@ pub struct AccessGrants<'p> {
     pub team: Option<Grant<'p>>,
 }
 
-/// Checks the key's and the team's lists; denies naming only the model the client sent.
+/// The level of the configuration an allow-list belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListLevel {
+    /// A key's `models`.
+    Key,
+    /// A team's `models`.
+    Team,
+}
+
+impl ListLevel {
+    /// Whether an alias defined at `layer` may widen a list of this level.
+    fn trusts(self, layer: AliasLayer) -> bool {
+        matches!(
+            (self, layer),
+            (_, AliasLayer::Global)
+                | (ListLevel::Key, AliasLayer::Key)
+                | (ListLevel::Team, AliasLayer::Team)
+        )
+    }
+}
+
+/// The outcome of an admitted access check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Access<'p> {
+    /// Why each list admitted the request.
+    pub grants: AccessGrants<'p>,
+    /// The deployments the request may be routed to: the granted deployments of the most
+    /// specific tier that has any. Empty only when no deployment serves the model at all (the
+    /// router then answers 404).
+    pub deployments: Vec<DeploymentId>,
+}
+
+/// Checks the key's and the team's lists on the deployments that serve the resolved model;
+/// denies naming only the model the client sent.
 pub fn check_access<'p>(
     policy: &'p Policy,
     key: &'p VirtualKey,
     team: Option<&'p Team>,
     resolution: &Resolution,
     target: &ModelTarget,
-) -> Result<AccessGrants<'p>, Denial> {
+) -> Result<Access<'p>, Denial> {
     let deny = || Denial::ModelNotAllowed {
         model: resolution.requested.to_string(),
     };
-    let key_grant = if key.allow.all_team_models {
-        if team.is_some() {
-            Grant::TeamDecides
-        } else {
-            Grant::AllModels
+    let key_grant = |d: Option<&'p Deployment>| {
+        if key.allow.all_team_models {
+            return Some(if team.is_some() {
+                Grant::TeamDecides
+            } else {
+                Grant::AllModels
+            });
         }
-    } else {
-        admits(policy, &key.allow, resolution, target).ok_or_else(deny)?
+        list_grant(policy, &key.allow, ListLevel::Key, resolution, target, d)
     };
-    let team_grant = match team {
-        None => None,
-        Some(team) => Some(admits(policy, &team.allow, resolution, target).ok_or_else(deny)?),
+    let team_grant = |d: Option<&'p Deployment>| match team {
+        None => Some(None),
+        Some(team) => {
+            list_grant(policy, &team.allow, ListLevel::Team, resolution, target, d).map(Some)
+        }
     };
-    Ok(AccessGrants {
-        key: key_grant,
-        team: team_grant,
-    })
+    let tiers = policy.serving_tiers(target);
+    if tiers.is_empty() {
+        // Nothing serves the model: only a grant of the model itself admits it (then 404).
+        let grants = AccessGrants {
+            key: key_grant(None).ok_or_else(deny)?,
+            team: team_grant(None).ok_or_else(deny)?,
+        };
+        return Ok(Access {
+            grants,
+            deployments: Vec::new(),
+        });
+    }
+    for tier in tiers {
+        let mut grants = None;
+        let mut granted = Vec::new();
+        for id in tier {
+            let deployment = policy.deployment(id);
+            if let (Some(k), Some(t)) = (key_grant(deployment), team_grant(deployment)) {
+                grants.get_or_insert(AccessGrants { key: k, team: t });
+                granted.push(id);
+            }
+        }
+        if let Some(grants) = grants {
+            return Ok(Access {
+                grants,
+                deployments: granted,
+            });
+        }
+    }
+    Err(deny())
 }
 
-/// Whether one allow-list admits the request, and why.
-pub fn admits<'p>(
+/// Whether one allow-list (of `level`) admits the request on `deployment` (`None`: on the model
+/// alone, without a deployment's access groups), and why.
+pub fn list_grant<'p>(
     policy: &'p Policy,
     list: &'p AllowList,
+    level: ListLevel,
     resolution: &Resolution,
     target: &ModelTarget,
+    deployment: Option<&Deployment>,
 ) -> Option<Grant<'p>> {
     if list.all {
         return Some(Grant::AllModels);
@@ -92,55 +166,47 @@ pub fn admits<'p>(
     if let Some(name) = list.exact.get(target.name) {
         return Some(Grant::Exact(name));
     }
-    if resolution.is_aliased() {
+    let own_alias = resolution.is_aliased()
+        && resolution
+            .hops
+            .iter()
+            .all(|&(layer, _)| level.trusts(layer));
+    if own_alias {
         if let Some(name) = list.exact.get(resolution.requested) {
             return Some(Grant::AliasName(name));
         }
     }
-    if !list.groups.is_empty() {
-        let member_of = groups_of(policy, target);
-        if let Some(&group) = list.groups.iter().find(|g| member_of.contains(g)) {
-            return policy
-                .group_names
-                .get(group as usize)
-                .map(|name| Grant::Group(name.as_str()));
-        }
+    if let Some(pattern) = list.patterns.iter().find(|p| target.matched_by(p)) {
+        return Some(Grant::Pattern(pattern.as_str()));
     }
-    list.patterns
-        .iter()
-        .find(|pattern| target.matched_by(pattern))
-        .map(|pattern| Grant::Pattern(pattern.as_str()))
+    let groups = &deployment?.groups;
+    let &group = list.groups.iter().find(|g| groups.contains(g))?;
+    policy
+        .group_names
+        .get(group as usize)
+        .map(|name| Grant::Group(name.as_str()))
 }
 
-/// The access groups of a model: those of the deployments serving it, exact deployments first
-/// (when a deployment is named exactly like the model, groups of wildcard deployments that
-/// would also match do not count).
-pub fn groups_of(policy: &Policy, target: &ModelTarget) -> Vec<GroupId> {
-    let mut groups = Vec::new();
-    for id in policy.candidates_for_groups(target) {
-        if let Some(d) = policy.deployment(id) {
-            groups.extend_from_slice(&d.groups);
-        }
-    }
-    groups
-}
-
-impl Policy {
-    /// Deployments whose groups apply to `target`: the exact ones, else every matching wildcard.
-    fn candidates_for_groups(&self, target: &ModelTarget) -> Vec<u32> {
-        if let Some(exact) = self.exact_deployments.get(target.name) {
-            return exact.clone();
-        }
-        self.wildcard_deployments
-            .iter()
-            .copied()
-            .filter(|&id| {
-                self.deployment(id)
-                    .and_then(|d| d.pattern.as_ref())
-                    .is_some_and(|p| target.matched_by(p))
-            })
-            .collect()
-    }
+/// Whether a list admits the request on any deployment that serves it (for explanations).
+pub fn admits_anywhere(
+    policy: &Policy,
+    list: &AllowList,
+    level: ListLevel,
+    resolution: &Resolution,
+    target: &ModelTarget,
+) -> bool {
+    list_grant(policy, list, level, resolution, target, None).is_some()
+        || policy.serving_tiers(target).iter().flatten().any(|&id| {
+            list_grant(
+                policy,
+                list,
+                level,
+                resolution,
+                target,
+                policy.deployment(id),
+            )
+            .is_some()
+        })
 }
 
 #[cfg(test)]
@@ -187,7 +253,136 @@ mod tests {
         let team = key_ref.team.and_then(|t| p.team(t));
         let resolution = resolve(p, key_ref, team, model);
         let target = ModelTarget::new(p, resolution.resolved());
-        check_access(p, key_ref, team, &resolution, &target)
+        check_access(p, key_ref, team, &resolution, &target).map(|a| a.grants)
+    }
+
+    /// The ids of the deployments the access check lets `key` reach for `model`.
+    fn routed(p: &Policy, key: usize, model: &str) -> Result<Vec<String>, Denial> {
+        let key_ref = &p.keys[key];
+        let team = key_ref.team.and_then(|t| p.team(t));
+        let resolution = resolve(p, key_ref, team, model);
+        let target = ModelTarget::new(p, resolution.resolved());
+        let access = check_access(p, key_ref, team, &resolution, &target)?;
+        Ok(access
+            .deployments
+            .iter()
+            .filter_map(|&id| p.deployment(id).map(|d| d.id.clone()))
+            .collect())
+    }
+
+    /// Item 8 of issue 10: `openai/*` in group basic, `openai/o1*` in group premium.
+    fn tiered(key_models: &[&str], team_models: &str, team_aliases: &str) -> Policy {
+        let keys: Vec<String> = key_models
+            .iter()
+            .enumerate()
+            .map(|(i, models)| {
+                format!(
+                    r#"{{"key_hash":"{}","team_id":"t","models":{models}}}"#,
+                    to_hex(&digest(&format!("sk-{i}")))
+                )
+            })
+            .collect();
+        let json = format!(
+            r#"{{"version":"v1",
+              "model_list":[
+                {{"model_name":"openai/*","litellm_params":{{"model":"openai/*"}},"cluster":"basic","model_info":{{"id":"basic","access_groups":["basic"]}}}},
+                {{"model_name":"openai/o1*","litellm_params":{{"model":"openai/*"}},"cluster":"premium","model_info":{{"id":"premium","access_groups":["premium"]}}}},
+                {{"model_name":"openai/o1*","litellm_params":{{"model":"openai/*"}},"cluster":"premium-2","model_info":{{"id":"premium-2","access_groups":["premium","partner"]}}}},
+                {{"model_name":"gpt-4o-mini","litellm_params":{{"model":"openai/gpt-4o-mini"}},"cluster":"o"}},
+                {{"model_name":"gpt-4o","litellm_params":{{"model":"openai/gpt-4o"}},"cluster":"o"}}],
+              "model_group_alias":{{"cheap":"gpt-4o-mini"}},
+              "teams":[{{"team_id":"t","models":{team_models},"model_aliases":{team_aliases}}}],
+              "keys":[{}]}}"#,
+            keys.join(",")
+        );
+        compile(json.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn a_group_grants_only_its_own_deployments_and_routing_stays_inside_them() {
+        let p = tiered(
+            &[r#"["basic"]"#, r#"["premium"]"#, r#"["partner"]"#],
+            "[]",
+            "{}",
+        );
+        // The premium tier is more specific, but the key's group grants only the basic one.
+        assert_eq!(routed(&p, 0, "openai/o1-pro").unwrap(), ["basic"]);
+        assert_eq!(
+            check(&p, 0, "openai/o1-pro").unwrap().key,
+            Grant::Group("basic")
+        );
+        assert_eq!(
+            routed(&p, 1, "openai/o1-pro").unwrap(),
+            ["premium", "premium-2"]
+        );
+        assert_eq!(routed(&p, 2, "openai/o1-pro").unwrap(), ["premium-2"]);
+        // partner covers no deployment of gpt-4.1: refused, not routed to the basic tier.
+        assert_eq!(
+            routed(&p, 2, "openai/gpt-4.1"),
+            Err(Denial::ModelNotAllowed {
+                model: "openai/gpt-4.1".into()
+            })
+        );
+        assert!(routed(&p, 1, "openai/gpt-4.1").is_err());
+    }
+
+    #[test]
+    fn key_and_team_must_grant_the_same_deployment() {
+        // The key may use premium deployments, the team only basic ones: o1 goes to basic.
+        let p = tiered(
+            &[r#"["premium","basic"]"#, r#"["premium"]"#],
+            r#"["basic"]"#,
+            "{}",
+        );
+        assert_eq!(routed(&p, 0, "openai/o1-pro").unwrap(), ["basic"]);
+        assert!(routed(&p, 1, "openai/o1-pro").is_err());
+    }
+
+    #[test]
+    fn a_model_level_grant_routes_to_the_most_specific_tier() {
+        let p = tiered(&[r#"["openai/*"]"#, r#"["openai/o1-pro"]"#], "[]", "{}");
+        assert_eq!(
+            routed(&p, 0, "openai/o1-pro").unwrap(),
+            ["premium", "premium-2"]
+        );
+        assert_eq!(
+            routed(&p, 1, "openai/o1-pro").unwrap(),
+            ["premium", "premium-2"]
+        );
+    }
+
+    #[test]
+    fn a_team_alias_shadowing_a_listed_name_does_not_redirect_the_key() {
+        let p = tiered(
+            &[r#"["gpt-4o-mini"]"#, r#"["gpt-4o-mini","gpt-4o"]"#],
+            "[]",
+            r#"{"gpt-4o-mini":"gpt-4o"}"#,
+        );
+        assert_eq!(
+            check(&p, 0, "gpt-4o-mini"),
+            Err(Denial::ModelNotAllowed {
+                model: "gpt-4o-mini".into()
+            })
+        );
+        assert!(check(&p, 0, "gpt-4o").is_err());
+        // A key allowed the target itself is admitted through the team alias.
+        assert_eq!(
+            check(&p, 1, "gpt-4o-mini").unwrap().key,
+            Grant::Exact("gpt-4o")
+        );
+    }
+
+    #[test]
+    fn only_aliases_of_the_lists_level_or_global_widen_it() {
+        // The team's list names "cheap"; the global alias resolves it: granted.
+        let p = tiered(&["[]"], r#"["cheap"]"#, "{}");
+        assert_eq!(
+            check(&p, 0, "cheap").unwrap().team,
+            Some(Grant::AliasName("cheap"))
+        );
+        // A team alias chained in front of a global alias is not the key's to trust.
+        let p = tiered(&[r#"["cheap"]"#], "[]", r#"{"cheap":"gpt-4o"}"#);
+        assert!(check(&p, 0, "cheap").is_err());
     }
 
     #[test]

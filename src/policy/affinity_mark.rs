@@ -1,20 +1,26 @@
 //! Affinity marks: the deployment that produced a Responses-API id or encrypted content, written
 //! into the value itself, so that any replica can route a follow-up without a shared cache.
 //!
-//! A tag is ten base32 characters: four for the deployment (a hash of its id), four for its
-//! *encryption boundary* (a hash of its credential variable or `affinity_group`), and a 10-bit
-//! checksum over the original value and the tag. Marks stay short, because OpenAI refuses a
-//! `previous_response_id` over 64 characters:
+//! A tag is eighteen base32 characters: four for the deployment (a hash of its id), four for its
+//! *encryption boundary* (a hash of its credential variable or `affinity_group`), a 10-bit
+//! checksum over the original value and the tag, and a 40-bit **tenant seal**: an HMAC-SHA256,
+//! keyed by the operator's secret and the tenant (team, or key without a team), of the original
+//! value and the tag. Anyone can see the original inside a mark and recompute the checksum; only
+//! the gateway can make a seal, so a mark proves which tenant it was issued to. Marks stay
+//! short, because OpenAI refuses a `previous_response_id` over 64 characters:
 //!
-//! - an id `prefix_rest` becomes `prefix_tg<tag><mode><payload>`. When `rest` is lowercase hex
+//! - an id `prefix_rest` becomes `prefix_ts<tag><mode><payload>`. When `rest` is lowercase hex
 //!   (OpenAI's and Azure's `resp_…`, `rs_…`), the mode is `h` and the payload is those bytes in
-//!   base64url, so a 53-character `resp_` + 48 hex id is marked in 50 characters. Otherwise the
-//!   mode is `r` and `rest` follows verbatim (13 characters longer).
-//! - encrypted content (opaque base64) becomes `tg<tag>.<content>`. `.` is not base64, so
+//!   base64url, so a 53-character `resp_` + 48 hex id is marked in 58 characters. Otherwise the
+//!   mode is `r` and `rest` follows verbatim (21 characters longer).
+//! - encrypted content (opaque base64) becomes `ts<tag>.<content>`. `.` is not base64, so
 //!   genuine content never looks marked.
 //!
 //! Unmarking restores the exact original. A mark whose checksum fails is reported as corrupt; a
-//! mark naming a deployment the caller may not use is the router's concern (it is only a hint).
+//! well-formed mark whose seal is not this tenant's is [`Reading::Foreign`]. Marks of the
+//! earlier, unsealed format (`tg`, before issue 10) read as [`Reading::Plain`]: nothing vouches
+//! for their tenant. A mark naming a deployment the caller may not use is the router's concern
+//! (it is only a hint).
 
 use sha2::{Digest, Sha256};
 
@@ -23,9 +29,87 @@ const BASE32: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
 /// RFC 4648 base64url alphabet.
 const BASE64URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 /// Marks start with this after an id's prefix, and at the start of marked content.
-const MARKER: &str = "tg";
-/// Characters of a tag (deployment 4, boundary 4, checksum 2).
-const TAG_LEN: usize = 10;
+const MARKER: &str = "ts";
+/// Characters of a tag (deployment 4, boundary 4, checksum 2, seal 8).
+const TAG_LEN: usize = 18;
+/// Characters of the tenant seal at the end of a tag (40 bits).
+const SEAL_LEN: usize = 8;
+/// The shortest affinity secret accepted (shorter ones count as unset).
+pub const MIN_AFFINITY_SECRET_BYTES: usize = 16;
+
+/// A tenant's sealing key: HMAC-SHA256 of the tenant under the operator's secret. Marks made
+/// with it verify only with it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Seal([u8; 32]);
+
+impl std::fmt::Debug for Seal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Seal(..)")
+    }
+}
+
+impl Seal {
+    /// The key of `tenant` (`team:<id>` or `key:<hash>`) under `secret`.
+    pub fn new(secret: &[u8], tenant: &str) -> Seal {
+        Seal(hmac_sha256(
+            secret,
+            &[b"tollgate/affinity-tenant/v1\0", tenant.as_bytes()],
+        ))
+    }
+
+    fn code(&self, original: &str, tag: &AffinityTag) -> [u8; SEAL_LEN] {
+        let mac = hmac_sha256(
+            &self.0,
+            &[original.as_bytes(), &tag.deployment, &tag.boundary],
+        );
+        let bits = u64::from_be_bytes([0, 0, 0, mac[0], mac[1], mac[2], mac[3], mac[4]]);
+        let mut out = [0u8; SEAL_LEN];
+        for (i, slot) in out.iter_mut().enumerate() {
+            *slot = BASE32[((bits >> (35 - 5 * i)) & 31) as usize];
+        }
+        out
+    }
+}
+
+/// How to mark one answer: the producing deployment's tag, sealed to the caller's tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MarkWith {
+    /// The deployment that produced the answer.
+    pub tag: AffinityTag,
+    /// The tenant the answer belongs to.
+    pub seal: Seal,
+}
+
+/// What a value in a follow-up says about its origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reading {
+    /// Not marked by this gateway in the current format (raw, or an unsealed mark of the
+    /// earlier format): nothing vouches for its tenant.
+    Plain,
+    /// Marked for this tenant: the original value and where it was produced.
+    Sealed(String, AffinityTag),
+    /// Marked for another tenant (or forged).
+    Foreign,
+}
+
+/// HMAC-SHA256 (RFC 2104) of the concatenated `parts`.
+fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    let mut block = [0u8; 64];
+    if key.len() > 64 {
+        block[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    let mut inner = Sha256::new();
+    inner.update(block.map(|b| b ^ 0x36));
+    for part in parts {
+        inner.update(part);
+    }
+    let mut outer = Sha256::new();
+    outer.update(block.map(|b| b ^ 0x5c));
+    outer.update(inner.finalize());
+    outer.finalize().into()
+}
 
 /// Who produced a value: a deployment and its encryption boundary (four base32 chars each).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -70,12 +154,14 @@ fn checksum(original: &str, tag: &AffinityTag) -> [u8; 2] {
     ]
 }
 
-fn tag_text(original: &str, tag: &AffinityTag) -> String {
+fn tag_text(original: &str, with: &MarkWith) -> String {
+    let tag = &with.tag;
     let mut out = String::with_capacity(MARKER.len() + TAG_LEN);
     out.push_str(MARKER);
     out.extend(tag.deployment.iter().map(|&b| b as char));
     out.extend(tag.boundary.iter().map(|&b| b as char));
     out.extend(checksum(original, tag).iter().map(|&b| b as char));
+    out.extend(with.seal.code(original, tag).iter().map(|&b| b as char));
     out
 }
 
@@ -87,8 +173,9 @@ pub struct CorruptMark;
 pub const MAX_MARKED_ID: usize = 64;
 
 /// Marks an id (`resp_…`, `rs_…`). An id without `_`, already marked, or whose mark would exceed
-/// [`MAX_MARKED_ID`] characters is returned unchanged (it then carries no affinity).
-pub fn mark_id(original: &str, tag: &AffinityTag) -> String {
+/// [`MAX_MARKED_ID`] characters is returned unchanged (it then carries no affinity, and no
+/// follow-up can use it).
+pub fn mark_id(original: &str, with: &MarkWith) -> String {
     let Some((prefix, rest)) = original.split_once('_') else {
         return original.to_string();
     };
@@ -98,7 +185,7 @@ pub fn mark_id(original: &str, tag: &AffinityTag) -> String {
     let mut out = String::with_capacity(original.len() + 12);
     out.push_str(prefix);
     out.push('_');
-    out.push_str(&tag_text(original, tag));
+    out.push_str(&tag_text(original, with));
     match hex_bytes(rest) {
         Some(bytes) => {
             out.push('h');
@@ -115,13 +202,13 @@ pub fn mark_id(original: &str, tag: &AffinityTag) -> String {
     out
 }
 
-/// The original id and its tag, `Ok(None)` for an id that is not marked.
-pub fn unmark_id(marked: &str) -> Result<Option<(String, AffinityTag)>, CorruptMark> {
+/// What a marked id says for the tenant of `seal`; an error for a damaged mark.
+pub fn unmark_id(marked: &str, seal: &Seal) -> Result<Reading, CorruptMark> {
     let Some((prefix, rest)) = marked.split_once('_') else {
-        return Ok(None);
+        return Ok(Reading::Plain);
     };
     let Some(after) = rest.strip_prefix(MARKER) else {
-        return Ok(None);
+        return Ok(Reading::Plain);
     };
     if marked.len() > MAX_MARKED_ID {
         return Err(CorruptMark); // never issued: marks are at most 64 characters
@@ -133,33 +220,34 @@ pub fn unmark_id(marked: &str) -> Result<Option<(String, AffinityTag)>, CorruptM
         _ => return Err(CorruptMark),
     };
     let original = format!("{prefix}_{restored_rest}");
-    let tag = verify(&original, tag_chars)?;
-    Ok(Some((original, tag)))
+    verify(original, tag_chars, seal)
 }
 
 /// Marks encrypted content.
-pub fn mark_content(original: &str, tag: &AffinityTag) -> String {
-    if unmark_content(original).is_ok_and(|m| m.is_some()) {
+pub fn mark_content(original: &str, with: &MarkWith) -> String {
+    if is_marked_content(original) {
         return original.to_string();
     }
-    let mut out = tag_text(original, tag);
+    let mut out = tag_text(original, with);
     out.push('.');
     out.push_str(original);
     out
 }
 
-/// The original encrypted content and its tag, `Ok(None)` when it is not marked.
-pub fn unmark_content(marked: &str) -> Result<Option<(String, AffinityTag)>, CorruptMark> {
-    let Some(after) = marked.strip_prefix(MARKER) else {
-        return Ok(None);
-    };
-    if after.as_bytes().get(TAG_LEN) != Some(&b'.') {
-        return Ok(None);
+fn is_marked_content(text: &str) -> bool {
+    text.strip_prefix(MARKER)
+        .is_some_and(|after| after.as_bytes().get(TAG_LEN) == Some(&b'.'))
+}
+
+/// What marked encrypted content says for the tenant of `seal`; an error for a damaged mark.
+pub fn unmark_content(marked: &str, seal: &Seal) -> Result<Reading, CorruptMark> {
+    if !is_marked_content(marked) {
+        return Ok(Reading::Plain);
     }
+    let after = marked.get(MARKER.len()..).ok_or(CorruptMark)?;
     let (tag_chars, body) = split_tag(after).ok_or(CorruptMark)?;
     let original = body.get(1..).ok_or(CorruptMark)?;
-    let tag = verify(original, tag_chars)?;
-    Ok(Some((original.to_string(), tag)))
+    verify(original.to_string(), tag_chars, seal)
 }
 
 fn split_tag(text: &str) -> Option<(&str, &str)> {
@@ -169,7 +257,7 @@ fn split_tag(text: &str) -> Option<(&str, &str)> {
         .then_some((tag, body))
 }
 
-fn verify(original: &str, tag_chars: &str) -> Result<AffinityTag, CorruptMark> {
+fn verify(original: String, tag_chars: &str, seal: &Seal) -> Result<Reading, CorruptMark> {
     let bytes = tag_chars.as_bytes();
     let mut tag = AffinityTag {
         deployment: [0; 4],
@@ -179,10 +267,20 @@ fn verify(original: &str, tag_chars: &str) -> Result<AffinityTag, CorruptMark> {
         .copy_from_slice(bytes.get(0..4).ok_or(CorruptMark)?);
     tag.boundary
         .copy_from_slice(bytes.get(4..8).ok_or(CorruptMark)?);
-    if bytes.get(8..10) == Some(&checksum(original, &tag)[..]) {
-        Ok(tag)
+    if bytes.get(8..10) != Some(&checksum(&original, &tag)[..]) {
+        return Err(CorruptMark);
+    }
+    let expected = seal.code(&original, &tag);
+    let given = bytes.get(10..TAG_LEN).ok_or(CorruptMark)?;
+    // Compared in constant time.
+    let difference = given
+        .iter()
+        .zip(expected.iter())
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+    if difference == 0 {
+        Ok(Reading::Sealed(original, tag))
     } else {
-        Err(CorruptMark)
+        Ok(Reading::Foreign)
     }
 }
 
@@ -259,19 +357,39 @@ mod tests {
         AffinityTag::new("azure-eastus", "cred:AZURE_EASTUS_KEY")
     }
 
+    fn seal() -> Seal {
+        Seal::new(b"an operator secret of 32 bytes..", "team:search")
+    }
+
+    fn with() -> MarkWith {
+        MarkWith {
+            tag: tag(),
+            seal: seal(),
+        }
+    }
+
     #[test]
     fn openai_ids_round_trip_within_64_characters() {
         for original in [RESP, RS] {
-            let marked = mark_id(original, &tag());
+            let marked = mark_id(original, &with());
             assert!(marked.len() <= 64, "{marked} is {} chars", marked.len());
             assert!(marked.starts_with(original.split('_').next().unwrap()));
-            assert_eq!(unmark_id(&marked), Ok(Some((original.to_string(), tag()))));
+            assert_eq!(
+                unmark_id(&marked, &seal()),
+                Ok(Reading::Sealed(original.to_string(), tag()))
+            );
         }
-        assert_eq!(mark_id(RESP, &tag()).len(), 50);
-        assert!(mark_id(&format!("resp_{}", "ab".repeat(30)), &tag()).len() <= 64);
+        assert_eq!(mark_id(RESP, &with()).len(), 58);
+        // Up to 56 hex digits (28 bytes) fit; a longer id stays unmarked.
+        assert_eq!(
+            mark_id(&format!("resp_{}", "ab".repeat(28)), &with()).len(),
+            64
+        );
+        let longer = format!("resp_{}", "ab".repeat(29));
+        assert_eq!(mark_id(&longer, &with()), longer);
         let long = format!("resp_{}", "X".repeat(50));
         assert_eq!(
-            mark_id(&long, &tag()),
+            mark_id(&long, &with()),
             long,
             "a mark over 64 characters is not made"
         );
@@ -280,19 +398,21 @@ mod tests {
     #[test]
     fn other_ids_are_carried_verbatim_and_unmarked_ids_pass() {
         for original in ["msg_ABC-def", "resp_abc", "fc_0a1", "resp_0A1B"] {
-            let marked = mark_id(original, &tag());
-            assert_eq!(unmark_id(&marked).unwrap().unwrap().0, original);
+            let marked = mark_id(original, &with());
+            assert!(
+                matches!(unmark_id(&marked, &seal()), Ok(Reading::Sealed(o, _)) if o == original)
+            );
         }
-        assert_eq!(mark_id("noprefix", &tag()), "noprefix");
-        assert_eq!(unmark_id(RESP), Ok(None));
-        assert_eq!(unmark_id("noprefix"), Ok(None));
-        let marked = mark_id(RESP, &tag());
-        assert_eq!(mark_id(&marked, &tag()), marked, "marking is idempotent");
+        assert_eq!(mark_id("noprefix", &with()), "noprefix");
+        assert_eq!(unmark_id(RESP, &seal()), Ok(Reading::Plain));
+        assert_eq!(unmark_id("noprefix", &seal()), Ok(Reading::Plain));
+        let marked = mark_id(RESP, &with());
+        assert_eq!(mark_id(&marked, &with()), marked, "marking is idempotent");
     }
 
     #[test]
     fn corruption_is_detected() {
-        let marked = mark_id(RESP, &tag());
+        let marked = mark_id(RESP, &with());
         for i in 5..marked.len() {
             let mut bytes = marked.clone().into_bytes();
             bytes[i] = if bytes[i] == b'a' { b'b' } else { b'a' };
@@ -301,29 +421,67 @@ mod tests {
                 continue;
             }
             assert!(
-                !matches!(unmark_id(&tampered), Ok(Some((ref o, _))) if o == RESP),
+                !matches!(unmark_id(&tampered, &seal()), Ok(Reading::Sealed(ref o, _)) if o == RESP),
                 "a change at {i} still decodes to the original with a valid tag"
             );
         }
-        assert_eq!(unmark_id("resp_tgshort"), Err(CorruptMark));
-        // Found by fuzzing: a well-formed mark longer than any we issue.
-        let long = include_str!("../../fuzz/regressions/affinity-long-mark.txt");
-        assert_eq!(unmark_id(long.trim_end_matches('\n')), Err(CorruptMark));
+        assert_eq!(unmark_id("resp_tsshort", &seal()), Err(CorruptMark));
+        // Found by fuzzing (in the earlier format): a well-formed mark longer than any we issue.
+        let long = format!("resp_ts{}r{}", "a".repeat(TAG_LEN), "x".repeat(50));
+        assert_eq!(unmark_id(&long, &seal()), Err(CorruptMark));
+        // The earlier, unsealed format vouches for no tenant.
+        let legacy = include_str!("../../fuzz/regressions/affinity-long-mark.txt");
+        assert_eq!(
+            unmark_id(legacy.trim_end_matches('\n'), &seal()),
+            Ok(Reading::Plain)
+        );
     }
 
     #[test]
     fn encrypted_content_round_trips() {
         let content = "gAAAAABoxyz+/=";
-        let marked = mark_content(content, &tag());
-        assert_eq!(&marked[..2], "tg");
+        let marked = mark_content(content, &with());
+        assert_eq!(&marked[..2], "ts");
         assert_eq!(
-            unmark_content(&marked),
-            Ok(Some((content.to_string(), tag())))
+            unmark_content(&marked, &seal()),
+            Ok(Reading::Sealed(content.to_string(), tag()))
         );
-        assert_eq!(unmark_content(content), Ok(None));
-        assert_eq!(mark_content(&marked, &tag()), marked);
-        let forged = format!("tgaaaaaaaaaa.{content}");
-        assert_eq!(unmark_content(&forged), Err(CorruptMark));
+        assert_eq!(unmark_content(content, &seal()), Ok(Reading::Plain));
+        assert_eq!(mark_content(&marked, &with()), marked);
+        let forged = format!("ts{}.{content}", "a".repeat(TAG_LEN));
+        assert_eq!(unmark_content(&forged, &seal()), Err(CorruptMark));
+    }
+
+    #[test]
+    fn a_mark_verifies_only_for_the_tenant_it_was_sealed_to() {
+        let other_team = Seal::new(b"an operator secret of 32 bytes..", "team:ads");
+        let other_secret = Seal::new(b"another secret of 32 bytes......", "team:search");
+        let id = mark_id(RESP, &with());
+        let content = mark_content("gAAAA+/=", &with());
+        for foreign in [other_team, other_secret] {
+            assert_eq!(unmark_id(&id, &foreign), Ok(Reading::Foreign));
+            assert_eq!(unmark_content(&content, &foreign), Ok(Reading::Foreign));
+        }
+        // A forger who recomputes the public checksum for another deployment still lacks the seal.
+        let other = AffinityTag::new("vault", "cred:VAULT");
+        let forged = format!(
+            "resp_ts{}{}{}{}",
+            std::str::from_utf8(&other.deployment).unwrap(),
+            std::str::from_utf8(&other.boundary).unwrap(),
+            std::str::from_utf8(&checksum(RESP, &other)).unwrap(),
+            &id[5 + 2 + 10..]
+        );
+        assert_eq!(unmark_id(&forged, &seal()), Ok(Reading::Foreign));
+    }
+
+    #[test]
+    fn hmac_matches_rfc_4231_case_2() {
+        let mac = hmac_sha256(b"Jefe", &[b"what do ya want ", b"for nothing?"]);
+        let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
     }
 
     #[test]

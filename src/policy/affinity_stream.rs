@@ -9,7 +9,7 @@
 //!   or `rs_`: the response and its reasoning items, and references to them;
 //! - `encrypted_content`: reasoning state bound to the deployment's credential.
 
-use crate::policy::affinity_mark::{mark_content, mark_id, AffinityTag};
+use crate::policy::affinity_mark::{mark_content, mark_id, MarkWith};
 
 /// Longest value held for marking; a longer one passes unmarked.
 pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
@@ -42,7 +42,7 @@ enum Mode {
 /// Marks one response body, chunk by chunk.
 #[derive(Debug)]
 pub struct ResponseMarker {
-    tag: AffinityTag,
+    tag: MarkWith,
     mode: Mode,
     escaped: bool,
     key: Vec<u8>,
@@ -54,8 +54,8 @@ pub struct ResponseMarker {
 }
 
 impl ResponseMarker {
-    /// A marker writing `tag`.
-    pub fn new(tag: AffinityTag) -> ResponseMarker {
+    /// A marker writing `tag` (the producing deployment, sealed to the caller's tenant).
+    pub fn new(tag: MarkWith) -> ResponseMarker {
         ResponseMarker {
             tag,
             mode: Mode::Outside,
@@ -204,13 +204,28 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     use super::*;
-    use crate::policy::affinity_mark::{unmark_content, unmark_id};
+    use crate::policy::affinity_mark::{unmark_content, unmark_id, AffinityTag, Reading, Seal};
 
     const RESP: &str = "resp_68af4030592c81938ec0a5fbab4a3e9f05438e46b5f69a3b";
     const RS: &str = "rs_68af4030baa48193b0b43b4c2a176a1a05438e46b5f69a3b";
 
-    fn tag() -> AffinityTag {
-        AffinityTag::new("east", "cred:EAST")
+    fn tag() -> MarkWith {
+        MarkWith {
+            tag: AffinityTag::new("east", "cred:EAST"),
+            seal: seal(),
+        }
+    }
+
+    fn seal() -> Seal {
+        Seal::new(b"a secret of at least 16 bytes", "key:abc")
+    }
+
+    /// The original of a value sealed for [`seal`].
+    fn original(reading: Reading) -> String {
+        match reading {
+            Reading::Sealed(original, _) => original,
+            other => panic!("{other:?}"),
+        }
     }
 
     fn body() -> String {
@@ -238,14 +253,20 @@ mod tests {
         let out = marked(&body());
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         let id = v["id"].as_str().unwrap();
-        assert_eq!(unmark_id(id).unwrap().unwrap(), (RESP.to_string(), tag()));
+        assert_eq!(
+            unmark_id(id, &seal()),
+            Ok(Reading::Sealed(RESP.to_string(), tag().tag))
+        );
         let rs = &v["output"][0];
         assert_eq!(
-            unmark_id(rs["id"].as_str().unwrap()).unwrap().unwrap().0,
+            original(unmark_id(rs["id"].as_str().unwrap(), &seal()).unwrap()),
             RS
         );
         let content = rs["encrypted_content"].as_str().unwrap();
-        assert_eq!(unmark_content(content).unwrap().unwrap().0, "gAAAAB/x+y=");
+        assert_eq!(
+            original(unmark_content(content, &seal()).unwrap()),
+            "gAAAAB/x+y="
+        );
         assert_eq!(v["output"][1]["id"], "msg_1");
         let text = v["output"][1]["content"][0]["text"].as_str().unwrap();
         assert_eq!(
@@ -287,7 +308,7 @@ mod tests {
         assert_eq!(out, br#"{"object":"response","id":"#);
         assert_eq!(marker.held_bytes(), r#""resp_68af"#.len());
         let rest = marker.rewrite(br#"40"}"#, true);
-        assert!(String::from_utf8(rest).unwrap().starts_with("\"resp_tg"));
+        assert!(String::from_utf8(rest).unwrap().starts_with("\"resp_ts"));
     }
 
     #[test]

@@ -127,6 +127,7 @@ pub fn compile_config(config: Config) -> Result<Policy, ConfigErrors> {
         accounting,
         affinity_fallback: config.settings.affinity_fallback,
         client_headers,
+        affinity_secret_env: config.settings.affinity_secret_env,
     };
 
     cx.add_deployments(&mut policy, config.model_list);

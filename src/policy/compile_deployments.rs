@@ -88,6 +88,21 @@ impl Compiler {
                     "a wildcard upstream model needs a wildcard model_name to fill it".into(),
                 );
             }
+            let upstream_stars = upstream_model.matches('*').count();
+            if let Some(pattern) = pattern.as_ref().filter(|_| upstream_stars > 0) {
+                if upstream_stars != pattern.stars() {
+                    self.error(
+                        &format!("{path}.litellm_params.model"),
+                        format!(
+                            "has {upstream_stars} '*' but model_name {:?} has {}: each '*' of the \
+                             upstream model is filled by the '*' of model_name in the same place, \
+                             so the counts must be equal (or the upstream model has none)",
+                            d.model_name,
+                            pattern.stars()
+                        ),
+                    );
+                }
+            }
             let info = &d.model_info;
             let prices = DeploymentPrices {
                 input: self.price(

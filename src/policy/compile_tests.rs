@@ -223,3 +223,18 @@ fn wildcard_deployments_are_ordered_most_specific_first() {
     let first = policy.wildcard_deployments[0] as usize;
     assert_eq!(policy.deployments[first].model_name, "anthropic/*");
 }
+
+#[test]
+fn a_wildcard_upstream_needs_as_many_stars_as_its_model_name() {
+    let json = r#"{"version":"v1","model_list":[
+        {"model_name":"bedrock/*.anthropic.*","litellm_params":{"model":"bedrock/*.anthropic.*"},"cluster":"b"},
+        {"model_name":"*-mini","litellm_params":{"model":"openai/*-*"},"cluster":"o"}]}"#;
+    let e = errors(json);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with(
+            r#"model_list[1].litellm_params.model: has 2 '*' but model_name "*-mini" has 1"#
+        ),
+        "{e:?}"
+    );
+}

@@ -73,6 +73,10 @@ pub struct Settings {
     /// Which client request headers go upstream besides the always-removed ones.
     #[serde(default)]
     pub client_headers: ClientHeadersConfig,
+    /// The VM environment variable holding the secret that seals Responses affinity marks to
+    /// their tenant (default `TOLLGATE_AFFINITY_SECRET`). Without it, follow-ups are refused.
+    #[serde(default = "default_affinity_secret_env")]
+    pub affinity_secret_env: String,
 }
 
 /// `settings.client_headers`: credentials and `x-tollgate-*` are always removed; provider
@@ -109,8 +113,13 @@ impl Default for Settings {
             default_max_output_tokens: default_max_output_tokens(),
             affinity_fallback: AffinityFallback::default(),
             client_headers: ClientHeadersConfig::default(),
+            affinity_secret_env: default_affinity_secret_env(),
         }
     }
+}
+
+fn default_affinity_secret_env() -> String {
+    "TOLLGATE_AFFINITY_SECRET".to_string()
 }
 
 fn default_reservation_ttl() -> u64 {

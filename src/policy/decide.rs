@@ -2,8 +2,8 @@
 //! ([`decide_body`]). Each step is one function in its own module; this file only orders them.
 
 use crate::policy::access::{check_access, AccessGrants};
-use crate::policy::affinity_mark::AffinityTag;
-use crate::policy::affinity_request::{read_marks, Marks};
+use crate::policy::affinity_mark::{MarkWith, Seal, MIN_AFFINITY_SECRET_BYTES};
+use crate::policy::affinity_request::{read_marks, MarkProblem, Marks};
 use crate::policy::alias::{resolve, AliasLayer};
 use crate::policy::auth::authenticate;
 use crate::policy::budget::applicable_budgets;
@@ -175,8 +175,9 @@ pub struct MeteringPlan {
     pub prompt_estimate: u64,
     /// The request body's `user`.
     pub end_user: Option<String>,
-    /// Mark Responses ids and encrypted content in the answer with this tag.
-    pub mark_with: Option<AffinityTag>,
+    /// Mark Responses ids and encrypted content in the answer with this tag and tenant seal
+    /// (None without an affinity secret: the answer passes unmarked).
+    pub mark_with: Option<MarkWith>,
 }
 
 /// What the body step needs from its surroundings besides the policy and the body.
@@ -242,21 +243,36 @@ fn decide_steps<'p, C: Credentials + ?Sized>(
     trace.resolved = Some(resolution.resolved().to_string());
 
     let target = ModelTarget::new(policy, resolution.resolved());
-    trace.grants = Some(check_access(
-        policy,
-        trace.key,
-        trace.team,
-        &resolution,
-        &target,
-    )?);
+    let access = check_access(policy, trace.key, trace.team, &resolution, &target)?;
+    trace.grants = Some(access.grants);
 
+    let seal = (ticket.endpoint == Endpoint::Responses)
+        .then(|| tenant_seal(policy, trace.key, trace.team, around.credentials))
+        .flatten();
     let marks = if ticket.endpoint == Endpoint::Responses {
-        read_marks(body).map_err(|_| Denial::InvalidAffinityMark)?
+        read_marks(body, seal.as_ref()).map_err(|problem| match problem {
+            MarkProblem::Corrupt => Denial::InvalidAffinityMark,
+            MarkProblem::NoSecret => Denial::AffinitySecretUnavailable,
+        })?
     } else {
         Marks::default()
     };
+    if marks.previous_unvouched {
+        return Err(Denial::ResponseStateNotFound {
+            param: "previous_response_id",
+        });
+    }
+    if marks.has_unvouched_items() && policy.affinity_fallback == AffinityFallback::Fail {
+        return Err(Denial::ResponseStateNotFound { param: "input" });
+    }
     let route = policy
-        .route(&target, around.credentials, around.random, marks.pin())
+        .route(
+            &target,
+            &access.deployments,
+            around.credentials,
+            around.random,
+            marks.pin(),
+        )
         .map_err(|e| match e {
             RouteError::NoDeployment => Denial::ModelNotFound {
                 model: requested.to_string(),
@@ -300,16 +316,13 @@ fn decide_steps<'p, C: Credentials + ?Sized>(
         around.now,
     )?;
 
-    let mut edits = Vec::new();
-    if strip {
-        // Undecryptable reasoning goes; restores inside removed items are skipped by splice.
-        edits.extend(
-            marks
-                .encrypted_items
-                .iter()
-                .map(|span| (span.clone(), Vec::new())),
-        );
-    }
+    // Unvouched items always go, undecryptable reasoning too when its boundary is lost;
+    // restores inside removed items are skipped by splice.
+    let mut edits: Vec<_> = marks
+        .removals(strip)
+        .into_iter()
+        .map(|span| (span, Vec::new()))
+        .collect();
     edits.extend(marks.restores);
     if route.upstream_model != requested {
         edits.push(model_edit(facts.model_span.clone(), &route.upstream_model));
@@ -334,11 +347,31 @@ fn decide_steps<'p, C: Credentials + ?Sized>(
             strip_usage,
             prompt_estimate: prompt,
             end_user: facts.end_user.map(|u| u.into_owned()),
-            mark_with: (ticket.endpoint == Endpoint::Responses)
-                .then_some(route.deployment.affinity),
+            mark_with: seal.map(|seal| MarkWith {
+                tag: route.deployment.affinity,
+                seal,
+            }),
         },
         reservation,
     })
+}
+
+/// The caller's tenant key for Responses affinity: the team, else the key itself, under the
+/// operator's secret (`settings.affinity_secret_env`); None when the secret is not configured.
+pub fn tenant_seal<C: Credentials + ?Sized>(
+    policy: &Policy,
+    key: &VirtualKey,
+    team: Option<&Team>,
+    credentials: &C,
+) -> Option<Seal> {
+    let secret = credentials
+        .get(&policy.affinity_secret_env)
+        .filter(|s| s.len() >= MIN_AFFINITY_SECRET_BYTES)?;
+    let tenant = match team {
+        Some(team) => format!("team:{}", team.id),
+        None => format!("key:{}", crate::policy::key_hash::to_hex(&key.digest)),
+    };
+    Some(Seal::new(secret.as_bytes(), &tenant))
 }
 
 /// How the upstream expects its credential: Anthropic `x-api-key`, Azure `api-key`, else Bearer.
@@ -668,5 +701,82 @@ mod tests {
         let admission = decide_with(&p, asked, &ledgers).outcome.unwrap();
         assert!(!admission.metering.strip_usage);
         assert_eq!(admission.new_body, None);
+    }
+
+    fn tenant_policy() -> Policy {
+        let json = format!(
+            r#"{{"version":"v1",
+              "model_list":[{{"model_name":"o4-mini","litellm_params":{{"model":"openai/o4-mini"}},"cluster":"openai"}}],
+              "teams":[{{"team_id":"red"}},{{"team_id":"blue"}}],
+              "keys":[{{"key_hash":"{}","team_id":"red"}},{{"key_hash":"{}","team_id":"blue"}},{{"key_hash":"{}"}}]}}"#,
+            to_hex(&digest("sk-red")),
+            to_hex(&digest("sk-blue")),
+            to_hex(&digest("sk-solo"))
+        );
+        compile(json.as_bytes()).unwrap()
+    }
+
+    fn respond<'p>(
+        p: &'p Policy,
+        key: &str,
+        body: &str,
+        credentials: &HashMap<String, String>,
+    ) -> Result<Admission<'p>, Denial> {
+        let auth = format!("Bearer {key}");
+        let HeadOutcome::ReadBody(ticket) =
+            decide_head(Some(p), &head("POST", "/v1/responses", &auth), 0)
+        else {
+            panic!("no body step");
+        };
+        let ledgers = MemoryLedgers::default();
+        let around = Surroundings {
+            credentials,
+            ledgers: &ledgers,
+            random: 0,
+            now: 0,
+        };
+        decide_body(p, ticket, body.as_bytes(), &around)
+            .unwrap()
+            .outcome
+    }
+
+    #[test]
+    fn responses_state_is_bound_to_its_tenant() {
+        use crate::policy::affinity_mark::mark_id;
+        let p = tenant_policy();
+        let secret: HashMap<String, String> = [(
+            "TOLLGATE_AFFINITY_SECRET".to_string(),
+            "sixteen bytes at least".to_string(),
+        )]
+        .into_iter()
+        .collect();
+        let first = respond(&p, "sk-red", r#"{"model":"o4-mini","input":"hi"}"#, &secret).unwrap();
+        let with = first.metering.mark_with.expect("answers are marked");
+        let id = mark_id("resp_0123abcd", &with);
+        let follow =
+            format!(r#"{{"model":"o4-mini","input":"more","previous_response_id":"{id}"}}"#);
+        let own = respond(&p, "sk-red", &follow, &secret).unwrap();
+        let sent = String::from_utf8(own.new_body.unwrap()).unwrap();
+        assert!(
+            sent.contains(r#""previous_response_id":"resp_0123abcd""#),
+            "{sent}"
+        );
+        let not_found = Denial::ResponseStateNotFound {
+            param: "previous_response_id",
+        };
+        for other in ["sk-blue", "sk-solo"] {
+            assert_eq!(respond(&p, other, &follow, &secret), Err(not_found.clone()));
+        }
+        // The original id (anyone can read it inside the mark) is vouched for by no one.
+        let raw = r#"{"model":"o4-mini","input":"x","previous_response_id":"resp_0123abcd"}"#;
+        assert_eq!(respond(&p, "sk-red", raw, &secret), Err(not_found));
+        // Without the secret: nothing is marked, and follow-ups fail closed.
+        let none: HashMap<String, String> = HashMap::new();
+        let unmarked = respond(&p, "sk-red", r#"{"model":"o4-mini","input":"hi"}"#, &none).unwrap();
+        assert_eq!(unmarked.metering.mark_with, None);
+        assert_eq!(
+            respond(&p, "sk-red", &follow, &none),
+            Err(Denial::AffinitySecretUnavailable)
+        );
     }
 }

@@ -91,6 +91,15 @@ pub enum Denial {
     /// (always for `previous_response_id`; for encrypted input items under `affinity_fallback:
     /// fail`).
     AffinityUnavailable,
+    /// A Responses follow-up names state (`previous_response_id`, or an input item's id or
+    /// encrypted content) that was not issued to this tenant: refused as the provider refuses an
+    /// unknown id, revealing nothing about whose it is.
+    ResponseStateNotFound {
+        /// `previous_response_id` or `input`.
+        param: &'static str,
+    },
+    /// A Responses follow-up carries state, but no affinity secret is configured to verify it.
+    AffinitySecretUnavailable,
     /// The gateway itself failed to handle the request (a host call refused); never the client's fault.
     GatewayError {
         /// A specific machine-readable code (`request_body_unreadable`, `request_not_editable`, …).
@@ -110,13 +119,17 @@ impl Denial {
             | Denial::TeamBlocked { .. } => 401,
             Denial::ModelNotAllowed { .. } | Denial::UnpricedModel { .. } => 403,
             Denial::BudgetExceeded { .. } => 429,
-            Denial::ModelNotFound { .. } | Denial::UnknownEndpoint => 404,
+            Denial::ModelNotFound { .. }
+            | Denial::UnknownEndpoint
+            | Denial::ResponseStateNotFound { .. } => 404,
             Denial::MethodNotAllowed { .. } => 405,
             Denial::InvalidRequest { .. } | Denial::InvalidAffinityMark => 400,
             Denial::AffinityUnavailable => 409,
             Denial::BodyTooLarge { .. } => 413,
             Denial::UnsupportedContentEncoding { .. } => 415,
-            Denial::PolicyUnavailable | Denial::CredentialUnavailable => 503,
+            Denial::PolicyUnavailable
+            | Denial::CredentialUnavailable
+            | Denial::AffinitySecretUnavailable => 503,
             Denial::GatewayError { .. } => 500,
         }
     }
@@ -152,6 +165,11 @@ impl Denial {
             Denial::BudgetExceeded { .. } => "budget_exceeded",
             Denial::InvalidAffinityMark => "invalid_affinity_mark",
             Denial::AffinityUnavailable => "affinity_unavailable",
+            Denial::ResponseStateNotFound {
+                param: "previous_response_id",
+            } => "previous_response_not_found",
+            Denial::ResponseStateNotFound { .. } => "item_not_found",
+            Denial::AffinitySecretUnavailable => "affinity_secret_unavailable",
             Denial::UnpricedModel { .. } => "model_unpriced",
             Denial::GatewayError { code } => code,
         }
@@ -167,6 +185,7 @@ impl Denial {
                 code: "missing_model" | "invalid_model",
                 ..
             } => Some("model"),
+            Denial::ResponseStateNotFound { param } => Some(param),
             _ => None,
         }
     }
@@ -255,6 +274,21 @@ impl Denial {
                  continued; start a new conversation (or resend it without previous_response_id \
                  and encrypted reasoning items)."
                 .into(),
+            Denial::ResponseStateNotFound {
+                param: "previous_response_id",
+            } => "Previous response not found: it does not exist or was not issued to this \
+                  API key's team (or key)."
+                .into(),
+            Denial::ResponseStateNotFound { .. } => {
+                "An input item refers to reasoning or a response that does not exist or was not \
+                 issued to this API key's team (or key); send the values exactly as received."
+                    .into()
+            }
+            Denial::AffinitySecretUnavailable => {
+                "The gateway cannot continue Responses conversations: its affinity secret is \
+                 not configured; contact the operator."
+                    .into()
+            }
             Denial::UnpricedModel { model } => format!(
                 "The model '{model}' has no known price and this request is under a budget; \
                  the operator must price it (cost_map or model_info) before it can be used."

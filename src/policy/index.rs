@@ -67,6 +67,8 @@ pub struct Policy {
     pub affinity_fallback: AffinityFallback,
     /// Which client request headers are removed before forwarding.
     pub client_headers: ClientHeaderRules,
+    /// The VM environment variable holding the affinity sealing secret.
+    pub affinity_secret_env: String,
 }
 
 /// Compiled money settings.

@@ -23,8 +23,9 @@ pub fn list_models(policy: &Policy, key: &VirtualKey, team: Option<&Team>) -> St
         }
         let resolution = resolve(policy, key, team, name);
         let target = ModelTarget::new(policy, resolution.resolved());
-        let admitted = check_access(policy, key, team, &resolution, &target).is_ok();
-        if admitted && !policy.candidates(&target).is_empty() {
+        let routable = check_access(policy, key, team, &resolution, &target)
+            .is_ok_and(|access| !access.deployments.is_empty());
+        if routable {
             names.insert(name.to_string(), owner.to_string());
         }
     };

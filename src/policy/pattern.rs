@@ -33,41 +33,55 @@ impl Pattern {
         self.literals.iter().map(String::len).sum()
     }
 
+    /// How many `*` the pattern has.
+    pub fn stars(&self) -> usize {
+        self.literals.len().saturating_sub(1)
+    }
+
     /// Whether the whole of `name` matches.
     pub fn matches(&self, name: &str) -> bool {
-        self.capture_first(name).is_some()
+        self.captures(name).is_some()
     }
 
-    /// Matches `name` and returns what the *first* `*` matched (leftmost-shortest for the
-    /// stars before the last literal run), or `None` when it does not match.
+    /// Matches `name` and returns what the *first* `*` matched, or `None` when it does not match.
     pub fn capture_first<'n>(&self, name: &'n str) -> Option<&'n str> {
+        self.captures(name)
+            .map(|captures| captures.first().copied().unwrap_or(""))
+    }
+
+    /// Matches `name` and returns what each `*` matched, in order (leftmost-shortest for every
+    /// star but the last, which takes the rest), or `None` when it does not match.
+    pub fn captures<'n>(&self, name: &'n str) -> Option<Vec<&'n str>> {
         let (first, rest) = self.literals.split_first()?;
-        let (last, middle) = match rest.split_last() {
-            Some(split) => split,
-            None => return (name == first.as_str()).then_some(""),
+        let Some((last, middle)) = rest.split_last() else {
+            return (name == first.as_str()).then(Vec::new);
         };
         let body = name.strip_prefix(first.as_str())?;
-        if body.len() < last.len() {
-            return None;
-        }
         let body = body.strip_suffix(last.as_str())?;
+        let mut captures = Vec::with_capacity(middle.len() + 1);
         let mut cursor = 0;
-        let mut first_capture = None;
         for literal in middle {
             let found = body.get(cursor..)?.find(literal.as_str())? + cursor;
-            first_capture.get_or_insert_with(|| &body[..found]);
+            captures.push(body.get(cursor..found)?);
             cursor = found + literal.len();
         }
-        Some(first_capture.unwrap_or(body))
+        captures.push(body.get(cursor..)?);
+        Some(captures)
     }
 
-    /// Replaces the first `*` of `template` with `capture` (for wildcard deployments whose
-    /// upstream model is `provider/*`).
-    pub fn substitute(template: &str, capture: &str) -> String {
-        match template.split_once('*') {
-            Some((before, after)) => format!("{before}{capture}{after}"),
-            None => template.to_string(),
+    /// Replaces the n-th `*` of `template` with the n-th capture (for wildcard deployments whose
+    /// upstream model is `provider/*`). Compilation guarantees a template has either no `*` or
+    /// exactly as many as its `model_name`; a star without a capture is left as it is.
+    pub fn substitute(template: &str, captures: &[&str]) -> String {
+        let mut out =
+            String::with_capacity(template.len() + captures.iter().map(|c| c.len()).sum::<usize>());
+        for (i, piece) in template.split('*').enumerate() {
+            if i > 0 {
+                out.push_str(captures.get(i - 1).copied().unwrap_or("*"));
+            }
+            out.push_str(piece);
         }
+        out
     }
 }
 
@@ -124,7 +138,24 @@ mod tests {
         );
         assert_eq!(p("*").capture_first("gpt-4o"), Some("gpt-4o"));
         assert_eq!(p("gpt-*-mini").capture_first("gpt-4o-mini"), Some("4o"));
-        assert_eq!(Pattern::substitute("openai/*", "gpt-4o"), "openai/gpt-4o");
+        assert_eq!(
+            Pattern::substitute("openai/*", &["gpt-4o"]),
+            "openai/gpt-4o"
+        );
+    }
+
+    #[test]
+    fn every_star_is_captured_and_filled_in_order() {
+        let pattern = p("bedrock/*.anthropic.*");
+        let captures = pattern.captures("bedrock/us.anthropic.claude-3").unwrap();
+        assert_eq!(captures, ["us", "claude-3"]);
+        assert_eq!(
+            Pattern::substitute("bedrock/*.anthropic.*-v1", &captures),
+            "bedrock/us.anthropic.claude-3-v1"
+        );
+        assert_eq!(p("a*b*c").captures("aXbYbZc").unwrap(), ["X", "YbZ"]);
+        assert_eq!(p("*").captures("").unwrap(), [""]);
+        assert_eq!(p("a*b*c").captures("acb"), None);
     }
 
     #[test]

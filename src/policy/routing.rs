@@ -1,8 +1,10 @@
 //! Step 4: choose the deployment that serves the resolved model.
 //!
 //! Exact `model_name` matches win; otherwise the most specific matching wildcard deployments
-//! (`anthropic/*` before `*`). Among equals the choice is weighted random, skipping deployments
-//! whose credential variable is not set in the VM.
+//! (`anthropic/*` before `*`). The access check ([`crate::policy::access`]) narrows that to the
+//! most specific tier holding deployments the key and team grant, and routing only chooses among
+//! those. Among equals the choice is weighted random, skipping deployments whose credential
+//! variable is not set in the VM.
 
 use crate::policy::affinity_mark::AffinityTag;
 use crate::policy::index::{Deployment, DeploymentId, Policy};
@@ -40,6 +42,13 @@ impl<'a> ModelTarget<'a> {
         pattern
             .capture_first(self.name)
             .or_else(|| pattern.capture_first(self.qualified.as_deref()?))
+    }
+
+    /// What each `*` of `pattern` matched, in the name or else its qualified form.
+    pub fn captures(&self, pattern: &Pattern) -> Option<Vec<&str>> {
+        pattern
+            .captures(self.name)
+            .or_else(|| pattern.captures(self.qualified.as_deref()?))
     }
 }
 
@@ -98,24 +107,37 @@ pub enum RouteError {
 impl Policy {
     /// The most specific tier of deployments serving `target`: exact first, then wildcards.
     pub fn candidates(&self, target: &ModelTarget) -> Vec<DeploymentId> {
+        self.serving_tiers(target)
+            .into_iter()
+            .next()
+            .unwrap_or_default()
+    }
+
+    /// Every deployment serving `target`, in tiers, most specific first: the exact-named
+    /// deployments alone when there are any, else the matching wildcards grouped by
+    /// specificity (`openai/o1*` before `openai/*` before `*`).
+    pub fn serving_tiers(&self, target: &ModelTarget) -> Vec<Vec<DeploymentId>> {
         if let Some(exact) = self.exact_deployments.get(target.name) {
-            return exact.clone();
+            return vec![exact.clone()];
         }
-        let mut tier = Vec::new();
+        let mut tiers: Vec<Vec<DeploymentId>> = Vec::new();
         let mut tier_specificity = None;
         for &id in &self.wildcard_deployments {
             let Some(pattern) = self.deployment(id).and_then(|d| d.pattern.as_ref()) else {
                 continue;
             };
-            if tier_specificity.is_some_and(|s| pattern.specificity() < s) {
-                break;
+            if !target.matched_by(pattern) {
+                continue;
             }
-            if target.matched_by(pattern) {
-                tier_specificity = Some(pattern.specificity());
-                tier.push(id);
+            match tiers.last_mut() {
+                Some(tier) if tier_specificity == Some(pattern.specificity()) => tier.push(id),
+                _ => {
+                    tier_specificity = Some(pattern.specificity());
+                    tiers.push(vec![id]);
+                }
             }
         }
-        tier
+        tiers
     }
 
     /// Whether some deployment serves `name`.
@@ -123,18 +145,19 @@ impl Policy {
         !self.candidates(&ModelTarget::new(self, name)).is_empty()
     }
 
-    /// Chooses a deployment for `target`; `random` is any uniformly random number. A `pin`
-    /// (from an affinity mark) narrows the choice to its origin deployment, else to its
-    /// encryption boundary, and only ever among the deployments that serve `target`: a forged
-    /// pin cannot reach anything else.
+    /// Chooses a deployment for `target` among `ids` (the deployments the access check
+    /// granted, see [`crate::policy::access::Access`]); `random` is any uniformly random number.
+    /// A `pin` (from an affinity mark) narrows the choice to its origin deployment, else to its
+    /// encryption boundary, and only ever among the deployments that normal routing could pick
+    /// here: a forged pin cannot reach anything else, nor a drained (weight 0) deployment.
     pub fn route<'p, C: Credentials + ?Sized>(
         &'p self,
         target: &ModelTarget,
+        ids: &[DeploymentId],
         credentials: &C,
         random: u64,
         pin: Option<AffinityTag>,
     ) -> Result<Route<'p>, RouteError> {
-        let ids = self.candidates(target);
         if ids.is_empty() {
             return Err(RouteError::NoDeployment);
         }
@@ -142,9 +165,25 @@ impl Policy {
         let (eligible, pinning) = match pin {
             None => (all, Pinning::Unpinned),
             Some(pin) => {
-                let origin: Vec<&Deployment> =
-                    all.iter().copied().filter(|d| d.affinity == pin).collect();
-                let boundary: Vec<&Deployment> = all
+                // A pin only chooses among what weighted routing could pick: a drained
+                // (weight 0) deployment is picked only when nothing live is usable.
+                let has_credential = |d: &Deployment| {
+                    d.credential_env
+                        .as_ref()
+                        .is_none_or(|env| credentials.get(env).is_some())
+                };
+                let live = all.iter().any(|d| d.weight_milli > 0 && has_credential(d));
+                let pinnable: Vec<&Deployment> = all
+                    .iter()
+                    .copied()
+                    .filter(|d| !live || d.weight_milli > 0)
+                    .collect();
+                let origin: Vec<&Deployment> = pinnable
+                    .iter()
+                    .copied()
+                    .filter(|d| d.affinity == pin)
+                    .collect();
+                let boundary: Vec<&Deployment> = pinnable
                     .iter()
                     .copied()
                     .filter(|d| d.affinity.boundary == pin.boundary)
@@ -206,8 +245,10 @@ pub fn upstream_model(deployment: &Deployment, target: &ModelTarget) -> String {
     if !deployment.upstream_model.contains('*') {
         return deployment.upstream_model.clone();
     }
-    let capture = target.capture(pattern).unwrap_or(target.name);
-    let filled = Pattern::substitute(&deployment.upstream_model, capture);
+    let captures = target
+        .captures(pattern)
+        .unwrap_or_else(|| vec![target.name]);
+    let filled = Pattern::substitute(&deployment.upstream_model, &captures);
     match filled.strip_prefix(deployment.provider.as_str()) {
         Some(rest) if rest.starts_with('/') => rest[1..].to_string(),
         _ => filled,
@@ -236,6 +277,16 @@ mod tests {
         .unwrap()
     }
 
+    fn route_to<'p>(
+        p: &'p Policy,
+        target: &ModelTarget,
+        c: &HashMap<String, String>,
+        random: u64,
+        pin: Option<AffinityTag>,
+    ) -> Result<Route<'p>, RouteError> {
+        p.route(target, &p.candidates(target), c, random, pin)
+    }
+
     fn creds(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs
             .iter()
@@ -247,9 +298,7 @@ mod tests {
     fn exact_deployment_wins_over_wildcards() {
         let p = policy();
         let c = creds(&[("K_A", "a"), ("K_B", "b")]);
-        let route = p
-            .route(&ModelTarget::new(&p, "gpt-4o"), &c, 0, None)
-            .unwrap();
+        let route = route_to(&p, &ModelTarget::new(&p, "gpt-4o"), &c, 0, None).unwrap();
         assert_eq!(route.deployment.cluster, "a");
         assert_eq!(route.upstream_model, "gpt-4o");
         assert_eq!(route.candidates, 2);
@@ -261,7 +310,13 @@ mod tests {
         let c = creds(&[("K_A", "a"), ("K_B", "b")]);
         let target = ModelTarget::new(&p, "gpt-4o");
         let to_b = (0..4000u64)
-            .filter(|r| p.route(&target, &c, *r, None).unwrap().deployment.cluster == "b")
+            .filter(|r| {
+                route_to(&p, &target, &c, *r, None)
+                    .unwrap()
+                    .deployment
+                    .cluster
+                    == "b"
+            })
             .count();
         assert_eq!(to_b, 3000);
     }
@@ -272,7 +327,7 @@ mod tests {
         let only_b = creds(&[("K_B", "b")]);
         let target = ModelTarget::new(&p, "gpt-4o");
         for r in 0..10 {
-            let route = p.route(&target, &only_b, r, None).unwrap();
+            let route = route_to(&p, &target, &only_b, r, None).unwrap();
             assert_eq!(
                 (
                     route.deployment.cluster.as_str(),
@@ -282,7 +337,7 @@ mod tests {
             );
         }
         assert_eq!(
-            p.route(&target, &creds(&[]), 0, None),
+            route_to(&p, &target, &creds(&[]), 0, None),
             Err(RouteError::NoCredential)
         );
     }
@@ -290,38 +345,34 @@ mod tests {
     #[test]
     fn bare_name_reaches_provider_wildcard_through_the_cost_map() {
         let p = policy();
-        let route = p
-            .route(&ModelTarget::new(&p, "claude-x"), &creds(&[]), 0, None)
-            .unwrap();
+        let route = route_to(&p, &ModelTarget::new(&p, "claude-x"), &creds(&[]), 0, None).unwrap();
         assert_eq!(route.deployment.cluster, "anthropic");
         assert_eq!(route.upstream_model, "claude-x");
-        let prefixed = p
-            .route(
-                &ModelTarget::new(&p, "anthropic/claude-new"),
-                &creds(&[]),
-                0,
-                None,
-            )
-            .unwrap();
+        let prefixed = route_to(
+            &p,
+            &ModelTarget::new(&p, "anthropic/claude-new"),
+            &creds(&[]),
+            0,
+            None,
+        )
+        .unwrap();
         assert_eq!(prefixed.upstream_model, "claude-new");
     }
 
     #[test]
     fn unknown_bare_name_falls_to_catch_all_not_to_provider_wildcard() {
         let p = policy();
-        let route = p
-            .route(
-                &ModelTarget::new(&p, "claude-unknown"),
-                &creds(&[]),
-                0,
-                None,
-            )
-            .unwrap();
+        let route = route_to(
+            &p,
+            &ModelTarget::new(&p, "claude-unknown"),
+            &creds(&[]),
+            0,
+            None,
+        )
+        .unwrap();
         assert_eq!(route.deployment.cluster, "fallback");
         assert_eq!(route.upstream_model, "claude-unknown");
-        let dup = p
-            .route(&ModelTarget::new(&p, "openai/o9"), &creds(&[]), 0, None)
-            .unwrap();
+        let dup = route_to(&p, &ModelTarget::new(&p, "openai/o9"), &creds(&[]), 0, None).unwrap();
         assert_eq!(dup.upstream_model, "o9");
     }
 
@@ -332,7 +383,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            p.route(&ModelTarget::new(&p, "gpt-4o"), &creds(&[]), 0, None),
+            route_to(&p, &ModelTarget::new(&p, "gpt-4o"), &creds(&[]), 0, None),
             Err(RouteError::NoDeployment)
         );
     }
@@ -344,7 +395,7 @@ mod tests {
         let target = ModelTarget::new(&p, "gpt-4o");
         let b = p.deployments[1].affinity;
         for r in 0..50 {
-            let route = p.route(&target, &c, r, Some(b)).unwrap();
+            let route = route_to(&p, &target, &c, r, Some(b)).unwrap();
             assert_eq!(
                 (route.deployment.cluster.as_str(), route.pinning),
                 ("b", Pinning::Origin)
@@ -352,7 +403,7 @@ mod tests {
         }
         // The origin left the config, but a deployment on the same credential remains.
         let gone = AffinityTag::new("b-old", "cred:K_B");
-        let route = p.route(&target, &c, 0, Some(gone)).unwrap();
+        let route = route_to(&p, &target, &c, 0, Some(gone)).unwrap();
         assert_eq!(
             (route.deployment.cluster.as_str(), route.pinning),
             ("b", Pinning::Boundary)
@@ -360,14 +411,60 @@ mod tests {
         // A pin to a deployment that does not serve this model (here: the anthropic wildcard)
         // is never followed there.
         let elsewhere = p.deployments[2].affinity;
-        let route = p.route(&target, &c, 0, Some(elsewhere)).unwrap();
+        let route = route_to(&p, &target, &c, 0, Some(elsewhere)).unwrap();
         assert_eq!(route.pinning, Pinning::Lost);
         assert!(["a", "b"].contains(&route.deployment.cluster.as_str()));
         // The pinned origin without its credential is 503, not a silent move elsewhere.
         let only_a = creds(&[("K_A", "a")]);
         assert_eq!(
-            p.route(&target, &only_a, 0, Some(b)),
+            route_to(&p, &target, &only_a, 0, Some(b)),
             Err(RouteError::NoCredential)
+        );
+    }
+
+    #[test]
+    fn every_star_of_a_wildcard_upstream_is_filled() {
+        let p = compile(
+            br#"{"version":"v1","model_list":[
+                {"model_name":"bedrock/*.anthropic.*","litellm_params":{"model":"bedrock/*.anthropic.*-v1:0"},"cluster":"b"}]}"#,
+        )
+        .unwrap();
+        let target = ModelTarget::new(&p, "bedrock/eu.anthropic.claude-3");
+        let route = route_to(&p, &target, &creds(&[]), 0, None).unwrap();
+        assert_eq!(route.upstream_model, "eu.anthropic.claude-3-v1:0");
+    }
+
+    #[test]
+    fn a_pin_never_picks_a_drained_deployment_that_weighted_routing_would_skip() {
+        let p = compile(
+            br#"{"version":"v1","model_list":[
+                {"model_name":"m","litellm_params":{"model":"openai/m","api_key_env":"K_LIVE"},"cluster":"live","model_info":{"id":"live"}},
+                {"model_name":"m","litellm_params":{"model":"openai/m","api_key_env":"K_DRAINED","weight":0},"cluster":"drained","model_info":{"id":"drained"}}]}"#,
+        )
+        .unwrap();
+        let target = ModelTarget::new(&p, "m");
+        let c = creds(&[("K_LIVE", "l"), ("K_DRAINED", "d")]);
+        let drained = p.deployments[1].affinity;
+        for r in 0..20 {
+            assert_eq!(
+                route_to(&p, &target, &c, r, None)
+                    .unwrap()
+                    .deployment
+                    .cluster,
+                "live"
+            );
+            let pinned = route_to(&p, &target, &c, r, Some(drained)).unwrap();
+            assert_eq!(
+                (pinned.deployment.cluster.as_str(), pinned.pinning),
+                ("live", Pinning::Lost)
+            );
+        }
+        // With nothing live usable, weighted routing falls back to the drained one, and so may a pin.
+        let only_drained = creds(&[("K_DRAINED", "d")]);
+        let pinned = route_to(&p, &target, &only_drained, 0, Some(drained)).unwrap();
+        assert_eq!(
+            (pinned.deployment.cluster.as_str(), pinned.pinning),
+            ("drained", Pinning::Origin)
         );
     }
 }

@@ -17,6 +17,8 @@ UPSTREAM_ENV = {
     "OPENAI_VAULT_KEY": "upstream-openai-vault-secret",
     "ANTHROPIC_API_KEY": "upstream-anthropic-secret",
     "OPENROUTER_API_KEY": "upstream-openrouter-secret",
+    # Seals Responses affinity marks to their tenant (settings.affinity_secret_env's default name).
+    "TOLLGATE_AFFINITY_SECRET": "e2e-affinity-secret-0123456789abcdef",
 }
 
 KEYS = {
@@ -163,4 +165,64 @@ def affinity_policy(version="a1", deployments=("east", "west"), fallback=None, e
                            "models": [REASONING_MODEL]})
     if fallback:
         policy["settings"]["affinity_fallback"] = fallback
+    return policy
+
+
+# --- Adversarial access (issue 10, items 8, 9, 12) ----------------------------------------------
+
+ACCESS_KEYS = {
+    "basic": "sk-e2e-access-basic",        # access group basic (the openai/* deployment)
+    "premium": "sk-e2e-access-premium",    # access group premium (the openai/o1* deployment)
+    "split": "sk-e2e-access-split",        # key premium, team basic: no deployment granted by both
+    "shadowed": "sk-e2e-access-shadowed",  # key gpt-4o-mini; its team aliases gpt-4o-mini -> gpt-4o
+}
+
+
+def access_policy(version="x1"):
+    """`openai/*` in group basic on one credential, `openai/o1*` in group premium on another."""
+    policy = base_policy(version)
+    policy["model_list"] += [
+        {"model_name": "openai/*", "litellm_params": {"model": "openai/*", "api_key_env": "OPENAI_API_KEY"},
+         "cluster": "openai", "model_info": {"id": "openai-basic", "access_groups": ["basic"]}},
+        {"model_name": "openai/o1*", "litellm_params": {"model": "openai/o1*", "api_key_env": "OPENAI_VAULT_KEY"},
+         "cluster": "openai", "model_info": {"id": "openai-premium", "access_groups": ["premium"]}},
+        {"model_name": "gpt-4o-mini", "litellm_params": {"model": "openai/gpt-4o-mini",
+                                                         "api_key_env": "OPENAI_API_KEY"},
+         "cluster": "openai", "model_info": {"id": "openai-gpt-4o-mini"}},
+    ]
+    policy["teams"] += [
+        {"team_id": "basic-team", "team_alias": "Basic", "models": ["basic"]},
+        {"team_id": "shadow", "team_alias": "Shadow", "models": [],
+         "model_aliases": {"gpt-4o-mini": "gpt-4o"}},
+    ]
+    policy["keys"] += [
+        {"key_hash": key_hash(ACCESS_KEYS["basic"]), "key_alias": "access-basic", "models": ["basic"]},
+        {"key_hash": key_hash(ACCESS_KEYS["premium"]), "key_alias": "access-premium", "models": ["premium"]},
+        {"key_hash": key_hash(ACCESS_KEYS["split"]), "key_alias": "access-split", "team_id": "basic-team",
+         "models": ["premium"]},
+        {"key_hash": key_hash(ACCESS_KEYS["shadowed"]), "key_alias": "access-shadowed", "team_id": "shadow",
+         "models": ["gpt-4o-mini"]},
+    ]
+    return policy
+
+
+TENANT_KEYS = {
+    "red": "sk-e2e-tenant-red",      # team red
+    "red2": "sk-e2e-tenant-red-2",   # team red too: the same tenant
+    "blue": "sk-e2e-tenant-blue",    # team blue: another tenant, same upstream credentials
+    "solo": "sk-e2e-tenant-solo",    # no team: a tenant of its own
+}
+
+
+def tenant_policy(version="t1", **settings):
+    """Responses affinity with keys of several tenants sharing the same deployments."""
+    policy = affinity_policy(version)
+    policy["teams"] += [{"team_id": "red", "models": []}, {"team_id": "blue", "models": []}]
+    for name, key in TENANT_KEYS.items():
+        team = {"red": "red", "red2": "red", "blue": "blue"}.get(name)
+        entry = {"key_hash": key_hash(key), "key_alias": f"tenant-{name}", "models": [REASONING_MODEL]}
+        if team:
+            entry["team_id"] = team
+        policy["keys"].append(entry)
+    policy["settings"].update(settings)
     return policy

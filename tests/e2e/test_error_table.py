@@ -142,3 +142,11 @@ def test_the_access_log_carries_the_filter_summary(envoy, upstreams):
     assert "cost_usd=0.00008" in allowed[-1] and "upstream=openai" in allowed[-1], allowed[-1]
     assert any("decision=denied" in line and "code=invalid_api_key" in line and " 401 " in line
                for line in found), found
+
+
+def test_previous_response_not_issued_to_this_tenant(envoy, upstreams):
+    # An id this gateway did not seal for the caller's tenant (here a raw one) is unknown to it.
+    body = {"model": "gpt-4o", "input": "hi", "previous_response_id": "resp_0123abcd"}
+    e = expect(envoy.request("POST", "/v1/responses", bearer(KEYS["all"]), body), 404, "previous_response_not_found")
+    assert e["param"] == "previous_response_id" and e["type"] == "invalid_request_error"
+    assert upstreams["openai"].requests() == []

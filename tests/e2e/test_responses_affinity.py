@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from affinity_marks import mark_id, tag_of, unmark_content, unmark_id
+from affinity_marks import mark_id, tag_of, tenant_of, unmark_content, unmark_id
 from conftest import start_stack
 from mock_upstream import new_encrypted, new_id
 from policies import AFFINITY_KEY, REASONING_MODEL, UPSTREAM_ENV, affinity_policy, bearer
@@ -77,15 +77,17 @@ def test_fifty_conversations_succeed_and_would_fail_without_marks(replicas, upst
     # Both credentials served conversations (the load balancer spread them).
     used = {r["headers"]["authorization"].removeprefix("Bearer ") for r in upstream_responses(upstreams)}
     assert used == {UPSTREAM_ENV["OPENAI_EAST_KEY"], UPSTREAM_ENV["OPENAI_WEST_KEY"]}
-    # The same follow-ups without marks: routed at random, many hit the wrong credential.
-    failures = 0
-    for history in histories:
+    # The same follow-ups without marks (the originals, which anyone can decode from a mark):
+    # nothing vouches for their tenant (issue 10), so their reasoning is stripped before it could
+    # reach a credential at random, and the turn goes on without it.
+    upstreams["openai"].clear()
+    for history in histories[:10]:
         r, _ = turn(a, unmarked(history), "again")
-        if r.status == 400:
-            assert r.json()["error"]["code"] == "invalid_encrypted_content"
-            failures += 1
-    print(f"\nwithout marks: {failures}/50 follow-ups failed")
-    assert failures >= 10, f"only {failures}/50 failed without marks: the test could not catch the bug"
+        assert r.status == 200, r
+    seen = upstream_responses(upstreams)
+    assert len(seen) == 10
+    for request in seen:
+        assert '"encrypted_content"' not in request["body"] and '"rs_' not in request["body"]
 
 
 def test_streamed_conversations_succeed(replicas, upstreams):
@@ -119,7 +121,7 @@ def test_clients_see_marked_ids_and_the_upstream_only_what_it_issued(replicas, u
     assert sent["previous_response_id"] == original
     assert SECRETS[seen["headers"]["authorization"].removeprefix("Bearer ")] in ("OPENAI_EAST_KEY", "OPENAI_WEST_KEY")
     for request in upstream_responses(upstreams):
-        assert "_tg" not in request["body"] and '"tg' not in request["body"], "a mark reached the upstream"
+        assert "_ts" not in request["body"] and '"ts' not in request["body"], "a mark reached the upstream"
     assert len(second["id"]) <= 64
 
 
@@ -170,8 +172,10 @@ def test_a_tampered_mark_never_reaches_a_deployment_the_key_may_not_use(replicas
     a = replicas[0]
     vault = UPSTREAM_ENV["OPENAI_VAULT_KEY"]
     forged_tag = tag_of("o4-vault", "cred:OPENAI_VAULT_KEY")
-    forged_previous = mark_id(new_id("resp", vault), forged_tag)
-    forged_item = {"type": "reasoning", "id": mark_id(new_id("rs", vault), forged_tag),
+    # Sealed for the key's own tenant (the test knows the secret): only the pin is forged.
+    own = tenant_of(key=AFFINITY_KEY)
+    forged_previous = mark_id(new_id("resp", vault), forged_tag, own)
+    forged_item = {"type": "reasoning", "id": mark_id(new_id("rs", vault), forged_tag, own),
                    "encrypted_content": new_encrypted(vault), "summary": []}
     upstreams["openai"].clear()
     r, _ = turn(a, [], "hi", previous_response_id=forged_previous, store=True)

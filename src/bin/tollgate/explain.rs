@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use hashbrown::HashMap;
-use tollgate::policy::access::admits;
+use tollgate::policy::access::{admits_anywhere, ListLevel};
 use tollgate::policy::alias::resolve;
 use tollgate::policy::decide::{decide_body, decide_head, HeadOutcome, Surroundings, Verdict};
 use tollgate::policy::denial::usd;
@@ -156,7 +156,7 @@ fn print_trace(policy: &Policy, verdict: &Verdict) {
             let resolution = resolve(policy, key, trace.team, requested);
             let target = ModelTarget::new(policy, resolution.resolved());
             let key_ok = key.allow.all_team_models
-                || admits(policy, &key.allow, &resolution, &target).is_some();
+                || admits_anywhere(policy, &key.allow, ListLevel::Key, &resolution, &target);
             let whose = if key_ok { "the team's" } else { "the key's" };
             println!(
                 "  access: {whose} allow-list admits neither {:?} nor the alias sent",
