@@ -23,6 +23,7 @@ pub mod decide;
 pub mod denial;
 pub mod index;
 pub mod key_hash;
+pub mod ledger_slots;
 pub mod listing;
 pub mod metering;
 pub mod outbox;
