@@ -13,6 +13,7 @@ served. Through real Envoy, the mock upstreams and the reference accounting serv
 
 import json
 import threading
+import time
 from decimal import Decimal
 
 import pytest
@@ -27,6 +28,7 @@ KEYS = {
     "tiers": "sk-e2e-worst-tiers",        # $100 key budget: the server keeps its total
     "cache": "sk-e2e-worst-cache-1h",     # anthropic/*, no budget
     "ends": "sk-e2e-worst-ends",          # no budget
+    "window": "sk-e2e-worst-window",      # $0.0001 per 5 s window
 }
 
 
@@ -40,6 +42,8 @@ def worst_case_policy(version):
          "models": ["gpt-4o"]},
         {"key_hash": key_hash(KEYS["cache"]), "key_alias": "worst-cache", "models": ["anthropic/*"]},
         {"key_hash": key_hash(KEYS["ends"]), "key_alias": "worst-ends", "models": ["gpt-4o"]},
+        {"key_hash": key_hash(KEYS["window"]), "key_alias": "worst-window", "max_budget": 0.0001,
+         "budget_duration": "5s", "models": ["gpt-4o"]},
     ]
     return policy
 
@@ -217,3 +221,24 @@ def test_incomplete_and_failed_responses_streams_are_billed_by_their_usage(money
     assert event["status"] == "ok"
     assert event["cost_nano_usd"] == nano(price("gpt-4o", "input_cost_per_token") * 30
                                           + price("gpt-4o", "output_cost_per_token") * 64)
+
+
+def test_each_short_window_starts_afresh_in_the_same_ledger(money, accounting, upstreams):
+    """A budget's ledger is one shared-data slot holding its current window: the next window
+    replaces it (and late acknowledgements of the old window leave it alone)."""
+    key = bearer(KEYS["window"])
+    windows = []
+    for _ in range(5):
+        # Start just after a window boundary (windows align to multiples of 5 s).
+        time.sleep(5 - time.time() % 5 + 0.05)
+        window = int(time.time()) // 5
+        statuses = [money.request("POST", "/v1/chat/completions", key, chat("gpt-4o", max_tokens=1)).status
+                    for _ in range(3)]
+        if int(time.time()) // 5 != window:
+            continue  # too slow for this window; try the next one
+        # $0.00008 each: the second still fits under $0.0001 (spend 80k < 100k), the third not.
+        assert statuses == [200, 200, 429], (window, windows, statuses)
+        windows.append(window)
+        if len(windows) == 2:
+            return
+    pytest.fail(f"three requests fitted in only {len(windows)} of five 5 s windows")
