@@ -17,6 +17,7 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 
 use crate::policy::config::as_whole_number;
+use crate::policy::cost_fields::priced_field;
 
 /// Entries of the cost map that are not models.
 const NON_MODEL_ENTRIES: [&str; 2] = ["sample_spec", "fallback_generalizations"];
@@ -84,86 +85,6 @@ pub enum RateKind {
     CacheCreation,
     /// `cache_creation_input_token_cost_above_1hr`.
     CacheCreation1h,
-}
-
-/// The per-token rates a cost-map field can set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BaseRate {
-    /// A rate that can also have threshold prices.
-    Kind(RateKind),
-    /// `output_cost_per_reasoning_token`.
-    Reasoning,
-}
-
-/// The base rate fields, longest first (a field is matched by its longest base name).
-const BASE_RATES: [(&str, BaseRate); 6] = [
-    (
-        "cache_creation_input_token_cost_above_1hr",
-        BaseRate::Kind(RateKind::CacheCreation1h),
-    ),
-    (
-        "cache_creation_input_token_cost",
-        BaseRate::Kind(RateKind::CacheCreation),
-    ),
-    (
-        "cache_read_input_token_cost",
-        BaseRate::Kind(RateKind::CacheRead),
-    ),
-    ("output_cost_per_reasoning_token", BaseRate::Reasoning),
-    ("input_cost_per_token", BaseRate::Kind(RateKind::Input)),
-    ("output_cost_per_token", BaseRate::Kind(RateKind::Output)),
-];
-
-/// A service tier a field's name can end in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum FieldTier {
-    Standard,
-    Priority,
-    Flex,
-}
-
-/// What a priced field sets: a base rate or a threshold, of a tier.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct PricedField {
-    tier: FieldTier,
-    rate: BaseRate,
-    /// `Some(n)`: the price above `n` prompt tokens.
-    above_tokens: Option<u64>,
-}
-
-/// Parses `<base>[_above_<N>[k]_tokens][_priority|_flex]`. Other suffixes (`_batches`,
-/// `_above_12hr`) are not used and give `None` (the field is still validated).
-fn priced_field(field: &str) -> Option<PricedField> {
-    let (rest, tier) = if let Some(rest) = field.strip_suffix("_priority") {
-        (rest, FieldTier::Priority)
-    } else if let Some(rest) = field.strip_suffix("_flex") {
-        (rest, FieldTier::Flex)
-    } else {
-        (field, FieldTier::Standard)
-    };
-    let (name, rate) = BASE_RATES.iter().find(|(name, _)| rest.starts_with(name))?;
-    let tail = rest.get(name.len()..)?;
-    if tail.is_empty() {
-        return Some(PricedField {
-            tier,
-            rate: *rate,
-            above_tokens: None,
-        });
-    }
-    if *rate == BaseRate::Reasoning {
-        return None;
-    }
-    let count = tail.strip_prefix("_above_")?.strip_suffix("_tokens")?;
-    let (digits, scale) = match count.strip_suffix('k') {
-        Some(digits) => (digits, 1_000),
-        None => (count, 1),
-    };
-    let n: u64 = digits.parse().ok()?;
-    Some(PricedField {
-        tier,
-        rate: *rate,
-        above_tokens: Some(n.checked_mul(scale)?),
-    })
 }
 
 /// One `<rate>_above_<N>k_tokens` price: applies to all tokens of that kind once the prompt
@@ -424,60 +345,6 @@ impl<'de> Visitor<'de> for CostEntryVisitor {
             tier.thresholds.sort_by_key(|t| t.above_tokens);
         }
         Ok(entry)
-    }
-}
-
-impl CostEntry {
-    /// Stores one parsed price.
-    fn set_price(&mut self, field: PricedField, price: f64) {
-        if let Some(above_tokens) = field.above_tokens {
-            if let BaseRate::Kind(kind) = field.rate {
-                let threshold = ThresholdPrice {
-                    kind,
-                    above_tokens,
-                    cost_per_token: price,
-                };
-                match field.tier {
-                    FieldTier::Standard => self.thresholds.push(threshold),
-                    FieldTier::Priority => self.tier_mut(true).thresholds.push(threshold),
-                    FieldTier::Flex => self.tier_mut(false).thresholds.push(threshold),
-                }
-            }
-            return;
-        }
-        let slot = match field.tier {
-            FieldTier::Standard => match field.rate {
-                BaseRate::Kind(RateKind::Input) => &mut self.input_cost_per_token,
-                BaseRate::Kind(RateKind::Output) => &mut self.output_cost_per_token,
-                BaseRate::Kind(RateKind::CacheRead) => &mut self.cache_read_input_token_cost,
-                BaseRate::Kind(RateKind::CacheCreation) => {
-                    &mut self.cache_creation_input_token_cost
-                }
-                BaseRate::Kind(RateKind::CacheCreation1h) => &mut self.cache_creation_1h_cost,
-                BaseRate::Reasoning => &mut self.output_cost_per_reasoning_token,
-            },
-            FieldTier::Priority | FieldTier::Flex => {
-                let tier = self.tier_mut(field.tier == FieldTier::Priority);
-                match field.rate {
-                    BaseRate::Kind(RateKind::Input) => &mut tier.input,
-                    BaseRate::Kind(RateKind::Output) => &mut tier.output,
-                    BaseRate::Kind(RateKind::CacheRead) => &mut tier.cache_read,
-                    BaseRate::Kind(RateKind::CacheCreation) => &mut tier.cache_creation,
-                    BaseRate::Kind(RateKind::CacheCreation1h) => &mut tier.cache_creation_1h,
-                    BaseRate::Reasoning => &mut tier.reasoning,
-                }
-            }
-        };
-        *slot = Some(price);
-    }
-
-    fn tier_mut(&mut self, priority: bool) -> &mut TierPrices {
-        let tier = if priority {
-            &mut self.priority
-        } else {
-            &mut self.flex
-        };
-        tier.get_or_insert_with(Box::default)
     }
 }
 

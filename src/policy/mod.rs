@@ -18,6 +18,7 @@ pub mod charge;
 pub mod compile;
 pub mod config;
 pub mod cost;
+pub mod cost_fields;
 pub mod cost_map;
 pub mod decide;
 pub mod denial;
