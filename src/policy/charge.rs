@@ -14,7 +14,7 @@ use crate::policy::config::UnpricedMode;
 use crate::policy::cost::{cost_of, rates_for, Cost, PriceSource, Rates, ServiceTier};
 use crate::policy::cost_map::CostEntry;
 use crate::policy::index::{Deployment, Policy};
-use crate::policy::request::Endpoint;
+use crate::policy::request::{BodyFacts, Endpoint};
 use crate::policy::usage::Usage;
 
 /// The rates a request of `deployment` (upstream model `model`) is priced with.
@@ -64,6 +64,21 @@ pub struct Ask {
 }
 
 impl Ask {
+    /// What a request of `endpoint` with this body asks for (`prompt_tokens` estimated from it).
+    pub fn of_request(endpoint: Endpoint, prompt_tokens: u64, facts: &BodyFacts<'_>) -> Ask {
+        Ask {
+            endpoint,
+            prompt_tokens,
+            requested_cap: facts.max_output_tokens,
+            choices: Ask::choices(endpoint, facts.n, facts.best_of),
+            tier: facts
+                .service_tier
+                .as_deref()
+                .map_or(ServiceTier::Standard, ServiceTier::parse),
+            continues_conversation: endpoint == Endpoint::Responses && facts.continues_conversation,
+        }
+    }
+
     /// The answers a request of `endpoint` is billed for: chat's `n`; for text completions the
     /// larger of `n` and `best_of` (every candidate is billed). At least 1; other APIs have none.
     pub fn choices(endpoint: Endpoint, n: Option<u64>, best_of: Option<u64>) -> u64 {

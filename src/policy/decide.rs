@@ -257,19 +257,7 @@ fn decide_steps<'p, C: Credentials + ?Sized>(
         facts.end_user.as_deref(),
         around.now,
     );
-    let tier = facts
-        .service_tier
-        .as_deref()
-        .map_or(ServiceTier::Standard, ServiceTier::parse);
-    let ask = Ask {
-        endpoint: ticket.endpoint,
-        prompt_tokens: prompt,
-        requested_cap: facts.max_output_tokens,
-        choices: Ask::choices(ticket.endpoint, facts.n, facts.best_of),
-        tier,
-        continues_conversation: ticket.endpoint == Endpoint::Responses
-            && facts.continues_conversation,
-    };
+    let ask = Ask::of_request(ticket.endpoint, prompt, &facts);
     let worst = worst_case(policy, route.deployment, &route.upstream_model, &ask);
     let unpriced = worst.source == PriceSource::Unpriced;
     if unpriced && policy.spending.unpriced == UnpricedMode::Deny && !lines.is_empty() {
@@ -319,7 +307,7 @@ fn decide_steps<'p, C: Credentials + ?Sized>(
             strip_usage,
             prompt_estimate: prompt,
             end_user: facts.end_user.map(|u| u.into_owned()),
-            service_tier: tier,
+            service_tier: ask.tier,
             mark_with: (ticket.endpoint == Endpoint::Responses)
                 .then_some(route.deployment.affinity),
         },
