@@ -24,6 +24,8 @@ pub struct SseUsageReader {
     saw_usage: bool,
     saw_done: bool,
     data_events: u64,
+    /// The over-long line being skipped is a `data:` line.
+    overlong_data: bool,
     /// The over-long line being skipped began as a terminal event.
     overlong_terminal: bool,
 }
@@ -39,6 +41,7 @@ impl SseUsageReader {
             saw_usage: false,
             saw_done: false,
             data_events: 0,
+            overlong_data: false,
             overlong_terminal: false,
         }
     }
@@ -100,8 +103,9 @@ impl SseUsageReader {
             let mut head = self.line.get(..HEAD_BYTES).unwrap_or(&self.line).to_vec();
             let more = HEAD_BYTES.saturating_sub(head.len()).min(bytes.len());
             head.extend_from_slice(bytes.get(..more).unwrap_or_default());
-            let head = head.strip_prefix(b"data:").unwrap_or_default();
-            self.overlong_terminal = self.is_terminal(head);
+            let data = head.strip_prefix(b"data:");
+            self.overlong_data = data.is_some();
+            self.overlong_terminal = data.is_some_and(|data| self.is_terminal(data));
         }
         self.line.extend_from_slice(bytes);
         if self.overflowed && self.line.len() > TAIL_BYTES {
@@ -114,7 +118,9 @@ impl SseUsageReader {
         let mut line = std::mem::take(&mut self.line);
         if self.overflowed {
             self.overflowed = false;
-            self.data_events += 1;
+            if std::mem::take(&mut self.overlong_data) {
+                self.data_events += 1;
+            }
             self.saw_done |= std::mem::take(&mut self.overlong_terminal);
             if let Some(object) = last_usage_object(&line) {
                 self.saw_usage |= merge_usage_object(self.endpoint, object, &mut self.usage);
