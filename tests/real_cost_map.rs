@@ -35,3 +35,29 @@ fn provider_sets_come_from_the_same_map() {
     assert_eq!(entry.input_cost_per_token, Some(3e-6));
     assert_eq!(entry.cache_read_input_token_cost, Some(3e-7));
 }
+
+#[test]
+fn service_tier_and_one_hour_cache_prices_of_the_real_map_are_kept() {
+    let policy = policy_with_real_map();
+    let entries: Vec<_> = policy.cost_map.iter().map(|(_, e)| e).collect();
+    let priority = entries
+        .iter()
+        .filter(|e| e.priority.as_ref().is_some_and(|t| t.input.is_some()))
+        .count();
+    let flex = entries
+        .iter()
+        .filter(|e| e.flex.as_ref().is_some_and(|t| t.input.is_some()))
+        .count();
+    let one_hour = entries
+        .iter()
+        .filter(|e| e.cache_creation_1h_cost.is_some())
+        .count();
+    // The counts of `input_cost_per_token_priority`, `input_cost_per_token_flex` and
+    // `cache_creation_input_token_cost_above_1hr` in the file.
+    assert_eq!((priority, flex, one_hour), (387, 260, 231));
+    let gpt = policy.cost_map.get("gpt-4o").unwrap();
+    let tier = gpt.priority.as_deref().unwrap();
+    assert_eq!((tier.input, tier.output), (Some(4.25e-6), Some(1.7e-5)));
+    let sonnet = policy.cost_map.get("claude-sonnet-4-6").unwrap();
+    assert_eq!(sonnet.cache_creation_1h_cost, Some(6e-6));
+}

@@ -1,12 +1,28 @@
-//! Budget ledgers in proxy-wasm shared data: one value per budget window, updated with
-//! compare-and-swap so that every worker VM of this Envoy process sees the same spend.
+//! Budget ledgers in proxy-wasm shared data: the core's [`SlotLedgers`] (one slot per budget,
+//! compare-and-swap, no lost first write) over the host's shared-data calls.
 
 use crate::filter::host::{self, SharedWrite};
-use crate::policy::budget::Ledger;
+use crate::policy::ledger_slots::{SharedSlots, SlotLedgers, SlotWrite};
 use crate::policy::reservation::{LedgerStore, StoreUnavailable};
 
-/// Attempts before an update gives up under contention (each attempt is two host calls).
-const MAX_ATTEMPTS: u32 = 64;
+/// Proxy-wasm shared data as a [`SharedSlots`] store.
+pub struct HostSlots;
+
+impl SharedSlots for HostSlots {
+    fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreUnavailable> {
+        // The host answers a missing key as `(empty, 0)`; an existing key never has token 0.
+        let (bytes, cas) = host::shared_data(key).ok_or(StoreUnavailable)?;
+        Ok((cas != 0).then_some((bytes, cas)))
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: u32) -> SlotWrite {
+        match host::set_shared_data(key, value, cas) {
+            SharedWrite::Written => SlotWrite::Written,
+            SharedWrite::Conflict => SlotWrite::Conflict,
+            SharedWrite::Failed => SlotWrite::Failed,
+        }
+    }
+}
 
 /// The shared-data ledger store.
 pub struct SharedLedgers;
@@ -15,24 +31,15 @@ impl LedgerStore for SharedLedgers {
     fn update(
         &self,
         key: &str,
-        change: &mut dyn FnMut(&mut Ledger) -> bool,
+        change: &mut dyn FnMut(&mut crate::policy::budget::Ledger) -> bool,
     ) -> Result<bool, StoreUnavailable> {
-        for _ in 0..MAX_ATTEMPTS {
-            let (bytes, cas) = host::shared_data(key).ok_or(StoreUnavailable)?;
-            let mut ledger = Ledger::decode(&bytes);
-            if !change(&mut ledger) {
-                return Ok(false);
-            }
-            match host::set_shared_data(key, &ledger.encode(), cas) {
-                SharedWrite::Written => return Ok(true),
-                SharedWrite::Conflict => continue,
-                SharedWrite::Failed => return Err(StoreUnavailable),
-            }
+        let result = SlotLedgers(HostSlots).update(key, change);
+        if result.is_err() {
+            host::log(
+                host::Level::Error,
+                &format!("tollgate: budget ledger {key} could not be updated (host refused or stayed contended)"),
+            );
         }
-        host::log(
-            host::Level::Error,
-            &format!("tollgate: budget ledger {key} stayed contended; update abandoned"),
-        );
-        Err(StoreUnavailable)
+        result
     }
 }

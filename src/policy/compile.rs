@@ -285,6 +285,7 @@ impl Compiler {
             },
             reservation_ttl_seconds: settings.reservation_ttl_seconds,
             default_max_output_tokens: settings.default_max_output_tokens,
+            default_max_input_tokens: settings.default_max_input_tokens,
         }
     }
 

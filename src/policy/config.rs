@@ -67,6 +67,13 @@ pub struct Settings {
         deserialize_with = "whole_number"
     )]
     pub default_max_output_tokens: u64,
+    /// Input assumed for reservations of a request that continues stored state (Responses
+    /// `previous_response_id` or `conversation`) when the model's `max_input_tokens` is unknown.
+    #[serde(
+        default = "default_max_input_tokens",
+        deserialize_with = "whole_number"
+    )]
+    pub default_max_input_tokens: u64,
     /// What to do with a Responses follow-up whose encryption boundary is gone (default `strip`).
     #[serde(default)]
     pub affinity_fallback: AffinityFallback,
@@ -111,6 +118,7 @@ impl Default for Settings {
             unpriced_models: UnpricedModels::default(),
             reservation_ttl_seconds: default_reservation_ttl(),
             default_max_output_tokens: default_max_output_tokens(),
+            default_max_input_tokens: default_max_input_tokens(),
             affinity_fallback: AffinityFallback::default(),
             client_headers: ClientHeadersConfig::default(),
             affinity_secret_env: default_affinity_secret_env(),
@@ -128,6 +136,10 @@ fn default_reservation_ttl() -> u64 {
 
 fn default_max_output_tokens() -> u64 {
     4096
+}
+
+fn default_max_input_tokens() -> u64 {
+    200_000
 }
 
 /// `settings.unpriced_models`: the treatment of models with no known price.

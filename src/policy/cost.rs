@@ -8,8 +8,13 @@
 //! Prices come from the deployment's own `model_info` first, then this version's cost map entry
 //! for `provider/model`, then the bare model. A model with no known price is **not** free: only an
 //! explicit `0` is free; a missing price is reported as [`PriceSource::Unpriced`].
+//!
+//! A cost-map entry's `_priority` and `_flex` prices apply to requests served in that service
+//! tier (a rate the tier does not set is the standard one, as in LiteLLM); a deployment's own
+//! `model_info` prices apply to every tier. Anthropic's one-hour cache writes are priced at
+//! `cache_creation_input_token_cost_above_1hr` (falling back to the five-minute rate).
 
-use crate::policy::cost_map::{CostEntry, RateKind};
+use crate::policy::cost_map::{CostEntry, RateKind, ThresholdPrice, TierPrices};
 use crate::policy::index::{Deployment, Policy};
 use crate::policy::usage::Usage;
 
@@ -43,6 +48,38 @@ impl PriceSource {
     }
 }
 
+/// The service tier a request asked for or was served in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ServiceTier {
+    /// Standard prices (`default`, `auto`, `standard`, `scale`, and anything unknown).
+    #[default]
+    Standard,
+    /// OpenAI's `priority` (and Anthropic's `priority`).
+    Priority,
+    /// OpenAI's `flex`.
+    Flex,
+}
+
+impl ServiceTier {
+    /// The tier a `service_tier` value names.
+    pub fn parse(value: &str) -> ServiceTier {
+        match value {
+            "priority" => ServiceTier::Priority,
+            "flex" => ServiceTier::Flex,
+            _ => ServiceTier::Standard,
+        }
+    }
+
+    /// The name used in spend events and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            ServiceTier::Standard => "standard",
+            ServiceTier::Priority => "priority",
+            ServiceTier::Flex => "flex",
+        }
+    }
+}
+
 /// Per-token rates in atto-dollars; `None` means unknown.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Rates {
@@ -54,6 +91,8 @@ pub struct Rates {
     pub cache_read: Option<u64>,
     /// Cache-creation input (falls back to `input`).
     pub cache_creation: Option<u64>,
+    /// One-hour cache-creation input (falls back to `cache_creation`).
+    pub cache_creation_1h: Option<u64>,
     /// Reasoning output (falls back to `output`).
     pub reasoning: Option<u64>,
 }
@@ -64,9 +103,11 @@ pub fn atto_per_token(usd: f64) -> Option<u64> {
     (atto.is_finite() && atto >= 0.0 && atto < u64::MAX as f64).then_some(atto as u64)
 }
 
-/// The rates of a cost-map entry at a given prompt size (threshold tiers applied: the highest
-/// crossed `*_above_<N>k_tokens` rate of each kind prices *all* tokens of that kind).
-pub fn entry_rates(entry: &CostEntry, prompt_tokens: u64) -> Rates {
+/// The rates of a cost-map entry at a given prompt size in a service tier (threshold tiers
+/// applied: the highest crossed `*_above_<N>k_tokens` rate of each kind prices *all* tokens of
+/// that kind). A non-standard tier's prices replace the standard ones it sets, and its own
+/// thresholds apply last.
+pub fn entry_rates(entry: &CostEntry, prompt_tokens: u64, tier: ServiceTier) -> Rates {
     let mut rates = Rates {
         input: entry.input_cost_per_token.and_then(atto_per_token),
         output: entry.output_cost_per_token.and_then(atto_per_token),
@@ -74,24 +115,51 @@ pub fn entry_rates(entry: &CostEntry, prompt_tokens: u64) -> Rates {
         cache_creation: entry
             .cache_creation_input_token_cost
             .and_then(atto_per_token),
+        cache_creation_1h: entry.cache_creation_1h_cost.and_then(atto_per_token),
         reasoning: entry
             .output_cost_per_reasoning_token
             .and_then(atto_per_token),
     };
-    for tier in entry
-        .thresholds
-        .iter()
-        .filter(|t| prompt_tokens > t.above_tokens)
-    {
+    apply_thresholds(&mut rates, &entry.thresholds, prompt_tokens);
+    let tier_prices = match tier {
+        ServiceTier::Standard => None,
+        ServiceTier::Priority => entry.priority.as_deref(),
+        ServiceTier::Flex => entry.flex.as_deref(),
+    };
+    if let Some(prices) = tier_prices {
+        overlay(&mut rates, prices);
+        apply_thresholds(&mut rates, &prices.thresholds, prompt_tokens);
+    }
+    rates
+}
+
+fn overlay(rates: &mut Rates, prices: &TierPrices) {
+    let pairs = [
+        (&mut rates.input, prices.input),
+        (&mut rates.output, prices.output),
+        (&mut rates.cache_read, prices.cache_read),
+        (&mut rates.cache_creation, prices.cache_creation),
+        (&mut rates.cache_creation_1h, prices.cache_creation_1h),
+        (&mut rates.reasoning, prices.reasoning),
+    ];
+    for (slot, price) in pairs {
+        if let Some(price) = price {
+            *slot = atto_per_token(price);
+        }
+    }
+}
+
+fn apply_thresholds(rates: &mut Rates, thresholds: &[ThresholdPrice], prompt_tokens: u64) {
+    for tier in thresholds.iter().filter(|t| prompt_tokens > t.above_tokens) {
         let rate = atto_per_token(tier.cost_per_token);
         match tier.kind {
             RateKind::Input => rates.input = rate,
             RateKind::Output => rates.output = rate,
             RateKind::CacheRead => rates.cache_read = rate,
             RateKind::CacheCreation => rates.cache_creation = rate,
+            RateKind::CacheCreation1h => rates.cache_creation_1h = rate,
         }
     }
-    rates
 }
 
 /// The deployment's own rates, if it sets an input or output price.
@@ -105,18 +173,21 @@ pub fn deployment_rates(deployment: &Deployment) -> Option<Rates> {
         output: p.output.and_then(atto_per_token),
         cache_read: p.cache_read.and_then(atto_per_token),
         cache_creation: p.cache_creation.and_then(atto_per_token),
+        cache_creation_1h: None,
         reasoning: p.reasoning.and_then(atto_per_token),
     })
 }
 
 /// The rates for a request that `deployment` served as upstream model `model`: the deployment's
 /// own prices first, then this version's cost map entry for `provider/model`, then the bare
-/// `model` (only when that entry belongs to the same provider, as LiteLLM requires).
+/// `model` (only when that entry belongs to the same provider, as LiteLLM requires), in
+/// service tier `tier`.
 pub fn rates_for(
     policy: &Policy,
     deployment: &Deployment,
     model: &str,
     prompt_tokens: u64,
+    tier: ServiceTier,
 ) -> (Rates, PriceSource) {
     if let Some(rates) = deployment_rates(deployment) {
         return (rates, PriceSource::Deployment);
@@ -131,7 +202,10 @@ pub fn rates_for(
                 .filter(|e| e.provider.as_deref() == Some(deployment.provider.as_str()))
         });
     match entry {
-        Some(entry) => (entry_rates(entry, prompt_tokens), PriceSource::CostMap),
+        Some(entry) => (
+            entry_rates(entry, prompt_tokens, tier),
+            PriceSource::CostMap,
+        ),
         None => (Rates::default(), PriceSource::Unpriced),
     }
 }
@@ -166,12 +240,16 @@ pub fn cost_of(usage: &Usage, rates: &Rates, source: PriceSource) -> Cost {
     let created = usage
         .cache_creation_tokens
         .min(usage.prompt_tokens - cached);
+    let created_1h = usage.cache_creation_1h_tokens.min(created);
+    let created_5m = created - created_1h;
     let text_in = usage.prompt_tokens - cached - created;
+    let creation = rates.cache_creation.map_or(input, u128::from);
     let reasoning = usage.reasoning_tokens.min(usage.completion_tokens);
     let text_out = usage.completion_tokens - reasoning;
     let atto = u128::from(text_in) * input
         + u128::from(cached) * rates.cache_read.map_or(input, u128::from)
-        + u128::from(created) * rates.cache_creation.map_or(input, u128::from)
+        + u128::from(created_5m) * creation
+        + u128::from(created_1h) * rates.cache_creation_1h.map_or(creation, u128::from)
         + u128::from(text_out) * output
         + u128::from(reasoning) * rates.reasoning.map_or(output, u128::from);
     let nano = (atto + ATTO_PER_NANO / 2) / ATTO_PER_NANO;
@@ -196,6 +274,7 @@ mod tests {
             cache_creation_tokens: created,
             completion_tokens: completion,
             reasoning_tokens: reasoning,
+            ..Usage::default()
         }
     }
 
@@ -218,7 +297,11 @@ mod tests {
     #[test]
     fn gpt_4o_mini_chat_costs_the_exact_sum() {
         // 12 prompt tokens at $0.15/M and 5 completion tokens at $0.60/M = $0.0000048.
-        let rates = entry_rates(&entry(Some(1.5e-07), Some(6e-07)), 12);
+        let rates = entry_rates(
+            &entry(Some(1.5e-07), Some(6e-07)),
+            12,
+            ServiceTier::Standard,
+        );
         let cost = cost_of(&usage(12, 0, 0, 5, 0), &rates, PriceSource::CostMap);
         assert_eq!(
             cost,
@@ -231,7 +314,7 @@ mod tests {
 
     #[test]
     fn cache_and_reasoning_rates_fall_back_to_input_and_output() {
-        let rates = entry_rates(&entry(Some(1e-06), Some(2e-06)), 100);
+        let rates = entry_rates(&entry(Some(1e-06), Some(2e-06)), 100, ServiceTier::Standard);
         // 100 prompt (40 cached) at 1e-6 and 10 completion (4 reasoning) at 2e-6 = 120e-6.
         let cost = cost_of(&usage(100, 40, 0, 10, 4), &rates, PriceSource::CostMap);
         assert_eq!(cost.nano_usd, 120_000);
@@ -242,7 +325,7 @@ mod tests {
         let mut e = entry(Some(3e-06), Some(1.5e-05));
         e.cache_read_input_token_cost = Some(3e-07);
         e.cache_creation_input_token_cost = Some(3.75e-06);
-        let rates = entry_rates(&e, 160);
+        let rates = entry_rates(&e, 160, ServiceTier::Standard);
         // claude-sonnet-4-6: 10 fresh + 100 cached + 50 written in, 5 out.
         let cost = cost_of(&usage(160, 100, 50, 5, 0), &rates, PriceSource::CostMap);
         assert_eq!(cost.nano_usd, 30_000 + 30_000 + 187_500 + 75_000);
@@ -250,12 +333,12 @@ mod tests {
 
     #[test]
     fn explicit_zero_is_free_but_missing_price_is_unpriced() {
-        let free = entry_rates(&entry(Some(0.0), Some(0.0)), 10);
+        let free = entry_rates(&entry(Some(0.0), Some(0.0)), 10, ServiceTier::Standard);
         assert_eq!(
             cost_of(&usage(10, 0, 0, 10, 0), &free, PriceSource::CostMap).source,
             PriceSource::CostMap
         );
-        let unknown = entry_rates(&entry(None, None), 10);
+        let unknown = entry_rates(&entry(None, None), 10, ServiceTier::Standard);
         let cost = cost_of(&usage(10, 0, 0, 10, 0), &unknown, PriceSource::CostMap);
         assert_eq!(
             cost,
@@ -264,7 +347,7 @@ mod tests {
                 source: PriceSource::Unpriced
             }
         );
-        let half = entry_rates(&entry(Some(1e-06), None), 10);
+        let half = entry_rates(&entry(Some(1e-06), None), 10, ServiceTier::Standard);
         assert_eq!(
             cost_of(&usage(10, 0, 0, 10, 0), &half, PriceSource::CostMap).source,
             PriceSource::Unpriced
@@ -293,13 +376,13 @@ mod tests {
         ];
         let below = cost_of(
             &usage(200_000, 0, 0, 1_000, 0),
-            &entry_rates(&e, 200_000),
+            &entry_rates(&e, 200_000, ServiceTier::Standard),
             PriceSource::CostMap,
         );
         assert_eq!(below.nano_usd, 250_000_000 + 10_000_000);
         let above = cost_of(
             &usage(200_001, 0, 0, 1_000, 0),
-            &entry_rates(&e, 200_001),
+            &entry_rates(&e, 200_001, ServiceTier::Standard),
             PriceSource::CostMap,
         );
         assert_eq!(above.nano_usd, 500_002_500 + 15_000_000);
@@ -321,7 +404,7 @@ mod tests {
         .unwrap();
         let rates = |i: usize| {
             let d = &policy.deployments[i];
-            rates_for(&policy, d, &d.upstream_model, 10)
+            rates_for(&policy, d, &d.upstream_model, 10, ServiceTier::Standard)
         };
         assert_eq!(rates(0).1, PriceSource::CostMap);
         assert_eq!(rates(0).0.input, Some(2_500_000_000_000));
@@ -341,9 +424,74 @@ mod tests {
         );
     }
 
+    fn gpt_4o() -> CostEntry {
+        let map: crate::policy::cost_map::CostMap = serde_json::from_str(
+            r#"{"gpt-4o":{"input_cost_per_token":2.5e-06,"output_cost_per_token":1e-05,
+                "cache_read_input_token_cost":1.25e-06,"input_cost_per_token_priority":4.25e-06,
+                "output_cost_per_token_priority":1.7e-05,"input_cost_per_token_flex":1.25e-06,
+                "output_cost_per_token_flex":5e-06,"input_cost_per_token_above_200k_tokens":5e-06,
+                "input_cost_per_token_above_200k_tokens_priority":9e-06}}"#,
+        )
+        .unwrap();
+        map.get("gpt-4o").unwrap().clone()
+    }
+
+    #[test]
+    fn each_service_tier_is_priced_at_its_own_rates() {
+        let e = gpt_4o();
+        let u = usage(1_000, 400, 0, 100, 0);
+        let price =
+            |tier| cost_of(&u, &entry_rates(&e, 1_000, tier), PriceSource::CostMap).nano_usd;
+        // 600 × 2.5e-6 + 400 × 1.25e-6 + 100 × 1e-5
+        assert_eq!(
+            price(ServiceTier::Standard),
+            1_500_000 + 500_000 + 1_000_000
+        );
+        // priority: 600 × 4.25e-6 + 400 × 1.25e-6 (no priority cache price: standard) + 100 × 1.7e-5
+        assert_eq!(
+            price(ServiceTier::Priority),
+            2_550_000 + 500_000 + 1_700_000
+        );
+        // flex: 600 × 1.25e-6 + 400 × 1.25e-6 + 100 × 5e-6
+        assert_eq!(price(ServiceTier::Flex), 750_000 + 500_000 + 500_000);
+        // Above the threshold, the tier's own threshold price wins.
+        let big = entry_rates(&e, 200_001, ServiceTier::Priority);
+        assert_eq!(big.input, Some(9_000_000_000_000));
+        assert_eq!(
+            entry_rates(&e, 200_001, ServiceTier::Flex).input,
+            Some(1_250_000_000_000),
+            "the tier's base price replaces the standard threshold price"
+        );
+        assert_eq!(ServiceTier::parse("priority"), ServiceTier::Priority);
+        assert_eq!(ServiceTier::parse("default"), ServiceTier::Standard);
+        assert_eq!(ServiceTier::parse("flex"), ServiceTier::Flex);
+    }
+
+    #[test]
+    fn one_hour_cache_writes_cost_the_one_hour_rate() {
+        let mut e = entry(Some(3e-06), Some(1.5e-05));
+        e.cache_creation_input_token_cost = Some(3.75e-06);
+        e.cache_creation_1h_cost = Some(6e-06);
+        let mut u = usage(1_010, 0, 1_000, 0, 0);
+        u.cache_creation_1h_tokens = 600;
+        let rates = entry_rates(&e, 1_010, ServiceTier::Standard);
+        // 10 × 3e-6 + 400 × 3.75e-6 + 600 × 6e-6
+        assert_eq!(
+            cost_of(&u, &rates, PriceSource::CostMap).nano_usd,
+            30_000 + 1_500_000 + 3_600_000
+        );
+        e.cache_creation_1h_cost = None;
+        let rates = entry_rates(&e, 1_010, ServiceTier::Standard);
+        assert_eq!(
+            cost_of(&u, &rates, PriceSource::CostMap).nano_usd,
+            30_000 + 3_750_000,
+            "without a one-hour price, the five-minute one"
+        );
+    }
+
     #[test]
     fn rounding_is_half_up_to_the_nano_dollar() {
-        let rates = entry_rates(&entry(Some(1e-10), Some(0.0)), 5);
+        let rates = entry_rates(&entry(Some(1e-10), Some(0.0)), 5, ServiceTier::Standard);
         assert_eq!(
             cost_of(&usage(5, 0, 0, 0, 0), &rates, PriceSource::CostMap).nano_usd,
             1

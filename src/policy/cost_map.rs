@@ -17,6 +17,7 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 
 use crate::policy::config::as_whole_number;
+use crate::policy::cost_fields::priced_field;
 
 /// Entries of the cost map that are not models.
 const NON_MODEL_ENTRIES: [&str; 2] = ["sample_spec", "fallback_generalizations"];
@@ -36,12 +37,39 @@ pub struct CostEntry {
     pub cache_creation_input_token_cost: Option<f64>,
     /// Reasoning output price.
     pub output_cost_per_reasoning_token: Option<f64>,
+    /// One-hour cache-write price (`cache_creation_input_token_cost_above_1hr`; Anthropic's
+    /// `ephemeral_1h_input_tokens`).
+    pub cache_creation_1h_cost: Option<f64>,
     /// Threshold prices (`<rate>_above_<N>k_tokens`), used by cost calculation.
     pub thresholds: Vec<ThresholdPrice>,
+    /// Prices of the `priority` service tier (fields ending in `_priority`), when any.
+    pub priority: Option<Box<TierPrices>>,
+    /// Prices of the `flex` service tier (fields ending in `_flex`), when any.
+    pub flex: Option<Box<TierPrices>>,
     /// Largest completion the model produces.
     pub max_output_tokens: Option<u64>,
     /// Largest prompt the model accepts.
     pub max_input_tokens: Option<u64>,
+}
+
+/// The prices of one non-standard service tier; a rate it does not set is the standard one
+/// (LiteLLM's fallback).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct TierPrices {
+    /// Input price.
+    pub input: Option<f64>,
+    /// Output price.
+    pub output: Option<f64>,
+    /// Cached-read input price.
+    pub cache_read: Option<f64>,
+    /// Cache-creation input price.
+    pub cache_creation: Option<f64>,
+    /// One-hour cache-creation price.
+    pub cache_creation_1h: Option<f64>,
+    /// Reasoning output price.
+    pub reasoning: Option<f64>,
+    /// This tier's threshold prices.
+    pub thresholds: Vec<ThresholdPrice>,
 }
 
 /// Which base rate a threshold price replaces.
@@ -55,6 +83,8 @@ pub enum RateKind {
     CacheRead,
     /// `cache_creation_input_token_cost`.
     CacheCreation,
+    /// `cache_creation_input_token_cost_above_1hr`.
+    CacheCreation1h,
 }
 
 /// One `<rate>_above_<N>k_tokens` price: applies to all tokens of that kind once the prompt
@@ -278,25 +308,6 @@ impl PriceField {
 /// Largest per-token rate accepted (integer atto-dollars stay below 2^64).
 pub const MAX_RATE_USD_PER_TOKEN: f64 = 10.0;
 
-/// Parses `<rate>_above_<N>k_tokens` (no service-tier suffix) into its rate and threshold.
-fn threshold_field(field: &str) -> Option<(RateKind, u64)> {
-    let (base, rest) = field.split_once("_above_")?;
-    let kind = match base {
-        "input_cost_per_token" => RateKind::Input,
-        "output_cost_per_token" => RateKind::Output,
-        "cache_read_input_token_cost" => RateKind::CacheRead,
-        "cache_creation_input_token_cost" => RateKind::CacheCreation,
-        _ => return None,
-    };
-    let count = rest.strip_suffix("_tokens")?;
-    let (digits, scale) = match count.strip_suffix('k') {
-        Some(digits) => (digits, 1_000),
-        None => (count, 1),
-    };
-    let n: u64 = digits.parse().ok()?;
-    Some((kind, n.checked_mul(scale)?))
-}
-
 impl<'de> Visitor<'de> for CostEntryVisitor {
     type Value = CostEntry;
 
@@ -315,30 +326,12 @@ impl<'de> Visitor<'de> for CostEntryVisitor {
                 "max_output_tokens" => entry.max_output_tokens = token_limit(&mut map)?,
                 "max_input_tokens" => entry.max_input_tokens = token_limit(&mut map)?,
                 name if name.contains("cost") => {
+                    // Every such field is checked: a finite, non-negative number, or nested;
+                    // the ones Tollgate prices with are also per-token rates.
                     let value: PriceField = map.next_value()?;
-                    let slot = match name {
-                        "input_cost_per_token" => Some(&mut entry.input_cost_per_token),
-                        "output_cost_per_token" => Some(&mut entry.output_cost_per_token),
-                        "cache_read_input_token_cost" => {
-                            Some(&mut entry.cache_read_input_token_cost)
-                        }
-                        "cache_creation_input_token_cost" => {
-                            Some(&mut entry.cache_creation_input_token_cost)
-                        }
-                        "output_cost_per_reasoning_token" => {
-                            Some(&mut entry.output_cost_per_reasoning_token)
-                        }
-                        _ => None,
-                    };
-                    if let Some(slot) = slot {
-                        *slot = value.rate(name)?;
-                    } else if let Some((kind, above_tokens)) = threshold_field(name) {
-                        if let Some(cost_per_token) = value.rate(name)? {
-                            entry.thresholds.push(ThresholdPrice {
-                                kind,
-                                above_tokens,
-                                cost_per_token,
-                            });
+                    if let Some(field) = priced_field(name) {
+                        if let Some(price) = value.rate(name)? {
+                            entry.set_price(field, price);
                         }
                     }
                 }
@@ -348,6 +341,9 @@ impl<'de> Visitor<'de> for CostEntryVisitor {
             }
         }
         entry.thresholds.sort_by_key(|t| t.above_tokens);
+        for tier in [&mut entry.priority, &mut entry.flex].into_iter().flatten() {
+            tier.thresholds.sort_by_key(|t| t.above_tokens);
+        }
         Ok(entry)
     }
 }
@@ -465,6 +461,49 @@ mod tests {
         assert_eq!(t[0].above_tokens, 200_000);
         assert_eq!(t[1].above_tokens, 272_000);
         assert_eq!(t[0].kind, RateKind::Input);
+        let priority = map.get("m").unwrap().priority.as_deref().unwrap();
+        assert_eq!(priority.thresholds.len(), 1);
+        assert_eq!(priority.thresholds[0].cost_per_token, 9e-6);
+    }
+
+    #[test]
+    fn service_tier_and_one_hour_cache_prices_are_read() {
+        let map = parse(
+            r#"{"gpt-4o":{"input_cost_per_token":2.5e-06,"input_cost_per_token_priority":4.25e-06,
+                 "output_cost_per_token_priority":1.7e-05,"cache_read_input_token_cost_priority":2.125e-06,
+                 "input_cost_per_token_flex":1.25e-06,"input_cost_per_token_batches":1.25e-06},
+                "claude":{"cache_creation_input_token_cost":3.75e-06,"cache_creation_input_token_cost_above_1hr":6e-06,
+                 "cache_creation_input_token_cost_above_1hr_above_200k_tokens":1.2e-05,
+                 "cache_creation_input_token_cost_above_12hr_priority":1.0}}"#,
+        )
+        .unwrap();
+        let gpt = map.get("gpt-4o").unwrap();
+        assert_eq!(gpt.input_cost_per_token, Some(2.5e-06), "batches ignored");
+        let priority = gpt.priority.as_deref().unwrap();
+        assert_eq!(
+            (priority.input, priority.output, priority.cache_read),
+            (Some(4.25e-06), Some(1.7e-05), Some(2.125e-06))
+        );
+        assert_eq!(gpt.flex.as_deref().unwrap().input, Some(1.25e-06));
+        let claude = map.get("claude").unwrap();
+        assert_eq!(claude.cache_creation_1h_cost, Some(6e-06));
+        assert_eq!(claude.cache_creation_input_token_cost, Some(3.75e-06));
+        assert_eq!(claude.thresholds.len(), 1);
+        assert_eq!(claude.thresholds[0].kind, RateKind::CacheCreation1h);
+        assert!(claude.priority.is_none(), "an unused suffix sets nothing");
+    }
+
+    #[test]
+    fn tier_prices_are_validated_like_the_others() {
+        let err = parse(r#"{"m":{"input_cost_per_token_priority":"0.1"}}"#).unwrap_err();
+        assert!(
+            err.starts_with("m.input_cost_per_token_priority: "),
+            "{err}"
+        );
+        let err = parse(r#"{"m":{"cache_creation_input_token_cost_above_1hr":-1}}"#).unwrap_err();
+        assert!(err.contains("non-negative"), "{err}");
+        let err = parse(r#"{"m":{"output_cost_per_token_flex":1e300}}"#).unwrap_err();
+        assert!(err.contains("the most Tollgate accepts"), "{err}");
     }
 
     #[test]

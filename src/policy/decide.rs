@@ -7,10 +7,10 @@ use crate::policy::affinity_request::{read_marks, MarkProblem, Marks};
 use crate::policy::alias::{resolve, AliasLayer};
 use crate::policy::auth::authenticate;
 use crate::policy::budget::applicable_budgets;
-use crate::policy::charge::worst_case;
+use crate::policy::charge::{worst_case, Ask};
 use crate::policy::config::AffinityFallback;
 use crate::policy::config::UnpricedMode;
-use crate::policy::cost::PriceSource;
+use crate::policy::cost::{PriceSource, ServiceTier};
 use crate::policy::denial::Denial;
 use crate::policy::index::{Deployment, KeyId, Policy, Team, VirtualKey};
 use crate::policy::listing::list_models;
@@ -175,6 +175,8 @@ pub struct MeteringPlan {
     pub prompt_estimate: u64,
     /// The request body's `user`.
     pub end_user: Option<String>,
+    /// The service tier asked for (priced when the response does not name one).
+    pub service_tier: ServiceTier,
     /// Mark Responses ids and encrypted content in the answer with this tag and tenant seal
     /// (None without an affinity secret: the answer passes unmarked).
     pub mark_with: Option<MarkWith>,
@@ -294,14 +296,8 @@ fn decide_steps<'p, C: Credentials + ?Sized>(
         facts.end_user.as_deref(),
         around.now,
     );
-    let worst = worst_case(
-        policy,
-        route.deployment,
-        &route.upstream_model,
-        ticket.endpoint,
-        prompt,
-        facts.max_output_tokens,
-    );
+    let ask = Ask::of_request(ticket.endpoint, prompt, &facts);
+    let worst = worst_case(policy, route.deployment, &route.upstream_model, &ask);
     let unpriced = worst.source == PriceSource::Unpriced;
     if unpriced && policy.spending.unpriced == UnpricedMode::Deny && !lines.is_empty() {
         return Err(Denial::UnpricedModel {
@@ -347,6 +343,7 @@ fn decide_steps<'p, C: Credentials + ?Sized>(
             strip_usage,
             prompt_estimate: prompt,
             end_user: facts.end_user.map(|u| u.into_owned()),
+            service_tier: ask.tier,
             mark_with: seal.map(|seal| MarkWith {
                 tag: route.deployment.affinity,
                 seal,

@@ -82,6 +82,8 @@ pub struct Spending {
     pub reservation_ttl_seconds: u64,
     /// Output cap assumed for reservations when nothing else gives one.
     pub default_max_output_tokens: u64,
+    /// Input assumed for reservations of a follow-up whose model has no `max_input_tokens`.
+    pub default_max_input_tokens: u64,
 }
 
 /// Compiled `accounting` section.

@@ -340,6 +340,27 @@ mod tests {
     }
 
     #[test]
+    fn an_incomplete_responses_stream_is_billed_by_its_usage_not_estimated() {
+        let mut meter = ResponseMeter::new(Endpoint::Responses, 200, Some("text/event-stream"));
+        meter.feed(
+            concat!(
+                "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"a\"}\n\n",
+                "event: response.incomplete\ndata: {\"type\":\"response.incomplete\",\"response\":{\"status\":\"incomplete\",",
+                "\"incomplete_details\":{\"reason\":\"max_output_tokens\"},\"usage\":{\"input_tokens\":30,\"output_tokens\":64}}}\n\n"
+            )
+            .as_bytes(),
+            true,
+        );
+        let metered = meter.finish(999, EarlyEnd::Upstream);
+        assert_eq!(metered.status, EndStatus::Ok);
+        assert!(!metered.estimated);
+        assert_eq!(
+            (metered.usage.prompt_tokens, metered.usage.completion_tokens),
+            (30, 64)
+        );
+    }
+
+    #[test]
     fn no_response_at_all_charges_the_prompt_estimate() {
         let meter = ResponseMeter::new(Endpoint::ChatCompletions, 0, None);
         let metered = meter.finish(30, EarlyEnd::Client);

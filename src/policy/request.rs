@@ -152,6 +152,15 @@ pub struct BodyFacts<'a> {
     pub max_output_tokens: Option<u64>,
     /// The end user (`user` string field, OpenAI-style), used for end-user budgets.
     pub end_user: Option<Cow<'a, str>>,
+    /// `n` (answers asked for), when a whole number (a fraction rounds up).
+    pub n: Option<u64>,
+    /// `best_of` (completions' candidates, each billed), when a whole number.
+    pub best_of: Option<u64>,
+    /// `service_tier` as sent (priced by [`crate::policy::cost::ServiceTier::parse`]).
+    pub service_tier: Option<Cow<'a, str>>,
+    /// `previous_response_id` or `conversation` is set: the provider bills stored input the
+    /// body does not show.
+    pub continues_conversation: bool,
 }
 
 /// Why a body could not be read.
@@ -183,6 +192,16 @@ struct BodyView<'a> {
     max_output_tokens: Option<&'a RawValue>,
     #[serde(borrow)]
     user: Option<&'a RawValue>,
+    #[serde(borrow)]
+    n: Option<&'a RawValue>,
+    #[serde(borrow)]
+    best_of: Option<&'a RawValue>,
+    #[serde(borrow)]
+    service_tier: Option<&'a RawValue>,
+    #[serde(borrow)]
+    previous_response_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    conversation: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -239,7 +258,21 @@ pub fn read_body(body: &[u8]) -> Result<BodyFacts<'_>, BodyProblem> {
         include_usage,
         max_output_tokens,
         end_user: view.user.and_then(json_string),
+        n: view.n.and_then(count),
+        best_of: view.best_of.and_then(count),
+        service_tier: view.service_tier.and_then(json_string),
+        continues_conversation: [view.previous_response_id, view.conversation]
+            .into_iter()
+            .flatten()
+            .any(|raw| raw.get() != "null"),
     })
+}
+
+/// A non-negative number as a count (a fraction rounds up, so `2.5` answers count as 3).
+fn count(raw: &RawValue) -> Option<u64> {
+    let value = serde_json::from_str::<f64>(raw.get()).ok()?;
+    // `as` saturates: 1e300 becomes u64::MAX.
+    (value.is_finite() && value >= 0.0).then(|| value.ceil() as u64)
 }
 
 /// Where a borrowed raw value sits in `body`.
@@ -479,5 +512,27 @@ mod tests {
             out,
             br#"{"model":"qwen/\"q\"","messages":[{"content":"model"}]}"#
         );
+    }
+
+    #[test]
+    fn worst_case_facts_are_read_leniently() {
+        let facts = read_body(
+            br#"{"model":"m","n":4,"best_of":2.5,"service_tier":"priority","previous_response_id":"resp_1"}"#,
+        )
+        .unwrap();
+        assert_eq!((facts.n, facts.best_of), (Some(4), Some(3)));
+        assert_eq!(facts.service_tier.as_deref(), Some("priority"));
+        assert!(facts.continues_conversation);
+        let facts =
+            read_body(br#"{"model":"m","n":-1,"best_of":"x","previous_response_id":null,"conversation":{"id":"c"}}"#)
+                .unwrap();
+        assert_eq!((facts.n, facts.best_of), (None, None));
+        assert!(
+            facts.continues_conversation,
+            "conversation state is billed too"
+        );
+        let facts = read_body(br#"{"model":"m","n":1e300,"previous_response_id":null}"#).unwrap();
+        assert_eq!(facts.n, Some(u64::MAX));
+        assert!(!facts.continues_conversation);
     }
 }

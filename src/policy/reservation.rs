@@ -57,6 +57,14 @@ pub struct Reservation {
     pub expires_at: i64,
 }
 
+/// What a reservation of `amount` holds on `line`: at most the budget's limit. Holding the
+/// limit refuses the next request as surely as holding more, and keeps the ledger's sums far
+/// from saturation (a huge `n` asks for more than `u64` holds), so a release takes back exactly
+/// what was added.
+fn held(line: &BudgetLine, amount: u64) -> u64 {
+    amount.min(line.limit_nano)
+}
+
 /// Reserves `amount` on every line, or none: the first budget already used up refuses the
 /// request (with its spend in the message) and releases what was reserved before it.
 pub fn reserve(
@@ -70,7 +78,7 @@ pub fn reserve(
     for (i, line) in lines.iter().enumerate() {
         let mut seen = Ledger::default();
         let reserved = store.update(line.ledger_key(), &mut |ledger| {
-            let admitted = ledger.try_reserve(line.limit_nano, amount, expires_at, now);
+            let admitted = ledger.try_reserve(line.limit_nano, held(line, amount), expires_at, now);
             seen = ledger.clone();
             admitted
         });
@@ -115,7 +123,7 @@ fn release_lines(
 ) {
     for line in lines {
         let _ = store.update(line.ledger_key(), &mut |ledger| {
-            ledger.release(amount, expires_at, now);
+            ledger.release(held(line, amount), expires_at, now);
             true
         });
     }
@@ -133,7 +141,7 @@ pub fn settle(
     for line in &reservation.lines {
         all &= store
             .update(line.ledger_key(), &mut |ledger| {
-                ledger.release(reservation.amount, reservation.expires_at, now);
+                ledger.release(held(line, reservation.amount), reservation.expires_at, now);
                 ledger.record(cost_nano);
                 true
             })
@@ -254,6 +262,25 @@ mod tests {
             0,
             "the key's hold was given back"
         );
+    }
+
+    #[test]
+    fn a_saturated_worst_case_holds_the_limit_and_gives_back_only_its_own_hold() {
+        let store = MemoryLedgers::default();
+        let lines = vec![line(Scope::Key, "k", 1_000)];
+        let small = reserve(&store, lines.clone(), 10, 900, 1000).unwrap();
+        let huge = reserve(&store, lines.clone(), u64::MAX, 900, 1000).unwrap();
+        let ledger = |store: &MemoryLedgers| store.0.borrow()[lines[0].ledger_key()].clone();
+        assert_eq!(ledger(&store).reserved(1000), 1_010);
+        assert!(reserve(&store, lines.clone(), 1, 900, 1000).is_err());
+        assert!(settle(&store, &huge, 80, 1001));
+        assert_eq!(
+            ledger(&store).reserved(1001),
+            10,
+            "the other request's hold survives"
+        );
+        assert!(settle(&store, &small, 5, 1002));
+        assert_eq!(ledger(&store).committed(1002), 85);
     }
 
     #[test]

@@ -68,7 +68,13 @@ impl Settlement {
         let key = policy.keys.get(self.key_id as usize);
         let deployment = policy.deployment(self.deployment);
         let cost = match deployment {
-            Some(d) => charge(policy, d, &self.upstream_model, &metered.usage),
+            Some(d) => charge(
+                policy,
+                d,
+                &self.upstream_model,
+                &metered.usage,
+                self.plan.service_tier,
+            ),
             None => Cost {
                 nano_usd: 0,
                 source: crate::policy::cost::PriceSource::Unpriced,

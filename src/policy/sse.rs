@@ -24,6 +24,10 @@ pub struct SseUsageReader {
     saw_usage: bool,
     saw_done: bool,
     data_events: u64,
+    /// The over-long line being skipped is a `data:` line.
+    overlong_data: bool,
+    /// The over-long line being skipped began as a terminal event.
+    overlong_terminal: bool,
 }
 
 impl SseUsageReader {
@@ -37,6 +41,8 @@ impl SseUsageReader {
             saw_usage: false,
             saw_done: false,
             data_events: 0,
+            overlong_data: false,
+            overlong_terminal: false,
         }
     }
 
@@ -69,8 +75,9 @@ impl SseUsageReader {
         self.saw_usage.then_some(self.usage)
     }
 
-    /// Whether the stream's terminal marker (`[DONE]`, `message_stop`, `response.completed`)
-    /// was seen.
+    /// Whether the stream's terminal marker (`[DONE]`, `message_stop`, or one of the Responses
+    /// API's three ends: `response.completed`, `response.incomplete`, `response.failed`) was
+    /// seen.
     pub fn saw_done(&self) -> bool {
         self.saw_done
     }
@@ -92,6 +99,13 @@ impl SseUsageReader {
         }
         if !self.overflowed && self.line.len() + bytes.len() > MAX_LINE_BYTES {
             self.overflowed = true;
+            // Only the line's tail is kept, but its event type is at its start.
+            let mut head = self.line.get(..HEAD_BYTES).unwrap_or(&self.line).to_vec();
+            let more = HEAD_BYTES.saturating_sub(head.len()).min(bytes.len());
+            head.extend_from_slice(bytes.get(..more).unwrap_or_default());
+            let data = head.strip_prefix(b"data:");
+            self.overlong_data = data.is_some();
+            self.overlong_terminal = data.is_some_and(|data| self.is_terminal(data));
         }
         self.line.extend_from_slice(bytes);
         if self.overflowed && self.line.len() > TAIL_BYTES {
@@ -104,6 +118,10 @@ impl SseUsageReader {
         let mut line = std::mem::take(&mut self.line);
         if self.overflowed {
             self.overflowed = false;
+            if std::mem::take(&mut self.overlong_data) {
+                self.data_events += 1;
+            }
+            self.saw_done |= std::mem::take(&mut self.overlong_terminal);
             if let Some(object) = last_usage_object(&line) {
                 self.saw_usage |= merge_usage_object(self.endpoint, object, &mut self.usage);
             }
@@ -126,13 +144,7 @@ impl SseUsageReader {
             return;
         }
         self.data_events += 1;
-        // Each API has its own terminal event; only that one is looked for.
-        let terminal: &[u8] = match self.endpoint {
-            Endpoint::Messages => b"\"message_stop\"",
-            Endpoint::Responses => b"\"response.completed\"",
-            _ => b"",
-        };
-        if !terminal.is_empty() && find(data, terminal).is_some() {
+        if self.is_terminal(data) {
             self.saw_done = true;
         }
         if has_usage_object(data) && merge_stream_event(self.endpoint, data, &mut self.usage) {
@@ -140,6 +152,28 @@ impl SseUsageReader {
         }
     }
 }
+
+impl SseUsageReader {
+    /// Whether an event's data is its API's terminal event (each API has its own; only those
+    /// are looked for). A Responses stream ends in `response.completed`, `response.incomplete`
+    /// (an output cap or content filter) or `response.failed`; all three carry the usage the
+    /// provider bills.
+    fn is_terminal(&self, data: &[u8]) -> bool {
+        let markers: &[&[u8]] = match self.endpoint {
+            Endpoint::Messages => &[b"\"message_stop\""],
+            Endpoint::Responses => &[
+                b"\"response.completed\"",
+                b"\"response.incomplete\"",
+                b"\"response.failed\"",
+            ],
+            _ => &[],
+        };
+        markers.iter().any(|marker| find(data, marker).is_some())
+    }
+}
+
+/// How much of an over-long line's start is checked for its event type.
+const HEAD_BYTES: usize = 256;
 
 /// Whether `data` has a `"usage":` key followed by an object (OpenAI streams with usage switched
 /// on carry `"usage":null` in every chunk; those need no parse).
@@ -327,6 +361,24 @@ mod tests {
             (u.prompt_tokens, u.completion_tokens, u.reasoning_tokens),
             (9, 1_000_000, 7)
         );
+        assert!(reader.saw_done(), "its start said response.completed");
+    }
+
+    #[test]
+    fn incomplete_and_failed_responses_streams_end_with_their_usage() {
+        for kind in ["response.incomplete", "response.failed"] {
+            let text = format!(
+                "event: response.output_text.delta\ndata: {{\"type\":\"response.output_text.delta\",\"delta\":\"hi\"}}\n\n\
+                 event: {kind}\ndata: {{\"type\":\"{kind}\",\"response\":{{\"id\":\"r\",\"status\":\"x\",\
+                 \"usage\":{{\"input_tokens\":40,\"output_tokens\":16}}}}}}\n\n"
+            );
+            let r = read(Endpoint::Responses, &[text.as_bytes()]);
+            let u = r.usage().unwrap();
+            assert_eq!((u.prompt_tokens, u.completion_tokens), (40, 16), "{kind}");
+            assert!(r.saw_done(), "{kind} ends the stream");
+        }
+        let quoted = "data: {\"type\":\"response.output_text.delta\",\"delta\":\"\\\"response.failed\\\"\"}\n\n";
+        assert!(!read(Endpoint::Responses, &[quoted.as_bytes()]).saw_done());
     }
 
     #[test]

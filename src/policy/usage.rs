@@ -2,9 +2,15 @@
 //!
 //! The invariant: `prompt_tokens` *includes* cached reads and cache writes (OpenAI's convention).
 //! Anthropic reports `input_tokens` *without* them, so its three numbers are added up.
+//!
+//! The service tier that served the request is read with the usage (OpenAI's top-level
+//! `service_tier`, the Responses object's `service_tier`, Anthropic's `usage.service_tier`), and
+//! so is the part of Anthropic's cache writes that lives an hour
+//! (`cache_creation.ephemeral_1h_input_tokens`), since both change the price.
 
 use serde::Deserialize;
 
+use crate::policy::cost::ServiceTier;
 use crate::policy::request::Endpoint;
 
 /// Token counts of one request.
@@ -20,6 +26,10 @@ pub struct Usage {
     pub completion_tokens: u64,
     /// Reasoning tokens (part of `completion_tokens`).
     pub reasoning_tokens: u64,
+    /// Cache writes that live one hour (part of `cache_creation_tokens`).
+    pub cache_creation_1h_tokens: u64,
+    /// The service tier the upstream reports it served the request in.
+    pub service_tier: Option<ServiceTier>,
 }
 
 /// OpenAI chat/completions/embeddings `usage`.
@@ -75,6 +85,19 @@ pub(crate) struct AnthropicUsage {
     pub(crate) cache_read_input_tokens: Option<u64>,
     #[serde(default)]
     pub(crate) cache_creation_input_tokens: Option<u64>,
+    #[serde(default)]
+    pub(crate) cache_creation: Option<AnthropicCacheCreation>,
+    #[serde(default)]
+    pub(crate) service_tier: Option<serde_json::Value>,
+}
+
+/// Anthropic's cache writes by lifetime.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct AnthropicCacheCreation {
+    #[serde(default)]
+    pub(crate) ephemeral_5m_input_tokens: Option<u64>,
+    #[serde(default)]
+    pub(crate) ephemeral_1h_input_tokens: Option<u64>,
 }
 
 impl Usage {
@@ -95,6 +118,7 @@ impl Usage {
                 .unwrap_or(0),
             completion_tokens,
             reasoning_tokens: completion.and_then(|d| d.reasoning_tokens).unwrap_or(0),
+            ..Usage::default()
         }
     }
 }
@@ -126,10 +150,23 @@ impl AnthropicUsage {
     /// `message_delta` carries the cumulative output count (and, in newer API versions, input).
     pub(crate) fn merge_into(&self, usage: &mut Usage) {
         let cached = self.cache_read_input_tokens;
-        let created = self.cache_creation_input_tokens;
+        let by_lifetime = self.cache_creation.as_ref();
+        let one_hour = by_lifetime.and_then(|c| c.ephemeral_1h_input_tokens);
+        let created = self.cache_creation_input_tokens.or_else(|| {
+            let c = by_lifetime?;
+            Some(
+                c.ephemeral_5m_input_tokens
+                    .unwrap_or(0)
+                    .saturating_add(c.ephemeral_1h_input_tokens.unwrap_or(0)),
+            )
+        });
+        if let Some(tier) = self.service_tier.as_ref().and_then(|t| t.as_str()) {
+            usage.service_tier = Some(ServiceTier::parse(tier));
+        }
         if let Some(input) = self.input_tokens {
             usage.cached_tokens = cached.unwrap_or(usage.cached_tokens);
             usage.cache_creation_tokens = created.unwrap_or(usage.cache_creation_tokens);
+            usage.cache_creation_1h_tokens = one_hour.unwrap_or(usage.cache_creation_1h_tokens);
             usage.prompt_tokens = input
                 .saturating_add(usage.cached_tokens)
                 .saturating_add(usage.cache_creation_tokens);
@@ -143,6 +180,20 @@ impl AnthropicUsage {
 #[derive(Deserialize)]
 struct WithUsage<U> {
     usage: Option<U>,
+    /// Read leniently: a tier that is not a string leaves the usage readable.
+    #[serde(default)]
+    service_tier: Option<serde_json::Value>,
+}
+
+impl<U: Into<Usage>> WithUsage<U> {
+    /// The usage with the tier reported beside it.
+    fn into_usage(self) -> Option<Usage> {
+        let mut usage: Usage = self.usage?.into();
+        if let Some(tier) = self.service_tier.as_ref().and_then(|t| t.as_str()) {
+            usage.service_tier = Some(ServiceTier::parse(tier));
+        }
+        Some(usage)
+    }
 }
 
 /// Usage from a complete (non-streamed) JSON response body of `endpoint`.
@@ -150,11 +201,11 @@ pub fn usage_from_json(endpoint: Endpoint, body: &[u8]) -> Option<Usage> {
     match endpoint {
         Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Embeddings => {
             let parsed: WithUsage<OpenAiUsage> = serde_json::from_slice(body).ok()?;
-            parsed.usage.map(Usage::from)
+            parsed.into_usage()
         }
         Endpoint::Responses => {
             let parsed: WithUsage<ResponsesUsage> = serde_json::from_slice(body).ok()?;
-            parsed.usage.map(Usage::from)
+            parsed.into_usage()
         }
         Endpoint::Messages => {
             let parsed: WithUsage<AnthropicUsage> = serde_json::from_slice(body).ok()?;
@@ -190,12 +241,15 @@ pub fn merge_usage_object(endpoint: Endpoint, object: &[u8], usage: &mut Usage) 
 pub fn merge_stream_event(endpoint: Endpoint, data: &[u8], usage: &mut Usage) -> bool {
     match endpoint {
         Endpoint::ChatCompletions | Endpoint::Completions => {
-            match serde_json::from_slice::<WithUsage<OpenAiUsage>>(data) {
-                Ok(WithUsage { usage: Some(u) }) => {
-                    *usage = Usage::from(u);
+            match serde_json::from_slice::<WithUsage<OpenAiUsage>>(data)
+                .ok()
+                .and_then(WithUsage::into_usage)
+            {
+                Some(u) => {
+                    *usage = u;
                     true
                 }
-                _ => false,
+                None => false,
             }
         }
         Endpoint::Responses => {
@@ -208,11 +262,14 @@ pub fn merge_stream_event(endpoint: Endpoint, data: &[u8], usage: &mut Usage) ->
             match serde_json::from_slice::<Event>(data) {
                 Ok(Event {
                     kind,
-                    response: Some(WithUsage { usage: Some(u) }),
-                }) if kind.starts_with("response.") => {
-                    *usage = Usage::from(u);
-                    true
-                }
+                    response: Some(response),
+                }) if kind.starts_with("response.") => match response.into_usage() {
+                    Some(u) => {
+                        *usage = u;
+                        true
+                    }
+                    None => false,
+                },
                 _ => false,
             }
         }
@@ -258,7 +315,8 @@ mod tests {
                 cached_tokens: 40,
                 cache_creation_tokens: 0,
                 completion_tokens: 20,
-                reasoning_tokens: 8
+                reasoning_tokens: 8,
+                ..Usage::default()
             }
         );
     }
@@ -275,7 +333,8 @@ mod tests {
                 cached_tokens: 100,
                 cache_creation_tokens: 50,
                 completion_tokens: 5,
-                reasoning_tokens: 0
+                reasoning_tokens: 0,
+                ..Usage::default()
             }
         );
     }
@@ -294,6 +353,81 @@ mod tests {
             ),
             (12, 2, 5, 3)
         );
+    }
+
+    #[test]
+    fn anthropic_one_hour_cache_writes_and_tier_are_read() {
+        let body = br#"{"type":"message","usage":{"input_tokens":10,"output_tokens":5,
+            "cache_creation_input_tokens":1000,"cache_read_input_tokens":0,
+            "cache_creation":{"ephemeral_5m_input_tokens":400,"ephemeral_1h_input_tokens":600},
+            "service_tier":"standard"}}"#;
+        let u = usage_from_json(Endpoint::Messages, body).unwrap();
+        assert_eq!(
+            (
+                u.prompt_tokens,
+                u.cache_creation_tokens,
+                u.cache_creation_1h_tokens
+            ),
+            (1010, 1000, 600)
+        );
+        assert_eq!(u.service_tier, Some(ServiceTier::Standard));
+        let mut streamed = Usage::default();
+        assert!(merge_stream_event(
+            Endpoint::Messages,
+            br#"{"type":"message_start","message":{"usage":{"input_tokens":10,"output_tokens":1,
+                "cache_creation":{"ephemeral_5m_input_tokens":0,"ephemeral_1h_input_tokens":300}}}}"#,
+            &mut streamed
+        ));
+        assert_eq!(
+            (
+                streamed.prompt_tokens,
+                streamed.cache_creation_tokens,
+                streamed.cache_creation_1h_tokens
+            ),
+            (310, 300, 300)
+        );
+    }
+
+    #[test]
+    fn the_served_service_tier_is_read_beside_the_usage() {
+        let chat = br#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1},"service_tier":"priority"}"#;
+        assert_eq!(
+            usage_from_json(Endpoint::ChatCompletions, chat)
+                .unwrap()
+                .service_tier,
+            Some(ServiceTier::Priority)
+        );
+        let plain = br#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1}}"#;
+        assert_eq!(
+            usage_from_json(Endpoint::ChatCompletions, plain)
+                .unwrap()
+                .service_tier,
+            None
+        );
+        // Responses: the response object's own field, not one inside its metadata.
+        let mut u = Usage::default();
+        assert!(merge_stream_event(
+            Endpoint::Responses,
+            br#"{"type":"response.completed","response":{"service_tier":"flex","metadata":{"service_tier":"priority"},
+                "usage":{"input_tokens":7,"output_tokens":3}}}"#,
+            &mut u
+        ));
+        assert_eq!(u.service_tier, Some(ServiceTier::Flex));
+        let json = br#"{"object":"response","service_tier":"default","usage":{"input_tokens":1,"output_tokens":1},
+            "metadata":{"service_tier":"flex"}}"#;
+        assert_eq!(
+            usage_from_json(Endpoint::Responses, json)
+                .unwrap()
+                .service_tier,
+            Some(ServiceTier::Standard)
+        );
+        let mut chunk = Usage::default();
+        assert!(merge_stream_event(
+            Endpoint::ChatCompletions,
+            br#"{"choices":[],"service_tier":"priority","usage":{"prompt_tokens":2,"completion_tokens":4}}"#,
+            &mut chunk
+        ));
+        assert_eq!(chunk.service_tier, Some(ServiceTier::Priority));
     }
 
     #[test]

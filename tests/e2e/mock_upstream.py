@@ -10,6 +10,11 @@ Test controls, sent as request headers (Envoy passes them through):
   x-mock-cut-after: 2       send this many streamed events, then reset the connection
   x-mock-gzip: honor        gzip the answer when the request's accept-encoding allows gzip (as real
                             servers do); `always` gzips it whatever the request asked for
+  x-mock-usage: {json}      merged into the answer's usage (JSON answers, the final stream event,
+                            Anthropic's message_start)
+  x-mock-service-tier: x    the service tier the answer reports; without it a request's
+                            `service_tier` is echoed as OpenAI does ("auto" → "default")
+  x-mock-response-end: t    the type of a Responses stream's last event (response.incomplete, ...)
 
 Run standalone (used by ./scripts/run):  python3 mock_upstream.py openai=18081 anthropic=18082
 """
@@ -165,6 +170,45 @@ def response_events(model, final=None):
     return [f"event: {name}\ndata: {json.dumps(data)}\n\n" for name, data in events]
 
 
+def money_overrides(headers, req, payload):
+    """Applies x-mock-usage and the service tier (x-mock-service-tier, else the request's,
+    echoed) to an answer object (chat/completions/Responses JSON, a Responses final object, an
+    Anthropic message) in place, and returns it."""
+    usage = headers.get("x-mock-usage")
+    if usage and isinstance(payload.get("usage"), dict):
+        payload["usage"].update(json.loads(usage))
+    tier = headers.get("x-mock-service-tier") or req.get("service_tier")
+    if isinstance(tier, str) and payload.get("type") != "message":
+        payload["service_tier"] = "default" if tier == "auto" else tier
+    return payload
+
+
+def money_stream(headers, req, events):
+    """The same for a stream's events (SSE text): the usage chunk / message_start / final
+    Responses event, and x-mock-response-end."""
+    out = []
+    for event in events:
+        head, _, data = event.rpartition("data: ")
+        try:
+            obj = json.loads(data)
+        except ValueError:
+            out.append(event)
+            continue
+        if isinstance(obj.get("response"), dict) and obj.get("type", "").startswith("response."):
+            money_overrides(headers, req, obj["response"])
+            end = headers.get("x-mock-response-end")
+            if end and obj["type"] == "response.completed":
+                obj["type"] = end
+                obj["response"]["status"] = end.removeprefix("response.")
+                head = head.replace("response.completed", end)
+        elif obj.get("type") == "message_start":
+            money_overrides(headers, req, obj["message"])
+        elif "choices" in obj:
+            money_overrides(headers, req, obj)
+        out.append(f"{head}data: {json.dumps(obj)}\n\n")
+    return out
+
+
 def embeddings(model):
     return {"object": "list", "model": model,
             "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2, 0.3]}],
@@ -261,7 +305,9 @@ def make_handler(name, recorder):
                 return self._send(int(forced), {"error": {"message": "mock failure", "type": "server_error",
                                                           "param": None, "code": "mock"}})
             if path.endswith("/messages"):
-                return self._stream(anthropic_events(model)) if stream else self._send(200, anthropic_message(model))
+                if stream:
+                    return self._stream(money_stream(self.headers, req, anthropic_events(model)))
+                return self._send(200, money_overrides(self.headers, req, anthropic_message(model)))
             if path.endswith("/responses"):
                 secret = self.headers.get("authorization", "").removeprefix("Bearer ").strip()
                 problem = responses_problem(req, secret)
@@ -269,7 +315,9 @@ def make_handler(name, recorder):
                     return self._send(400, {"error": {"message": problem, "type": "invalid_request_error",
                                                       "param": None, "code": "invalid_encrypted_content"}})
                 final = signed_response(model, secret)
-                return self._stream(response_events(model, final)) if stream else self._send(200, final)
+                if stream:
+                    return self._stream(money_stream(self.headers, req, response_events(model, final)))
+                return self._send(200, money_overrides(self.headers, req, final))
             if path.endswith("/embeddings"):
                 return self._send(200, embeddings(model))
             if path.endswith("/chat/completions"):
@@ -280,10 +328,10 @@ def make_handler(name, recorder):
                                                       "param": "stream_options", "code": "invalid_type"}})
                 if stream:
                     usage = bool((options or {}).get("include_usage"))
-                    return self._stream(chat_chunks(model, usage))
-                return self._send(200, chat_completion(model))
+                    return self._stream(money_stream(self.headers, req, chat_chunks(model, usage)))
+                return self._send(200, money_overrides(self.headers, req, chat_completion(model)))
             if path.endswith("/completions"):
-                return self._send(200, text_completion(model))
+                return self._send(200, money_overrides(self.headers, req, text_completion(model)))
             return self._send(404, {"error": {"message": "unknown path", "type": "invalid_request_error",
                                               "param": None, "code": None}})
 
