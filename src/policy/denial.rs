@@ -157,6 +157,10 @@ impl Denial {
                 code: "missing_model" | "invalid_model",
                 ..
             } => Some("model"),
+            Denial::InvalidRequest {
+                code: "invalid_user",
+                ..
+            } => Some("user"),
             _ => None,
         }
     }
