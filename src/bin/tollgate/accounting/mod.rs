@@ -1,5 +1,6 @@
 //! `tollgate accounting --listen 127.0.0.1:PORT --db PATH --writer-token-file F [--reader-token-file F]`:
-//! the reference accounting server.
+//! the reference accounting server (tokens may also come from `TOLLGATE_ACCOUNTING_WRITER_TOKEN`
+//! and `TOLLGATE_ACCOUNTING_READER_TOKEN`; `--no-auth` for local development only).
 //!
 //! It implements `docs/accounting-api.md`: takes batches of spend events from authenticated
 //! writers, validates each event, stores them durably in SQLite (deduplicated by event id), keeps
@@ -51,6 +52,31 @@ struct Args {
     max_connections: usize,
 }
 
+/// Environment variable with a writer token, used when no `--writer-token-file` is given.
+const WRITER_TOKEN_ENV: &str = "TOLLGATE_ACCOUNTING_WRITER_TOKEN";
+/// Environment variable with a reader token, used when no `--reader-token-file` is given.
+const READER_TOKEN_ENV: &str = "TOLLGATE_ACCOUNTING_READER_TOKEN";
+
+/// Tokens from a file, else from one environment variable (empty: none).
+fn tokens_from(file: Option<&str>, env: &str) -> Result<Vec<String>, String> {
+    if let Some(path) = file {
+        return read_token_file(path);
+    }
+    match std::env::var(env) {
+        Ok(token) if !token.trim().is_empty() => {
+            let token = token.trim().to_string();
+            if token.len() < auth::MIN_TOKEN_BYTES {
+                return Err(format!(
+                    "{env} is shorter than {} characters",
+                    auth::MIN_TOKEN_BYTES
+                ));
+            }
+            Ok(vec![token])
+        }
+        _ => Ok(Vec::new()),
+    }
+}
+
 struct Server {
     tokens: Option<Tokens>,
     writer: Mutex<Store>,
@@ -69,14 +95,14 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
         );
         None
     } else {
-        let Some(writers) = &args.writer_token_file else {
-            return Err("tollgate accounting needs --writer-token-file (or --no-auth for local development)".into());
-        };
-        let writers = read_token_file(writers)?;
-        let readers = match &args.reader_token_file {
-            Some(path) => read_token_file(path)?,
-            None => Vec::new(),
-        };
+        let writers = tokens_from(args.writer_token_file.as_deref(), WRITER_TOKEN_ENV)?;
+        if writers.is_empty() {
+            return Err(format!(
+                "tollgate accounting needs writer tokens: --writer-token-file or {WRITER_TOKEN_ENV} \
+                 (or --no-auth for local development)"
+            ));
+        }
+        let readers = tokens_from(args.reader_token_file.as_deref(), READER_TOKEN_ENV)?;
         Some(Tokens::new(&writers, &readers))
     };
     let writer = Store::open(&args.db)?;
