@@ -300,6 +300,11 @@ impl Outbox {
         self.in_flight.len()
     }
 
+    /// The events of the batch in flight.
+    pub fn in_flight_events(&self) -> &[Outgoing] {
+        &self.in_flight
+    }
+
     /// Empties the outbox (queued and in flight), for a final accounting of what is lost.
     pub fn take_all(&mut self) -> Vec<Outgoing> {
         self.busy = false;
