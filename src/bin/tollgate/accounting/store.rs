@@ -381,6 +381,35 @@ mod tests {
     }
 
     #[test]
+    fn a_long_read_does_not_hold_up_ingestion() {
+        let path = std::env::temp_dir().join(format!("tollgate-read-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let path = path.to_str().unwrap();
+        let mut writer = Store::open(path).unwrap();
+        writer
+            .ingest(&batch(&[event("r1", 1, "team:t")]), "b1", 1)
+            .unwrap();
+        let reader = Store::open_reader(path).unwrap();
+        // A report in progress: a read transaction holding its snapshot.
+        let snapshot = reader.db.unchecked_transaction().unwrap();
+        let seen: i64 = snapshot
+            .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(seen, 1);
+        let started = std::time::Instant::now();
+        writer
+            .ingest(&batch(&[event("r2", 1, "team:t")]), "b2", 2)
+            .unwrap();
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "the writer did not wait for the reader"
+        );
+        drop(snapshot);
+        assert_eq!(reader.report().unwrap()["events"], 2);
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
     fn malformed_events_are_rejected_one_by_one() {
         let mut store = Store::open(":memory:").unwrap();
         let body = format!(
