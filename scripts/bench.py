@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
 from policies import REAL_COST_MAP  # noqa: E402
-from stack import ENVOY, AccountingServer, EnvoyStack, clean_dir, free_port, key_hash  # noqa: E402
+from stack import (ACCOUNTING_TOKEN_ENV, ENVOY, AccountingServer, EnvoyStack, clean_dir, free_port,  # noqa: E402
+                   key_hash)
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "8"))
@@ -135,7 +136,8 @@ def bench_policy():
         "teams": teams,
         "keys": keys,
         "accounting": {"cluster": "accounting", "flush_interval_ms": 1000, "batch_max_events": 500,
-                       "max_buffered_events": 100000, "poll_interval_ms": 5000, "source": "tollgate/bench"},
+                       "max_buffered_events": 100000, "poll_interval_ms": 5000, "source": "tollgate/bench",
+                       "token_env": ACCOUNTING_TOKEN_ENV},
     }
     if not ACCOUNTING:
         del policy["accounting"]
@@ -220,7 +222,8 @@ def main():
         stack_module.render_bootstrap = with_plain
         started = time.monotonic()
         stack = EnvoyStack(work / "envoy", {"openai": up_json, "openai_sse": up_sse, "accounting": accounting.port},
-                           policy_json, {"OPENAI_API_KEY": "bench-secret"}, wasm_log_level="info",
+                           policy_json, {"OPENAI_API_KEY": "bench-secret", ACCOUNTING_TOKEN_ENV: accounting.writer_token},
+                           wasm_log_level="info",
                            access_log=False)  # the plain listeners have none either
         ready_s = time.monotonic() - started
         messages = [{"role": "system", "content": "You are a helpful assistant. " * 8},

@@ -24,7 +24,7 @@ CLUSTERS = {
 }
 NAMESPACE = "istio-system"
 SELECTOR = {"istio": "ingressgateway"}
-SECRET_ENV = ["OPENAI_API_KEY", "ANTHROPIC_API_KEY"]
+SECRET_ENV = ["OPENAI_API_KEY", "ANTHROPIC_API_KEY", "TOLLGATE_ACCOUNTING_TOKEN"]
 
 
 def to_yaml(value, indent=0):

@@ -3,6 +3,7 @@ Tollgate, in the foreground."""
 
 import json
 import os
+import secrets
 import signal
 import sys
 import time
@@ -12,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
 from mock_upstream import MockUpstream  # noqa: E402
-from stack import AccountingServer, EnvoyStack, clean_dir  # noqa: E402
+from stack import ACCOUNTING_TOKEN_ENV, AccountingServer, EnvoyStack, clean_dir  # noqa: E402
 
 
 def main():
@@ -24,8 +25,11 @@ def main():
     env = {name: os.environ.get(name, f"demo-{name.lower()}") for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")}
     mocks = {name: MockUpstream(name) for name in ("openai", "anthropic")}
     work = clean_dir(ROOT / ".run" / "local")
+    # Fresh tokens per run: the filter writes with one (from the VM environment), people read with the other.
     accounting = AccountingServer(work / "accounting", port=int(os.environ.get("TOLLGATE_ACCOUNTING_PORT", "9902")),
-                                  binary=ROOT / "target" / "release" / "tollgate")
+                                  binary=ROOT / "target" / "release" / "tollgate",
+                                  writer_token=f"writer-{secrets.token_hex(16)}", reader_token=f"reader-{secrets.token_hex(16)}")
+    env[ACCOUNTING_TOKEN_ENV] = accounting.writer_token
     clusters = {n: m.port for n, m in mocks.items()}
     clusters["accounting"] = accounting.port
     stack = EnvoyStack(work, clusters, policy, env, listen_port=listen, admin_port=admin)
@@ -44,7 +48,7 @@ Denied (403 model_not_allowed: this key may not use "smart"):
 Models this key may use:
   curl -s {url}/v1/models -H 'Authorization: Bearer sk-demo-search-1'
 Spend so far (by key, team, model, status, and every budget window), then a streamed call:
-  curl -s http://127.0.0.1:{accounting.port}/v1/spend/report
+  curl -s http://127.0.0.1:{accounting.port}/v1/spend/report -H 'Authorization: Bearer {accounting.reader_token}'
   curl -sN {url}/v1/chat/completions -H 'Authorization: Bearer sk-demo-search-1' \
        -H 'content-type: application/json' -d '{{"model":"fast","stream":true,"messages":[{{"role":"user","content":"hi"}}]}}'
 The key's budget is $0.0001 a day ($0.0000048 per mock call): the 22nd call answers 429 insufficient_quota.

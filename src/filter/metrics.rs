@@ -185,6 +185,12 @@ pub fn spend_dropped(events: usize) {
     add("tollgate_spend_events_dropped", events as u64);
 }
 
+/// Events quarantined: refused by the accounting cluster (alone, or named as rejected), or too
+/// large to send; they are never sent again.
+pub fn spend_quarantined(events: usize) {
+    add("tollgate_spend_events_quarantined", events as u64);
+}
+
 /// A poll of authoritative spend failed.
 pub fn spend_poll_failed() {
     count("tollgate_spend_polls_failed");

@@ -17,6 +17,7 @@ use crate::filter::http::TollgateHttp;
 use crate::filter::metrics;
 use crate::filter::spend_sink::{vm_sink, SpendSink};
 use crate::policy::affinity_mark::MIN_AFFINITY_SECRET_BYTES;
+use crate::policy::index::Accounting;
 use crate::policy::{compile, Policy};
 
 /// What every stream of one config version shares.
@@ -140,7 +141,10 @@ impl RootContext for TollgateRoot {
                 "tollgate: empty configuration; every request is refused with 503 \
                  policy_unavailable until a policy version is delivered",
             );
-            self.shared.sink.borrow_mut().adopt(self.id, None, now_ms());
+            self.shared
+                .sink
+                .borrow_mut()
+                .adopt(self.id, None, None, now_ms());
             return true;
         }
         let started = host::now_nanos();
@@ -167,8 +171,9 @@ impl RootContext for TollgateRoot {
                 metrics::config_accepted(&policy.version);
                 let random = self.shared.random.get();
                 let sink = vm_sink();
+                let token = accounting_token(policy.accounting.as_ref());
                 sink.borrow_mut()
-                    .adopt(self.id, policy.accounting.as_ref(), now_ms());
+                    .adopt(self.id, policy.accounting.as_ref(), token, now_ms());
                 // The tick also hands summed metrics to Envoy.
                 let period = match sink.borrow().tick_period_ms() {
                     0 => 1000,
@@ -221,6 +226,24 @@ impl RootContext for TollgateRoot {
 
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
+    }
+}
+
+/// Reads `accounting.token_env` from the VM environment once per version.
+fn accounting_token(accounting: Option<&Accounting>) -> Option<String> {
+    let name = accounting?.token_env.as_ref()?;
+    match std::env::var(name) {
+        Ok(value) if !value.is_empty() => Some(value),
+        _ => {
+            host::log(
+                Level::Error,
+                &format!(
+                    "tollgate: environment variable {name} (accounting.token_env) is not set in \
+                     the VM; spend batches are sent without a token and will be refused"
+                ),
+            );
+            None
+        }
     }
 }
 

@@ -15,10 +15,12 @@ use hashbrown::HashMap;
 use crate::filter::host::{self, Level};
 use crate::filter::ledgers::SharedLedgers;
 use crate::filter::metrics;
-use crate::policy::accounting_api::{BatchReply, BudgetsReply, BATCH_PATH, BUDGETS_PATH};
+use crate::policy::accounting_api::{
+    truncated, BatchReply, BudgetsReply, BATCH_ID_HEADER, BATCH_PATH, BUDGETS_PATH, MAX_EVENT_BYTES,
+};
 use crate::policy::denial::usd;
 use crate::policy::index::Accounting;
-use crate::policy::outbox::{Outbox, Outgoing};
+use crate::policy::outbox::{Outbox, Outgoing, Settled};
 use crate::policy::reservation::{confirm, confirm_acknowledged};
 use crate::policy::settlement::Finished;
 use crate::policy::spend::{SpendEvent, BATCH_CONTENT_TYPE};
@@ -51,8 +53,15 @@ fn unique_nonce() -> u64 {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Call {
-    Batch,
+    /// A batch, by its sequence number in the outbox.
+    Batch(u64),
     Poll,
+}
+
+/// Statuses that say "this batch can never be accepted": it is split, and an event refused
+/// alone is quarantined. Every other failure (401/403/404/429, 5xx, no answer) is retried.
+fn refuses_batch(status: u16) -> bool {
+    matches!(status, 400 | 413 | 422)
 }
 
 /// Spend reporting state of one VM.
@@ -60,6 +69,8 @@ pub struct SpendSink {
     /// Where events go: the newest settings seen, kept after a version without an `accounting`
     /// section so that events queued before it are still delivered.
     accounting: Option<Accounting>,
+    /// The bearer token presented to the accounting cluster (from `accounting.token_env`).
+    token: Option<String>,
     /// Whether the newest version reports spend (new events are queued only then).
     recording: bool,
     outbox: Outbox,
@@ -81,8 +92,9 @@ impl SpendSink {
     fn new(nonce: u64) -> SpendSink {
         SpendSink {
             accounting: None,
+            token: None,
             recording: false,
-            outbox: Outbox::new(1, 1),
+            outbox: Outbox::new(1, 1, 1),
             nonce,
             seq: 0,
             calls: HashMap::new(),
@@ -98,8 +110,14 @@ impl SpendSink {
     /// Root context `root` serves a newly accepted version: it becomes the one that sends, with
     /// this version's accounting settings. Queued events stay (they are sent with the new
     /// settings); without a section, new events are no longer queued but those already queued
-    /// still go to the last cluster named.
-    pub fn adopt(&mut self, root: u32, accounting: Option<&Accounting>, now_ms: u64) {
+    /// still go to the last cluster named. `token` is the value of `accounting.token_env`.
+    pub fn adopt(
+        &mut self,
+        root: u32,
+        accounting: Option<&Accounting>,
+        token: Option<String>,
+        now_ms: u64,
+    ) {
         self.live_roots.retain(|r| *r != root);
         self.live_roots.push(root);
         self.draining = false;
@@ -119,11 +137,14 @@ impl SpendSink {
         if self.accounting.is_none() {
             self.last_flush_ms = now_ms;
         }
-        let dropped = self
-            .outbox
-            .set_limits(new.batch_max_events, new.max_buffered_events);
+        let dropped = self.outbox.set_limits(
+            new.batch_max_events,
+            new.max_buffered_events,
+            new.max_buffered_bytes,
+        );
         report_dropped(&dropped, "the new version buffers fewer events");
         self.accounting = Some(new.clone());
+        self.token = token;
     }
 
     /// The tick period this sink needs (0: none). Short, so that a filled batch leaves soon:
@@ -174,12 +195,18 @@ impl SpendSink {
             i64::try_from(now_ms).unwrap_or(i64::MAX),
             finished.data,
         );
-        let dropped = self.outbox.push(Outgoing {
+        let outgoing = Outgoing {
             id,
             json: event.to_json(),
             cost_nano: finished.cost.nano_usd,
             ledger_keys: finished.ledger_keys,
-        });
+        };
+        if outgoing.json.len() > MAX_EVENT_BYTES || outgoing.json.is_empty() {
+            let why = format!("the event is empty or larger than {MAX_EVENT_BYTES} bytes");
+            report_quarantined(&[(outgoing, why)]);
+            return;
+        }
+        let dropped = self.outbox.push(outgoing);
         report_dropped(&dropped, "the spend buffer is full");
     }
 
@@ -232,8 +259,8 @@ impl SpendSink {
     /// when the root context that made the call has retired and may now finish.
     pub fn on_response(&mut self, token: u32, status: u16, body: &[u8], now_ms: u64) -> bool {
         let root = match self.calls.remove(&token) {
-            Some((Call::Batch, root)) => {
-                self.on_batch_response(status, body, now_ms, root);
+            Some((Call::Batch(seq), root)) => {
+                self.on_batch_response(seq, status, body, now_ms, root);
                 root
             }
             Some((Call::Poll, root)) => {
@@ -271,18 +298,29 @@ impl SpendSink {
             return;
         };
         self.last_flush_ms = now_ms;
-        let body = self.outbox.take_batch(now_ms);
+        let batch = self.outbox.take_batch(now_ms);
         let path = format!("{}{BATCH_PATH}", accounting.path_prefix);
-        let headers = vec![
+        let batch_id = self.batch_id(batch.seq);
+        let authorization = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        let mut headers = vec![
             (":method", "POST"),
             (":path", path.as_str()),
             (":authority", accounting.authority.as_str()),
             ("content-type", BATCH_CONTENT_TYPE),
+            (BATCH_ID_HEADER, batch_id.as_str()),
         ];
+        if let Some(value) = &authorization {
+            headers.push(("authorization", value.as_str()));
+        }
         let events = self.outbox.in_flight();
-        match host::dispatch(&accounting.cluster, headers, &body, accounting.timeout_ms) {
+        match host::dispatch(
+            &accounting.cluster,
+            headers,
+            &batch.body,
+            accounting.timeout_ms,
+        ) {
             Some(token) => {
-                self.calls.insert(token, (Call::Batch, root));
+                self.calls.insert(token, (Call::Batch(batch.seq), root));
                 metrics::spend_batch_sent(events);
             }
             None => {
@@ -298,47 +336,127 @@ impl SpendSink {
         }
     }
 
+    /// The wire identity of batch `seq` of this VM.
+    fn batch_id(&self, seq: u64) -> String {
+        format!("{:016x}-b{seq}", self.nonce)
+    }
+
+    /// The batch in flight failed (no usable answer): its events are sent again after a backoff.
     fn batch_failed(&mut self, now_ms: u64) {
+        let Some(seq) = self.outbox.in_flight_seq() else {
+            return;
+        };
         metrics::spend_batch_failed();
         if self.draining {
             self.drain_attempts += 1;
         }
-        let dropped = self.outbox.failed(now_ms);
+        let dropped = self.outbox.failed(seq, now_ms).unwrap_or_default();
         report_dropped(&dropped, "the spend buffer is full");
     }
 
-    fn on_batch_response(&mut self, status: u16, body: &[u8], now_ms: u64, root: u32) {
+    fn on_batch_response(&mut self, seq: u64, status: u16, body: &[u8], now_ms: u64, root: u32) {
+        let batch_id = self.batch_id(seq);
+        if self.outbox.in_flight_seq() != Some(seq) {
+            // A late answer for a batch already counted as failed (its events were re-queued
+            // and are sent again): it must not settle whatever is in flight now.
+            host::log(
+                Level::Warn,
+                &format!("tollgate: ignored a late accounting answer for batch {batch_id}"),
+            );
+            return;
+        }
         if status != 0 {
             metrics::spend_batch_latency(self.outbox.in_flight_for(now_ms));
         }
-        if !(200..300).contains(&status) {
+        let excerpt = || String::from_utf8_lossy(body.get(..200).unwrap_or(body)).into_owned();
+        if refuses_batch(status) {
+            let events = self.outbox.in_flight();
             host::log(
                 Level::Warn,
                 &format!(
-                    "tollgate: accounting batch failed with status {status}: {}; will retry",
-                    String::from_utf8_lossy(body.get(..200).unwrap_or(body))
+                    "tollgate: accounting refused batch {batch_id} of {events} event(s) with status \
+                     {status}: {}; {}",
+                    excerpt(),
+                    if events > 1 { "splitting it" } else { "quarantining its event" }
+                ),
+            );
+            let quarantined = self.outbox.refused(seq).unwrap_or_default();
+            let why = format!("the accounting cluster refused it alone with status {status}");
+            report_quarantined(
+                &quarantined
+                    .into_iter()
+                    .map(|e| (e, why.clone()))
+                    .collect::<Vec<_>>(),
+            );
+        } else if !(200..300).contains(&status) {
+            host::log(
+                Level::Warn,
+                &format!(
+                    "tollgate: accounting batch {batch_id} failed with status {status}: {}; will retry",
+                    excerpt()
                 ),
             );
             self.batch_failed(now_ms);
             return;
+        } else {
+            let reply = match BatchReply::for_batch(body, &batch_id) {
+                Ok(reply) => reply,
+                Err(problem) => {
+                    host::log(
+                        Level::Warn,
+                        &format!(
+                            "tollgate: accounting answered batch {batch_id} with {status} but {problem} \
+                             ({}); nothing is acknowledged, will retry",
+                            excerpt()
+                        ),
+                    );
+                    self.batch_failed(now_ms);
+                    return;
+                }
+            };
+            let Some(settled) = self.outbox.settle(seq, &reply, now_ms) else {
+                return;
+            };
+            self.apply_settled(&reply, &settled);
+            if settled.unanswered > 0 {
+                metrics::spend_batch_failed();
+                host::log(
+                    Level::Warn,
+                    &format!(
+                        "tollgate: accounting answered batch {batch_id} without naming {} of its \
+                         events; they are sent again",
+                        settled.unanswered
+                    ),
+                );
+                if self.draining {
+                    self.drain_attempts += 1;
+                }
+                return;
+            }
         }
-        let reply: BatchReply = serde_json::from_slice(body).unwrap_or_default();
-        let acked = self.outbox.acknowledged();
-        metrics::spend_acknowledged(acked.len(), reply.rejected.len());
-        for rejected in &reply.rejected {
-            host::log(
-                Level::Error,
-                &format!(
-                    "tollgate: accounting rejected spend event {}: {}",
-                    rejected.id.as_deref().unwrap_or("?"),
-                    rejected.reason
-                ),
-            );
+        // Behind? Send the next full batch now (this runs in the root context).
+        if !self.draining && self.sends(root) && self.outbox.due(now_ms, false) {
+            self.send_batch(now_ms, root);
         }
+    }
+
+    /// Acknowledged events move from unconfirmed to confirmed, with the reply's totals for the
+    /// windows they touched (totals for any other window are not trusted from a batch answer);
+    /// rejected events are quarantined, and their spend stays in the local ledgers.
+    fn apply_settled(&self, reply: &BatchReply, settled: &Settled) {
+        let acked = &settled.acknowledged;
+        metrics::spend_acknowledged(acked.len(), settled.rejected.len());
+        report_quarantined(&settled.rejected);
+        report_dropped(&settled.dropped, "the spend buffer is full");
+        let touched: hashbrown::HashSet<&str> = acked
+            .iter()
+            .flat_map(|e| e.ledger_keys.iter().map(String::as_str))
+            .collect();
         let totals: HashMap<String, u64> = reply
             .budgets
             .iter()
             .map(|b| (b.ledger_key(), b.spend_nano_usd))
+            .filter(|(key, _)| touched.contains(key.as_str()))
             .collect();
         confirm_acknowledged(
             &SharedLedgers,
@@ -347,10 +465,6 @@ impl SpendSink {
                 .map(|e| (e.ledger_keys.as_slice(), e.cost_nano)),
             &totals,
         );
-        // Behind? Send the next full batch now (this runs in the root context).
-        if !self.draining && self.sends(root) && self.outbox.due(now_ms, false) {
-            self.send_batch(now_ms, root);
-        }
     }
 
     fn poll(&mut self, now_ms: u64, root: u32) {
@@ -363,11 +477,15 @@ impl SpendSink {
             self.cursor,
             now_ms / 1000
         );
-        let headers = vec![
+        let authorization = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        let mut headers = vec![
             (":method", "GET"),
             (":path", path.as_str()),
             (":authority", accounting.authority.as_str()),
         ];
+        if let Some(value) = &authorization {
+            headers.push(("authorization", value.as_str()));
+        }
         if let Some(token) =
             host::dispatch(&accounting.cluster, headers, b"", accounting.timeout_ms)
         {
@@ -408,4 +526,26 @@ fn report_dropped(dropped: &[Outgoing], why: &str) {
             dropped.first().map_or("", |e| e.id.as_str())
         ),
     );
+}
+
+/// Events taken out of the outbox for good because they can never be accepted: counted, and
+/// logged one by one with their id, value and reason. Their spend stays in the local ledgers.
+fn report_quarantined(events: &[(Outgoing, String)]) {
+    if events.is_empty() {
+        return;
+    }
+    metrics::spend_quarantined(events.len());
+    for (event, why) in events {
+        host::log(
+            Level::Error,
+            &format!(
+                "tollgate: quarantined spend event {} worth ${} ({} bytes): {}; it is not sent \
+                 again, its spend still counts against local budgets",
+                truncated(&event.id, 256),
+                usd(event.cost_nano),
+                event.json.len(),
+                truncated(why, 300)
+            ),
+        );
+    }
 }

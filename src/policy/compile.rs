@@ -349,6 +349,28 @@ impl Compiler {
                 );
             }
         }
+        let min_bytes = crate::policy::accounting_api::MAX_EVENT_BYTES as u64;
+        if !(min_bytes..=1 << 30).contains(&config.max_buffered_bytes) {
+            self.error(
+                "accounting.max_buffered_bytes",
+                format!("must be between {min_bytes} (one largest event) and 1073741824 (1 GiB)"),
+            );
+        }
+        let env_name = |name: &str| {
+            !name.is_empty()
+                && name.len() <= 256
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        };
+        if config
+            .token_env
+            .as_deref()
+            .is_some_and(|name| !env_name(name))
+        {
+            self.error(
+                "accounting.token_env",
+                "must be an environment variable name (letters, digits, '_')".into(),
+            );
+        }
         if config.batch_max_events > 10_000 {
             self.error(
                 "accounting.batch_max_events",
@@ -363,6 +385,8 @@ impl Compiler {
             flush_interval_ms: config.flush_interval_ms,
             batch_max_events: usize::try_from(config.batch_max_events).unwrap_or(usize::MAX),
             max_buffered_events: usize::try_from(config.max_buffered_events).unwrap_or(usize::MAX),
+            max_buffered_bytes: usize::try_from(config.max_buffered_bytes).unwrap_or(usize::MAX),
+            token_env: config.token_env,
             poll_interval_ms: config.poll_interval_ms,
             timeout_ms: config.timeout_ms,
         }

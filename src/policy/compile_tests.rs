@@ -238,3 +238,42 @@ fn a_wildcard_upstream_needs_as_many_stars_as_its_model_name() {
         "{e:?}"
     );
 }
+
+#[test]
+fn accounting_byte_bound_and_token_env_are_validated_with_their_paths() {
+    let with = |extra: &str| {
+        format!(r#"{{"version":"v1","accounting":{{"cluster":"accounting"{extra}}}}}"#)
+    };
+    let policy = compile(with("").as_bytes()).unwrap();
+    let accounting = policy.accounting.unwrap();
+    assert_eq!(accounting.max_buffered_bytes, 16 * 1024 * 1024);
+    assert_eq!(accounting.token_env, None);
+    let policy = compile(
+        with(r#","max_buffered_bytes":65536,"token_env":"TOLLGATE_ACCOUNTING_TOKEN""#).as_bytes(),
+    )
+    .unwrap();
+    let accounting = policy.accounting.unwrap();
+    assert_eq!(accounting.max_buffered_bytes, 65536);
+    assert_eq!(
+        accounting.token_env.as_deref(),
+        Some("TOLLGATE_ACCOUNTING_TOKEN")
+    );
+    for (extra, path) in [
+        (
+            r#","max_buffered_bytes":1000"#,
+            "accounting.max_buffered_bytes",
+        ),
+        (
+            r#","max_buffered_bytes":2000000000"#,
+            "accounting.max_buffered_bytes",
+        ),
+        (r#","token_env":"NOT A NAME""#, "accounting.token_env"),
+        (r#","token_env":"""#, "accounting.token_env"),
+    ] {
+        let found = errors(&with(extra));
+        assert!(
+            found.len() == 1 && found[0].starts_with(path),
+            "{extra}: {found:?}"
+        );
+    }
+}

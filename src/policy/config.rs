@@ -191,6 +191,16 @@ pub struct AccountingConfig {
     /// and counted (default 10000).
     #[serde(default = "default_max_buffered", deserialize_with = "whole_number")]
     pub max_buffered_events: u64,
+    /// Bytes of events held per worker; beyond this the oldest are dropped and counted
+    /// (default 16 MiB).
+    #[serde(
+        default = "default_max_buffered_bytes",
+        deserialize_with = "whole_number"
+    )]
+    pub max_buffered_bytes: u64,
+    /// The VM environment variable holding the bearer token presented to the accounting
+    /// cluster on batches and polls (absent: no `authorization` header is sent).
+    pub token_env: Option<String>,
     /// How often authoritative spend is polled (milliseconds, default 5000; 0 disables).
     #[serde(default = "default_poll_interval", deserialize_with = "whole_number")]
     pub poll_interval_ms: u64,
@@ -209,6 +219,10 @@ fn default_batch_max() -> u64 {
 
 fn default_max_buffered() -> u64 {
     10_000
+}
+
+fn default_max_buffered_bytes() -> u64 {
+    16 * 1024 * 1024
 }
 
 fn default_poll_interval() -> u64 {

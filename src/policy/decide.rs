@@ -15,7 +15,9 @@ use crate::policy::denial::Denial;
 use crate::policy::index::{Deployment, KeyId, Policy, Team, VirtualKey};
 use crate::policy::listing::list_models;
 use crate::policy::metering::prompt_estimate;
-use crate::policy::request::{model_edit, read_body, splice, BodyProblem, Endpoint, RequestHead};
+use crate::policy::request::{
+    model_edit, read_body, splice, BodyProblem, Endpoint, RequestHead, MAX_END_USER_BYTES,
+};
 use crate::policy::reservation::{reserve, LedgerStore, Reservation};
 use crate::policy::routing::{Credentials, ModelTarget, Pinning, RouteError};
 use crate::policy::stream_usage::include_usage_edit;
@@ -397,6 +399,12 @@ fn body_denial(problem: BodyProblem) -> Denial {
         BodyProblem::InvalidModel => (
             "invalid_model",
             "'model' must be a non-empty string of at most 512 bytes.".to_string(),
+        ),
+        BodyProblem::InvalidUser => (
+            "invalid_user",
+            format!(
+                "'user' must be a string of at most {MAX_END_USER_BYTES} bytes without control characters."
+            ),
         ),
     };
     Denial::InvalidRequest { code, message }

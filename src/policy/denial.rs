@@ -186,6 +186,10 @@ impl Denial {
                 ..
             } => Some("model"),
             Denial::ResponseStateNotFound { param } => Some(param),
+            Denial::InvalidRequest {
+                code: "invalid_user",
+                ..
+            } => Some("user"),
             _ => None,
         }
     }

@@ -103,6 +103,10 @@ pub struct Accounting {
     pub batch_max_events: usize,
     /// Events buffered per worker before the oldest are dropped.
     pub max_buffered_events: usize,
+    /// Bytes of events buffered per worker before the oldest are dropped.
+    pub max_buffered_bytes: usize,
+    /// VM environment variable holding the bearer token sent to the accounting cluster.
+    pub token_env: Option<String>,
     /// Poll period in milliseconds (0: never).
     pub poll_interval_ms: u64,
     /// Call timeout in milliseconds.

@@ -19,6 +19,10 @@ pub const VERSION_HEADER: &str = "x-tollgate-policy-version";
 /// Longest model name accepted in a request body.
 pub const MAX_MODEL_NAME_BYTES: usize = 512;
 
+/// Longest body `user` accepted: it goes into every spend event and names an end-user budget
+/// ledger, so it is bounded like any other client string that reaches them.
+pub const MAX_END_USER_BYTES: usize = 256;
+
 /// Longest credential accepted in a header.
 const MAX_KEY_BYTES: usize = 512;
 
@@ -174,6 +178,8 @@ pub enum BodyProblem {
     MissingModel,
     /// `model` is not a non-empty string of reasonable length.
     InvalidModel,
+    /// `user` is a string longer than [`MAX_END_USER_BYTES`] or holding control characters.
+    InvalidUser,
 }
 
 #[derive(Deserialize)]
@@ -242,6 +248,13 @@ pub fn read_body(body: &[u8]) -> Result<BodyFacts<'_>, BodyProblem> {
         .and_then(|raw| serde_json::from_str::<StreamOptionsView>(raw.get()).ok())
         .and_then(|options| options.include_usage)
         .unwrap_or(false);
+    let end_user = view.user.and_then(json_string);
+    if end_user
+        .as_deref()
+        .is_some_and(|user| user.len() > MAX_END_USER_BYTES || user.chars().any(char::is_control))
+    {
+        return Err(BodyProblem::InvalidUser);
+    }
     let max_output_tokens = [
         view.max_completion_tokens,
         view.max_tokens,
@@ -257,7 +270,7 @@ pub fn read_body(body: &[u8]) -> Result<BodyFacts<'_>, BodyProblem> {
         stream_options_span: view.stream_options.and_then(|raw| span_of(body, raw)),
         include_usage,
         max_output_tokens,
-        end_user: view.user.and_then(json_string),
+        end_user,
         n: view.n.and_then(count),
         best_of: view.best_of.and_then(count),
         service_tier: view.service_tier.and_then(json_string),
@@ -476,6 +489,29 @@ mod tests {
         assert!(!facts.stream);
         assert_eq!(facts.max_output_tokens, None);
         assert_eq!(facts.end_user, None);
+    }
+
+    #[test]
+    fn a_long_or_control_character_user_is_refused() {
+        let body = |user: &str| format!(r#"{{"model":"m","user":{}}}"#, serde_json::json!(user));
+        let longest = "u".repeat(MAX_END_USER_BYTES);
+        let accepted = body(&longest);
+        let facts = read_body(accepted.as_bytes()).unwrap();
+        assert_eq!(facts.end_user.as_deref(), Some(longest.as_str()));
+        for bad in [
+            "u".repeat(MAX_END_USER_BYTES + 1),
+            "é".repeat(MAX_END_USER_BYTES / 2 + 1),
+            "a\nb".to_string(),
+            "a\u{0}b".to_string(),
+            "a\u{7f}".to_string(),
+        ] {
+            assert_eq!(
+                read_body(body(&bad).as_bytes()).err(),
+                Some(BodyProblem::InvalidUser),
+                "{bad:?}"
+            );
+        }
+        assert!(read_body(br#"{"model":"m","user":"tab\there"}"#).is_err());
     }
 
     #[test]

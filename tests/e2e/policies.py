@@ -4,7 +4,7 @@ import copy
 import json
 from pathlib import Path
 
-from stack import key_hash
+from stack import ACCOUNTING_TOKEN_ENV, ACCOUNTING_WRITER_TOKEN, key_hash
 
 ROOT = Path(__file__).resolve().parents[2]
 REAL_COST_MAP = json.loads((ROOT / "tests" / "data" / "model_prices_and_context_window.json").read_text())
@@ -19,6 +19,7 @@ UPSTREAM_ENV = {
     "OPENROUTER_API_KEY": "upstream-openrouter-secret",
     # Seals Responses affinity marks to their tenant (settings.affinity_secret_env's default name).
     "TOLLGATE_AFFINITY_SECRET": "e2e-affinity-secret-0123456789abcdef",
+    ACCOUNTING_TOKEN_ENV: ACCOUNTING_WRITER_TOKEN,
 }
 
 KEYS = {
@@ -102,7 +103,8 @@ UNPRICED_MODEL = "mystery-model"  # served by openai/mystery-model-x, absent fro
 
 def accounting_section(**overrides):
     section = {"cluster": "accounting", "flush_interval_ms": 200, "poll_interval_ms": 500,
-               "batch_max_events": 20, "timeout_ms": 2000, "source": "tollgate/e2e"}
+               "batch_max_events": 20, "timeout_ms": 2000, "source": "tollgate/e2e",
+               "token_env": ACCOUNTING_TOKEN_ENV}
     section.update(overrides)
     return section
 

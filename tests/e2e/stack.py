@@ -280,22 +280,41 @@ class EnvoyStack:
         self.log.close()
 
 
-class AccountingServer:
-    """The reference accounting server (`tollgate accounting`) on 127.0.0.1, stopped by PID."""
+# The bearer tokens of the e2e accounting servers: the filter presents the writer token, read
+# from the VM environment variable ACCOUNTING_TOKEN_ENV (accounting.token_env).
+ACCOUNTING_TOKEN_ENV = "TOLLGATE_ACCOUNTING_TOKEN"
+ACCOUNTING_WRITER_TOKEN = "e2e-accounting-writer-token"
+ACCOUNTING_READER_TOKEN = "e2e-accounting-reader-token"
 
-    def __init__(self, workdir, port=None, binary=TOLLGATE_CLI):
+
+class AccountingServer:
+    """The reference accounting server (`tollgate accounting`) on 127.0.0.1, stopped by PID.
+    It takes the writer token ACCOUNTING_WRITER_TOKEN (or `writer_token`) and the reader token
+    ACCOUNTING_READER_TOKEN from files in `workdir`."""
+
+    def __init__(self, workdir, port=None, binary=TOLLGATE_CLI, writer_token=ACCOUNTING_WRITER_TOKEN,
+                 reader_token=ACCOUNTING_READER_TOKEN, extra_args=()):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.binary = binary
         self.db = self.workdir / "spend.db"
         self.port = port or free_port()
+        self.writer_token, self.reader_token = writer_token, reader_token
+        (self.workdir / "writer-token").write_text(writer_token + "\n")
+        (self.workdir / "reader-token").write_text(reader_token + "\n")
+        self.extra_args = list(extra_args)
         self.process = None
         self.start()
+
+    def reader_headers(self):
+        return {"authorization": f"Bearer {self.reader_token}"}
 
     def start(self, timeout=15):
         self.log = open(self.workdir / "accounting.log", "ab")
         self.process = subprocess.Popen(
-            [str(self.binary), "accounting", "--listen", f"127.0.0.1:{self.port}", "--db", str(self.db)],
+            [str(self.binary), "accounting", "--listen", f"127.0.0.1:{self.port}", "--db", str(self.db),
+             "--writer-token-file", str(self.workdir / "writer-token"),
+             "--reader-token-file", str(self.workdir / "reader-token"), *self.extra_args],
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -311,10 +330,10 @@ class AccountingServer:
         raise RuntimeError("accounting server not ready")
 
     def report(self):
-        return request(self.port, "GET", "/v1/spend/report").json()
+        return request(self.port, "GET", "/v1/spend/report", self.reader_headers()).json()
 
     def budgets(self, since=0):
-        return request(self.port, "GET", f"/v1/spend/budgets?since={since}").json()["budgets"]
+        return request(self.port, "GET", f"/v1/spend/budgets?since={since}", self.reader_headers()).json()["budgets"]
 
     def event_ids(self):
         import sqlite3

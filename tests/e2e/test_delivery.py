@@ -66,7 +66,13 @@ def test_the_compose_form_is_generated_from_the_tested_config_and_envoy_accepts_
     ecds = json.loads((ROOT / "envoy" / "compose" / "ecds" / "tollgate.json").read_text())
     config = ecds["resources"][0]["typed_config"]["config"]
     assert config["allow_on_headers_stop_iteration"] is True
-    assert config["vm_config"]["environment_variables"] == {"host_env_keys": ["OPENAI_API_KEY", "ANTHROPIC_API_KEY"]}
+    assert config["vm_config"]["environment_variables"] == {
+        "host_env_keys": ["OPENAI_API_KEY", "ANTHROPIC_API_KEY", "TOLLGATE_ACCOUNTING_TOKEN"]}
+    compose = (ROOT / "envoy" / "docker-compose.yaml").read_text()
+    # Admin and accounting are never published on all interfaces.
+    for port in ("9901", "9902"):
+        published = [line for line in compose.splitlines() if "ports:" in line and port in line]
+        assert published and all(f'"127.0.0.1:{port}:{port}"' in line for line in published), published
 
 
 def test_the_static_form_serves_like_the_ecds_form(request, upstreams):

@@ -71,6 +71,8 @@ def test_model_not_found(envoy):
     (b'{"model": 42}', "invalid_model"),
     (b'{"model": "a", "model": "b"}', "invalid_json"),
     (b'\xff\xfe{"model": "gpt-4o"}', "invalid_json"),
+    (b'{"model": "gpt-4o", "user": "' + b"u" * 257 + b'"}', "invalid_user"),
+    (b'{"model": "gpt-4o", "user": "a\\u0000b"}', "invalid_user"),
 ])
 def test_invalid_request(envoy, body, code):
     e = expect(envoy.request("POST", "/v1/chat/completions", bearer(KEYS["all"]), body), 400, code)

@@ -4,7 +4,8 @@
 //! - `tollgate explain --config CONFIG --key sk-... --model M [--path P]`: the decision and why;
 //!   exits 0 when the request would be admitted, 1 when refused.
 //! - `tollgate hash-key sk-...` (or `-` to read the key from stdin): the SHA-256 to store.
-//! - `tollgate accounting --listen ADDR --db PATH`: the reference accounting server.
+//! - `tollgate accounting --listen ADDR --db PATH --writer-token-file F [--reader-token-file F]`:
+//!   the reference accounting server.
 //! - `tollgate build-config --policy P [--cost-map MAP] [--output OUT]`: the plugin-config JSON.
 //! - `tollgate import-litellm CONFIG.yaml [--keys EXPORT.json]`: a policy from a LiteLLM setup.
 
@@ -21,7 +22,7 @@ const USAGE: &str = "usage:
   tollgate validate CONFIG
   tollgate explain --config CONFIG --key sk-... --model MODEL [--path /v1/chat/completions]
   tollgate hash-key sk-...      (or '-' to read the key from standard input)
-  tollgate accounting --listen 127.0.0.1:PORT --db PATH
+  tollgate accounting --listen 127.0.0.1:PORT --db PATH --writer-token-file F [--reader-token-file F] [--no-auth]
   tollgate build-config --policy POLICY.(yaml|json) [--cost-map MAP.json] [--output OUT.json]
   tollgate import-litellm CONFIG.yaml [--keys EXPORT.json] [--output POLICY.json]";
 

@@ -1,17 +1,30 @@
-//! A small HTTP/1.1 server for the accounting API: keep-alive, `content-length` and chunked
-//! request bodies, one thread per connection, bounded sizes and idle timeouts.
+//! The accounting server's HTTP layer, on hyper 1 (HTTP/1.1) and tokio: bounded request heads
+//! (431), bodies (413) and connections, with timeouts for heads (slowloris), bodies and idle
+//! connections. The handler is blocking (SQLite) and runs on tokio's blocking pool.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::convert::Infallible;
+use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Largest request body accepted.
-const MAX_BODY: usize = 64 * 1024 * 1024;
-/// Largest request head accepted.
-const MAX_HEAD: usize = 64 * 1024;
-/// A connection idle this long is closed.
-const IDLE: Duration = Duration::from_secs(120);
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::StatusCode;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::sync::Semaphore;
+
+/// Largest request body accepted (a batch is at most 1 MiB plus one event from the filter).
+pub const MAX_BODY: usize = 8 * 1024 * 1024;
+/// Largest request head (request line and headers) accepted.
+pub const MAX_HEAD: usize = 16 * 1024;
+/// The whole head must arrive within this time, also for an idle keep-alive connection's
+/// next request (a slowloris client is cut off).
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// The whole body must arrive within this time.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One parsed request.
 pub struct Request {
@@ -21,6 +34,10 @@ pub struct Request {
     pub path: String,
     /// The query string (without `?`).
     pub query: String,
+    /// The `authorization` header, if any.
+    pub authorization: Option<String>,
+    /// The batch identity header, if any.
+    pub batch_id: Option<String>,
     /// The body.
     pub body: Vec<u8>,
 }
@@ -44,186 +61,129 @@ pub struct Response {
     pub body: String,
 }
 
+/// Server limits that operators may change.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connections served at once; more are closed at once.
+    pub max_connections: usize,
+}
+
 /// Serves `handler` on `listener` until the process ends.
-pub fn serve<H>(listener: TcpListener, handler: H)
+pub fn serve<H>(listener: TcpListener, limits: Limits, handler: H) -> Result<(), String>
 where
     H: Fn(Request) -> Response + Send + Sync + 'static,
 {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(16)
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("cannot set up the listener: {e}"))?;
     let handler = Arc::new(handler);
-    for stream in listener.incoming() {
-        let Ok(stream) = stream else { continue };
-        let handler = Arc::clone(&handler);
-        std::thread::spawn(move || {
-            let _ = connection(stream, handler.as_ref());
-        });
-    }
-}
-
-fn connection<H: Fn(Request) -> Response>(stream: TcpStream, handler: &H) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(IDLE))?;
-    stream.set_nodelay(true)?;
-    let mut writer = stream.try_clone()?;
-    let mut reader = BufReader::new(stream);
-    loop {
-        let (request, close) = match read_request(&mut reader) {
-            Ok(Some(parsed)) => parsed,
-            Ok(None) => return Ok(()),
-            Err(problem) => {
-                let body = error_json(&problem);
-                write_response(&mut writer, &Response { status: 400, body }, true)?;
-                return Ok(());
-            }
-        };
-        let response = handler(request);
-        write_response(&mut writer, &response, close)?;
-        if close {
-            return Ok(());
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::from_std(listener)
+            .map_err(|e| format!("cannot set up the listener: {e}"))?;
+        let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                // Out of file descriptors, or a connection reset before it was accepted.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            };
+            let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                drop(stream);
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let handler = Arc::clone(&handler);
+            tokio::spawn(async move {
+                let _slot = slot;
+                let service = service_fn(move |request| {
+                    let handler = Arc::clone(&handler);
+                    async move { Ok::<_, Infallible>(respond(request, handler).await) }
+                });
+                let _ = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEAD_TIMEOUT)
+                    .max_buf_size(MAX_HEAD.max(8192))
+                    .max_header_size(MAX_HEAD)
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
         }
+    })
+}
+
+async fn respond<H>(
+    request: hyper::Request<Incoming>,
+    handler: Arc<H>,
+) -> hyper::Response<Full<Bytes>>
+where
+    H: Fn(Request) -> Response + Send + Sync + 'static,
+{
+    let (head, body) = request.into_parts();
+    let header = |name: &str| {
+        head.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let authorization = header(AUTHORIZATION.as_str());
+    let batch_id = header(tollgate::policy::accounting_api::BATCH_ID_HEADER);
+    let collected =
+        tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, MAX_BODY).collect()).await;
+    let body = match collected {
+        Ok(Ok(collected)) => collected.to_bytes().to_vec(),
+        Ok(Err(problem)) => {
+            let too_large = problem
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some();
+            return if too_large {
+                reply(
+                    413,
+                    error_json(&format!("the body is larger than {MAX_BODY} bytes")),
+                )
+            } else {
+                reply(400, error_json("the body could not be read"))
+            };
+        }
+        Err(_) => return reply(408, error_json("the body did not arrive in time")),
+    };
+    let request = Request {
+        method: head.method.as_str().to_string(),
+        path: head.uri.path().to_string(),
+        query: head.uri.query().unwrap_or("").to_string(),
+        authorization,
+        batch_id,
+        body,
+    };
+    match tokio::task::spawn_blocking(move || handler(request)).await {
+        Ok(response) => reply(response.status, response.body),
+        Err(_) => reply(500, error_json("the request could not be handled")),
     }
 }
 
-/// An OpenAI-style error body.
+fn reply(status: u16, body: String) -> hyper::Response<Full<Bytes>> {
+    let mut response = hyper::Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() =
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// An OpenAI-style error body (`invalid_request_error`).
 pub fn error_json(message: &str) -> String {
-    serde_json::json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": null}})
+    error_json_typed(message, "invalid_request_error", None)
+}
+
+/// An OpenAI-style error body of a given type and code.
+pub fn error_json_typed(message: &str, kind: &str, code: Option<&str>) -> String {
+    serde_json::json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
         .to_string()
-}
-
-fn read_request(reader: &mut impl BufRead) -> Result<Option<(Request, bool)>, String> {
-    let mut line = String::new();
-    let mut head_bytes = 0usize;
-    let io = |e: std::io::Error| e.to_string();
-    if reader.read_line(&mut line).map_err(io)? == 0 {
-        return Ok(None);
-    }
-    let mut parts = line.split_whitespace();
-    let (Some(method), Some(target)) = (parts.next(), parts.next()) else {
-        return Err("malformed request line".into());
-    };
-    let (method, target) = (method.to_string(), target.to_string());
-    let http10 = line.contains("HTTP/1.0");
-    let (mut length, mut chunked, mut close) = (0usize, false, http10);
-    loop {
-        line.clear();
-        let n = reader.read_line(&mut line).map_err(io)?;
-        head_bytes += n;
-        if n == 0 || head_bytes > MAX_HEAD {
-            return Err("request head too large or cut short".into());
-        }
-        let header = line.trim_end();
-        if header.is_empty() {
-            break;
-        }
-        let Some((name, value)) = header.split_once(':') else {
-            return Err("malformed header".into());
-        };
-        let (name, value) = (name.trim().to_ascii_lowercase(), value.trim());
-        match name.as_str() {
-            "content-length" => {
-                length = value
-                    .parse()
-                    .map_err(|_| "bad content-length".to_string())?
-            }
-            "transfer-encoding" => chunked = value.eq_ignore_ascii_case("chunked"),
-            "connection" => close = value.eq_ignore_ascii_case("close"),
-            _ => {}
-        }
-    }
-    let body = if chunked {
-        read_chunked(reader)?
-    } else {
-        if length > MAX_BODY {
-            return Err("body too large".into());
-        }
-        let mut body = vec![0; length];
-        reader.read_exact(&mut body).map_err(io)?;
-        body
-    };
-    let (path, query) = match target.split_once('?') {
-        Some((p, q)) => (p.to_string(), q.to_string()),
-        None => (target, String::new()),
-    };
-    Ok(Some((
-        Request {
-            method,
-            path,
-            query,
-            body,
-        },
-        close,
-    )))
-}
-
-fn read_chunked(reader: &mut impl BufRead) -> Result<Vec<u8>, String> {
-    let mut body = Vec::new();
-    let mut line = String::new();
-    loop {
-        line.clear();
-        reader.read_line(&mut line).map_err(|e| e.to_string())?;
-        let size_text = line.trim().split(';').next().unwrap_or("");
-        let size =
-            usize::from_str_radix(size_text, 16).map_err(|_| "bad chunk size".to_string())?;
-        if size == 0 {
-            // Trailers, then the blank line.
-            loop {
-                line.clear();
-                if reader.read_line(&mut line).map_err(|e| e.to_string())? == 0
-                    || line.trim().is_empty()
-                {
-                    return Ok(body);
-                }
-            }
-        }
-        if body.len() + size > MAX_BODY {
-            return Err("body too large".into());
-        }
-        let start = body.len();
-        body.resize(start + size, 0);
-        reader
-            .read_exact(&mut body[start..])
-            .map_err(|e| e.to_string())?;
-        line.clear();
-        reader.read_line(&mut line).map_err(|e| e.to_string())?;
-    }
-}
-
-fn write_response(out: &mut impl Write, response: &Response, close: bool) -> std::io::Result<()> {
-    let reason = match response.status {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        _ => "Internal Server Error",
-    };
-    let head = format!(
-        "HTTP/1.1 {} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{}\r\n",
-        response.status,
-        response.body.len(),
-        if close { "connection: close\r\n" } else { "" }
-    );
-    out.write_all(head.as_bytes())?;
-    out.write_all(response.body.as_bytes())?;
-    out.flush()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn content_length_and_chunked_bodies_are_read() {
-        let raw = b"POST /v1/spend/batch?x=1 HTTP/1.1\r\nContent-Length: 2\r\n\r\n[]GET /h HTTP/1.1\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
-        let mut reader = BufReader::new(&raw[..]);
-        let (first, close) = read_request(&mut reader).unwrap().unwrap();
-        assert_eq!(
-            (first.method.as_str(), first.path.as_str()),
-            ("POST", "/v1/spend/batch")
-        );
-        assert_eq!(
-            (first.param("x"), first.body.as_slice(), close),
-            (Some("1"), &b"[]"[..], false)
-        );
-        let (second, close) = read_request(&mut reader).unwrap().unwrap();
-        assert_eq!((second.body.as_slice(), close), (&b"abcde"[..], true));
-        assert!(read_request(&mut reader).unwrap().is_none());
-    }
 }

@@ -1,9 +1,14 @@
-//! `tollgate accounting --listen 127.0.0.1:PORT --db PATH`: the reference accounting server.
+//! `tollgate accounting --listen 127.0.0.1:PORT --db PATH --writer-token-file F [--reader-token-file F]`:
+//! the reference accounting server (tokens may also come from `TOLLGATE_ACCOUNTING_WRITER_TOKEN`
+//! and `TOLLGATE_ACCOUNTING_READER_TOKEN`; `--no-auth` for local development only).
 //!
-//! It implements `docs/accounting-api.md`: takes batches of spend events, stores them durably in
-//! SQLite (deduplicated by event id), keeps totals per budget window, answers each batch with the
-//! totals it touched, serves changed totals to polling filters, and a spend report for people.
+//! It implements `docs/accounting-api.md`: takes batches of spend events from authenticated
+//! writers, validates each event, stores them durably in SQLite (deduplicated by event id), keeps
+//! totals per budget window, answers each batch event by event with the totals it touched, serves
+//! changed totals to polling filters, and a spend report for people. Reads use their own
+//! read-only connection (WAL), so a report never holds up ingestion.
 
+mod auth;
 mod http;
 mod store;
 
@@ -11,33 +16,113 @@ use std::net::TcpListener;
 use std::process::ExitCode;
 use std::sync::Mutex;
 
+use clap::Parser;
 use tollgate::policy::accounting_api::{BATCH_PATH, BUDGETS_PATH};
 
-use http::{error_json, Request, Response};
+use auth::{read_token_file, Refusal, Role, Tokens};
+use http::{error_json, error_json_typed, Limits, Request, Response};
 use store::Store;
 
-const USAGE: &str = "usage: tollgate accounting --listen 127.0.0.1:PORT --db PATH";
+const REPORT_PATH: &str = "/v1/spend/report";
+
+/// The reference accounting server.
+#[derive(Parser, Debug)]
+#[command(
+    name = "tollgate accounting",
+    about = "The reference accounting server"
+)]
+struct Args {
+    /// Address to listen on, e.g. 127.0.0.1:9902.
+    #[arg(long)]
+    listen: String,
+    /// SQLite database file.
+    #[arg(long)]
+    db: String,
+    /// File with the writers' bearer tokens (the filters), one per line.
+    #[arg(long)]
+    writer_token_file: Option<String>,
+    /// File with the readers' bearer tokens (report and budget polls), one per line.
+    #[arg(long)]
+    reader_token_file: Option<String>,
+    /// Accept requests without tokens (local development only).
+    #[arg(long, conflicts_with_all = ["writer_token_file", "reader_token_file"])]
+    no_auth: bool,
+    /// Connections served at once; more are closed at once.
+    #[arg(long, default_value_t = 512)]
+    max_connections: usize,
+}
+
+/// Environment variable with a writer token, used when no `--writer-token-file` is given.
+const WRITER_TOKEN_ENV: &str = "TOLLGATE_ACCOUNTING_WRITER_TOKEN";
+/// Environment variable with a reader token, used when no `--reader-token-file` is given.
+const READER_TOKEN_ENV: &str = "TOLLGATE_ACCOUNTING_READER_TOKEN";
+
+/// Tokens from a file, else from one environment variable (empty: none).
+fn tokens_from(file: Option<&str>, env: &str) -> Result<Vec<String>, String> {
+    if let Some(path) = file {
+        return read_token_file(path);
+    }
+    match std::env::var(env) {
+        Ok(token) if !token.trim().is_empty() => {
+            let token = token.trim().to_string();
+            if token.len() < auth::MIN_TOKEN_BYTES {
+                return Err(format!(
+                    "{env} is shorter than {} characters",
+                    auth::MIN_TOKEN_BYTES
+                ));
+            }
+            Ok(vec![token])
+        }
+        _ => Ok(Vec::new()),
+    }
+}
+
+struct Server {
+    tokens: Option<Tokens>,
+    writer: Mutex<Store>,
+    reader: Mutex<Store>,
+}
 
 /// Runs the server until the process is stopped.
 pub fn run(args: &[String]) -> Result<ExitCode, String> {
-    let (mut listen, mut db) = (None, None);
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--listen" => listen = it.next().cloned(),
-            "--db" => db = it.next().cloned(),
-            _ => return Err(USAGE.to_string()),
+    let args = Args::try_parse_from(
+        std::iter::once("tollgate accounting".to_string()).chain(args.iter().cloned()),
+    )
+    .map_err(|e| e.to_string())?;
+    let tokens = if args.no_auth {
+        eprintln!(
+            "tollgate accounting: --no-auth: anyone who can connect may write and read spend"
+        );
+        None
+    } else {
+        let writers = tokens_from(args.writer_token_file.as_deref(), WRITER_TOKEN_ENV)?;
+        if writers.is_empty() {
+            return Err(format!(
+                "tollgate accounting needs writer tokens: --writer-token-file or {WRITER_TOKEN_ENV} \
+                 (or --no-auth for local development)"
+            ));
         }
-    }
-    let (Some(listen), Some(db)) = (listen, db) else {
-        return Err(USAGE.to_string());
+        let readers = tokens_from(args.reader_token_file.as_deref(), READER_TOKEN_ENV)?;
+        Some(Tokens::new(&writers, &readers))
     };
-    let store = Mutex::new(Store::open(&db)?);
-    let listener =
-        TcpListener::bind(&listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let writer = Store::open(&args.db)?;
+    let reader = Store::open_reader(&args.db)?;
+    let server = Server {
+        tokens,
+        writer: Mutex::new(writer),
+        reader: Mutex::new(reader),
+    };
+    let listener = TcpListener::bind(&args.listen)
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
-    println!("tollgate accounting listening on {address}, database {db}");
-    http::serve(listener, move |request| handle(&store, request));
+    println!(
+        "tollgate accounting listening on {address}, database {}",
+        args.db
+    );
+    let limits = Limits {
+        max_connections: args.max_connections,
+    };
+    http::serve(listener, limits, move |request| handle(&server, request))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -47,18 +132,55 @@ fn now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-fn handle(store: &Mutex<Store>, request: Request) -> Response {
-    let Ok(mut store) = store.lock() else {
-        return Response {
-            status: 500,
-            body: error_json("the store is unavailable"),
-        };
-    };
+fn role_of(method: &str, path: &str) -> Option<Role> {
+    match (method, path) {
+        ("POST", BATCH_PATH) => Some(Role::Writer),
+        ("GET", BUDGETS_PATH) => Some(Role::Any),
+        ("GET", REPORT_PATH) => Some(Role::Reader),
+        _ => None,
+    }
+}
+
+fn handle(server: &Server, request: Request) -> Response {
+    if let (Some(tokens), Some(role)) = (&server.tokens, role_of(&request.method, &request.path)) {
+        match tokens.check(request.authorization.as_deref(), role) {
+            Ok(()) => {}
+            Err(Refusal::Unauthenticated) => {
+                return Response {
+                    status: 401,
+                    body: error_json_typed(
+                        "a valid bearer token is required",
+                        "authentication_error",
+                        Some("invalid_token"),
+                    ),
+                }
+            }
+            Err(Refusal::Forbidden) => {
+                return Response {
+                    status: 403,
+                    body: error_json_typed(
+                        "this token may not do that",
+                        "permission_error",
+                        Some("wrong_role"),
+                    ),
+                }
+            }
+        }
+    }
+    fn store(m: &Mutex<Store>) -> Result<std::sync::MutexGuard<'_, Store>, (u16, String)> {
+        m.lock()
+            .map_err(|_| (500, "the store is unavailable".to_string()))
+    }
     let result = match (request.method.as_str(), request.path.as_str()) {
-        ("POST", BATCH_PATH) => store
-            .ingest(&request.body, now())
-            .map(|reply| serde_json::to_string(&reply).unwrap_or_default())
-            .map_err(|e| (400, e)),
+        ("POST", BATCH_PATH) => store(&server.writer).and_then(|mut store| {
+            store
+                .ingest(
+                    &request.body,
+                    request.batch_id.as_deref().unwrap_or(""),
+                    now(),
+                )
+                .map(|reply| serde_json::to_string(&reply).unwrap_or_default())
+        }),
         ("GET", BUDGETS_PATH) => {
             let since = request
                 .param("since")
@@ -68,20 +190,24 @@ fn handle(store: &Mutex<Store>, request: Request) -> Response {
                 .param("now")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or_else(now);
-            store
-                .budgets_since(since, at)
-                .map(|reply| serde_json::to_string(&reply).unwrap_or_default())
-                .map_err(|e| (500, e))
+            store(&server.reader).and_then(|store| {
+                store
+                    .budgets_since(since, at)
+                    .map(|reply| serde_json::to_string(&reply).unwrap_or_default())
+                    .map_err(|e| (500, e))
+            })
         }
-        ("GET", "/v1/spend/report") => store
-            .report()
-            .map(|report| report.to_string())
-            .map_err(|e| (500, e)),
+        ("GET", REPORT_PATH) => store(&server.reader).and_then(|store| {
+            store
+                .report()
+                .map(|report| report.to_string())
+                .map_err(|e| (500, e))
+        }),
         ("GET", "/health") => Ok("{\"status\":\"ok\"}".to_string()),
-        (_, BATCH_PATH | BUDGETS_PATH | "/v1/spend/report" | "/health") => {
+        (_, BATCH_PATH | BUDGETS_PATH | REPORT_PATH | "/health") => {
             Err((405, format!("{} is not allowed here", request.method)))
         }
-        _ => Err((404, format!("no route for {}", request.path))),
+        _ => Err((404, "no such route".to_string())),
     };
     match result {
         Ok(body) => Response { status: 200, body },

@@ -4,11 +4,10 @@
 //! Each batch is one transaction, committed (WAL, `synchronous=FULL`) before it is answered, so
 //! an acknowledged event survives a crash or restart, and a retried batch is never counted twice.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde_json::Value;
 
-use tollgate::policy::accounting_api::{BatchReply, BudgetTotal, BudgetsReply, RejectedEvent};
-use tollgate::policy::spend::{SpendEvent, EVENT_TYPE};
+use tollgate::policy::accounting_api::{read_batch, BatchReply, BudgetTotal, BudgetsReply};
 
 /// The SQLite store.
 pub struct Store {
@@ -59,33 +58,50 @@ impl Store {
         let db = Connection::open(path).map_err(|e| format!("cannot open {path}: {e}"))?;
         db.execute_batch(SCHEMA)
             .map_err(|e| format!("cannot prepare {path}: {e}"))?;
+        db.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(|e| e.to_string())?;
         Ok(Store { db })
     }
 
-    /// Stores a batch (a JSON array of CloudEvents) and answers with the touched totals.
-    pub fn ingest(&mut self, body: &[u8], now: i64) -> Result<BatchReply, String> {
-        let items: Vec<Value> = serde_json::from_slice(body)
-            .map_err(|e| format!("the batch is not a JSON array: {e}"))?;
-        let tx = self.db.transaction().map_err(|e| e.to_string())?;
-        let mut reply = BatchReply::default();
+    /// A read-only connection to the database at `path` (opened by [`Store::open`] first): in
+    /// WAL mode its reads never wait for, nor hold up, the writer.
+    pub fn open_reader(path: &str) -> Result<Store, String> {
+        let db = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| format!("cannot open {path} for reading: {e}"))?;
+        db.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(|e| e.to_string())?;
+        Ok(Store { db })
+    }
+
+    /// Stores a batch (a JSON array of CloudEvents) and answers, for batch `batch_id`, which
+    /// events are stored and which refused, with the touched totals. `Err((400, _))` only when
+    /// the body as a whole is not a JSON array.
+    pub fn ingest(
+        &mut self,
+        body: &[u8],
+        batch_id: &str,
+        now: i64,
+    ) -> Result<BatchReply, (u16, String)> {
+        let items = read_batch(body).map_err(|e| (400, e))?;
+        let internal = |e: rusqlite::Error| (500, e.to_string());
+        let tx = self.db.transaction().map_err(internal)?;
+        let mut reply = BatchReply {
+            batch_id: batch_id.to_string(),
+            ..BatchReply::default()
+        };
         let mut touched: Vec<(String, i64)> = Vec::new();
-        let mut change = change_counter(&tx).map_err(|e| e.to_string())?;
+        let mut change = change_counter(&tx).map_err(internal)?;
         for item in items {
-            let id = item.get("id").and_then(Value::as_str).map(str::to_string);
-            let event: SpendEvent = match serde_json::from_value(item.clone()) {
-                Ok(event) => event,
-                Err(e) => {
-                    reply.rejected.push(RejectedEvent {
-                        id,
-                        reason: e.to_string(),
-                    });
+            let (event, json) = match item {
+                Ok(valid) => valid,
+                Err(rejected) => {
+                    reply.rejected.push(rejected);
                     continue;
                 }
             };
-            if let Err(reason) = check(&event) {
-                reply.rejected.push(RejectedEvent { id, reason });
-                continue;
-            }
             let d = &event.data;
             let inserted = tx
                 .execute(
@@ -116,13 +132,14 @@ impl Store {
                         d.cost_nano_usd as i64,
                         d.cost_source,
                         d.policy_version,
-                        item.to_string(),
+                        json,
                     ],
                 )
-                .map_err(|e| e.to_string())?;
+                .map_err(internal)?;
             for budget in &d.budgets {
                 touched.push((budget.budget.clone(), budget.window_start));
             }
+            reply.acknowledged.push(event.id.clone());
             if inserted == 0 {
                 reply.duplicates += 1;
                 continue;
@@ -144,7 +161,7 @@ impl Store {
                         change
                     ],
                 )
-                .map_err(|e| e.to_string())?;
+                .map_err(internal)?;
             }
         }
         tx.execute(
@@ -152,15 +169,15 @@ impl Store {
              ON CONFLICT (name) DO UPDATE SET value = excluded.value",
             params![change],
         )
-        .map_err(|e| e.to_string())?;
+        .map_err(internal)?;
         touched.sort();
         touched.dedup();
         for (budget, start) in touched {
-            if let Some(total) = window(&tx, &budget, start).map_err(|e| e.to_string())? {
+            if let Some(total) = window(&tx, &budget, start).map_err(internal)? {
                 reply.budgets.push(total);
             }
         }
-        tx.commit().map_err(|e| e.to_string())?;
+        tx.commit().map_err(internal)?;
         Ok(reply)
     }
 
@@ -270,34 +287,10 @@ fn window(db: &Connection, budget: &str, start: i64) -> rusqlite::Result<Option<
     .optional()
 }
 
-fn check(event: &SpendEvent) -> Result<(), String> {
-    if event.specversion != "1.0" {
-        return Err(format!(
-            "specversion must be 1.0, found {:?}",
-            event.specversion
-        ));
-    }
-    if event.kind != EVENT_TYPE {
-        return Err(format!("type must be {EVENT_TYPE}, found {:?}", event.kind));
-    }
-    if event.id.is_empty() || event.id.len() > 256 {
-        return Err("id must be 1 to 256 characters".into());
-    }
-    if event.data.cost_nano_usd > i64::MAX as u64 {
-        return Err("cost_nano_usd is out of range".into());
-    }
-    for budget in &event.data.budgets {
-        if budget.budget.split_once(':').is_none() {
-            return Err(format!("budget {:?} is not scope:id", budget.budget));
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tollgate::policy::spend::{batch_body, BudgetRef, SpendData, UsageData};
+    use tollgate::policy::spend::{batch_body, BudgetRef, SpendData, SpendEvent, UsageData};
 
     fn event(id: &str, cost: u64, budget: &str) -> String {
         let data = SpendData {
@@ -339,11 +332,20 @@ mod tests {
         let path = dir.to_str().unwrap();
         let mut store = Store::open(path).unwrap();
         let first = batch(&[event("a", 10, "team:t"), event("b", 5, "team:t")]);
-        let reply = store.ingest(&first, 1).unwrap();
+        let reply = store.ingest(&first, "b1", 1).unwrap();
         assert_eq!((reply.accepted, reply.duplicates), (2, 0));
+        assert_eq!(
+            (reply.batch_id.as_str(), reply.acknowledged.as_slice()),
+            ("b1", &["a".to_string(), "b".to_string()][..])
+        );
         assert_eq!(reply.budgets[0].spend_nano_usd, 15);
-        let again = store.ingest(&first, 2).unwrap();
+        let again = store.ingest(&first, "b2", 2).unwrap();
         assert_eq!((again.accepted, again.duplicates), (0, 2));
+        assert_eq!(
+            again.acknowledged.len(),
+            2,
+            "duplicates are acknowledged too"
+        );
         assert_eq!(
             again.budgets[0].spend_nano_usd, 15,
             "a retry is not counted twice"
@@ -351,21 +353,60 @@ mod tests {
         drop(store);
 
         let mut store = Store::open(path).unwrap();
-        let polled = store.budgets_since(0, 150).unwrap();
+        let reader = Store::open_reader(path).unwrap();
+        let polled = reader.budgets_since(0, 150).unwrap();
         assert_eq!(polled.budgets.len(), 1);
         assert_eq!(polled.budgets[0].spend_nano_usd, 15);
         let cursor = polled.cursor;
         assert!(store.budgets_since(cursor, 150).unwrap().budgets.is_empty());
-        store.ingest(&batch(&[event("c", 1, "team:t")]), 3).unwrap();
-        let changed = store.budgets_since(cursor, 150).unwrap();
+        store
+            .ingest(&batch(&[event("c", 1, "team:t")]), "b3", 3)
+            .unwrap();
+        let changed = reader.budgets_since(cursor, 150).unwrap();
         assert_eq!(changed.budgets[0].spend_nano_usd, 16);
         assert!(
             store.budgets_since(0, 250).unwrap().budgets.is_empty(),
             "closed windows are left out"
         );
-        let report = store.report().unwrap();
+        let report = reader.report().unwrap();
+        assert!(
+            Store::open_reader(path)
+                .unwrap()
+                .ingest(b"[]", "x", 0)
+                .is_err(),
+            "read-only"
+        );
         assert_eq!(report["events"], 3);
         std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn a_long_read_does_not_hold_up_ingestion() {
+        let path = std::env::temp_dir().join(format!("tollgate-read-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let path = path.to_str().unwrap();
+        let mut writer = Store::open(path).unwrap();
+        writer
+            .ingest(&batch(&[event("r1", 1, "team:t")]), "b1", 1)
+            .unwrap();
+        let reader = Store::open_reader(path).unwrap();
+        // A report in progress: a read transaction holding its snapshot.
+        let snapshot = reader.db.unchecked_transaction().unwrap();
+        let seen: i64 = snapshot
+            .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(seen, 1);
+        let started = std::time::Instant::now();
+        writer
+            .ingest(&batch(&[event("r2", 1, "team:t")]), "b2", 2)
+            .unwrap();
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "the writer did not wait for the reader"
+        );
+        drop(snapshot);
+        assert_eq!(reader.report().unwrap()["events"], 2);
+        let _ = std::fs::remove_file(path);
     }
 
     #[test]
@@ -376,10 +417,12 @@ mod tests {
             event("ok", 1, "key:k"),
             event("bad", 1, "nocolon")
         );
-        let reply = store.ingest(body.as_bytes(), 0).unwrap();
+        let reply = store.ingest(body.as_bytes(), "b", 0).unwrap();
         assert_eq!(reply.accepted, 1);
+        assert_eq!(reply.acknowledged, ["ok"]);
         assert_eq!(reply.rejected.len(), 2);
         assert_eq!(reply.rejected[0].id.as_deref(), Some("x"));
-        assert!(store.ingest(b"{}", 0).is_err());
+        assert_eq!(reply.rejected[1].id.as_deref(), Some("bad"));
+        assert_eq!(store.ingest(b"{}", "b", 0).err().map(|e| e.0), Some(400));
     }
 }
