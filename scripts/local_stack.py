@@ -30,6 +30,8 @@ def main():
                                   binary=ROOT / "target" / "release" / "tollgate",
                                   writer_token=f"writer-{secrets.token_hex(16)}", reader_token=f"reader-{secrets.token_hex(16)}")
     env[ACCOUNTING_TOKEN_ENV] = accounting.writer_token
+    # Seals Responses affinity marks to their tenant; without it follow-ups are refused (503).
+    env["TOLLGATE_AFFINITY_SECRET"] = os.environ.get("TOLLGATE_AFFINITY_SECRET", secrets.token_hex(16))
     clusters = {n: m.port for n, m in mocks.items()}
     clusters["accounting"] = accounting.port
     stack = EnvoyStack(work, clusters, policy, env, listen_port=listen, admin_port=admin)
