@@ -219,9 +219,9 @@ mod tests {
     use crate::policy::compile;
     use crate::policy::key_hash::{digest, to_hex};
 
-    /// A policy with one key per allow-list given, all in team `t` (allow-list `team_models`).
-    fn policy(key_models: &[&str], team_models: &[&str], extra: &str) -> Policy {
-        let keys: Vec<String> = key_models
+    /// One key `sk-<i>` per allow-list given, all in team `t`.
+    fn team_keys(key_models: &[&str]) -> Vec<String> {
+        key_models
             .iter()
             .enumerate()
             .map(|(i, models)| {
@@ -230,7 +230,12 @@ mod tests {
                     to_hex(&digest(&format!("sk-{i}")))
                 )
             })
-            .collect();
+            .collect()
+    }
+
+    /// A policy with one key per allow-list given, all in team `t` (allow-list `team_models`).
+    fn policy(key_models: &[&str], team_models: &[&str], extra: &str) -> Policy {
+        let keys = team_keys(key_models);
         let json = format!(
             r#"{{"version":"v1",
               "cost_map":{{"claude-sonnet-4-6":{{"litellm_provider":"anthropic"}},"gpt-4o":{{"litellm_provider":"openai"}}}},
@@ -272,16 +277,7 @@ mod tests {
 
     /// Item 8 of issue 10: `openai/*` in group basic, `openai/o1*` in group premium.
     fn tiered(key_models: &[&str], team_models: &str, team_aliases: &str) -> Policy {
-        let keys: Vec<String> = key_models
-            .iter()
-            .enumerate()
-            .map(|(i, models)| {
-                format!(
-                    r#"{{"key_hash":"{}","team_id":"t","models":{models}}}"#,
-                    to_hex(&digest(&format!("sk-{i}")))
-                )
-            })
-            .collect();
+        let keys = team_keys(key_models);
         let json = format!(
             r#"{{"version":"v1",
               "model_list":[
