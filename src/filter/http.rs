@@ -17,7 +17,8 @@ use crate::filter::root::Shared;
 use crate::policy::access_log::{denied_line, forwarded_line, FILTER_STATE_NAME};
 use crate::policy::affinity_stream::ResponseMarker;
 use crate::policy::client_headers::{
-    is_identity_encoding, removal_without_policy, scrub_query, Removal, UPSTREAM_ACCEPT_ENCODING,
+    carries_key, is_identity_encoding, removal_without_policy, scrub_query, Removal,
+    UPSTREAM_ACCEPT_ENCODING,
 };
 use crate::policy::decide::{decide_body, decide_head_at, BodyTicket, HeadOutcome, Surroundings};
 use crate::policy::metering::{EarlyEnd, ResponseMeter};
@@ -88,6 +89,8 @@ pub struct TollgateHttp {
     has_content_length: bool,
     /// The access-log summary left in filter state at the end of the stream.
     log_line: Option<String>,
+    /// The virtual key the client presented, removed wherever else it appears (trailers too).
+    presented_key: Option<String>,
 }
 
 impl TollgateHttp {
@@ -98,6 +101,7 @@ impl TollgateHttp {
             stage: Stage::Head,
             has_content_length: false,
             log_line: None,
+            presented_key: None,
         }
     }
 
@@ -162,13 +166,18 @@ impl TollgateHttp {
     /// among them (the route may have been picked on it), or `None` if Envoy refused a removal.
     fn remove_client_headers(&self, map: Map, pairs: &HeaderPairs) -> Option<bool> {
         let rules = self.shared.policy.as_deref().map(|p| &p.client_headers);
+        let presented = self.presented_key.as_deref();
         let mut removed: Vec<&[u8]> = Vec::new();
         let mut internal = false;
-        for (name, _) in pairs.iter() {
-            let why = match rules {
+        for (name, value) in pairs.iter() {
+            let by_name = match rules {
                 Some(rules) => rules.removal(name),
                 None => removal_without_policy(name),
             };
+            let pseudo = name.starts_with(b":");
+            let why = by_name.or_else(|| {
+                (!pseudo && carries_key(value, presented)).then_some(Removal::CarriesKey)
+            });
             let Some(why) = why else { continue };
             internal |= why == Removal::Internal;
             if !removed.contains(&name) {
@@ -357,8 +366,19 @@ impl HttpContext for TollgateHttp {
                 *slot = Some(String::from_utf8_lossy(value));
             }
         }
+        let presented = RequestHead {
+            authorization: facts.authorization.as_deref(),
+            x_api_key: facts.x_api_key.as_deref(),
+            api_key: facts.api_key.as_deref(),
+            ..RequestHead::default()
+        }
+        .credential()
+        .ok()
+        .map(str::to_string);
+        self.presented_key = presented;
         // Then, before anything is decided: nothing the client sent under Tollgate's names,
-        // no credential and no unforwarded tenant selector stays on the request.
+        // no credential (nor the presented key under any name) and no unforwarded tenant
+        // selector stays on the request.
         let Some(internal) = self.remove_client_headers(Map::Request, &pairs) else {
             host::log(Level::Error, "tollgate: the host refused a header removal");
             return self.deny(&Denial::GatewayError {
@@ -371,7 +391,11 @@ impl HttpContext for TollgateHttp {
                 code: "request_not_editable",
             });
         }
-        if let Some(clean) = facts.path.as_deref().and_then(scrub_query) {
+        let scrubbed = facts
+            .path
+            .as_deref()
+            .and_then(|path| scrub_query(path, self.presented_key.as_deref()));
+        if let Some(clean) = scrubbed {
             metrics::client_header_removed("query_credential");
             if !host::set_header(Map::Request, ":path", &clean) {
                 return self.deny(&Denial::GatewayError {

@@ -26,6 +26,9 @@ pub enum MarkProblem {
     /// The follow-up carries Responses state, but no affinity secret is configured to verify
     /// whose it is.
     NoSecret,
+    /// The body or one of its `input` items cannot be read unambiguously (a duplicated key):
+    /// what the upstream would act on cannot be checked.
+    Unreadable,
 }
 
 impl From<CorruptMark> for MarkProblem {
@@ -117,9 +120,9 @@ enum Found {
 /// verifying each against `seal`, the caller's tenant key (`None`: no secret configured).
 pub fn read_marks(body: &[u8], seal: Option<&Seal>) -> Result<Marks, MarkProblem> {
     let mut marks = Marks::default();
-    let Ok(request) = serde_json::from_slice::<FollowUp>(body) else {
-        return Ok(marks);
-    };
+    // The body is already known to be a JSON object: failing here means a duplicated key, and
+    // checking one copy while the upstream acts on the other would check nothing.
+    let request = serde_json::from_slice::<FollowUp>(body).map_err(|_| MarkProblem::Unreadable)?;
     if let Some(raw) = request.previous_response_id {
         match examine(body, raw, seal, |_| true, unmark_id)? {
             Found::Nothing => {}
@@ -142,8 +145,11 @@ pub fn read_marks(body: &[u8], seal: Option<&Seal>) -> Result<Marks, MarkProblem
     let marked_id = |text: &str| text.starts_with("resp_") || text.starts_with("rs_");
     let any = |text: &str| !text.is_empty();
     for (i, raw) in items.iter().enumerate() {
-        let Ok(item) = serde_json::from_str::<Item>(raw.get()) else {
-            continue;
+        let item = match serde_json::from_str::<Item>(raw.get()) {
+            Ok(item) => item,
+            // Not an object: no Responses state can be in it (the provider refuses it anyway).
+            Err(_) if !raw.get().starts_with('{') => continue,
+            Err(_) => return Err(MarkProblem::Unreadable),
         };
         let mut unvouched = false;
         if let Some(id) = item.id {
@@ -183,14 +189,15 @@ fn examine(
     is_state: fn(&str) -> bool,
     unmark: Unmark,
 ) -> Result<Found, MarkProblem> {
-    let Ok(text) = serde_json::from_str::<&str>(raw.get()) else {
-        return Ok(Found::Nothing); // not a plain string: not ours
+    // Decoded, escapes included: the provider reads `resp\u005f…` as `resp_…`, so must we.
+    let Ok(text) = serde_json::from_str::<String>(raw.get()) else {
+        return Ok(Found::Nothing); // not a string: not Responses state
     };
-    if !is_state(text) {
+    if !is_state(&text) {
         return Ok(Found::Nothing);
     }
     let seal = seal.ok_or(MarkProblem::NoSecret)?;
-    Ok(match unmark(text, seal)? {
+    Ok(match unmark(&text, seal)? {
         Reading::Sealed(original, tag) => match span_of(body, raw) {
             Some(span) => Found::Own(span, original, tag),
             None => Found::Unvouched,
@@ -313,6 +320,70 @@ mod tests {
         let restored = splice(body.as_bytes(), marks.restores.clone());
         let expected = follow_up(RESP, RS, "gAAAA/+=");
         assert_eq!(String::from_utf8(restored).unwrap(), expected);
+    }
+
+    /// `text` as a JSON string body with every `_`, `A` and `/` escaped as `\uXXXX`.
+    fn escaped(text: &str) -> String {
+        text.replace('_', "\\u005f")
+            .replace('A', "\\u0041")
+            .replace('/', "\\/")
+    }
+
+    #[test]
+    fn escaped_values_are_read_as_the_provider_reads_them() {
+        // Another tenant's raw state, escaped: still unvouched (it used to pass unchecked).
+        let body = follow_up(&escaped(RESP), &escaped(RS), &escaped("gAAAA/+="));
+        let marks = read(&body).unwrap();
+        assert!(
+            marks.previous_unvouched && marks.has_unvouched_items(),
+            "{marks:?}"
+        );
+        // The caller's own marks, escaped by its JSON library: restored, not left marked.
+        let body = follow_up(
+            &escaped(&mark_id(RESP, &by(east()))),
+            &escaped(&mark_id(RS, &by(east()))),
+            &escaped(&mark_content("gAAAA/+=", &by(east()))),
+        );
+        let marks = read(&body).unwrap();
+        assert_eq!(marks.pin(), Some(east()));
+        assert!(!marks.previous_unvouched && !marks.has_unvouched_items());
+        let restored: serde_json::Value =
+            serde_json::from_slice(&splice(body.as_bytes(), marks.restores.clone())).unwrap();
+        assert_eq!(restored["previous_response_id"], RESP);
+        assert_eq!(restored["input"][1]["id"], RS);
+        assert_eq!(restored["input"][1]["encrypted_content"], "gAAAA/+=");
+    }
+
+    #[test]
+    fn a_duplicated_key_in_the_follow_up_is_unreadable_not_unchecked() {
+        let foreign = follow_up(RESP, RS, "gAAAA");
+        let twice = foreign.replacen(r#""input":["#, r#""input":"ignored","input":["#, 1);
+        assert_eq!(read(&twice), Err(MarkProblem::Unreadable));
+        let twice = foreign.replacen(
+            r#""previous_response_id""#,
+            r#""previous_response_id":"x","previous_response_id""#,
+            1,
+        );
+        assert_eq!(read(&twice), Err(MarkProblem::Unreadable));
+        let item_twice = foreign.replacen(r#""id":"rs_"#, r#""id":"msg_1","id":"rs_"#, 1);
+        assert_eq!(read(&item_twice), Err(MarkProblem::Unreadable));
+        let content_twice = foreign.replacen(
+            r#""encrypted_content""#,
+            r#""encrypted_content":"","encrypted_content""#,
+            1,
+        );
+        assert_eq!(read(&content_twice), Err(MarkProblem::Unreadable));
+        // Items that are not objects carry no state.
+        let odd = r#"{"model":"o4-mini","input":["just text", 3, null]}"#;
+        assert_eq!(
+            read(odd),
+            Ok(Marks {
+                item_spans: read(odd).unwrap().item_spans,
+                encrypted: vec![false; 3],
+                unvouched: vec![false; 3],
+                ..Marks::default()
+            })
+        );
     }
 
     #[test]

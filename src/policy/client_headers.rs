@@ -27,7 +27,15 @@ pub const CREDENTIAL_HEADERS: [&str; 6] = [
 
 /// Removed unless `settings.client_headers.forward` names them: they pick which provider
 /// organisation or project is billed under the gateway's credential.
-pub const TENANT_SELECTORS: [&str; 2] = ["openai-organization", "openai-project"];
+pub const TENANT_SELECTORS: [&str; 3] = [
+    "openai-organization",
+    "openai-project",
+    "x-goog-user-project",
+];
+
+/// Presented keys shorter than this are not searched for in other headers and query values
+/// (a very short string would match innocent values).
+const MIN_SEARCHED_KEY_BYTES: usize = 12;
 
 /// Query parameters that carry a credential; removed from the path (names compared
 /// case-insensitively after percent-decoding).
@@ -47,6 +55,8 @@ pub enum Removal {
     TenantSelector,
     /// Named by `settings.client_headers.remove`.
     Configured,
+    /// Any other header whose value contains the virtual key the client presented.
+    CarriesKey,
 }
 
 impl Removal {
@@ -58,6 +68,7 @@ impl Removal {
             Removal::Credential => "credential",
             Removal::TenantSelector => "tenant_selector",
             Removal::Configured => "configured",
+            Removal::CarriesKey => "carries_key",
         }
     }
 }
@@ -115,6 +126,17 @@ impl ClientHeaderRules {
     }
 }
 
+/// Whether `value` contains the virtual key the client presented (`None`: no well-formed key).
+/// Headers that do are removed whatever their name, so the key never reaches a provider.
+pub fn carries_key(value: &[u8], presented: Option<&str>) -> bool {
+    match presented {
+        Some(key) if key.len() >= MIN_SEARCHED_KEY_BYTES => {
+            memchr::memmem::find(value, key.as_bytes()).is_some()
+        }
+        _ => false,
+    }
+}
+
 /// Removal when no policy is loaded (every request is refused then; internal and credential
 /// headers still never reach a route or an upstream).
 pub fn removal_without_policy(name: &[u8]) -> Option<Removal> {
@@ -130,8 +152,9 @@ pub fn valid_header_name(name: &str) -> bool {
         })
 }
 
-/// The path without credential query parameters, or `None` when it has none to remove.
-pub fn scrub_query(path: &str) -> Option<String> {
+/// The path without credential query parameters (by name, or whose value, percent-decoded,
+/// contains the `presented` virtual key), or `None` when it has none to remove.
+pub fn scrub_query(path: &str, presented: Option<&str>) -> Option<String> {
     let (base, query) = path.split_once('?')?;
     let (query, fragment) = match query.split_once('#') {
         Some((q, f)) => (q, Some(f)),
@@ -140,8 +163,12 @@ pub fn scrub_query(path: &str) -> Option<String> {
     let mut kept: Vec<&str> = Vec::new();
     let mut removed = false;
     for pair in query.split('&') {
-        let name = pair.split_once('=').map_or(pair, |(n, _)| n);
-        if is_credential_param(name) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let decoded = percent_decode(value);
+        if is_credential_param(name)
+            || carries_key(&decoded, presented)
+            || carries_key(pair.as_bytes(), presented)
+        {
             removed = true;
         } else {
             kept.push(pair);
@@ -165,13 +192,13 @@ pub fn scrub_query(path: &str) -> Option<String> {
 }
 
 fn is_credential_param(raw_name: &str) -> bool {
-    let name = percent_decode_lower(raw_name);
+    let name = String::from_utf8_lossy(&percent_decode(raw_name)).to_ascii_lowercase();
     CREDENTIAL_QUERY_PARAMS.iter().any(|p| *p == name)
 }
 
-/// `raw` with `%XX` escapes and `+` decoded and ASCII letters lowercased (invalid escapes stay
-/// as they are). Only used to compare parameter names.
-fn percent_decode_lower(raw: &str) -> String {
+/// `raw` with `%XX` escapes and `+` decoded (invalid escapes stay as they are). Only used to
+/// compare parameter names and look for the presented key in values.
+fn percent_decode(raw: &str) -> Vec<u8> {
     let bytes = raw.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -184,7 +211,7 @@ fn percent_decode_lower(raw: &str) -> String {
             .and_then(|hex| u8::from_str_radix(hex, 16).ok());
         match (b, escaped) {
             (_, Some(value)) => {
-                out.push(value.to_ascii_lowercase());
+                out.push(value);
                 i += 3;
             }
             (b'+', None) => {
@@ -192,12 +219,12 @@ fn percent_decode_lower(raw: &str) -> String {
                 i += 1;
             }
             (other, None) => {
-                out.push(other.to_ascii_lowercase());
+                out.push(other);
                 i += 1;
             }
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    out
 }
 
 #[cfg(test)]
@@ -268,32 +295,64 @@ mod tests {
 
     #[test]
     fn credential_query_parameters_are_removed_and_the_rest_kept_in_order() {
-        assert_eq!(scrub_query("/v1/chat/completions"), None);
+        assert_eq!(scrub_query("/v1/chat/completions", None), None);
         assert_eq!(
-            scrub_query("/v1/chat/completions?api-version=2024-10-21"),
+            scrub_query("/v1/chat/completions?api-version=2024-10-21", None),
             None
         );
         assert_eq!(
-            scrub_query("/v1/chat/completions?api-key=sk-1&api-version=2024&key=x").as_deref(),
+            scrub_query(
+                "/v1/chat/completions?api-key=sk-1&api-version=2024&key=x",
+                None
+            )
+            .as_deref(),
             Some("/v1/chat/completions?api-version=2024")
         );
         assert_eq!(
-            scrub_query("/v1/messages?KEY=sk-1").as_deref(),
+            scrub_query("/v1/messages?KEY=sk-1", None).as_deref(),
             Some("/v1/messages")
         );
         assert_eq!(
-            scrub_query("/v1/messages?%6Bey=sk-1&a=1").as_deref(),
+            scrub_query("/v1/messages?%6Bey=sk-1&a=1", None).as_deref(),
             Some("/v1/messages?a=1")
         );
         assert_eq!(
-            scrub_query("/v1/messages?api_key&b").as_deref(),
+            scrub_query("/v1/messages?api_key&b", None).as_deref(),
             Some("/v1/messages?b")
         );
         assert_eq!(
-            scrub_query("/v1/x?access_token=t#frag").as_deref(),
+            scrub_query("/v1/x?access_token=t#frag", None).as_deref(),
             Some("/v1/x#frag")
         );
-        assert_eq!(scrub_query("/v1/x?keys=1"), None, "only exact names");
+        assert_eq!(scrub_query("/v1/x?keys=1", None), None, "only exact names");
+    }
+
+    #[test]
+    fn the_presented_key_is_removed_wherever_it_is_carried() {
+        let key = Some("sk-e2e-all-models");
+        assert!(carries_key(b"Bearer sk-e2e-all-models", key));
+        assert!(!carries_key(b"sk-e2e-other", key));
+        assert!(
+            !carries_key(b"sk-1", Some("sk-1")),
+            "too short to search for"
+        );
+        assert_eq!(
+            scrub_query("/v1/x?token=sk-e2e-all-models&a=1", key).as_deref(),
+            Some("/v1/x?a=1")
+        );
+        assert_eq!(
+            scrub_query("/v1/x?authorization=Bearer%20sk%2De2e-all-models&a=1", key).as_deref(),
+            Some("/v1/x?a=1")
+        );
+        assert_eq!(
+            scrub_query("/v1/x?a=1;key=sk-e2e-all-models", key).as_deref(),
+            Some("/v1/x")
+        );
+        assert_eq!(scrub_query("/v1/x?a=1", key), None);
+        assert_eq!(
+            ClientHeaderRules::default().removal(b"x-goog-user-project"),
+            Some(Removal::TenantSelector)
+        );
     }
 
     #[test]

@@ -257,6 +257,12 @@ fn decide_steps<'p, C: Credentials + ?Sized>(
         read_marks(body, seal.as_ref()).map_err(|problem| match problem {
             MarkProblem::Corrupt => Denial::InvalidAffinityMark,
             MarkProblem::NoSecret => Denial::AffinitySecretUnavailable,
+            MarkProblem::Unreadable => Denial::InvalidRequest {
+                code: "invalid_json",
+                message: "The request body has a duplicated key in the Responses input; \
+                          send each key once."
+                    .into(),
+            },
         })?
     } else {
         Marks::default()

@@ -208,6 +208,10 @@ struct BodyView<'a> {
     previous_response_id: Option<&'a RawValue>,
     #[serde(borrow)]
     conversation: Option<&'a RawValue>,
+    /// Read only so that a duplicated `input` is refused (the affinity check reads one copy).
+    #[serde(borrow)]
+    #[allow(dead_code)]
+    input: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -463,6 +467,13 @@ mod tests {
             read_body(br#"{"model":"a","model":"b"}"#),
             Err(BodyProblem::InvalidJson(_))
         ));
+        for twice in [
+            &br#"{"model":"a","input":"x","input":[]}"#[..],
+            br#"{"model":"a","previous_response_id":"x","previous_response_id":"y"}"#,
+            br#"{"model":"a","user":"x","user":"y"}"#,
+        ] {
+            assert!(matches!(read_body(twice), Err(BodyProblem::InvalidJson(_))));
+        }
         assert!(matches!(
             read_body(b"{\"model\":\"\xff\"}"),
             Err(BodyProblem::InvalidJson(_))

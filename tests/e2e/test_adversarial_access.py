@@ -161,3 +161,41 @@ def test_without_the_secret_follow_ups_fail_closed(tenants, upstreams):
         assert unmark_id(answer["id"])[1] is None
     finally:
         tenants.push_policy(tenant_policy("t1-again"), "t1-again")
+
+
+def _raw_follow_up(previous, items_json):
+    return ('{"model":"%s","previous_response_id":"%s","input":%s}' % (REASONING_MODEL, previous, items_json))
+
+
+def test_an_escaped_id_is_read_as_the_provider_reads_it(tenants, upstreams):
+    marked = first_turn(tenants, "red", store=True)["id"]
+    original, _ = unmark_id(marked)
+    follow = json.dumps([{"role": "user", "content": "and then?"}])
+    upstreams["openai"].clear()
+    # Another tenant escapes one character of the raw id: still not theirs.
+    sneaky = original.replace("_", "\\u005f", 1)
+    r = tenants.request("POST", "/v1/responses", bearer(TENANT_KEYS["blue"]), _raw_follow_up(sneaky, follow))
+    assert r.status == 404 and r.json()["error"]["code"] == "previous_response_not_found", r
+    assert responses_seen(upstreams) == []
+    # The owner's JSON library escapes its own mark: restored, not sent upstream still marked.
+    own = marked.replace("_", "\\u005f")
+    r = tenants.request("POST", "/v1/responses", bearer(TENANT_KEYS["red2"]), _raw_follow_up(own, follow))
+    assert r.status == 200, r
+    [seen] = responses_seen(upstreams)
+    assert json.loads(seen["body"])["previous_response_id"] == original
+
+
+def test_a_duplicated_input_cannot_hide_another_tenants_state(tenants, upstreams):
+    output = first_turn(tenants, "red", store=False)["output"]
+    raw_items = [dict(item, id=unmark_id(item["id"])[0], encrypted_content=unmark_content(item["encrypted_content"])[0])
+                 for item in output if item.get("type") == "reasoning"]
+    assert raw_items
+    upstreams["openai"].clear()
+    body = '{"model":"%s","input":"ignored","input":%s}' % (REASONING_MODEL, json.dumps(raw_items, separators=(",", ":")))
+    r = tenants.request("POST", "/v1/responses", bearer(TENANT_KEYS["blue"]), body)
+    assert r.status == 400 and r.json()["error"]["code"] == "invalid_json", r
+    twice = json.dumps(raw_items, separators=(",", ":")).replace('"id":', '"id":"msg_1","id":', 1)
+    r = tenants.request("POST", "/v1/responses", bearer(TENANT_KEYS["blue"]),
+                        '{"model":"%s","input":%s}' % (REASONING_MODEL, twice))
+    assert r.status == 400 and r.json()["error"]["code"] == "invalid_json", r
+    assert responses_seen(upstreams) == []

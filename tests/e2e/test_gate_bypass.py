@@ -152,7 +152,8 @@ def test_pipelined_http1_requests_are_each_decided(envoy, upstreams):
 
 STEERING = {"openai-organization": "org-attacker", "openai-project": "proj-attacker",
             "cookie": f"session={KEYS['all']}", "proxy-authorization": f"Bearer {KEYS['all']}",
-            "x-goog-api-key": KEYS["all"]}
+            "x-goog-api-key": KEYS["all"], "x-goog-user-project": "attacker-project",
+            "x-api-key-2": KEYS["all"], "x-debug-echo": f"token={KEYS['all']}"}
 FEATURES = {"anthropic-version": "2023-06-01", "anthropic-beta": "prompt-caching-2024-07-31",
             "openai-beta": "assistants=v2"}
 
@@ -160,7 +161,8 @@ FEATURES = {"anthropic-version": "2023-06-01", "anthropic-beta": "prompt-caching
 def test_tenant_selectors_and_credential_carriers_are_removed_feature_headers_pass(envoy, upstreams):
     headers = dict(bearer(KEYS["all"]), **STEERING, **FEATURES)
     resp = envoy.request("POST", "/v1/chat/completions?api-version=2024-10-21&api-key=" + KEYS["all"]
-                         + "&key=" + KEYS["all"], headers, chat("gpt-4o"))
+                         + "&key=" + KEYS["all"] + "&token=" + KEYS["all"] + "&auth=Bearer%20" + KEYS["all"],
+                         headers, chat("gpt-4o"))
     assert resp.status == 200, resp
     seen = only_request(upstreams["openai"])
     for name in STEERING:
