@@ -51,7 +51,7 @@ Models this key may use:
   curl -s {url}/v1/models -H 'Authorization: Bearer sk-demo-search-1'
 Spend so far (by key, team, model, status, and every budget window), then a streamed call:
   curl -s http://127.0.0.1:{accounting.port}/v1/spend/report -H 'Authorization: Bearer {accounting.reader_token}'
-  curl -sN {url}/v1/chat/completions -H 'Authorization: Bearer sk-demo-search-1' \
+  curl -sN {url}/v1/chat/completions -H 'Authorization: Bearer sk-demo-search-1' \\
        -H 'content-type: application/json' -d '{{"model":"fast","stream":true,"messages":[{{"role":"user","content":"hi"}}]}}'
 The key's budget is $0.0001 a day ($0.0000048 per mock call): the 22nd call answers 429 insufficient_quota.
 

@@ -38,6 +38,28 @@ fn validate_prints_a_summary_for_the_example_config() {
 }
 
 #[test]
+fn the_readme_sample_config_validates() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme.split("## Sample config").nth(1).unwrap();
+    let sample = section
+        .split("```json\n")
+        .nth(1)
+        .unwrap()
+        .split("```")
+        .next()
+        .unwrap();
+    let path = std::env::temp_dir().join(format!(
+        "tollgate-readme-sample-{}.json",
+        std::process::id()
+    ));
+    std::fs::write(&path, sample).unwrap();
+    let out = tollgate(&["validate", path.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+#[test]
 fn validate_lists_every_error_with_its_path() {
     let dir = std::env::temp_dir().join(format!("tollgate-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

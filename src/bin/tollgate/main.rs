@@ -64,6 +64,12 @@ pub fn load(path: &str) -> Result<Result<Policy, ()>, String> {
                 errors.0.len(),
                 if errors.0.len() == 1 { "" } else { "s" }
             );
+            if !document.trim_ascii_start().starts_with(b"{") {
+                eprintln!(
+                    "hint: this reads the plugin-config JSON; turn a YAML policy into it with \
+                     `tollgate build-config --policy {path} --cost-map <map> --output <json>`"
+                );
+            }
             Ok(Err(()))
         }
     }
