@@ -96,7 +96,8 @@ def envoy_filter(policy_text):
                 # cannot route on a header's value, so the named route is patched to do it.
                 {"applyTo": "HTTP_ROUTE",
                  "match": {"context": "GATEWAY", "routeConfiguration": {"vhost": {"route": {"name": "tollgate"}}}},
-                 "patch": {"operation": "MERGE", "value": {"route": {"cluster_header": "x-tollgate-cluster"}}}},
+                 "patch": {"operation": "MERGE", "value": {"route": {"cluster_header": "x-tollgate-cluster",
+                                                                      "auto_host_rewrite": True}}}},
             ],
         },
     }

@@ -67,7 +67,8 @@ def test_the_compose_form_is_generated_from_the_tested_config_and_envoy_accepts_
     config = ecds["resources"][0]["typed_config"]["config"]
     assert config["allow_on_headers_stop_iteration"] is True
     assert config["vm_config"]["environment_variables"] == {
-        "host_env_keys": ["OPENAI_API_KEY", "ANTHROPIC_API_KEY", "TOLLGATE_ACCOUNTING_TOKEN"]}
+        "host_env_keys": ["OPENAI_API_KEY", "ANTHROPIC_API_KEY", "TOLLGATE_ACCOUNTING_TOKEN",
+                          "TOLLGATE_AFFINITY_SECRET"]}
     compose = (ROOT / "envoy" / "docker-compose.yaml").read_text()
     # Admin and accounting are never published on all interfaces.
     for port in ("9901", "9902"):
