@@ -1,0 +1,172 @@
+"""Issue 10 (money2): a request that ends before its answer is charged its worst case.
+
+A client that closes the connection before a non-streamed answer arrives, or Envoy's route
+timeout cutting a long call (504 `upstream_response_timeout`), leaves the provider generating and
+billing the whole answer. Tollgate charges such a request what it reserved (the uncapped worst
+case), flags the event estimated and counts it in `tollgate_spend_charged_reserved_<why>`. An
+upstream that never got the request (connection refused) still costs only the prompt estimate.
+
+The slow provider here is a small server of this file (it answers after `x-slow-ms`), so that the
+mock upstreams stay as they are.
+"""
+
+import json
+import math
+import socket
+import threading
+import time
+from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from conftest import accounting_server, start_stack
+from policies import REAL_COST_MAP, bearer, chat, money_policy
+from stack import free_port, key_hash, wait_until
+
+KEYS = {
+    "left": "sk-e2e-unfinished-left",        # $0.01 per day: the worst case is far above it
+    "timeout": "sk-e2e-unfinished-timeout",  # no budget
+    "refused": "sk-e2e-unfinished-refused",  # no budget, routed to a closed port
+}
+COMPLETION = 4000
+
+
+class SlowProvider(BaseHTTPRequestHandler):
+    """Generates for `x-slow-ms`, then answers a chat completion of COMPLETION tokens (it bills
+    them whether anyone is still waiting or not)."""
+
+    billed = []
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        time.sleep(int(self.headers.get("x-slow-ms") or 0) / 1000)
+        SlowProvider.billed.append(COMPLETION)
+        body = json.dumps({"id": "c", "object": "chat.completion", "model": "gpt-4o", "choices": [],
+                           "usage": {"prompt_tokens": 12, "completion_tokens": COMPLETION}}).encode()
+        try:
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        except OSError:
+            pass
+
+
+def unfinished_policy(version):
+    policy = money_policy(version)
+    policy["model_list"].append(
+        {"model_name": "gpt-4o-nowhere", "litellm_params": {"model": "openai/gpt-4o",
+                                                            "api_key_env": "OPENAI_API_KEY"},
+         "cluster": "nowhere", "model_info": {"id": "openai-nowhere"}})
+    policy["keys"] += [
+        {"key_hash": key_hash(KEYS["left"]), "key_alias": "unfinished-left", "max_budget": 0.01,
+         "budget_duration": "1d", "models": ["gpt-4o"]},
+        {"key_hash": key_hash(KEYS["timeout"]), "key_alias": "unfinished-timeout", "models": ["gpt-4o"]},
+        {"key_hash": key_hash(KEYS["refused"]), "key_alias": "unfinished-refused",
+         "models": ["gpt-4o-nowhere"]},
+    ]
+    return policy
+
+
+@pytest.fixture(scope="module")
+def slow():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), SlowProvider)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def accounting():
+    server = accounting_server("accounting-unfinished")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def gate(request, upstreams, slow, accounting):
+    clusters = {"openai": slow.server_address[1], "accounting": accounting.port,
+                "nowhere": free_port()}  # nothing listens there: connection refused
+    stack = start_stack(request, upstreams, unfinished_policy("u1"), extra_clusters=clusters,
+                        route_timeout="1s")
+    yield stack
+    stack.stop()
+
+
+def nano(usd):
+    return int((usd * Decimal(10**9)).to_integral_value(rounding="ROUND_HALF_UP"))
+
+
+def worst_case(body):
+    """gpt-4o's worst case, computed from the real cost map: a quarter of the body's bytes (rounded
+    up) as input, the request's max_tokens as output."""
+    entry = REAL_COST_MAP["gpt-4o"]
+    prompt = math.ceil(len(body) / 4)
+    return nano(Decimal(repr(entry["input_cost_per_token"])) * prompt
+                + Decimal(repr(entry["output_cost_per_token"])) * body_cap(body))
+
+
+def body_cap(body):
+    return json.loads(body)["max_tokens"]
+
+
+def event_for(accounting, alias, user, timeout=15):
+    def found():
+        hits = [e["data"] for e in accounting.events()
+                if e["data"]["key_alias"] == alias and e["data"].get("end_user") == user]
+        return hits[0] if hits else None
+    return wait_until(found, timeout, message=f"a spend event of {alias} for {user}")
+
+
+def send_and_leave(gate, key, body, slow_ms, stay=0.3):
+    """Sends a non-streamed request and closes the connection before the answer arrives."""
+    with socket.create_connection(("127.0.0.1", gate.listen_port), timeout=5) as s:
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: t\r\nauthorization: Bearer " + key.encode()
+                  + b"\r\ncontent-type: application/json\r\nx-slow-ms: " + str(slow_ms).encode()
+                  + b"\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        time.sleep(stay)
+
+
+def test_a_client_that_leaves_before_the_answer_is_charged_the_worst_case(gate, accounting):
+    body = json.dumps(chat("gpt-4o", max_tokens=COMPLETION, user="left-1")).encode()
+    before = gate.counter("wasmcustom.tollgate_spend_charged_reserved_client_left")
+    send_and_leave(gate, KEYS["left"], body, slow_ms=800)
+    event = event_for(accounting, "unfinished-left", "left-1")
+    assert event["status"] == "client_disconnect", event
+    assert event["usage"]["estimated"] is True, event
+    assert event["cost_nano_usd"] == worst_case(body), (
+        f"charged {event['cost_nano_usd']} for an answer the provider bills in full "
+        f"(worst case {worst_case(body)})")
+    wait_until(lambda: gate.counter("wasmcustom.tollgate_spend_charged_reserved_client_left") > before,
+               timeout=5, message="the charged_reserved metric")
+    # The worst case ($0.04) is above the $0.01 budget: it is spent, so the next call is refused.
+    again = gate.request("POST", "/v1/chat/completions", bearer(KEYS["left"]),
+                         chat("gpt-4o", max_tokens=10, user="left-2"))
+    assert again.status == 429, f"the budget still admits after an unfinished $0.04 call: {again}"
+
+
+def test_a_route_timeout_is_charged_the_worst_case(gate, accounting):
+    body = chat("gpt-4o", max_tokens=COMPLETION, user="timeout-1")
+    headers = dict(bearer(KEYS["timeout"]), **{"x-slow-ms": "2500"})
+    r = gate.request("POST", "/v1/chat/completions", headers, body, timeout=10)
+    assert r.status == 504, r
+    event = event_for(accounting, "unfinished-timeout", "timeout-1")
+    assert (event["status"], event["http_status"]) == ("upstream_error", 504), event
+    assert event["usage"]["estimated"] is True, event
+    assert event["cost_nano_usd"] == worst_case(json.dumps(body).encode()), event
+    assert gate.counter("wasmcustom.tollgate_spend_charged_reserved_upstream_timeout") >= 1
+
+
+def test_an_upstream_that_refused_the_connection_costs_nothing(gate, accounting):
+    # Envoy's own 503 (connection refused): the provider never saw the request.
+    body = chat("gpt-4o-nowhere", max_tokens=COMPLETION, user="refused-1")
+    r = gate.request("POST", "/v1/chat/completions", bearer(KEYS["refused"]), body)
+    assert r.status == 503, r
+    event = event_for(accounting, "unfinished-refused", "refused-1")
+    assert (event["status"], event["cost_nano_usd"], event["usage"]["estimated"]) == ("upstream_error", 0, False), event
