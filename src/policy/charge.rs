@@ -5,7 +5,8 @@
 //! with source `unpriced` (under `deny` it only gets this far when no budget applies).
 //!
 //! The worst case is the most the provider can bill: the largest answer times the number of
-//! answers asked for (`n`; `best_of` for completions, which bills every candidate), in the
+//! answers asked for (`n`; `best_of` for completions, which bills every candidate; times the
+//! number of prompts of a completions `prompt` list, each answered), in the
 //! requested service tier, and for a request that continues stored state (Responses
 //! `previous_response_id` or `conversation`) the model's whole context window as input, since the
 //! provider bills the conversation so far, which the body does not show.
@@ -70,7 +71,8 @@ impl Ask {
             endpoint,
             prompt_tokens,
             requested_cap: facts.max_output_tokens,
-            choices: Ask::choices(endpoint, facts.n, facts.best_of),
+            choices: Ask::choices(endpoint, facts.n, facts.best_of)
+                .saturating_mul(Ask::prompts(endpoint, facts.prompts)),
             tier: facts
                 .service_tier
                 .as_deref()
@@ -88,6 +90,15 @@ impl Ask {
             _ => None,
         };
         asked.unwrap_or(1).max(1)
+    }
+
+    /// The prompts a request of `endpoint` is answered for: a text completion's list of
+    /// prompts each gets its own answers (at least 1; other APIs take one prompt).
+    pub fn prompts(endpoint: Endpoint, prompts: Option<u64>) -> u64 {
+        match endpoint {
+            Endpoint::Completions => prompts.unwrap_or(1).max(1),
+            _ => 1,
+        }
     }
 
     /// A plain request: one answer, standard tier, no stored state.
@@ -220,6 +231,26 @@ mod tests {
         assert_eq!(
             worst_case(&p, d, "gpt-4o", &four).nano_usd,
             2_500_000 + 2_000_000
+        );
+        let listed = |body: &[u8]| {
+            let facts = crate::policy::request::read_body(body).unwrap();
+            Ask::of_request(Endpoint::Completions, 10, &facts).choices
+        };
+        assert_eq!(listed(br#"{"model":"m","prompt":["a","b","c"],"n":2}"#), 6);
+        assert_eq!(
+            listed(br#"{"model":"m","prompt":[[1],[2]],"best_of":3}"#),
+            6
+        );
+        assert_eq!(listed(br#"{"model":"m","prompt":[1,2,3]}"#), 1);
+        assert_eq!(
+            listed(br#"{"model":"m","prompt":["a","b"],"n":1e300}"#),
+            u64::MAX
+        );
+        let chat =
+            crate::policy::request::read_body(br#"{"model":"m","prompt":["a","b"]}"#).unwrap();
+        assert_eq!(
+            Ask::of_request(Endpoint::ChatCompletions, 1, &chat).choices,
+            1
         );
         let absurd = Ask {
             choices: u64::MAX,

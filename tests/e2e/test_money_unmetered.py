@@ -1,10 +1,14 @@
-"""Issue 10 (money2): a request that ends before its answer is charged its worst case.
+"""Issue 10 (money2): requests that would escape metering or their worst case.
 
-A client that closes the connection before a non-streamed answer arrives, or Envoy's route
-timeout cutting a long call (504 `upstream_response_timeout`), leaves the provider generating and
-billing the whole answer. Tollgate charges such a request what it reserved (the uncapped worst
-case), flags the event estimated and counts it in `tollgate_spend_charged_reserved_<why>`. An
-upstream that never got the request (connection refused) still costs only the prompt estimate.
+- A request that ends before its answer is charged its worst case: a client that closes the
+  connection before a non-streamed answer arrives, or Envoy's route timeout cutting a long call
+  (504, `response.code_details` `response_timeout` in Envoy 1.40), leaves the provider generating
+  and billing the whole answer. Tollgate charges such a request what it reserved (the uncapped
+  worst case), flags the event estimated and counts it in `tollgate_spend_charged_reserved_<why>`.
+  An upstream that never got the request (connection refused) costs nothing.
+- `background: true` (a Responses call whose result is fetched later, unmetered) is refused with
+  400 `unsupported_parameter`, also when the key is duplicated.
+- A text completion's `prompt` list reserves one worst-case answer per prompt.
 
 The slow provider here is a small server of this file (it answers after `x-slow-ms`), so that the
 mock upstreams stay as they are.
@@ -28,6 +32,8 @@ KEYS = {
     "left": "sk-e2e-unfinished-left",        # $0.01 per day: the worst case is far above it
     "timeout": "sk-e2e-unfinished-timeout",  # no budget
     "refused": "sk-e2e-unfinished-refused",  # no budget, routed to a closed port
+    "prompts": "sk-e2e-unfinished-prompts",  # $0.003 per day
+    "background": "sk-e2e-unfinished-background",  # no budget
 }
 COMPLETION = 4000
 
@@ -37,12 +43,13 @@ class SlowProvider(BaseHTTPRequestHandler):
     them whether anyone is still waiting or not)."""
 
     billed = []
+    seen = []
 
     def log_message(self, *args):
         pass
 
     def do_POST(self):
-        self.rfile.read(int(self.headers.get("content-length") or 0))
+        SlowProvider.seen.append(self.rfile.read(int(self.headers.get("content-length") or 0)))
         time.sleep(int(self.headers.get("x-slow-ms") or 0) / 1000)
         SlowProvider.billed.append(COMPLETION)
         body = json.dumps({"id": "c", "object": "chat.completion", "model": "gpt-4o", "choices": [],
@@ -69,6 +76,10 @@ def unfinished_policy(version):
         {"key_hash": key_hash(KEYS["timeout"]), "key_alias": "unfinished-timeout", "models": ["gpt-4o"]},
         {"key_hash": key_hash(KEYS["refused"]), "key_alias": "unfinished-refused",
          "models": ["gpt-4o-nowhere"]},
+        {"key_hash": key_hash(KEYS["prompts"]), "key_alias": "unfinished-prompts", "max_budget": 0.003,
+         "budget_duration": "1d", "models": ["gpt-4o"]},
+        {"key_hash": key_hash(KEYS["background"]), "key_alias": "unfinished-background",
+         "models": ["gpt-4o"]},
     ]
     return policy
 
@@ -170,3 +181,47 @@ def test_an_upstream_that_refused_the_connection_costs_nothing(gate, accounting)
     assert r.status == 503, r
     event = event_for(accounting, "unfinished-refused", "refused-1")
     assert (event["status"], event["cost_nano_usd"], event["usage"]["estimated"]) == ("upstream_error", 0, False), event
+
+
+@pytest.mark.parametrize("body", [
+    b'{"model":"gpt-4o","input":"hi","background":true}',
+    b'{"model":"gpt-4o","input":"hi","background":false,"background":true}',
+], ids=["background", "duplicated"])
+def test_a_background_response_is_refused_before_it_reaches_the_provider(gate, body):
+    before = len(SlowProvider.seen)
+    r = gate.request("POST", "/v1/responses", bearer(KEYS["background"]), body)
+    assert r.status == 400, f"a background response went through, unmetered: {r}"
+    error = r.json()["error"]
+    if b"false" in body:
+        assert error["code"] == "invalid_json", error
+    else:
+        assert (error["type"], error["code"], error["param"]) == (
+            "invalid_request_error", "unsupported_parameter", "background"), error
+    assert r.headers.get("x-should-retry") == "false", r.headers
+    assert len(SlowProvider.seen) == before, "the provider saw it"
+    plain = gate.request("POST", "/v1/responses", bearer(KEYS["background"]),
+                         {"model": "gpt-4o", "input": "hi", "background": False})
+    assert plain.status == 200, plain
+
+
+def test_a_prompt_list_reserves_one_answer_per_prompt(gate, accounting):
+    key = KEYS["prompts"]
+    # 4 prompts × up to 100 tokens at $1e-5: $0.004 reserved, above the $0.003 budget (one answer
+    # would reserve $0.001 and leave room beside it).
+    body = {"model": "gpt-4o", "prompt": ["a", "b", "c", "d"], "max_tokens": 100, "user": "prompts-1"}
+    result = {}
+
+    def run():
+        result["response"] = gate.request("POST", "/v1/completions",
+                                          dict(bearer(key), **{"x-slow-ms": "700"}), body, timeout=10)
+
+    before = len(SlowProvider.seen)
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    wait_until(lambda: len(SlowProvider.seen) > before, timeout=5, message="the slow request upstream")
+    refused = gate.request("POST", "/v1/completions", bearer(key),
+                           {"model": "gpt-4o", "prompt": "e", "max_tokens": 100, "user": "prompts-2"})
+    thread.join(10)
+    assert result["response"].status == 200, result
+    assert refused.status == 429, f"a second request fit beside a 4-prompt reservation: {refused}"
+    assert "reserved" in refused.json()["error"]["message"], refused.json()
