@@ -118,7 +118,7 @@ impl Ask {
 /// state the model's `max_input_tokens`, else `settings.default_max_input_tokens`) plus the
 /// largest answer it may get (the request's own cap, bounded by the model's
 /// `max_output_tokens`, else the model's, else `settings.default_max_output_tokens`) times the
-/// answers asked for, priced at the larger of the output and reasoning rates, in the requested
+/// answers asked for, priced at the largest of the output, reasoning and audio-output rates, in the requested
 /// tier. Embeddings produce no output. Zero when unpriced.
 pub fn worst_case(policy: &Policy, deployment: &Deployment, model: &str, ask: &Ask) -> Cost {
     let entry = cost_entry(policy, deployment, model);
@@ -146,8 +146,13 @@ pub fn worst_case(policy: &Policy, deployment: &Deployment, model: &str, ask: &A
     } else {
         cap.saturating_mul(ask.choices.max(1))
     };
-    if let (Some(output), Some(reasoning)) = (rates.output, rates.reasoning) {
-        rates.output = Some(output.max(reasoning));
+    // The answer may be all reasoning, or all audio: reserve at the dearest output rate.
+    if let Some(output) = rates.output {
+        let dearest = [rates.reasoning, rates.audio_output]
+            .into_iter()
+            .flatten()
+            .fold(output, u64::max);
+        rates.output = Some(dearest);
     }
     let usage = Usage {
         prompt_tokens,
@@ -322,6 +327,24 @@ mod tests {
             charge(&p, d, "gpt-4o", &usage, ServiceTier::Standard).nano_usd,
             136_000
         );
+    }
+
+    #[test]
+    fn an_audio_model_reserves_its_answer_at_the_audio_output_rate() {
+        let json = r#"{"version":"v1",
+          "cost_map":{"a":{"litellm_provider":"openai","input_cost_per_token":2.5e-06,
+             "output_cost_per_token":1e-05,"input_cost_per_audio_token":4e-05,
+             "output_cost_per_audio_token":8e-05}},
+          "model_list":[{"model_name":"a","litellm_params":{"model":"openai/a"},"cluster":"o"}]}"#;
+        let p = compile(json.as_bytes()).unwrap();
+        let worst = worst_case(
+            &p,
+            &p.deployments[0],
+            "a",
+            &ask(Endpoint::ChatCompletions, Some(100)),
+        );
+        // 1000 × 2.5e-6 + 100 × 8e-5
+        assert_eq!(worst.nano_usd, 2_500_000 + 8_000_000);
     }
 
     #[test]

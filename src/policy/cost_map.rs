@@ -37,6 +37,10 @@ pub struct CostEntry {
     pub cache_creation_input_token_cost: Option<f64>,
     /// Reasoning output price.
     pub output_cost_per_reasoning_token: Option<f64>,
+    /// Audio input price (`input_cost_per_audio_token`; falls back to the input price).
+    pub input_cost_per_audio_token: Option<f64>,
+    /// Audio output price (`output_cost_per_audio_token`; falls back to the output price).
+    pub output_cost_per_audio_token: Option<f64>,
     /// One-hour cache-write price (`cache_creation_input_token_cost_above_1hr`; Anthropic's
     /// `ephemeral_1h_input_tokens`).
     pub cache_creation_1h_cost: Option<f64>,
@@ -68,6 +72,10 @@ pub struct TierPrices {
     pub cache_creation_1h: Option<f64>,
     /// Reasoning output price.
     pub reasoning: Option<f64>,
+    /// Audio input price.
+    pub audio_input: Option<f64>,
+    /// Audio output price.
+    pub audio_output: Option<f64>,
     /// This tier's threshold prices.
     pub thresholds: Vec<ThresholdPrice>,
 }
@@ -503,6 +511,28 @@ mod tests {
         let err = parse(r#"{"m":{"cache_creation_input_token_cost_above_1hr":-1}}"#).unwrap_err();
         assert!(err.contains("non-negative"), "{err}");
         let err = parse(r#"{"m":{"output_cost_per_token_flex":1e300}}"#).unwrap_err();
+        assert!(err.contains("the most Tollgate accepts"), "{err}");
+    }
+
+    #[test]
+    fn audio_prices_are_read_and_validated() {
+        let map = parse(
+            r#"{"a":{"input_cost_per_audio_token":4e-05,"output_cost_per_audio_token":8e-05,
+                 "input_cost_per_audio_token_priority":6e-05}}"#,
+        )
+        .unwrap();
+        let a = map.get("a").unwrap();
+        assert_eq!(
+            (a.input_cost_per_audio_token, a.output_cost_per_audio_token),
+            (Some(4e-05), Some(8e-05))
+        );
+        assert_eq!(a.priority.as_deref().unwrap().audio_input, Some(6e-05));
+        let err = parse(r#"{"m":{"output_cost_per_audio_token":-1}}"#).unwrap_err();
+        assert!(
+            err.starts_with("m.output_cost_per_audio_token: ") && err.contains("non-negative"),
+            "{err}"
+        );
+        let err = parse(r#"{"m":{"input_cost_per_audio_token":11}}"#).unwrap_err();
         assert!(err.contains("the most Tollgate accepts"), "{err}");
     }
 

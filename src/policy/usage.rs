@@ -28,6 +28,11 @@ pub struct Usage {
     pub reasoning_tokens: u64,
     /// Cache writes that live one hour (part of `cache_creation_tokens`).
     pub cache_creation_1h_tokens: u64,
+    /// Audio input tokens (part of `prompt_tokens`; OpenAI `prompt_tokens_details.audio_tokens`).
+    pub audio_input_tokens: u64,
+    /// Audio output tokens (part of `completion_tokens`; OpenAI
+    /// `completion_tokens_details.audio_tokens`).
+    pub audio_output_tokens: u64,
     /// The service tier the upstream reports it served the request in.
     pub service_tier: Option<ServiceTier>,
 }
@@ -53,12 +58,16 @@ struct PromptDetails {
     cache_write_tokens: Option<u64>,
     #[serde(default)]
     cache_creation_tokens: Option<u64>,
+    #[serde(default)]
+    audio_tokens: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 struct CompletionDetails {
     #[serde(default)]
     reasoning_tokens: Option<u64>,
+    #[serde(default)]
+    audio_tokens: Option<u64>,
 }
 
 /// OpenAI Responses `usage`.
@@ -117,7 +126,12 @@ impl Usage {
                 .or(prompt.cache_creation_tokens)
                 .unwrap_or(0),
             completion_tokens,
-            reasoning_tokens: completion.and_then(|d| d.reasoning_tokens).unwrap_or(0),
+            reasoning_tokens: completion
+                .as_ref()
+                .and_then(|d| d.reasoning_tokens)
+                .unwrap_or(0),
+            audio_input_tokens: prompt.audio_tokens.unwrap_or(0),
+            audio_output_tokens: completion.and_then(|d| d.audio_tokens).unwrap_or(0),
             ..Usage::default()
         }
     }
@@ -428,6 +442,27 @@ mod tests {
             &mut chunk
         ));
         assert_eq!(chunk.service_tier, Some(ServiceTier::Priority));
+    }
+
+    #[test]
+    fn openai_audio_tokens_are_read_inside_prompt_and_completion() {
+        let body = br#"{"usage":{"prompt_tokens":100,"completion_tokens":50,
+            "prompt_tokens_details":{"cached_tokens":0,"audio_tokens":60},
+            "completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":40}}}"#;
+        let u = usage_from_json(Endpoint::ChatCompletions, body).unwrap();
+        assert_eq!(
+            (
+                u.prompt_tokens,
+                u.audio_input_tokens,
+                u.completion_tokens,
+                u.audio_output_tokens
+            ),
+            (100, 60, 50, 40)
+        );
+        let responses = br#"{"usage":{"input_tokens":10,"output_tokens":5,
+            "input_tokens_details":{"audio_tokens":7},"output_tokens_details":{"audio_tokens":2}}}"#;
+        let u = usage_from_json(Endpoint::Responses, responses).unwrap();
+        assert_eq!((u.audio_input_tokens, u.audio_output_tokens), (7, 2));
     }
 
     #[test]

@@ -29,12 +29,19 @@ KEYS = {
     "cache": "sk-e2e-worst-cache-1h",     # anthropic/*, no budget
     "ends": "sk-e2e-worst-ends",          # no budget
     "window": "sk-e2e-worst-window",      # $0.0001 per 5 s window
+    "audio": "sk-e2e-worst-audio",        # gpt-4o-audio-preview-2024-12-17, no budget
 }
+AUDIO_MODEL = "gpt-4o-audio-preview-2024-12-17"
 
 
 def worst_case_policy(version):
     policy = money_policy(version)
+    policy["model_list"].append(
+        {"model_name": AUDIO_MODEL, "litellm_params": {"model": f"openai/{AUDIO_MODEL}",
+                                                       "api_key_env": "OPENAI_API_KEY"},
+         "cluster": "openai", "model_info": {"id": "openai-audio"}})
     policy["keys"] += [
+        {"key_hash": key_hash(KEYS["audio"]), "key_alias": "worst-audio", "models": [AUDIO_MODEL]},
         {"key_hash": key_hash(KEYS["n"]), "key_alias": "worst-n", "max_budget": 0.003, "models": ["gpt-4o"]},
         {"key_hash": key_hash(KEYS["followup"]), "key_alias": "worst-followup", "max_budget": 0.2,
          "models": ["gpt-4o"]},
@@ -205,6 +212,22 @@ def test_one_hour_cache_writes_cost_the_one_hour_rate(money, accounting, upstrea
         event = event_for(accounting, "worst-cache", lambda d, s=stream: d["stream"] == s)
         assert event["usage"]["prompt_tokens"] == 1010 and event["usage"]["cache_creation_tokens"] == 1000
         assert event["cost_nano_usd"] == expected, (stream, event["cost_nano_usd"])
+
+
+def test_audio_tokens_cost_the_audio_rates(money, accounting, upstreams):
+    usage = {"prompt_tokens": 100, "completion_tokens": 50,
+             "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 60},
+             "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 40}}
+    key = dict(bearer(KEYS["audio"]), **{"x-mock-usage": json.dumps(usage)})
+    r = money.request("POST", "/v1/chat/completions", key, chat(AUDIO_MODEL, user="audio-1"))
+    assert r.status == 200, r
+    expected = nano(price(AUDIO_MODEL, "input_cost_per_token") * 40
+                    + price(AUDIO_MODEL, "input_cost_per_audio_token") * 60
+                    + price(AUDIO_MODEL, "output_cost_per_token") * 10
+                    + price(AUDIO_MODEL, "output_cost_per_audio_token") * 40)
+    assert expected == 100_000 + 2_400_000 + 100_000 + 3_200_000
+    event = event_for(accounting, "worst-audio", lambda d: d["end_user"] == "audio-1")
+    assert event["cost_nano_usd"] == expected, f"audio priced as text: {event['cost_nano_usd']}"
 
 
 @pytest.mark.parametrize("end", ["response.incomplete", "response.failed"])
