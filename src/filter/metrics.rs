@@ -157,6 +157,9 @@ pub fn spend_recorded(finished: &Finished) {
     if data.usage.estimated {
         count("tollgate_spend_estimated");
     }
+    if finished.unpriced_tool_calls {
+        count("tollgate_spend_tool_calls_unpriced");
+    }
     if !finished.ledger_ok {
         count("tollgate_budget_ledger_errors");
     }

@@ -12,7 +12,9 @@
 //! provider bills the conversation so far, which the body does not show.
 
 use crate::policy::config::UnpricedMode;
-use crate::policy::cost::{cost_of, rates_for, Cost, PriceSource, Rates, ServiceTier};
+use crate::policy::cost::{
+    cost_of, rates_for, unpriced_tool_calls, Cost, PriceSource, Rates, ServiceTier,
+};
 use crate::policy::cost_map::CostEntry;
 use crate::policy::index::{Deployment, Policy};
 use crate::policy::request::{BodyFacts, Endpoint};
@@ -45,6 +47,23 @@ pub fn charge(
     let tier = usage.service_tier.unwrap_or(requested_tier);
     let (rates, source) = effective_rates(policy, deployment, model, usage.prompt_tokens, tier);
     cost_of(usage, &rates, source)
+}
+
+/// Whether the finished request ran server-side tool calls (web searches) that have no price
+/// for this deployment and model: its charge is then an estimate.
+pub fn has_unpriced_tool_calls(
+    policy: &Policy,
+    deployment: &Deployment,
+    model: &str,
+    usage: &Usage,
+    requested_tier: ServiceTier,
+) -> bool {
+    if usage.web_search_requests == 0 {
+        return false;
+    }
+    let tier = usage.service_tier.unwrap_or(requested_tier);
+    let (rates, _) = effective_rates(policy, deployment, model, usage.prompt_tokens, tier);
+    unpriced_tool_calls(usage, &rates)
 }
 
 /// What a request asks for that bounds its cost.

@@ -99,6 +99,8 @@ pub struct Rates {
     pub audio_input: Option<u64>,
     /// Audio output (falls back to `output`).
     pub audio_output: Option<u64>,
+    /// One server-side web search, per call (no fallback: unknown is unpriced).
+    pub web_search: Option<u64>,
 }
 
 /// Converts a USD-per-token price into atto-dollars per token (exact for the map's prices).
@@ -125,6 +127,7 @@ pub fn entry_rates(entry: &CostEntry, prompt_tokens: u64, tier: ServiceTier) -> 
             .and_then(atto_per_token),
         audio_input: entry.input_cost_per_audio_token.and_then(atto_per_token),
         audio_output: entry.output_cost_per_audio_token.and_then(atto_per_token),
+        web_search: entry.web_search_cost_per_query.and_then(atto_per_token),
     };
     apply_thresholds(&mut rates, &entry.thresholds, prompt_tokens);
     let tier_prices = match tier {
@@ -185,6 +188,7 @@ pub fn deployment_rates(deployment: &Deployment) -> Option<Rates> {
         reasoning: p.reasoning.and_then(atto_per_token),
         audio_input: None,
         audio_output: None,
+        web_search: None,
     })
 }
 
@@ -230,7 +234,8 @@ pub struct Cost {
 }
 
 /// Prices `usage` with `rates`. Unpriced when either base rate a non-zero token count needs is
-/// unknown.
+/// unknown. Web searches are priced per call when their price is known, else not at all (see
+/// [`unpriced_tool_calls`]).
 pub fn cost_of(usage: &Usage, rates: &Rates, source: PriceSource) -> Cost {
     let unpriced = Cost {
         nano_usd: 0,
@@ -269,12 +274,19 @@ pub fn cost_of(usage: &Usage, rates: &Rates, source: PriceSource) -> Cost {
         + u128::from(created_5m) * creation
         + u128::from(created_1h) * rates.cache_creation_1h.map_or(creation, u128::from)
         + u128::from(text_out) * output
-        + u128::from(reasoning) * rates.reasoning.map_or(output, u128::from);
+        + u128::from(reasoning) * rates.reasoning.map_or(output, u128::from)
+        + u128::from(usage.web_search_requests) * u128::from(rates.web_search.unwrap_or(0));
     let nano = (atto + ATTO_PER_NANO / 2) / ATTO_PER_NANO;
     Cost {
         nano_usd: u64::try_from(nano).unwrap_or(u64::MAX),
         source,
     }
+}
+
+/// Server-side tool calls in `usage` that `rates` cannot price (web searches without a
+/// `search_context_cost_per_query`): the request's cost is then an estimate.
+pub fn unpriced_tool_calls(usage: &Usage, rates: &Rates) -> bool {
+    usage.web_search_requests > 0 && rates.web_search.is_none()
 }
 
 #[cfg(test)]
@@ -343,6 +355,40 @@ mod tests {
             cost_of(&odd, &rates, PriceSource::CostMap).nano_usd,
             100 * 40_000 + 50 * 80_000
         );
+    }
+
+    #[test]
+    fn web_searches_are_priced_per_call_when_known() {
+        let mut e = entry(Some(3e-06), Some(1.5e-05));
+        e.web_search_cost_per_query = Some(0.01);
+        let usage = Usage {
+            prompt_tokens: 10,
+            completion_tokens: 5,
+            web_search_requests: 3,
+            ..Usage::default()
+        };
+        let rates = entry_rates(&e, 10, ServiceTier::Standard);
+        // 10 × 3e-6 + 5 × 1.5e-5 + 3 × $0.01
+        assert_eq!(
+            cost_of(&usage, &rates, PriceSource::CostMap).nano_usd,
+            30_000 + 75_000 + 30_000_000
+        );
+        assert!(!unpriced_tool_calls(&usage, &rates));
+        let unknown = entry_rates(
+            &entry(Some(3e-06), Some(1.5e-05)),
+            10,
+            ServiceTier::Standard,
+        );
+        assert_eq!(
+            cost_of(&usage, &unknown, PriceSource::CostMap).nano_usd,
+            105_000
+        );
+        assert!(unpriced_tool_calls(&usage, &unknown));
+        let none = Usage {
+            web_search_requests: 0,
+            ..usage
+        };
+        assert!(!unpriced_tool_calls(&none, &unknown));
     }
 
     #[test]

@@ -44,6 +44,9 @@ pub struct CostEntry {
     /// One-hour cache-write price (`cache_creation_input_token_cost_above_1hr`; Anthropic's
     /// `ephemeral_1h_input_tokens`).
     pub cache_creation_1h_cost: Option<f64>,
+    /// Price of one web search (`search_context_cost_per_query.search_context_size_medium`,
+    /// as LiteLLM prices Anthropic's `server_tool_use.web_search_requests`).
+    pub web_search_cost_per_query: Option<f64>,
     /// Threshold prices (`<rate>_above_<N>k_tokens`), used by cost calculation.
     pub thresholds: Vec<ThresholdPrice>,
     /// Prices of the `priority` service tier (fields ending in `_priority`), when any.
@@ -333,6 +336,17 @@ impl<'de> Visitor<'de> for CostEntryVisitor {
                 }
                 "max_output_tokens" => entry.max_output_tokens = token_limit(&mut map)?,
                 "max_input_tokens" => entry.max_input_tokens = token_limit(&mut map)?,
+                "search_context_cost_per_query" => {
+                    let sizes: Option<std::collections::BTreeMap<String, PriceField>> =
+                        map.next_value()?;
+                    for (size, value) in sizes.into_iter().flatten() {
+                        let path = format!("search_context_cost_per_query.{size}");
+                        let price = value.rate::<A::Error>(&path)?;
+                        if size == "search_context_size_medium" {
+                            entry.web_search_cost_per_query = price;
+                        }
+                    }
+                }
                 name if name.contains("cost") => {
                     // Every such field is checked: a finite, non-negative number, or nested;
                     // the ones Tollgate prices with are also per-token rates.
@@ -534,6 +548,27 @@ mod tests {
         );
         let err = parse(r#"{"m":{"input_cost_per_audio_token":11}}"#).unwrap_err();
         assert!(err.contains("the most Tollgate accepts"), "{err}");
+    }
+
+    #[test]
+    fn the_medium_web_search_price_is_read_and_every_size_validated() {
+        let map = parse(
+            r#"{"c":{"search_context_cost_per_query":{"search_context_size_low":0.005,
+                 "search_context_size_medium":0.01,"search_context_size_high":0.02}},
+                "d":{"search_context_cost_per_query":null}}"#,
+        )
+        .unwrap();
+        assert_eq!(map.get("c").unwrap().web_search_cost_per_query, Some(0.01));
+        assert_eq!(map.get("d").unwrap().web_search_cost_per_query, None);
+        let err =
+            parse(r#"{"m":{"search_context_cost_per_query":{"search_context_size_high":-1}}}"#)
+                .unwrap_err();
+        assert!(err.contains("non-negative"), "{err}");
+        let err =
+            parse(r#"{"m":{"search_context_cost_per_query":{"search_context_size_low":"x"}}}"#)
+                .unwrap_err();
+        assert!(err.starts_with("m.search_context_cost_per_query"), "{err}");
+        assert!(parse(r#"{"m":{"search_context_cost_per_query":7}}"#).is_err());
     }
 
     #[test]

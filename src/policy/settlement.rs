@@ -5,7 +5,7 @@ use std::borrow::Cow;
 
 use crate::policy::accounting_api::MAX_EVENT_COST_NANO;
 use crate::policy::budget::BudgetLine;
-use crate::policy::charge::charge;
+use crate::policy::charge::{charge, has_unpriced_tool_calls};
 use crate::policy::cost::Cost;
 use crate::policy::decide::{Admission, MeteringPlan};
 use crate::policy::index::{DeploymentId, KeyId, Policy};
@@ -93,6 +93,15 @@ impl Settlement {
         } else {
             cost
         };
+        let unpriced_tool_calls = deployment.is_some_and(|d| {
+            has_unpriced_tool_calls(
+                policy,
+                d,
+                &self.upstream_model,
+                &metered.usage,
+                self.plan.service_tier,
+            )
+        });
         let ledger_ok = settle(ledgers, &self.reservation, cost.nano_usd, now);
         let usage = metered.usage;
         let data = SpendData {
@@ -118,7 +127,7 @@ impl Settlement {
                 cached_tokens: usage.cached_tokens,
                 cache_creation_tokens: usage.cache_creation_tokens,
                 reasoning_tokens: usage.reasoning_tokens,
-                estimated: metered.estimated,
+                estimated: metered.estimated || unpriced_tool_calls,
             },
             cost_nano_usd: cost.nano_usd,
             cost_source: Cow::Borrowed(cost.source.name()),
@@ -136,6 +145,7 @@ impl Settlement {
                 .map(|line| line.ledger_key().to_string())
                 .collect(),
             ledger_ok,
+            unpriced_tool_calls,
         }
     }
 }
@@ -151,6 +161,9 @@ pub struct Finished {
     pub ledger_keys: Vec<String>,
     /// False when a ledger could not be written.
     pub ledger_ok: bool,
+    /// The answer reports server-side tool calls (web searches) without a known price: the
+    /// cost leaves them out and the event is flagged estimated.
+    pub unpriced_tool_calls: bool,
 }
 
 fn budget_ref(line: &BudgetLine) -> BudgetRef {

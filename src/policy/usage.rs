@@ -33,6 +33,9 @@ pub struct Usage {
     /// Audio output tokens (part of `completion_tokens`; OpenAI
     /// `completion_tokens_details.audio_tokens`).
     pub audio_output_tokens: u64,
+    /// Server-side web searches the provider ran and bills per call (Anthropic
+    /// `server_tool_use.web_search_requests`).
+    pub web_search_requests: u64,
     /// The service tier the upstream reports it served the request in.
     pub service_tier: Option<ServiceTier>,
 }
@@ -98,6 +101,15 @@ pub(crate) struct AnthropicUsage {
     pub(crate) cache_creation: Option<AnthropicCacheCreation>,
     #[serde(default)]
     pub(crate) service_tier: Option<serde_json::Value>,
+    #[serde(default)]
+    pub(crate) server_tool_use: Option<AnthropicServerToolUse>,
+}
+
+/// Anthropic's server-side tool calls (cumulative, like `output_tokens`).
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct AnthropicServerToolUse {
+    #[serde(default)]
+    pub(crate) web_search_requests: Option<u64>,
 }
 
 /// Anthropic's cache writes by lifetime.
@@ -187,6 +199,13 @@ impl AnthropicUsage {
         }
         if let Some(output) = self.output_tokens {
             usage.completion_tokens = output;
+        }
+        if let Some(searches) = self
+            .server_tool_use
+            .as_ref()
+            .and_then(|s| s.web_search_requests)
+        {
+            usage.web_search_requests = searches;
         }
     }
 }
@@ -463,6 +482,26 @@ mod tests {
             "input_tokens_details":{"audio_tokens":7},"output_tokens_details":{"audio_tokens":2}}}"#;
         let u = usage_from_json(Endpoint::Responses, responses).unwrap();
         assert_eq!((u.audio_input_tokens, u.audio_output_tokens), (7, 2));
+    }
+
+    #[test]
+    fn anthropic_web_searches_are_read_in_messages_and_streams() {
+        let body = br#"{"type":"message","usage":{"input_tokens":10,"output_tokens":5,
+            "server_tool_use":{"web_search_requests":3}}}"#;
+        let u = usage_from_json(Endpoint::Messages, body).unwrap();
+        assert_eq!(u.web_search_requests, 3);
+        let mut streamed = Usage::default();
+        for delta in [
+            &br#"{"input_tokens":10,"output_tokens":1}"#[..],
+            br#"{"output_tokens":50,"server_tool_use":{"web_search_requests":2}}"#,
+        ] {
+            let usage: AnthropicUsage = serde_json::from_slice(delta).unwrap();
+            usage.merge_into(&mut streamed);
+        }
+        assert_eq!(
+            (streamed.completion_tokens, streamed.web_search_requests),
+            (50, 2)
+        );
     }
 
     #[test]

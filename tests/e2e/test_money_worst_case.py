@@ -7,6 +7,9 @@ served. Through real Envoy, the mock upstreams and the reference accounting serv
 - a `priority` answer is priced at the priority rates (the tier the answer reports wins over
   the tier asked for), in the events and in the server's budget totals;
 - Anthropic one-hour cache writes are priced at the one-hour rate;
+- audio tokens are priced at the audio rates;
+- Anthropic web searches are priced per call (`search_context_cost_per_query`, medium), or the
+  event is flagged estimated when the model has no search price;
 - a Responses stream that ends in `response.incomplete` / `response.failed` is billed by its
   usage, not estimated.
 """
@@ -228,6 +231,38 @@ def test_audio_tokens_cost_the_audio_rates(money, accounting, upstreams):
     assert expected == 100_000 + 2_400_000 + 100_000 + 3_200_000
     event = event_for(accounting, "worst-audio", lambda d: d["end_user"] == "audio-1")
     assert event["cost_nano_usd"] == expected, f"audio priced as text: {event['cost_nano_usd']}"
+
+
+def test_anthropic_web_searches_are_charged_per_call_or_flagged_estimated(money, accounting, upstreams):
+    usage = {"input_tokens": 10, "output_tokens": 5, "server_tool_use": {"web_search_requests": 3}}
+    key = dict(bearer(KEYS["cache"]), **{"x-mock-usage": json.dumps(usage)})
+    before = money.counter("wasmcustom.tollgate_spend_tool_calls_unpriced")
+    for model in ("claude-sonnet-4-6", "claude-haiku-4-5"):
+        for stream in (False, True):
+            r = money.request("POST", "/v1/messages", key,
+                              chat(model, max_tokens=64, stream=stream))
+            assert r.status == 200, r
+    # claude-sonnet-4-6 has search_context_cost_per_query (medium: $0.01 a search, as LiteLLM).
+    searches = usd(REAL_COST_MAP["claude-sonnet-4-6"]["search_context_cost_per_query"]["search_context_size_medium"])
+    expected = nano(price("claude-sonnet-4-6", "input_cost_per_token") * 10
+                    + price("claude-sonnet-4-6", "output_cost_per_token") * 5 + searches * 3)
+    assert expected == 30_000 + 75_000 + 30_000_000
+    for stream in (False, True):
+        event = event_for(accounting, "worst-cache",
+                          lambda d, s=stream: d["stream"] == s and d["upstream_model"] == "claude-sonnet-4-6"
+                          and d["usage"]["prompt_tokens"] == 10)
+        assert event["cost_nano_usd"] == expected, (stream, event["cost_nano_usd"])
+        assert not event["usage"]["estimated"]
+    # claude-haiku-4-5 has no search price: its tokens are charged, and the event says estimated.
+    for stream in (False, True):
+        event = event_for(accounting, "worst-cache",
+                          lambda d, s=stream: d["stream"] == s and d["upstream_model"] == "claude-haiku-4-5"
+                          and d["usage"]["prompt_tokens"] == 10)
+        assert event["usage"]["estimated"], f"unpriced web searches were not flagged: {event}"
+        assert event["cost_nano_usd"] == nano(price("claude-haiku-4-5", "input_cost_per_token") * 10
+                                              + price("claude-haiku-4-5", "output_cost_per_token") * 5)
+    wait_until(lambda: money.counter("wasmcustom.tollgate_spend_tool_calls_unpriced") >= before + 2, timeout=5,
+               message="tollgate_spend_tool_calls_unpriced")
 
 
 @pytest.mark.parametrize("end", ["response.incomplete", "response.failed"])
