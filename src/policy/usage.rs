@@ -34,7 +34,8 @@ pub struct Usage {
     /// `completion_tokens_details.audio_tokens`).
     pub audio_output_tokens: u64,
     /// Server-side web searches the provider ran and bills per call (Anthropic
-    /// `server_tool_use.web_search_requests`).
+    /// `server_tool_use.web_search_requests`; the `web_search_call` items of an OpenAI Responses
+    /// answer).
     pub web_search_requests: u64,
     /// The service tier the upstream reports it served the request in.
     pub service_tier: Option<ServiceTier>,
@@ -216,17 +217,41 @@ struct WithUsage<U> {
     /// Read leniently: a tier that is not a string leaves the usage readable.
     #[serde(default)]
     service_tier: Option<serde_json::Value>,
+    /// A Responses object's output items, kept raw: only their `type` is read (web searches).
+    #[serde(default)]
+    output: Option<Box<serde_json::value::RawValue>>,
 }
 
 impl<U: Into<Usage>> WithUsage<U> {
-    /// The usage with the tier reported beside it.
+    /// The usage with the tier reported beside it, and the web searches among the output items.
     fn into_usage(self) -> Option<Usage> {
         let mut usage: Usage = self.usage?.into();
         if let Some(tier) = self.service_tier.as_ref().and_then(|t| t.as_str()) {
             usage.service_tier = Some(ServiceTier::parse(tier));
         }
+        if let Some(output) = &self.output {
+            usage.web_search_requests = web_search_calls(output.get());
+        }
         Some(usage)
     }
+}
+
+/// The `web_search_call` items of a Responses `output` array (0 when it is not an array of
+/// objects): OpenAI bills each call of its web search tool.
+fn web_search_calls(output: &str) -> u64 {
+    #[derive(Deserialize)]
+    struct Item<'a> {
+        #[serde(rename = "type", borrow, default)]
+        kind: Option<std::borrow::Cow<'a, str>>,
+    }
+    serde_json::from_str::<Vec<Item>>(output)
+        .map(|items| {
+            let calls = items
+                .iter()
+                .filter(|i| i.kind.as_deref() == Some("web_search_call"));
+            calls.count() as u64
+        })
+        .unwrap_or(0)
 }
 
 /// Usage from a complete (non-streamed) JSON response body of `endpoint`.
@@ -501,6 +526,33 @@ mod tests {
         assert_eq!(
             (streamed.completion_tokens, streamed.web_search_requests),
             (50, 2)
+        );
+    }
+
+    #[test]
+    fn responses_web_search_calls_are_counted_in_answers_and_streams() {
+        let body = br#"{"object":"response","output":[
+            {"type":"web_search_call","id":"ws_1","status":"completed","action":{"type":"search","query":"q"}},
+            {"type":"web_search_call","id":"ws_2","status":"completed"},
+            {"type":"message","content":[{"type":"output_text","text":"web_search_call"}]}],
+            "usage":{"input_tokens":10,"output_tokens":5}}"#;
+        let u = usage_from_json(Endpoint::Responses, body).unwrap();
+        assert_eq!((u.prompt_tokens, u.web_search_requests), (10, 2));
+        let event =
+            br#"{"type":"response.completed","response":{"output":[{"type":"web_search_call"}],
+            "usage":{"input_tokens":1,"output_tokens":1}}}"#;
+        let mut streamed = Usage::default();
+        assert!(merge_stream_event(
+            Endpoint::Responses,
+            event,
+            &mut streamed
+        ));
+        assert_eq!(streamed.web_search_requests, 1);
+        let odd = br#"{"output":[1,"x"],"usage":{"input_tokens":1,"output_tokens":1}}"#;
+        let u = usage_from_json(Endpoint::Responses, odd).unwrap();
+        assert_eq!(
+            u.web_search_requests, 0,
+            "an odd output leaves the usage readable"
         );
     }
 

@@ -9,6 +9,8 @@
 - `background: true` (a Responses call whose result is fetched later, unmetered) is refused with
   400 `unsupported_parameter`, also when the key is duplicated.
 - A text completion's `prompt` list reserves one worst-case answer per prompt.
+- The web searches of a Responses answer (`web_search_call` output items) are charged per call at
+  the model's `search_context_cost_per_query` (medium); without a price the event is estimated.
 
 The slow provider here is a small server of this file (it answers after `x-slow-ms`), so that the
 mock upstreams stay as they are.
@@ -34,6 +36,7 @@ KEYS = {
     "refused": "sk-e2e-unfinished-refused",  # no budget, routed to a closed port
     "prompts": "sk-e2e-unfinished-prompts",  # $0.003 per day
     "background": "sk-e2e-unfinished-background",  # no budget
+    "search": "sk-e2e-unfinished-search",  # gpt-4.1 and gpt-4o, no budget
 }
 COMPLETION = 4000
 
@@ -52,8 +55,9 @@ class SlowProvider(BaseHTTPRequestHandler):
         SlowProvider.seen.append(self.rfile.read(int(self.headers.get("content-length") or 0)))
         time.sleep(int(self.headers.get("x-slow-ms") or 0) / 1000)
         SlowProvider.billed.append(COMPLETION)
-        body = json.dumps({"id": "c", "object": "chat.completion", "model": "gpt-4o", "choices": [],
-                           "usage": {"prompt_tokens": 12, "completion_tokens": COMPLETION}}).encode()
+        body = (self.headers.get("x-answer") or json.dumps(
+            {"id": "c", "object": "chat.completion", "model": "gpt-4o", "choices": [],
+             "usage": {"prompt_tokens": 12, "completion_tokens": COMPLETION}})).encode()
         try:
             self.send_response(200)
             self.send_header("content-type", "application/json")
@@ -70,7 +74,12 @@ def unfinished_policy(version):
         {"model_name": "gpt-4o-nowhere", "litellm_params": {"model": "openai/gpt-4o",
                                                             "api_key_env": "OPENAI_API_KEY"},
          "cluster": "nowhere", "model_info": {"id": "openai-nowhere"}})
+    policy["model_list"].append(
+        {"model_name": "gpt-4.1", "litellm_params": {"model": "openai/gpt-4.1", "api_key_env": "OPENAI_API_KEY"},
+         "cluster": "openai", "model_info": {"id": "openai-gpt-4.1"}})
     policy["keys"] += [
+        {"key_hash": key_hash(KEYS["search"]), "key_alias": "unfinished-search",
+         "models": ["gpt-4.1", "gpt-4o"]},
         {"key_hash": key_hash(KEYS["left"]), "key_alias": "unfinished-left", "max_budget": 0.01,
          "budget_duration": "1d", "models": ["gpt-4o"]},
         {"key_hash": key_hash(KEYS["timeout"]), "key_alias": "unfinished-timeout", "models": ["gpt-4o"]},
@@ -225,3 +234,31 @@ def test_a_prompt_list_reserves_one_answer_per_prompt(gate, accounting):
     assert result["response"].status == 200, result
     assert refused.status == 429, f"a second request fit beside a 4-prompt reservation: {refused}"
     assert "reserved" in refused.json()["error"]["message"], refused.json()
+
+
+def test_responses_web_search_calls_are_charged_per_call(gate, accounting):
+    answer = {"id": "resp_1", "object": "response", "status": "completed",
+              "output": [{"type": "web_search_call", "id": "ws_1", "status": "completed"},
+                         {"type": "web_search_call", "id": "ws_2", "status": "completed"},
+                         {"type": "message", "role": "assistant", "content": []}],
+              "usage": {"input_tokens": 10, "output_tokens": 5}}
+    headers = dict(bearer(KEYS["search"]), **{"x-answer": json.dumps(answer)})
+    before = gate.counter("wasmcustom.tollgate_spend_tool_calls_unpriced")
+    for model in ("gpt-4.1", "gpt-4o"):
+        r = gate.request("POST", "/v1/responses", headers, {"model": model, "input": "hi", "user": f"search-{model}"})
+        assert r.status == 200, r
+
+    def rate(model, field):
+        return Decimal(repr(REAL_COST_MAP[model][field]))
+    per_search = Decimal(repr(REAL_COST_MAP["gpt-4.1"]["search_context_cost_per_query"]["search_context_size_medium"]))
+    event = event_for(accounting, "unfinished-search", "search-gpt-4.1")
+    assert event["cost_nano_usd"] == nano(rate("gpt-4.1", "input_cost_per_token") * 10
+                                          + rate("gpt-4.1", "output_cost_per_token") * 5 + per_search * 2), event
+    assert not event["usage"]["estimated"], event
+    # gpt-4o has no search price in the cost map: tokens charged, the event estimated and counted.
+    event = event_for(accounting, "unfinished-search", "search-gpt-4o")
+    assert event["usage"]["estimated"], event
+    assert event["cost_nano_usd"] == nano(rate("gpt-4o", "input_cost_per_token") * 10
+                                          + rate("gpt-4o", "output_cost_per_token") * 5), event
+    wait_until(lambda: gate.counter("wasmcustom.tollgate_spend_tool_calls_unpriced") > before, timeout=5,
+               message="tollgate_spend_tool_calls_unpriced")
