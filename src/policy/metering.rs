@@ -88,12 +88,12 @@ pub enum EarlyEnd {
 
 impl EarlyEnd {
     /// Who ended the stream, from Envoy's `response.code_details` (e.g.
-    /// `downstream_remote_disconnect`, `response_timeout` (the route timeout, Envoy 1.40),
-    /// `via_upstream`).
+    /// `downstream_remote_disconnect`, `response_timeout` (the route timeout), `via_upstream`).
     pub fn from_code_details(details: &str) -> EarlyEnd {
-        const TIMEOUTS: [&str; 5] = [
+        // Envoy's names (ResponseCodeDetails): the route timeout, the last try's timeouts, and
+        // the route's max stream duration.
+        const TIMEOUTS: [&str; 4] = [
             "response_timeout",
-            "upstream_response_timeout",
             "upstream_per_try_timeout",
             "upstream_per_try_idle_timeout",
             "upstream_max_stream_duration_reached",
@@ -486,7 +486,7 @@ mod tests {
             EarlyEnd::UpstreamTimeout
         );
         assert_eq!(
-            EarlyEnd::from_code_details("upstream_response_timeout"),
+            EarlyEnd::from_code_details("upstream_per_try_idle_timeout"),
             EarlyEnd::UpstreamTimeout
         );
         assert_eq!(
