@@ -286,28 +286,28 @@ impl TollgateHttp {
             return;
         };
         let settlement = &forwarded.settlement;
-        // Only a stream that did not complete needs to know who ended it.
-        let complete = forwarded.meter.as_ref().is_some_and(|m| m.is_complete());
-        let early = if complete {
-            EarlyEnd::Upstream
-        } else {
-            early_end()
-        };
+        let details = host::property(&["response", "code_details"]).unwrap_or_default();
+        let details = String::from_utf8_lossy(&details);
+        let early = EarlyEnd::from_code_details(&details);
         let metered = match &forwarded.meter {
             Some(meter) => meter.finish(settlement.plan.prompt_estimate, early),
             None => ResponseMeter::new(settlement.plan.endpoint, 0, None)
                 .finish(settlement.plan.prompt_estimate, early),
         };
+        if let Some(why) = metered.charge_reserved {
+            metrics::charged_reserved(why.name());
+        }
         let finished = settlement.finish(&policy, &metered, &SharedLedgers, now_seconds());
         if self.shared.debug {
             host::log(
                 Level::Debug,
                 &format!(
-                    "tollgate: settled {} {} usage {:?} estimated={} cost {} nano-USD ({})",
+                    "tollgate: settled {} {} ({details}) usage {:?} estimated={} charge_reserved={:?} cost {} nano-USD ({})",
                     finished.data.status,
                     finished.data.http_status,
                     metered.usage,
                     metered.estimated,
+                    metered.charge_reserved.map(|why| why.name()),
                     finished.cost.nano_usd,
                     finished.data.cost_source
                 ),
@@ -328,17 +328,6 @@ fn now_seconds() -> i64 {
 /// The host clock in Unix seconds, `None` when it failed (decisions then fail closed).
 fn clock_seconds() -> Option<i64> {
     host::clock_nanos().and_then(|n| i64::try_from(n / 1_000_000_000).ok())
-}
-
-/// Who cut a stream short, from Envoy's response code details.
-fn early_end() -> EarlyEnd {
-    let details = host::property(&["response", "code_details"]).unwrap_or_default();
-    let details = String::from_utf8_lossy(&details);
-    if details.contains("downstream") {
-        EarlyEnd::Client
-    } else {
-        EarlyEnd::Upstream
-    }
 }
 
 impl Context for TollgateHttp {}

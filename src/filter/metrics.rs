@@ -95,6 +95,12 @@ pub fn response_unreadable() {
     count("tollgate_responses_encoded");
 }
 
+/// A finished request was charged its reservation (its worst case), by why: `unreadable`,
+/// `client_left`, `upstream_timeout`.
+pub fn charged_reserved(why: &'static str) {
+    add_labelled("tollgate_spend_charged_reserved_", why, 1);
+}
+
 /// A refused request, by reason (the error `code`).
 pub fn request_denied(reason: &str) {
     count("tollgate_requests_denied");
@@ -150,6 +156,9 @@ pub fn spend_recorded(finished: &Finished) {
     }
     if data.usage.estimated {
         count("tollgate_spend_estimated");
+    }
+    if finished.unpriced_tool_calls {
+        count("tollgate_spend_tool_calls_unpriced");
     }
     if !finished.ledger_ok {
         count("tollgate_budget_ledger_errors");

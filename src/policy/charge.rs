@@ -5,13 +5,16 @@
 //! with source `unpriced` (under `deny` it only gets this far when no budget applies).
 //!
 //! The worst case is the most the provider can bill: the largest answer times the number of
-//! answers asked for (`n`; `best_of` for completions, which bills every candidate), in the
+//! answers asked for (`n`; `best_of` for completions, which bills every candidate; times the
+//! number of prompts of a completions `prompt` list, each answered), in the
 //! requested service tier, and for a request that continues stored state (Responses
 //! `previous_response_id` or `conversation`) the model's whole context window as input, since the
 //! provider bills the conversation so far, which the body does not show.
 
 use crate::policy::config::UnpricedMode;
-use crate::policy::cost::{cost_of, rates_for, Cost, PriceSource, Rates, ServiceTier};
+use crate::policy::cost::{
+    cost_of, rates_for, unpriced_tool_calls, Cost, PriceSource, Rates, ServiceTier,
+};
 use crate::policy::cost_map::CostEntry;
 use crate::policy::index::{Deployment, Policy};
 use crate::policy::request::{BodyFacts, Endpoint};
@@ -46,6 +49,23 @@ pub fn charge(
     cost_of(usage, &rates, source)
 }
 
+/// Whether the finished request ran server-side tool calls (web searches) that have no price
+/// for this deployment and model: its charge is then an estimate.
+pub fn has_unpriced_tool_calls(
+    policy: &Policy,
+    deployment: &Deployment,
+    model: &str,
+    usage: &Usage,
+    requested_tier: ServiceTier,
+) -> bool {
+    if usage.web_search_requests == 0 {
+        return false;
+    }
+    let tier = usage.service_tier.unwrap_or(requested_tier);
+    let (rates, _) = effective_rates(policy, deployment, model, usage.prompt_tokens, tier);
+    unpriced_tool_calls(usage, &rates)
+}
+
 /// What a request asks for that bounds its cost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ask {
@@ -70,7 +90,8 @@ impl Ask {
             endpoint,
             prompt_tokens,
             requested_cap: facts.max_output_tokens,
-            choices: Ask::choices(endpoint, facts.n, facts.best_of),
+            choices: Ask::choices(endpoint, facts.n, facts.best_of)
+                .saturating_mul(Ask::prompts(endpoint, facts.prompts)),
             tier: facts
                 .service_tier
                 .as_deref()
@@ -90,6 +111,15 @@ impl Ask {
         asked.unwrap_or(1).max(1)
     }
 
+    /// The prompts a request of `endpoint` is answered for: a text completion's list of
+    /// prompts each gets its own answers (at least 1; other APIs take one prompt).
+    pub fn prompts(endpoint: Endpoint, prompts: Option<u64>) -> u64 {
+        match endpoint {
+            Endpoint::Completions => prompts.unwrap_or(1).max(1),
+            _ => 1,
+        }
+    }
+
     /// A plain request: one answer, standard tier, no stored state.
     pub fn new(endpoint: Endpoint, prompt_tokens: u64, requested_cap: Option<u64>) -> Ask {
         Ask {
@@ -107,7 +137,7 @@ impl Ask {
 /// state the model's `max_input_tokens`, else `settings.default_max_input_tokens`) plus the
 /// largest answer it may get (the request's own cap, bounded by the model's
 /// `max_output_tokens`, else the model's, else `settings.default_max_output_tokens`) times the
-/// answers asked for, priced at the larger of the output and reasoning rates, in the requested
+/// answers asked for, priced at the largest of the output, reasoning and audio-output rates, in the requested
 /// tier. Embeddings produce no output. Zero when unpriced.
 pub fn worst_case(policy: &Policy, deployment: &Deployment, model: &str, ask: &Ask) -> Cost {
     let entry = cost_entry(policy, deployment, model);
@@ -135,8 +165,13 @@ pub fn worst_case(policy: &Policy, deployment: &Deployment, model: &str, ask: &A
     } else {
         cap.saturating_mul(ask.choices.max(1))
     };
-    if let (Some(output), Some(reasoning)) = (rates.output, rates.reasoning) {
-        rates.output = Some(output.max(reasoning));
+    // The answer may be all reasoning, or all audio: reserve at the dearest output rate.
+    if let Some(output) = rates.output {
+        let dearest = [rates.reasoning, rates.audio_output]
+            .into_iter()
+            .flatten()
+            .fold(output, u64::max);
+        rates.output = Some(dearest);
     }
     let usage = Usage {
         prompt_tokens,
@@ -221,6 +256,26 @@ mod tests {
             worst_case(&p, d, "gpt-4o", &four).nano_usd,
             2_500_000 + 2_000_000
         );
+        let listed = |body: &[u8]| {
+            let facts = crate::policy::request::read_body(body).unwrap();
+            Ask::of_request(Endpoint::Completions, 10, &facts).choices
+        };
+        assert_eq!(listed(br#"{"model":"m","prompt":["a","b","c"],"n":2}"#), 6);
+        assert_eq!(
+            listed(br#"{"model":"m","prompt":[[1],[2]],"best_of":3}"#),
+            6
+        );
+        assert_eq!(listed(br#"{"model":"m","prompt":[1,2,3]}"#), 1);
+        assert_eq!(
+            listed(br#"{"model":"m","prompt":["a","b"],"n":1e300}"#),
+            u64::MAX
+        );
+        let chat =
+            crate::policy::request::read_body(br#"{"model":"m","prompt":["a","b"]}"#).unwrap();
+        assert_eq!(
+            Ask::of_request(Endpoint::ChatCompletions, 1, &chat).choices,
+            1
+        );
         let absurd = Ask {
             choices: u64::MAX,
             ..ask(Endpoint::ChatCompletions, None)
@@ -291,6 +346,24 @@ mod tests {
             charge(&p, d, "gpt-4o", &usage, ServiceTier::Standard).nano_usd,
             136_000
         );
+    }
+
+    #[test]
+    fn an_audio_model_reserves_its_answer_at_the_audio_output_rate() {
+        let json = r#"{"version":"v1",
+          "cost_map":{"a":{"litellm_provider":"openai","input_cost_per_token":2.5e-06,
+             "output_cost_per_token":1e-05,"input_cost_per_audio_token":4e-05,
+             "output_cost_per_audio_token":8e-05}},
+          "model_list":[{"model_name":"a","litellm_params":{"model":"openai/a"},"cluster":"o"}]}"#;
+        let p = compile(json.as_bytes()).unwrap();
+        let worst = worst_case(
+            &p,
+            &p.deployments[0],
+            "a",
+            &ask(Endpoint::ChatCompletions, Some(100)),
+        );
+        // 1000 × 2.5e-6 + 100 × 8e-5
+        assert_eq!(worst.nano_usd, 2_500_000 + 8_000_000);
     }
 
     #[test]

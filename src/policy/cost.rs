@@ -95,6 +95,12 @@ pub struct Rates {
     pub cache_creation_1h: Option<u64>,
     /// Reasoning output (falls back to `output`).
     pub reasoning: Option<u64>,
+    /// Audio input (falls back to `input`).
+    pub audio_input: Option<u64>,
+    /// Audio output (falls back to `output`).
+    pub audio_output: Option<u64>,
+    /// One server-side web search, per call (no fallback: unknown is unpriced).
+    pub web_search: Option<u64>,
 }
 
 /// Converts a USD-per-token price into atto-dollars per token (exact for the map's prices).
@@ -119,6 +125,9 @@ pub fn entry_rates(entry: &CostEntry, prompt_tokens: u64, tier: ServiceTier) -> 
         reasoning: entry
             .output_cost_per_reasoning_token
             .and_then(atto_per_token),
+        audio_input: entry.input_cost_per_audio_token.and_then(atto_per_token),
+        audio_output: entry.output_cost_per_audio_token.and_then(atto_per_token),
+        web_search: entry.web_search_cost_per_query.and_then(atto_per_token),
     };
     apply_thresholds(&mut rates, &entry.thresholds, prompt_tokens);
     let tier_prices = match tier {
@@ -141,6 +150,8 @@ fn overlay(rates: &mut Rates, prices: &TierPrices) {
         (&mut rates.cache_creation, prices.cache_creation),
         (&mut rates.cache_creation_1h, prices.cache_creation_1h),
         (&mut rates.reasoning, prices.reasoning),
+        (&mut rates.audio_input, prices.audio_input),
+        (&mut rates.audio_output, prices.audio_output),
     ];
     for (slot, price) in pairs {
         if let Some(price) = price {
@@ -175,6 +186,9 @@ pub fn deployment_rates(deployment: &Deployment) -> Option<Rates> {
         cache_creation: p.cache_creation.and_then(atto_per_token),
         cache_creation_1h: None,
         reasoning: p.reasoning.and_then(atto_per_token),
+        audio_input: None,
+        audio_output: None,
+        web_search: None,
     })
 }
 
@@ -220,7 +234,8 @@ pub struct Cost {
 }
 
 /// Prices `usage` with `rates`. Unpriced when either base rate a non-zero token count needs is
-/// unknown.
+/// unknown. Web searches are priced per call when their price is known, else not at all (see
+/// [`unpriced_tool_calls`]).
 pub fn cost_of(usage: &Usage, rates: &Rates, source: PriceSource) -> Cost {
     let unpriced = Cost {
         nano_usd: 0,
@@ -242,21 +257,36 @@ pub fn cost_of(usage: &Usage, rates: &Rates, source: PriceSource) -> Cost {
         .min(usage.prompt_tokens - cached);
     let created_1h = usage.cache_creation_1h_tokens.min(created);
     let created_5m = created - created_1h;
-    let text_in = usage.prompt_tokens - cached - created;
+    let audio_in = usage
+        .audio_input_tokens
+        .min(usage.prompt_tokens - cached - created);
+    let text_in = usage.prompt_tokens - cached - created - audio_in;
     let creation = rates.cache_creation.map_or(input, u128::from);
     let reasoning = usage.reasoning_tokens.min(usage.completion_tokens);
-    let text_out = usage.completion_tokens - reasoning;
+    let audio_out = usage
+        .audio_output_tokens
+        .min(usage.completion_tokens - reasoning);
+    let text_out = usage.completion_tokens - reasoning - audio_out;
     let atto = u128::from(text_in) * input
+        + u128::from(audio_in) * rates.audio_input.map_or(input, u128::from)
+        + u128::from(audio_out) * rates.audio_output.map_or(output, u128::from)
         + u128::from(cached) * rates.cache_read.map_or(input, u128::from)
         + u128::from(created_5m) * creation
         + u128::from(created_1h) * rates.cache_creation_1h.map_or(creation, u128::from)
         + u128::from(text_out) * output
-        + u128::from(reasoning) * rates.reasoning.map_or(output, u128::from);
+        + u128::from(reasoning) * rates.reasoning.map_or(output, u128::from)
+        + u128::from(usage.web_search_requests) * u128::from(rates.web_search.unwrap_or(0));
     let nano = (atto + ATTO_PER_NANO / 2) / ATTO_PER_NANO;
     Cost {
         nano_usd: u64::try_from(nano).unwrap_or(u64::MAX),
         source,
     }
+}
+
+/// Server-side tool calls in `usage` that `rates` cannot price (web searches without a
+/// `search_context_cost_per_query`): the request's cost is then an estimate.
+pub fn unpriced_tool_calls(usage: &Usage, rates: &Rates) -> bool {
+    usage.web_search_requests > 0 && rates.web_search.is_none()
 }
 
 #[cfg(test)]
@@ -284,6 +314,81 @@ mod tests {
             output_cost_per_token: output,
             ..CostEntry::default()
         }
+    }
+
+    #[test]
+    fn audio_tokens_are_priced_at_the_audio_rates_or_else_the_text_rates() {
+        // gpt-4o-audio-preview: text 2.5e-6 / 1e-5, audio 4e-5 / 8e-5 per token.
+        let mut e = entry(Some(2.5e-06), Some(1e-05));
+        e.input_cost_per_audio_token = Some(4e-05);
+        e.output_cost_per_audio_token = Some(8e-05);
+        let usage = Usage {
+            prompt_tokens: 100,
+            audio_input_tokens: 60,
+            completion_tokens: 50,
+            audio_output_tokens: 40,
+            ..Usage::default()
+        };
+        let rates = entry_rates(&e, 100, ServiceTier::Standard);
+        // 40 × 2.5e-6 + 60 × 4e-5 + 10 × 1e-5 + 40 × 8e-5 = 0.0001 + 0.0024 + 0.0001 + 0.0032
+        assert_eq!(
+            cost_of(&usage, &rates, PriceSource::CostMap).nano_usd,
+            5_800_000
+        );
+        // No audio rates: the text rates.
+        let text = entry_rates(
+            &entry(Some(2.5e-06), Some(1e-05)),
+            100,
+            ServiceTier::Standard,
+        );
+        assert_eq!(
+            cost_of(&usage, &text, PriceSource::CostMap).nano_usd,
+            100 * 2_500 + 50 * 10_000
+        );
+        // Counts larger than their totals are bounded by them.
+        let odd = Usage {
+            audio_input_tokens: 1_000,
+            audio_output_tokens: 1_000,
+            ..usage
+        };
+        assert_eq!(
+            cost_of(&odd, &rates, PriceSource::CostMap).nano_usd,
+            100 * 40_000 + 50 * 80_000
+        );
+    }
+
+    #[test]
+    fn web_searches_are_priced_per_call_when_known() {
+        let mut e = entry(Some(3e-06), Some(1.5e-05));
+        e.web_search_cost_per_query = Some(0.01);
+        let usage = Usage {
+            prompt_tokens: 10,
+            completion_tokens: 5,
+            web_search_requests: 3,
+            ..Usage::default()
+        };
+        let rates = entry_rates(&e, 10, ServiceTier::Standard);
+        // 10 × 3e-6 + 5 × 1.5e-5 + 3 × $0.01
+        assert_eq!(
+            cost_of(&usage, &rates, PriceSource::CostMap).nano_usd,
+            30_000 + 75_000 + 30_000_000
+        );
+        assert!(!unpriced_tool_calls(&usage, &rates));
+        let unknown = entry_rates(
+            &entry(Some(3e-06), Some(1.5e-05)),
+            10,
+            ServiceTier::Standard,
+        );
+        assert_eq!(
+            cost_of(&usage, &unknown, PriceSource::CostMap).nano_usd,
+            105_000
+        );
+        assert!(unpriced_tool_calls(&usage, &unknown));
+        let none = Usage {
+            web_search_requests: 0,
+            ..usage
+        };
+        assert!(!unpriced_tool_calls(&none, &unknown));
     }
 
     #[test]

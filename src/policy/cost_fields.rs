@@ -11,10 +11,14 @@ pub(crate) enum BaseRate {
     Kind(RateKind),
     /// `output_cost_per_reasoning_token`.
     Reasoning,
+    /// `input_cost_per_audio_token`.
+    AudioInput,
+    /// `output_cost_per_audio_token`.
+    AudioOutput,
 }
 
 /// The base rate fields, longest first (a field is matched by its longest base name).
-const BASE_RATES: [(&str, BaseRate); 6] = [
+const BASE_RATES: [(&str, BaseRate); 8] = [
     (
         "cache_creation_input_token_cost_above_1hr",
         BaseRate::Kind(RateKind::CacheCreation1h),
@@ -28,6 +32,8 @@ const BASE_RATES: [(&str, BaseRate); 6] = [
         BaseRate::Kind(RateKind::CacheRead),
     ),
     ("output_cost_per_reasoning_token", BaseRate::Reasoning),
+    ("input_cost_per_audio_token", BaseRate::AudioInput),
+    ("output_cost_per_audio_token", BaseRate::AudioOutput),
     ("input_cost_per_token", BaseRate::Kind(RateKind::Input)),
     ("output_cost_per_token", BaseRate::Kind(RateKind::Output)),
 ];
@@ -71,7 +77,8 @@ pub(crate) fn priced_field(field: &str) -> Option<PricedField> {
             above_tokens: None,
         });
     }
-    if *rate == BaseRate::Reasoning {
+    if !matches!(rate, BaseRate::Kind(_)) {
+        // Reasoning and audio rates have no threshold prices.
         return None;
     }
     let count = tail.strip_prefix("_above_")?.strip_suffix("_tokens")?;
@@ -115,6 +122,8 @@ impl CostEntry {
                 }
                 BaseRate::Kind(RateKind::CacheCreation1h) => &mut self.cache_creation_1h_cost,
                 BaseRate::Reasoning => &mut self.output_cost_per_reasoning_token,
+                BaseRate::AudioInput => &mut self.input_cost_per_audio_token,
+                BaseRate::AudioOutput => &mut self.output_cost_per_audio_token,
             },
             FieldTier::Priority | FieldTier::Flex => {
                 let tier = self.tier_mut(field.tier == FieldTier::Priority);
@@ -125,6 +134,8 @@ impl CostEntry {
                     BaseRate::Kind(RateKind::CacheCreation) => &mut tier.cache_creation,
                     BaseRate::Kind(RateKind::CacheCreation1h) => &mut tier.cache_creation_1h,
                     BaseRate::Reasoning => &mut tier.reasoning,
+                    BaseRate::AudioInput => &mut tier.audio_input,
+                    BaseRate::AudioOutput => &mut tier.audio_output,
                 }
             }
         };
@@ -154,6 +165,39 @@ mod tests {
             rate: BaseRate::Kind(kind),
             above_tokens,
         })
+    }
+
+    #[test]
+    fn audio_fields_are_rates_of_their_tier() {
+        let audio = |tier, rate| {
+            Some(PricedField {
+                tier,
+                rate,
+                above_tokens: None,
+            })
+        };
+        assert_eq!(
+            priced_field("input_cost_per_audio_token"),
+            audio(FieldTier::Standard, BaseRate::AudioInput)
+        );
+        assert_eq!(
+            priced_field("output_cost_per_audio_token"),
+            audio(FieldTier::Standard, BaseRate::AudioOutput)
+        );
+        assert_eq!(
+            priced_field("input_cost_per_audio_token_priority"),
+            audio(FieldTier::Priority, BaseRate::AudioInput)
+        );
+        let mut entry = CostEntry::default();
+        entry.set_price(
+            PricedField {
+                tier: FieldTier::Standard,
+                rate: BaseRate::AudioOutput,
+                above_tokens: None,
+            },
+            8e-5,
+        );
+        assert_eq!(entry.output_cost_per_audio_token, Some(8e-5));
     }
 
     #[test]
@@ -191,7 +235,8 @@ mod tests {
         for unused in [
             "input_cost_per_token_batches",
             "cache_creation_input_token_cost_above_12hr_priority",
-            "input_cost_per_audio_token_priority",
+            "input_cost_per_audio_token_batches",
+            "output_cost_per_audio_token_above_1k_tokens",
             "ocr_cost_per_page",
             "output_cost_per_reasoning_token_above_1k_tokens",
         ] {

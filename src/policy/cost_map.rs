@@ -37,9 +37,16 @@ pub struct CostEntry {
     pub cache_creation_input_token_cost: Option<f64>,
     /// Reasoning output price.
     pub output_cost_per_reasoning_token: Option<f64>,
+    /// Audio input price (`input_cost_per_audio_token`; falls back to the input price).
+    pub input_cost_per_audio_token: Option<f64>,
+    /// Audio output price (`output_cost_per_audio_token`; falls back to the output price).
+    pub output_cost_per_audio_token: Option<f64>,
     /// One-hour cache-write price (`cache_creation_input_token_cost_above_1hr`; Anthropic's
     /// `ephemeral_1h_input_tokens`).
     pub cache_creation_1h_cost: Option<f64>,
+    /// Price of one web search (`search_context_cost_per_query.search_context_size_medium`,
+    /// as LiteLLM prices Anthropic's `server_tool_use.web_search_requests`).
+    pub web_search_cost_per_query: Option<f64>,
     /// Threshold prices (`<rate>_above_<N>k_tokens`), used by cost calculation.
     pub thresholds: Vec<ThresholdPrice>,
     /// Prices of the `priority` service tier (fields ending in `_priority`), when any.
@@ -68,6 +75,10 @@ pub struct TierPrices {
     pub cache_creation_1h: Option<f64>,
     /// Reasoning output price.
     pub reasoning: Option<f64>,
+    /// Audio input price.
+    pub audio_input: Option<f64>,
+    /// Audio output price.
+    pub audio_output: Option<f64>,
     /// This tier's threshold prices.
     pub thresholds: Vec<ThresholdPrice>,
 }
@@ -325,6 +336,17 @@ impl<'de> Visitor<'de> for CostEntryVisitor {
                 }
                 "max_output_tokens" => entry.max_output_tokens = token_limit(&mut map)?,
                 "max_input_tokens" => entry.max_input_tokens = token_limit(&mut map)?,
+                "search_context_cost_per_query" => {
+                    let sizes: Option<std::collections::BTreeMap<String, PriceField>> =
+                        map.next_value()?;
+                    for (size, value) in sizes.into_iter().flatten() {
+                        let path = format!("search_context_cost_per_query.{size}");
+                        let price = value.rate::<A::Error>(&path)?;
+                        if size == "search_context_size_medium" {
+                            entry.web_search_cost_per_query = price;
+                        }
+                    }
+                }
                 name if name.contains("cost") => {
                     // Every such field is checked: a finite, non-negative number, or nested;
                     // the ones Tollgate prices with are also per-token rates.
@@ -504,6 +526,49 @@ mod tests {
         assert!(err.contains("non-negative"), "{err}");
         let err = parse(r#"{"m":{"output_cost_per_token_flex":1e300}}"#).unwrap_err();
         assert!(err.contains("the most Tollgate accepts"), "{err}");
+    }
+
+    #[test]
+    fn audio_prices_are_read_and_validated() {
+        let map = parse(
+            r#"{"a":{"input_cost_per_audio_token":4e-05,"output_cost_per_audio_token":8e-05,
+                 "input_cost_per_audio_token_priority":6e-05}}"#,
+        )
+        .unwrap();
+        let a = map.get("a").unwrap();
+        assert_eq!(
+            (a.input_cost_per_audio_token, a.output_cost_per_audio_token),
+            (Some(4e-05), Some(8e-05))
+        );
+        assert_eq!(a.priority.as_deref().unwrap().audio_input, Some(6e-05));
+        let err = parse(r#"{"m":{"output_cost_per_audio_token":-1}}"#).unwrap_err();
+        assert!(
+            err.starts_with("m.output_cost_per_audio_token: ") && err.contains("non-negative"),
+            "{err}"
+        );
+        let err = parse(r#"{"m":{"input_cost_per_audio_token":11}}"#).unwrap_err();
+        assert!(err.contains("the most Tollgate accepts"), "{err}");
+    }
+
+    #[test]
+    fn the_medium_web_search_price_is_read_and_every_size_validated() {
+        let map = parse(
+            r#"{"c":{"search_context_cost_per_query":{"search_context_size_low":0.005,
+                 "search_context_size_medium":0.01,"search_context_size_high":0.02}},
+                "d":{"search_context_cost_per_query":null}}"#,
+        )
+        .unwrap();
+        assert_eq!(map.get("c").unwrap().web_search_cost_per_query, Some(0.01));
+        assert_eq!(map.get("d").unwrap().web_search_cost_per_query, None);
+        let err =
+            parse(r#"{"m":{"search_context_cost_per_query":{"search_context_size_high":-1}}}"#)
+                .unwrap_err();
+        assert!(err.contains("non-negative"), "{err}");
+        let err =
+            parse(r#"{"m":{"search_context_cost_per_query":{"search_context_size_low":"x"}}}"#)
+                .unwrap_err();
+        assert!(err.starts_with("m.search_context_cost_per_query"), "{err}");
+        assert!(parse(r#"{"m":{"search_context_cost_per_query":7}}"#).is_err());
     }
 
     #[test]

@@ -239,6 +239,12 @@ fn decide_steps<'p, C: Credentials + ?Sized>(
 ) -> Result<Admission<'p>, Denial> {
     ticket.check_size(body.len() as u64)?;
     let facts = read_body(body).map_err(body_denial)?;
+    if facts.background {
+        // Its result is fetched later (GET /v1/responses/{id}), outside metering and budgets.
+        return Err(Denial::UnsupportedParameter {
+            param: "background",
+        });
+    }
     let requested: &str = &facts.model;
     trace.requested = Some(requested.to_string());
 
@@ -655,6 +661,36 @@ mod tests {
             now: 1000,
         };
         decide_body(p, ticket(p), body, &around).unwrap()
+    }
+
+    #[test]
+    fn a_background_request_is_refused_however_it_is_written() {
+        let p = budget_policy("deny");
+        let ledgers = MemoryLedgers::default();
+        for body in [
+            &br#"{"model":"gpt-4o","background":true}"#[..],
+            br#"{"model":"gpt-4o","background":"true"}"#,
+            br#"{"model":"gpt-4o","background":1}"#,
+        ] {
+            let denial = decide_with(&p, body, &ledgers).outcome.unwrap_err();
+            assert_eq!(
+                denial,
+                Denial::UnsupportedParameter {
+                    param: "background"
+                }
+            );
+            assert_eq!((denial.status(), denial.param()), (400, Some("background")));
+        }
+        let twice = br#"{"model":"gpt-4o","background":false,"background":true}"#;
+        let denial = decide_with(&p, twice, &ledgers).outcome.unwrap_err();
+        assert_eq!(denial.code(), "invalid_json", "a duplicated key is refused");
+        assert!(ledgers.0.borrow().is_empty(), "nothing was reserved");
+        for allowed in [
+            &br#"{"model":"gpt-4o","background":false}"#[..],
+            br#"{"model":"gpt-4o","background":null}"#,
+        ] {
+            assert!(decide_with(&p, allowed, &ledgers).outcome.is_ok());
+        }
     }
 
     #[test]

@@ -41,6 +41,12 @@ pub enum Denial {
         /// What is wrong.
         message: String,
     },
+    /// The body asks for something the gateway cannot meter (`background: true` Responses, whose
+    /// result is fetched later from an endpoint Tollgate does not serve).
+    UnsupportedParameter {
+        /// The body field (`background`).
+        param: &'static str,
+    },
     /// The body is larger than `settings.max_request_body_bytes`.
     BodyTooLarge {
         /// The limit in bytes.
@@ -123,7 +129,9 @@ impl Denial {
             | Denial::UnknownEndpoint
             | Denial::ResponseStateNotFound { .. } => 404,
             Denial::MethodNotAllowed { .. } => 405,
-            Denial::InvalidRequest { .. } | Denial::InvalidAffinityMark => 400,
+            Denial::InvalidRequest { .. }
+            | Denial::UnsupportedParameter { .. }
+            | Denial::InvalidAffinityMark => 400,
             Denial::AffinityUnavailable => 409,
             Denial::BodyTooLarge { .. } => 413,
             Denial::UnsupportedContentEncoding { .. } => 415,
@@ -156,6 +164,7 @@ impl Denial {
             Denial::ModelNotAllowed { .. } => "model_not_allowed",
             Denial::ModelNotFound { .. } => "model_not_found",
             Denial::InvalidRequest { code, .. } => code,
+            Denial::UnsupportedParameter { .. } => "unsupported_parameter",
             Denial::BodyTooLarge { .. } => "request_too_large",
             Denial::UnsupportedContentEncoding { .. } => "unsupported_content_encoding",
             Denial::MethodNotAllowed { .. } => "method_not_allowed",
@@ -185,7 +194,9 @@ impl Denial {
                 code: "missing_model" | "invalid_model",
                 ..
             } => Some("model"),
-            Denial::ResponseStateNotFound { param } => Some(param),
+            Denial::ResponseStateNotFound { param } | Denial::UnsupportedParameter { param } => {
+                Some(param)
+            }
             Denial::InvalidRequest {
                 code: "invalid_user",
                 ..
@@ -218,6 +229,11 @@ impl Denial {
                 format!("The model '{model}' does not exist or is not served by this gateway.")
             }
             Denial::InvalidRequest { message, .. } => message.clone(),
+            Denial::UnsupportedParameter { param } => format!(
+                "'{param}' is not supported by this gateway: a background response is generated \
+                 and fetched later, outside the gateway's metering and budgets; send the request \
+                 without '{param}' (or with '{param}': false)."
+            ),
             Denial::BodyTooLarge { limit } => {
                 format!("Request body is larger than the {limit}-byte limit.")
             }
@@ -495,6 +511,13 @@ mod tests {
                 },
                 400,
                 "invalid_json",
+            ),
+            (
+                Denial::UnsupportedParameter {
+                    param: "background",
+                },
+                400,
+                "unsupported_parameter",
             ),
             (Denial::BodyTooLarge { limit: 1 }, 413, "request_too_large"),
             (Denial::PolicyUnavailable, 503, "policy_unavailable"),

@@ -47,9 +47,32 @@ pub struct Metered {
     pub status: EndStatus,
     /// The upstream's HTTP status (0 when no response arrived).
     pub http_status: u16,
-    /// A successful answer the filter could not read (still compressed): charged as the
-    /// request's worst case.
-    pub unreadable: bool,
+    /// Why the request is charged what was reserved for it (its worst case) rather than what
+    /// was seen, if it is: the answer could not be read, or the request ended before its answer
+    /// while the provider may well finish (and bill) the generation.
+    pub charge_reserved: Option<ReservedCharge>,
+}
+
+/// Why a finished request is charged its reservation (the worst case), flagged estimated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReservedCharge {
+    /// A successful answer in an encoding the filter does not read (still compressed).
+    Unreadable,
+    /// The client went away before a non-streamed answer (or any answer) had arrived.
+    ClientLeft,
+    /// Envoy gave up waiting for the upstream (route or per-try timeout, stream duration).
+    UpstreamTimeout,
+}
+
+impl ReservedCharge {
+    /// The name used in metrics and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReservedCharge::Unreadable => "unreadable",
+            ReservedCharge::ClientLeft => "client_left",
+            ReservedCharge::UpstreamTimeout => "upstream_timeout",
+        }
+    }
 }
 
 /// Who ended a stream early, as the adapter could tell.
@@ -59,6 +82,30 @@ pub enum EarlyEnd {
     Client,
     /// The upstream failed or reset.
     Upstream,
+    /// Envoy stopped waiting for the upstream (its answer may still be generated and billed).
+    UpstreamTimeout,
+}
+
+impl EarlyEnd {
+    /// Who ended the stream, from Envoy's `response.code_details` (e.g.
+    /// `downstream_remote_disconnect`, `response_timeout` (the route timeout), `via_upstream`).
+    pub fn from_code_details(details: &str) -> EarlyEnd {
+        // Envoy's names (ResponseCodeDetails): the route timeout, the last try's timeouts, and
+        // the route's max stream duration.
+        const TIMEOUTS: [&str; 4] = [
+            "response_timeout",
+            "upstream_per_try_timeout",
+            "upstream_per_try_idle_timeout",
+            "upstream_max_stream_duration_reached",
+        ];
+        if TIMEOUTS.iter().any(|t| details.starts_with(t)) {
+            EarlyEnd::UpstreamTimeout
+        } else if details.contains("downstream") {
+            EarlyEnd::Client
+        } else {
+            EarlyEnd::Upstream
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -195,17 +242,17 @@ impl ResponseMeter {
             (true, false) => EndStatus::UpstreamError,
             (false, _) => match early {
                 EarlyEnd::Client => EndStatus::ClientDisconnect,
-                EarlyEnd::Upstream => EndStatus::UpstreamError,
+                EarlyEnd::Upstream | EarlyEnd::UpstreamTimeout => EndStatus::UpstreamError,
             },
         };
-        if self.complete && !success {
+        if self.complete && !success && early != EarlyEnd::UpstreamTimeout {
             // An upstream error costs nothing and never waits for usage.
             return Metered {
                 usage: Usage::default(),
                 estimated: false,
                 status,
                 http_status: self.http_status,
-                unreadable: false,
+                charge_reserved: None,
             };
         }
         let done = match &self.body {
@@ -218,7 +265,7 @@ impl ResponseMeter {
                 estimated: false,
                 status,
                 http_status: self.http_status,
-                unreadable: false,
+                charge_reserved: None,
             },
             partial => {
                 // No final usage: estimate what the upstream may still charge for.
@@ -236,9 +283,34 @@ impl ResponseMeter {
                     estimated: true,
                     status,
                     http_status: self.http_status,
-                    unreadable: matches!(self.body, Body::Unreadable),
+                    charge_reserved: self.reserved_charge(early),
                 }
             }
+        }
+    }
+}
+
+impl ResponseMeter {
+    /// Whether a request without its final usage is charged its reservation: an unreadable
+    /// answer always; a request that ended before its answer when the client left or Envoy
+    /// timed out, unless it is a stream already under way (a provider stops generating when
+    /// the stream's connection goes, and what was seen is charged).
+    fn reserved_charge(&self, early: EarlyEnd) -> Option<ReservedCharge> {
+        let awaiting_answer = match &self.body {
+            Body::Unreadable => return Some(ReservedCharge::Unreadable),
+            Body::Sse(_) => false,
+            // A non-streamed answer is generated whole before it is sent.
+            Body::Json { .. } => !self.complete,
+            // No answer at all yet, or Envoy's own timeout reply.
+            Body::Ignored => {
+                self.http_status == 0 || (self.complete && early == EarlyEnd::UpstreamTimeout)
+            }
+        };
+        match early {
+            _ if !awaiting_answer => None,
+            EarlyEnd::Client => Some(ReservedCharge::ClientLeft),
+            EarlyEnd::UpstreamTimeout => Some(ReservedCharge::UpstreamTimeout),
+            EarlyEnd::Upstream => None,
         }
     }
 }
@@ -361,14 +433,90 @@ mod tests {
     }
 
     #[test]
-    fn no_response_at_all_charges_the_prompt_estimate() {
+    fn a_client_leaving_before_any_answer_is_charged_the_reservation() {
         let meter = ResponseMeter::new(Endpoint::ChatCompletions, 0, None);
         let metered = meter.finish(30, EarlyEnd::Client);
         assert_eq!(metered.status, EndStatus::ClientDisconnect);
         assert!(metered.estimated);
+        assert_eq!(metered.charge_reserved, Some(ReservedCharge::ClientLeft));
         assert_eq!(metered.usage.prompt_tokens, 30);
         assert_eq!(metered.usage.completion_tokens, 0);
         assert_eq!(prompt_estimate(9), 3);
+    }
+
+    #[test]
+    fn an_upstream_that_never_answered_is_charged_the_prompt_estimate_only() {
+        let meter = ResponseMeter::new(Endpoint::ChatCompletions, 0, None);
+        let metered = meter.finish(30, EarlyEnd::Upstream);
+        assert_eq!(metered.status, EndStatus::UpstreamError);
+        assert_eq!(
+            metered.charge_reserved, None,
+            "a connect failure is not billed"
+        );
+        assert_eq!(metered.usage.prompt_tokens, 30);
+    }
+
+    #[test]
+    fn a_client_leaving_mid_json_answer_is_charged_the_reservation() {
+        let mut meter =
+            ResponseMeter::new(Endpoint::ChatCompletions, 200, Some("application/json"));
+        meter.feed(&CHAT_JSON.as_bytes()[..40], false);
+        let metered = meter.finish(30, EarlyEnd::Client);
+        assert_eq!(metered.status, EndStatus::ClientDisconnect);
+        assert_eq!(metered.charge_reserved, Some(ReservedCharge::ClientLeft));
+    }
+
+    #[test]
+    fn a_stream_cut_by_the_client_is_charged_what_was_seen_not_the_reservation() {
+        let mut meter =
+            ResponseMeter::new(Endpoint::ChatCompletions, 200, Some("text/event-stream"));
+        meter.feed(
+            b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n",
+            false,
+        );
+        let metered = meter.finish(30, EarlyEnd::Client);
+        assert_eq!(metered.charge_reserved, None);
+        assert!(metered.estimated);
+    }
+
+    #[test]
+    fn envoys_timeout_reply_is_charged_the_reservation() {
+        assert_eq!(
+            EarlyEnd::from_code_details("response_timeout"),
+            EarlyEnd::UpstreamTimeout
+        );
+        assert_eq!(
+            EarlyEnd::from_code_details("upstream_per_try_idle_timeout"),
+            EarlyEnd::UpstreamTimeout
+        );
+        assert_eq!(
+            EarlyEnd::from_code_details("upstream_per_try_timeout"),
+            EarlyEnd::UpstreamTimeout
+        );
+        assert_eq!(
+            EarlyEnd::from_code_details("downstream_remote_disconnect"),
+            EarlyEnd::Client
+        );
+        assert_eq!(
+            EarlyEnd::from_code_details("via_upstream"),
+            EarlyEnd::Upstream
+        );
+        let mut meter = ResponseMeter::new(Endpoint::Responses, 504, Some("text/plain"));
+        meter.feed(b"upstream request timeout", true);
+        let metered = meter.finish(30, EarlyEnd::UpstreamTimeout);
+        assert_eq!(metered.status, EndStatus::UpstreamError);
+        assert_eq!(metered.http_status, 504);
+        assert!(metered.estimated);
+        assert_eq!(
+            metered.charge_reserved,
+            Some(ReservedCharge::UpstreamTimeout)
+        );
+        // The provider's own 504 (via_upstream) costs nothing.
+        let metered = meter.finish(30, EarlyEnd::Upstream);
+        assert_eq!(
+            (metered.charge_reserved, metered.usage),
+            (None, Usage::default())
+        );
     }
 
     #[test]
@@ -377,13 +525,17 @@ mod tests {
         meter.feed(b"\x1f\x8b\x08\x00 gzip bytes", true);
         let metered = meter.finish(30, EarlyEnd::Upstream);
         assert_eq!(metered.status, EndStatus::Ok);
-        assert!(metered.estimated && metered.unreadable);
+        assert!(metered.estimated);
+        assert_eq!(metered.charge_reserved, Some(ReservedCharge::Unreadable));
         assert_eq!(metered.usage.prompt_tokens, 30);
         assert_eq!(meter.held_bytes(), 0, "nothing is kept");
         let mut error = ResponseMeter::unreadable(Endpoint::ChatCompletions, 500);
         error.feed(b"\x1f\x8b", true);
         let metered = error.finish(30, EarlyEnd::Upstream);
         assert_eq!(metered.status, EndStatus::UpstreamError);
-        assert!(!metered.unreadable, "an error answer is not charged");
+        assert_eq!(
+            metered.charge_reserved, None,
+            "an error answer is not charged"
+        );
     }
 }

@@ -165,6 +165,12 @@ pub struct BodyFacts<'a> {
     /// `previous_response_id` or `conversation` is set: the provider bills stored input the
     /// body does not show.
     pub continues_conversation: bool,
+    /// `background` is present with a value other than `false` or `null` (a Responses call whose
+    /// result is fetched later; refused, as it cannot be metered).
+    pub background: bool,
+    /// `prompt` is a list of prompts (strings or token arrays): their number (text completions
+    /// answer each one); `None` for a single prompt or no `prompt`.
+    pub prompts: Option<u64>,
 }
 
 /// Why a body could not be read.
@@ -208,6 +214,10 @@ struct BodyView<'a> {
     previous_response_id: Option<&'a RawValue>,
     #[serde(borrow)]
     conversation: Option<&'a RawValue>,
+    #[serde(borrow)]
+    background: Option<&'a RawValue>,
+    #[serde(borrow)]
+    prompt: Option<&'a RawValue>,
     /// Read only so that a duplicated `input` is refused (the affinity check reads one copy).
     #[serde(borrow)]
     #[allow(dead_code)]
@@ -282,7 +292,25 @@ pub fn read_body(body: &[u8]) -> Result<BodyFacts<'_>, BodyProblem> {
             .into_iter()
             .flatten()
             .any(|raw| raw.get() != "null"),
+        background: view
+            .background
+            .is_some_and(|raw| !matches!(raw.get(), "false" | "null")),
+        prompts: view.prompt.and_then(prompt_count),
     })
+}
+
+/// How many prompts a `prompt` value holds when it is a list of them: an array of strings or of
+/// token arrays counts its elements; a string or a flat array of token integers is one prompt.
+fn prompt_count(raw: &RawValue) -> Option<u64> {
+    let items = serde_json::from_str::<Vec<&RawValue>>(raw.get()).ok()?;
+    let is_token = |item: &&RawValue| {
+        item.get()
+            .starts_with(|c: char| c == '-' || c.is_ascii_digit())
+    };
+    if items.is_empty() || items.iter().all(is_token) {
+        return None;
+    }
+    Some(items.len() as u64)
 }
 
 /// A non-negative number as a count (a fraction rounds up, so `2.5` answers count as 3).
@@ -581,5 +609,29 @@ mod tests {
         let facts = read_body(br#"{"model":"m","n":1e300,"previous_response_id":null}"#).unwrap();
         assert_eq!(facts.n, Some(u64::MAX));
         assert!(!facts.continues_conversation);
+    }
+
+    #[test]
+    fn background_and_prompt_lists_are_read() {
+        let background = |body: &[u8]| read_body(body).unwrap().background;
+        assert!(background(br#"{"model":"m","background":true}"#));
+        assert!(background(br#"{"model":"m","background":"yes"}"#));
+        assert!(!background(br#"{"model":"m","background":false}"#));
+        assert!(!background(br#"{"model":"m","background":null}"#));
+        assert!(!background(br#"{"model":"m"}"#));
+        assert!(read_body(br#"{"model":"m","background":false,"background":true}"#).is_err());
+
+        let prompts = |body: &[u8]| read_body(body).unwrap().prompts;
+        assert_eq!(prompts(br#"{"model":"m","prompt":"one"}"#), None);
+        assert_eq!(
+            prompts(br#"{"model":"m","prompt":[1,2,3]}"#),
+            None,
+            "token ids"
+        );
+        assert_eq!(prompts(br#"{"model":"m","prompt":[]}"#), None);
+        assert_eq!(prompts(br#"{"model":"m","prompt":["a","b","c"]}"#), Some(3));
+        assert_eq!(prompts(br#"{"model":"m","prompt":[[1,2],[3]]}"#), Some(2));
+        assert_eq!(prompts(br#"{"model":"m","prompt":["a",[3]]}"#), Some(2));
+        assert_eq!(prompts(br#"{"model":"m"}"#), None);
     }
 }

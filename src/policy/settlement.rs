@@ -3,8 +3,9 @@
 
 use std::borrow::Cow;
 
+use crate::policy::accounting_api::MAX_EVENT_COST_NANO;
 use crate::policy::budget::BudgetLine;
-use crate::policy::charge::charge;
+use crate::policy::charge::{charge, has_unpriced_tool_calls};
 use crate::policy::cost::Cost;
 use crate::policy::decide::{Admission, MeteringPlan};
 use crate::policy::index::{DeploymentId, KeyId, Policy};
@@ -80,15 +81,27 @@ impl Settlement {
                 source: crate::policy::cost::PriceSource::Unpriced,
             },
         };
-        // An answer the filter could not read costs what was reserved for it, never less.
-        let cost = if metered.unreadable {
+        // An answer the filter could not read, or one the request did not wait for, costs what
+        // was reserved for it (the uncapped worst case, within what one event may carry), never
+        // less.
+        let cost = if metered.charge_reserved.is_some() {
+            let reserved = self.reservation.amount.min(MAX_EVENT_COST_NANO);
             Cost {
-                nano_usd: cost.nano_usd.max(self.reservation.amount),
+                nano_usd: cost.nano_usd.max(reserved),
                 ..cost
             }
         } else {
             cost
         };
+        let unpriced_tool_calls = deployment.is_some_and(|d| {
+            has_unpriced_tool_calls(
+                policy,
+                d,
+                &self.upstream_model,
+                &metered.usage,
+                self.plan.service_tier,
+            )
+        });
         let ledger_ok = settle(ledgers, &self.reservation, cost.nano_usd, now);
         let usage = metered.usage;
         let data = SpendData {
@@ -114,7 +127,7 @@ impl Settlement {
                 cached_tokens: usage.cached_tokens,
                 cache_creation_tokens: usage.cache_creation_tokens,
                 reasoning_tokens: usage.reasoning_tokens,
-                estimated: metered.estimated,
+                estimated: metered.estimated || unpriced_tool_calls,
             },
             cost_nano_usd: cost.nano_usd,
             cost_source: Cow::Borrowed(cost.source.name()),
@@ -132,6 +145,7 @@ impl Settlement {
                 .map(|line| line.ledger_key().to_string())
                 .collect(),
             ledger_ok,
+            unpriced_tool_calls,
         }
     }
 }
@@ -147,6 +161,9 @@ pub struct Finished {
     pub ledger_keys: Vec<String>,
     /// False when a ledger could not be written.
     pub ledger_ok: bool,
+    /// The answer reports server-side tool calls (web searches) without a known price: the
+    /// cost leaves them out and the event is flagged estimated.
+    pub unpriced_tool_calls: bool,
 }
 
 fn budget_ref(line: &BudgetLine) -> BudgetRef {
@@ -239,5 +256,65 @@ mod tests {
         assert_eq!(data.budgets[0].budget, "team:t");
         assert_eq!(data.budgets[0].window_end, Some(86_400));
         assert_eq!(finished.ledger_keys, vec![key]);
+    }
+
+    #[test]
+    fn a_request_the_client_left_is_charged_its_uncapped_worst_case() {
+        // A $0.01 budget; the request's worst case is 100 000 output tokens at $1.5e-5 = $1.5,
+        // held on the ledger as the budget's limit only.
+        let json = format!(
+            r#"{{"version":"v9",
+              "cost_map":{{"claude-sonnet-4-6":{{"litellm_provider":"anthropic","input_cost_per_token":3e-06,
+                 "output_cost_per_token":1.5e-05,"max_output_tokens":128000}}}},
+              "model_list":[{{"model_name":"anthropic/*","litellm_params":{{"model":"anthropic/*"}},"cluster":"a"}}],
+              "keys":[{{"key_hash":"{}","key_alias":"k","max_budget":0.01,"budget_duration":"1d"}}]}}"#,
+            to_hex(&digest("sk-k"))
+        );
+        let policy = compile(json.as_bytes()).unwrap();
+        let head = RequestHead {
+            method: "POST",
+            path: "/v1/messages",
+            x_api_key: Some("sk-k"),
+            ..RequestHead::default()
+        };
+        let HeadOutcome::ReadBody(ticket) = decide_head(Some(&policy), &head, 0) else {
+            panic!("not admitted")
+        };
+        let ledgers = MemoryLedgers::default();
+        let none: HashMap<String, String> = HashMap::new();
+        let around = Surroundings {
+            credentials: &none,
+            ledgers: &ledgers,
+            random: 0,
+            now: 100,
+        };
+        let body = br#"{"model":"claude-sonnet-4-6","max_tokens":100000}"#;
+        let verdict = decide_body(&policy, ticket, body, &around).unwrap();
+        let requested = verdict.trace.requested.clone().unwrap();
+        let admission = verdict.outcome.unwrap();
+        let settlement = Settlement::new(&policy, ticket.key_id, requested, admission).unwrap();
+        let worst = settlement.reservation.amount;
+        assert_eq!(worst, 13 * 3_000 + 1_500_000_000, "uncapped");
+        let key = settlement.reservation.lines[0].ledger_key().to_string();
+        assert_eq!(
+            ledgers.0.borrow()[&key].reserved(100),
+            10_000_000,
+            "held: the limit"
+        );
+
+        // The client closes the connection before the answer's headers arrive.
+        let meter = ResponseMeter::new(Endpoint::Messages, 0, None);
+        let metered = meter.finish(settlement.plan.prompt_estimate, EarlyEnd::Client);
+        let finished = settlement.finish(&policy, &metered, &ledgers, 101);
+        assert_eq!(finished.cost.nano_usd, worst);
+        assert!(finished.data.usage.estimated);
+        assert_eq!(finished.data.status, "client_disconnect");
+        let ledger = ledgers.0.borrow()[&key].clone();
+        assert_eq!((ledger.unconfirmed, ledger.reserved(101)), (worst, 0));
+
+        // The same request cut by an upstream connect failure costs only its prompt.
+        let metered = meter.finish(settlement.plan.prompt_estimate, EarlyEnd::Upstream);
+        let finished = settlement.finish(&policy, &metered, &ledgers, 102);
+        assert_eq!(finished.cost.nano_usd, 13 * 3_000);
     }
 }

@@ -28,6 +28,15 @@ pub struct Usage {
     pub reasoning_tokens: u64,
     /// Cache writes that live one hour (part of `cache_creation_tokens`).
     pub cache_creation_1h_tokens: u64,
+    /// Audio input tokens (part of `prompt_tokens`; OpenAI `prompt_tokens_details.audio_tokens`).
+    pub audio_input_tokens: u64,
+    /// Audio output tokens (part of `completion_tokens`; OpenAI
+    /// `completion_tokens_details.audio_tokens`).
+    pub audio_output_tokens: u64,
+    /// Server-side web searches the provider ran and bills per call (Anthropic
+    /// `server_tool_use.web_search_requests`; the `web_search_call` items of an OpenAI Responses
+    /// answer).
+    pub web_search_requests: u64,
     /// The service tier the upstream reports it served the request in.
     pub service_tier: Option<ServiceTier>,
 }
@@ -53,12 +62,16 @@ struct PromptDetails {
     cache_write_tokens: Option<u64>,
     #[serde(default)]
     cache_creation_tokens: Option<u64>,
+    #[serde(default)]
+    audio_tokens: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 struct CompletionDetails {
     #[serde(default)]
     reasoning_tokens: Option<u64>,
+    #[serde(default)]
+    audio_tokens: Option<u64>,
 }
 
 /// OpenAI Responses `usage`.
@@ -89,6 +102,15 @@ pub(crate) struct AnthropicUsage {
     pub(crate) cache_creation: Option<AnthropicCacheCreation>,
     #[serde(default)]
     pub(crate) service_tier: Option<serde_json::Value>,
+    #[serde(default)]
+    pub(crate) server_tool_use: Option<AnthropicServerToolUse>,
+}
+
+/// Anthropic's server-side tool calls (cumulative, like `output_tokens`).
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct AnthropicServerToolUse {
+    #[serde(default)]
+    pub(crate) web_search_requests: Option<u64>,
 }
 
 /// Anthropic's cache writes by lifetime.
@@ -117,7 +139,12 @@ impl Usage {
                 .or(prompt.cache_creation_tokens)
                 .unwrap_or(0),
             completion_tokens,
-            reasoning_tokens: completion.and_then(|d| d.reasoning_tokens).unwrap_or(0),
+            reasoning_tokens: completion
+                .as_ref()
+                .and_then(|d| d.reasoning_tokens)
+                .unwrap_or(0),
+            audio_input_tokens: prompt.audio_tokens.unwrap_or(0),
+            audio_output_tokens: completion.and_then(|d| d.audio_tokens).unwrap_or(0),
             ..Usage::default()
         }
     }
@@ -174,6 +201,13 @@ impl AnthropicUsage {
         if let Some(output) = self.output_tokens {
             usage.completion_tokens = output;
         }
+        if let Some(searches) = self
+            .server_tool_use
+            .as_ref()
+            .and_then(|s| s.web_search_requests)
+        {
+            usage.web_search_requests = searches;
+        }
     }
 }
 
@@ -183,17 +217,41 @@ struct WithUsage<U> {
     /// Read leniently: a tier that is not a string leaves the usage readable.
     #[serde(default)]
     service_tier: Option<serde_json::Value>,
+    /// A Responses object's output items, kept raw: only their `type` is read (web searches).
+    #[serde(default)]
+    output: Option<Box<serde_json::value::RawValue>>,
 }
 
 impl<U: Into<Usage>> WithUsage<U> {
-    /// The usage with the tier reported beside it.
+    /// The usage with the tier reported beside it, and the web searches among the output items.
     fn into_usage(self) -> Option<Usage> {
         let mut usage: Usage = self.usage?.into();
         if let Some(tier) = self.service_tier.as_ref().and_then(|t| t.as_str()) {
             usage.service_tier = Some(ServiceTier::parse(tier));
         }
+        if let Some(output) = &self.output {
+            usage.web_search_requests = web_search_calls(output.get());
+        }
         Some(usage)
     }
+}
+
+/// The `web_search_call` items of a Responses `output` array (0 when it is not an array of
+/// objects): OpenAI bills each call of its web search tool.
+fn web_search_calls(output: &str) -> u64 {
+    #[derive(Deserialize)]
+    struct Item<'a> {
+        #[serde(rename = "type", borrow, default)]
+        kind: Option<std::borrow::Cow<'a, str>>,
+    }
+    serde_json::from_str::<Vec<Item>>(output)
+        .map(|items| {
+            let calls = items
+                .iter()
+                .filter(|i| i.kind.as_deref() == Some("web_search_call"));
+            calls.count() as u64
+        })
+        .unwrap_or(0)
 }
 
 /// Usage from a complete (non-streamed) JSON response body of `endpoint`.
@@ -428,6 +486,74 @@ mod tests {
             &mut chunk
         ));
         assert_eq!(chunk.service_tier, Some(ServiceTier::Priority));
+    }
+
+    #[test]
+    fn openai_audio_tokens_are_read_inside_prompt_and_completion() {
+        let body = br#"{"usage":{"prompt_tokens":100,"completion_tokens":50,
+            "prompt_tokens_details":{"cached_tokens":0,"audio_tokens":60},
+            "completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":40}}}"#;
+        let u = usage_from_json(Endpoint::ChatCompletions, body).unwrap();
+        assert_eq!(
+            (
+                u.prompt_tokens,
+                u.audio_input_tokens,
+                u.completion_tokens,
+                u.audio_output_tokens
+            ),
+            (100, 60, 50, 40)
+        );
+        let responses = br#"{"usage":{"input_tokens":10,"output_tokens":5,
+            "input_tokens_details":{"audio_tokens":7},"output_tokens_details":{"audio_tokens":2}}}"#;
+        let u = usage_from_json(Endpoint::Responses, responses).unwrap();
+        assert_eq!((u.audio_input_tokens, u.audio_output_tokens), (7, 2));
+    }
+
+    #[test]
+    fn anthropic_web_searches_are_read_in_messages_and_streams() {
+        let body = br#"{"type":"message","usage":{"input_tokens":10,"output_tokens":5,
+            "server_tool_use":{"web_search_requests":3}}}"#;
+        let u = usage_from_json(Endpoint::Messages, body).unwrap();
+        assert_eq!(u.web_search_requests, 3);
+        let mut streamed = Usage::default();
+        for delta in [
+            &br#"{"input_tokens":10,"output_tokens":1}"#[..],
+            br#"{"output_tokens":50,"server_tool_use":{"web_search_requests":2}}"#,
+        ] {
+            let usage: AnthropicUsage = serde_json::from_slice(delta).unwrap();
+            usage.merge_into(&mut streamed);
+        }
+        assert_eq!(
+            (streamed.completion_tokens, streamed.web_search_requests),
+            (50, 2)
+        );
+    }
+
+    #[test]
+    fn responses_web_search_calls_are_counted_in_answers_and_streams() {
+        let body = br#"{"object":"response","output":[
+            {"type":"web_search_call","id":"ws_1","status":"completed","action":{"type":"search","query":"q"}},
+            {"type":"web_search_call","id":"ws_2","status":"completed"},
+            {"type":"message","content":[{"type":"output_text","text":"web_search_call"}]}],
+            "usage":{"input_tokens":10,"output_tokens":5}}"#;
+        let u = usage_from_json(Endpoint::Responses, body).unwrap();
+        assert_eq!((u.prompt_tokens, u.web_search_requests), (10, 2));
+        let event =
+            br#"{"type":"response.completed","response":{"output":[{"type":"web_search_call"}],
+            "usage":{"input_tokens":1,"output_tokens":1}}}"#;
+        let mut streamed = Usage::default();
+        assert!(merge_stream_event(
+            Endpoint::Responses,
+            event,
+            &mut streamed
+        ));
+        assert_eq!(streamed.web_search_requests, 1);
+        let odd = br#"{"output":[1,"x"],"usage":{"input_tokens":1,"output_tokens":1}}"#;
+        let u = usage_from_json(Endpoint::Responses, odd).unwrap();
+        assert_eq!(
+            u.web_search_requests, 0,
+            "an odd output leaves the usage readable"
+        );
     }
 
     #[test]

@@ -71,9 +71,13 @@ ACCESS_LOG = ROOT / "envoy" / "access-log.yaml"
 
 
 def render_bootstrap(listen_port, admin_port, ecds_path, clusters, access_log_path=None, address="127.0.0.1",
-                     static_filter=None):
-    """The bootstrap; `static_filter` (a Wasm typed_config) inlines the filter instead of ECDS."""
+                     static_filter=None, route_timeout=None):
+    """The bootstrap; `static_filter` (a Wasm typed_config) inlines the filter instead of ECDS;
+    `route_timeout` (e.g. "1s") replaces the template's upstream route timeout."""
     text = TEMPLATE.read_text()
+    if route_timeout is not None:
+        text = text.replace("cluster_header: x-tollgate-cluster, timeout: 300s",
+                            f"cluster_header: x-tollgate-cluster, timeout: {route_timeout}")
     if static_filter is not None:
         start = text.index("            # The ECDS form (default).")
         end = text.index("            # static form end\n") + len("            # static form end\n")
@@ -191,7 +195,7 @@ class EnvoyStack:
     """One Envoy process with Tollgate loaded by ECDS from a file in `workdir`."""
 
     def __init__(self, workdir, clusters, policy, env, concurrency=1, listen_port=None, admin_port=None,
-                 wasm_log_level="debug", access_log=True, static=False):
+                 wasm_log_level="debug", access_log=True, static=False, route_timeout=None):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.env = env
@@ -208,7 +212,8 @@ class EnvoyStack:
         static_filter = (ecds_resource(policy, self.wasm_path, self.env, "static")["resources"][0]["typed_config"]
                          if static else None)
         bootstrap.write_text(render_bootstrap(self.listen_port, self.admin_port, self.ecds_path, clusters,
-                                              self.access_log_path, static_filter=static_filter))
+                                              self.access_log_path, static_filter=static_filter,
+                                              route_timeout=route_timeout))
         self.log_path = self.workdir / "envoy.log"
         self.log = open(self.log_path, "wb")
         self.process = subprocess.Popen(

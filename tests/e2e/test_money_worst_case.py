@@ -7,6 +7,9 @@ served. Through real Envoy, the mock upstreams and the reference accounting serv
 - a `priority` answer is priced at the priority rates (the tier the answer reports wins over
   the tier asked for), in the events and in the server's budget totals;
 - Anthropic one-hour cache writes are priced at the one-hour rate;
+- audio tokens are priced at the audio rates;
+- Anthropic web searches are priced per call (`search_context_cost_per_query`, medium), or the
+  event is flagged estimated when the model has no search price;
 - a Responses stream that ends in `response.incomplete` / `response.failed` is billed by its
   usage, not estimated.
 """
@@ -29,12 +32,19 @@ KEYS = {
     "cache": "sk-e2e-worst-cache-1h",     # anthropic/*, no budget
     "ends": "sk-e2e-worst-ends",          # no budget
     "window": "sk-e2e-worst-window",      # $0.0001 per 5 s window
+    "audio": "sk-e2e-worst-audio",        # gpt-4o-audio-preview-2024-12-17, no budget
 }
+AUDIO_MODEL = "gpt-4o-audio-preview-2024-12-17"
 
 
 def worst_case_policy(version):
     policy = money_policy(version)
+    policy["model_list"].append(
+        {"model_name": AUDIO_MODEL, "litellm_params": {"model": f"openai/{AUDIO_MODEL}",
+                                                       "api_key_env": "OPENAI_API_KEY"},
+         "cluster": "openai", "model_info": {"id": "openai-audio"}})
     policy["keys"] += [
+        {"key_hash": key_hash(KEYS["audio"]), "key_alias": "worst-audio", "models": [AUDIO_MODEL]},
         {"key_hash": key_hash(KEYS["n"]), "key_alias": "worst-n", "max_budget": 0.003, "models": ["gpt-4o"]},
         {"key_hash": key_hash(KEYS["followup"]), "key_alias": "worst-followup", "max_budget": 0.2,
          "models": ["gpt-4o"]},
@@ -205,6 +215,54 @@ def test_one_hour_cache_writes_cost_the_one_hour_rate(money, accounting, upstrea
         event = event_for(accounting, "worst-cache", lambda d, s=stream: d["stream"] == s)
         assert event["usage"]["prompt_tokens"] == 1010 and event["usage"]["cache_creation_tokens"] == 1000
         assert event["cost_nano_usd"] == expected, (stream, event["cost_nano_usd"])
+
+
+def test_audio_tokens_cost_the_audio_rates(money, accounting, upstreams):
+    usage = {"prompt_tokens": 100, "completion_tokens": 50,
+             "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 60},
+             "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 40}}
+    key = dict(bearer(KEYS["audio"]), **{"x-mock-usage": json.dumps(usage)})
+    r = money.request("POST", "/v1/chat/completions", key, chat(AUDIO_MODEL, user="audio-1"))
+    assert r.status == 200, r
+    expected = nano(price(AUDIO_MODEL, "input_cost_per_token") * 40
+                    + price(AUDIO_MODEL, "input_cost_per_audio_token") * 60
+                    + price(AUDIO_MODEL, "output_cost_per_token") * 10
+                    + price(AUDIO_MODEL, "output_cost_per_audio_token") * 40)
+    assert expected == 100_000 + 2_400_000 + 100_000 + 3_200_000
+    event = event_for(accounting, "worst-audio", lambda d: d["end_user"] == "audio-1")
+    assert event["cost_nano_usd"] == expected, f"audio priced as text: {event['cost_nano_usd']}"
+
+
+def test_anthropic_web_searches_are_charged_per_call_or_flagged_estimated(money, accounting, upstreams):
+    usage = {"input_tokens": 10, "output_tokens": 5, "server_tool_use": {"web_search_requests": 3}}
+    key = dict(bearer(KEYS["cache"]), **{"x-mock-usage": json.dumps(usage)})
+    before = money.counter("wasmcustom.tollgate_spend_tool_calls_unpriced")
+    for model in ("claude-sonnet-4-6", "claude-haiku-4-5"):
+        for stream in (False, True):
+            r = money.request("POST", "/v1/messages", key,
+                              chat(model, max_tokens=64, stream=stream))
+            assert r.status == 200, r
+    # claude-sonnet-4-6 has search_context_cost_per_query (medium: $0.01 a search, as LiteLLM).
+    searches = usd(REAL_COST_MAP["claude-sonnet-4-6"]["search_context_cost_per_query"]["search_context_size_medium"])
+    expected = nano(price("claude-sonnet-4-6", "input_cost_per_token") * 10
+                    + price("claude-sonnet-4-6", "output_cost_per_token") * 5 + searches * 3)
+    assert expected == 30_000 + 75_000 + 30_000_000
+    for stream in (False, True):
+        event = event_for(accounting, "worst-cache",
+                          lambda d, s=stream: d["stream"] == s and d["upstream_model"] == "claude-sonnet-4-6"
+                          and d["usage"]["prompt_tokens"] == 10)
+        assert event["cost_nano_usd"] == expected, (stream, event["cost_nano_usd"])
+        assert not event["usage"]["estimated"]
+    # claude-haiku-4-5 has no search price: its tokens are charged, and the event says estimated.
+    for stream in (False, True):
+        event = event_for(accounting, "worst-cache",
+                          lambda d, s=stream: d["stream"] == s and d["upstream_model"] == "claude-haiku-4-5"
+                          and d["usage"]["prompt_tokens"] == 10)
+        assert event["usage"]["estimated"], f"unpriced web searches were not flagged: {event}"
+        assert event["cost_nano_usd"] == nano(price("claude-haiku-4-5", "input_cost_per_token") * 10
+                                              + price("claude-haiku-4-5", "output_cost_per_token") * 5)
+    wait_until(lambda: money.counter("wasmcustom.tollgate_spend_tool_calls_unpriced") >= before + 2, timeout=5,
+               message="tollgate_spend_tool_calls_unpriced")
 
 
 @pytest.mark.parametrize("end", ["response.incomplete", "response.failed"])
