@@ -190,8 +190,11 @@ fn examine(
     unmark: Unmark,
 ) -> Result<Found, MarkProblem> {
     // Decoded, escapes included: the provider reads `resp\u005f…` as `resp_…`, so must we.
-    let Ok(text) = serde_json::from_str::<String>(raw.get()) else {
-        return Ok(Found::Nothing); // not a string: not Responses state
+    let text = match serde_json::from_str::<String>(raw.get()) {
+        Ok(text) => text,
+        // A string that does not decode (a lone surrogate escape): what would the provider read?
+        Err(_) if raw.get().starts_with('"') => return Err(MarkProblem::Unreadable),
+        Err(_) => return Ok(Found::Nothing), // not a string: not Responses state
     };
     if !is_state(&text) {
         return Ok(Found::Nothing);
@@ -373,6 +376,8 @@ mod tests {
             1,
         );
         assert_eq!(read(&content_twice), Err(MarkProblem::Unreadable));
+        let surrogate = foreign.replacen(RESP, &format!("{RESP}\\ud800"), 1);
+        assert_eq!(read(&surrogate), Err(MarkProblem::Unreadable));
         // Items that are not objects carry no state.
         let odd = r#"{"model":"o4-mini","input":["just text", 3, null]}"#;
         assert_eq!(

@@ -133,6 +133,20 @@ impl Ask {
     }
 }
 
+/// The input a request may be billed for: the prompt estimate, or for a follow-up on stored
+/// state the model's context window (the provider bills the stored conversation as input). Also
+/// what a stream cut before its usage is charged as input.
+pub fn worst_case_input(policy: &Policy, deployment: &Deployment, model: &str, ask: &Ask) -> u64 {
+    if ask.continues_conversation {
+        let window = cost_entry(policy, deployment, model)
+            .and_then(|e| e.max_input_tokens)
+            .unwrap_or(policy.spending.default_max_input_tokens);
+        ask.prompt_tokens.max(window)
+    } else {
+        ask.prompt_tokens
+    }
+}
+
 /// The most a request can cost: its input (the prompt estimate, or for a follow-up on stored
 /// state the model's `max_input_tokens`, else `settings.default_max_input_tokens`) plus the
 /// largest answer it may get (the request's own cap, bounded by the model's
@@ -141,14 +155,7 @@ impl Ask {
 /// tier. Embeddings produce no output. Zero when unpriced.
 pub fn worst_case(policy: &Policy, deployment: &Deployment, model: &str, ask: &Ask) -> Cost {
     let entry = cost_entry(policy, deployment, model);
-    let prompt_tokens = if ask.continues_conversation {
-        let window = entry
-            .and_then(|e| e.max_input_tokens)
-            .unwrap_or(policy.spending.default_max_input_tokens);
-        ask.prompt_tokens.max(window)
-    } else {
-        ask.prompt_tokens
-    };
+    let prompt_tokens = worst_case_input(policy, deployment, model, ask);
     let (mut rates, source) = effective_rates(policy, deployment, model, prompt_tokens, ask.tier);
     let model_cap = deployment
         .prices

@@ -165,9 +165,11 @@ pub fn scrub_query(path: &str, presented: Option<&str>) -> Option<String> {
     for pair in query.split('&') {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         let decoded = percent_decode(value);
+        // The whole pair decoded too: the key may sit in the name (`?%73k-…`).
+        let whole = percent_decode(pair);
         if is_credential_param(name)
             || carries_key(&decoded, presented)
-            || carries_key(pair.as_bytes(), presented)
+            || carries_key(&whole, presented)
         {
             removed = true;
         } else {
@@ -349,6 +351,10 @@ mod tests {
             Some("/v1/x")
         );
         assert_eq!(scrub_query("/v1/x?a=1", key), None);
+        assert_eq!(
+            scrub_query("/v1/x?%73k-e2e-all-models&a=1", key).as_deref(),
+            Some("/v1/x?a=1")
+        );
         assert_eq!(
             ClientHeaderRules::default().removal(b"x-goog-user-project"),
             Some(Removal::TenantSelector)

@@ -7,6 +7,7 @@ use crate::policy::affinity_request::{read_marks, MarkProblem, Marks};
 use crate::policy::alias::{resolve, AliasLayer};
 use crate::policy::auth::authenticate;
 use crate::policy::budget::applicable_budgets;
+use crate::policy::charge::worst_case_input;
 use crate::policy::charge::{worst_case, Ask};
 use crate::policy::config::AffinityFallback;
 use crate::policy::config::UnpricedMode;
@@ -312,6 +313,7 @@ fn decide_steps<'p, C: Credentials + ?Sized>(
     );
     let ask = Ask::of_request(ticket.endpoint, prompt, &facts);
     let worst = worst_case(policy, route.deployment, &route.upstream_model, &ask);
+    let billed_input = worst_case_input(policy, route.deployment, &route.upstream_model, &ask);
     let unpriced = worst.source == PriceSource::Unpriced;
     if unpriced && policy.spending.unpriced == UnpricedMode::Deny && !lines.is_empty() {
         return Err(Denial::UnpricedModel {
@@ -355,7 +357,8 @@ fn decide_steps<'p, C: Credentials + ?Sized>(
             endpoint: ticket.endpoint,
             stream: facts.stream,
             strip_usage,
-            prompt_estimate: prompt,
+            // A cut stream of a follow-up is billed its stored conversation, not the new bytes.
+            prompt_estimate: billed_input,
             end_user: facts.end_user.map(|u| u.into_owned()),
             service_tier: ask.tier,
             mark_with: seal.map(|seal| MarkWith {
@@ -803,6 +806,13 @@ mod tests {
         let follow =
             format!(r#"{{"model":"o4-mini","input":"more","previous_response_id":"{id}"}}"#);
         let own = respond(&p, "sk-red", &follow, &secret).unwrap();
+        // A stream of this follow-up cut before its usage is billed the stored conversation.
+        assert!(
+            own.metering.prompt_estimate > first.metering.prompt_estimate * 1000,
+            "{} vs {}",
+            own.metering.prompt_estimate,
+            first.metering.prompt_estimate
+        );
         let sent = String::from_utf8(own.new_body.unwrap()).unwrap();
         assert!(
             sent.contains(r#""previous_response_id":"resp_0123abcd""#),

@@ -92,18 +92,26 @@ impl EarlyEnd {
     pub fn from_code_details(details: &str) -> EarlyEnd {
         // Envoy's names (ResponseCodeDetails): the route timeout, the last try's timeouts, and
         // the route's max stream duration.
-        const TIMEOUTS: [&str; 4] = [
+        // Also the connection manager's idle and duration timeouts, which fire while Envoy
+        // waits for a long non-streamed answer.
+        const TIMEOUTS: [&str; 6] = [
             "response_timeout",
             "upstream_per_try_timeout",
             "upstream_per_try_idle_timeout",
             "upstream_max_stream_duration_reached",
+            "stream_idle_timeout",
+            "max_duration_timeout",
         ];
         if TIMEOUTS.iter().any(|t| details.starts_with(t)) {
             EarlyEnd::UpstreamTimeout
-        } else if details.contains("downstream") {
-            EarlyEnd::Client
-        } else {
+        } else if details == "via_upstream" || details.contains("upstream") {
+            // The upstream answered, reset or could not be reached.
             EarlyEnd::Upstream
+        } else {
+            // Anything else that ends a stream early is the client's side: a TCP close
+            // (`downstream_remote_disconnect`), an HTTP/2 reset (`http2.remote_reset`), a codec
+            // error. Unknown means the client, so a request it abandons is never free.
+            EarlyEnd::Client
         }
     }
 }
@@ -500,6 +508,45 @@ mod tests {
         assert_eq!(
             EarlyEnd::from_code_details("via_upstream"),
             EarlyEnd::Upstream
+        );
+        // Review findings: an HTTP/2 client's reset and a codec error are the client's side; the
+        // connection manager's idle and duration timeouts are Envoy giving up on the upstream.
+        for client in [
+            "http2.remote_reset",
+            "http2.remote_refuse",
+            "codec_error:x",
+            "request_overall_timeout",
+        ] {
+            assert_eq!(
+                EarlyEnd::from_code_details(client),
+                EarlyEnd::Client,
+                "{client}"
+            );
+        }
+        for timeout in ["stream_idle_timeout", "max_duration_timeout"] {
+            assert_eq!(
+                EarlyEnd::from_code_details(timeout),
+                EarlyEnd::UpstreamTimeout,
+                "{timeout}"
+            );
+        }
+        for upstream in [
+            "upstream_reset_before_response_started{connection_failure}",
+            "upstream_reset_after_response_started{remote_reset}",
+            "no_healthy_upstream",
+        ] {
+            assert_eq!(
+                EarlyEnd::from_code_details(upstream),
+                EarlyEnd::Upstream,
+                "{upstream}"
+            );
+        }
+        let mut idle = ResponseMeter::new(Endpoint::ChatCompletions, 408, Some("text/plain"));
+        idle.feed(b"stream timeout", true);
+        let metered = idle.finish(30, EarlyEnd::from_code_details("stream_idle_timeout"));
+        assert!(
+            metered.charge_reserved.is_some(),
+            "Envoy's idle-timeout 408 is charged"
         );
         let mut meter = ResponseMeter::new(Endpoint::Responses, 504, Some("text/plain"));
         meter.feed(b"upstream request timeout", true);

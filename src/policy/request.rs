@@ -263,6 +263,10 @@ pub fn read_body(body: &[u8]) -> Result<BodyFacts<'_>, BodyProblem> {
         .and_then(|options| options.include_usage)
         .unwrap_or(false);
     let end_user = view.user.and_then(json_string);
+    if end_user.is_none() && view.user.is_some_and(|raw| raw.get().starts_with('"')) {
+        // A string that does not decode (a lone surrogate escape) names no budget we can see.
+        return Err(BodyProblem::InvalidUser);
+    }
     if end_user
         .as_deref()
         .is_some_and(|user| user.len() > MAX_END_USER_BYTES || user.chars().any(char::is_control))
@@ -533,6 +537,11 @@ mod tests {
     #[test]
     fn a_long_or_control_character_user_is_refused() {
         let body = |user: &str| format!(r#"{{"model":"m","user":{}}}"#, serde_json::json!(user));
+        assert_eq!(
+            read_body(br#"{"model":"m","user":"customer-42\udc00"}"#),
+            Err(BodyProblem::InvalidUser),
+            "a lone surrogate cannot slip past the end-user budget"
+        );
         let longest = "u".repeat(MAX_END_USER_BYTES);
         let accepted = body(&longest);
         let facts = read_body(accepted.as_bytes()).unwrap();

@@ -262,3 +262,29 @@ def test_responses_web_search_calls_are_charged_per_call(gate, accounting):
                                           + rate("gpt-4o", "output_cost_per_token") * 5), event
     wait_until(lambda: gate.counter("wasmcustom.tollgate_spend_tool_calls_unpriced") > before, timeout=5,
                message="tollgate_spend_tool_calls_unpriced")
+
+
+def test_an_http2_client_that_resets_its_stream_is_charged_the_worst_case(gate, accounting):
+    """Review finding: an HTTP/2 RST_STREAM ends the stream with `http2.remote_reset`, which used
+    to be taken for the upstream's doing (charged the prompt only)."""
+    import h2.config
+    import h2.connection
+    import h2.errors
+    body = json.dumps(chat("gpt-4o", max_tokens=COMPLETION, user="h2-reset-1")).encode()
+    with socket.create_connection(("127.0.0.1", gate.listen_port), timeout=5) as s:
+        conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+        conn.initiate_connection()
+        stream = conn.get_next_available_stream_id()
+        conn.send_headers(stream, [(":method", "POST"), (":path", "/v1/chat/completions"),
+                                   (":authority", "t"), (":scheme", "http"),
+                                   ("authorization", f"Bearer {KEYS['timeout']}"),
+                                   ("content-type", "application/json"), ("x-slow-ms", "1500")])
+        conn.send_data(stream, body, end_stream=True)
+        s.sendall(conn.data_to_send())
+        time.sleep(0.4)
+        conn.reset_stream(stream, error_code=h2.errors.ErrorCodes.CANCEL)
+        s.sendall(conn.data_to_send())
+        time.sleep(0.3)
+    event = event_for(accounting, "unfinished-timeout", "h2-reset-1")
+    assert event["status"] == "client_disconnect", event
+    assert event["cost_nano_usd"] == worst_case(body), event
