@@ -7,14 +7,14 @@ use std::cell::RefCell;
 use std::time::Instant;
 
 use hashbrown::HashMap;
-use tollgate::policy::budget::Ledger;
-use tollgate::policy::decide::{decide_body, decide_head, HeadOutcome, Surroundings};
-use tollgate::policy::metering::{EarlyEnd, ResponseMeter};
-use tollgate::policy::reservation::{LedgerStore, StoreUnavailable};
-use tollgate::policy::settlement::Settlement;
-use tollgate::policy::spend::SpendEvent;
-use tollgate::policy::stream_usage::UsageChunkStripper;
-use tollgate::policy::{compile, RequestHead};
+use tollgate::core::admission::decide::{decide_body, decide_head, HeadOutcome, Surroundings};
+use tollgate::core::metering::response_meter::{EarlyEnd, ResponseMeter};
+use tollgate::core::metering::stream_usage::UsageChunkStripper;
+use tollgate::core::money::budget::Ledger;
+use tollgate::core::money::reservation::{LedgerStore, StoreUnavailable};
+use tollgate::core::money::settlement::Settlement;
+use tollgate::core::spend::event::SpendEvent;
+use tollgate::core::{compile, RequestHead};
 
 /// Counts allocations, to report how many each request makes.
 struct CountingAllocator;

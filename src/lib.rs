@@ -1,19 +1,22 @@
-//! Tollgate: an LLM-gateway policy filter for Envoy, built on proxy-wasm.
+//! Tollgate: an LLM-gateway policy filter for Envoy, one pure core and two adapters.
 //!
-//! The crate has two halves with a hard boundary between them:
-//! - [`policy`], the pure core. It compiles one plugin-config version into an immutable,
-//!   indexed [`policy::Policy`] and answers every request with plain functions of
-//!   `(policy, request facts, now)`. It never names a `proxy_wasm` type, does no I/O and reads
-//!   no clock, so it is tested natively and on wasm32.
-//! - `filter`, the proxy-wasm adapter (only on `wasm32-wasip1`). It gathers facts from Envoy,
-//!   calls the core and applies the answer.
+//! - [`core`] (`src/core/`), the pure core. It compiles one plugin-config version into an
+//!   immutable, indexed [`core::Policy`] and answers every request with plain functions of
+//!   `(policy, request facts, spend, now)`. It never names an Envoy or proxy-wasm type, does no
+//!   I/O and reads no clock, so it is tested natively and on wasm32.
+//! - `wasm` (`src/wasm/`, only on `wasm32-wasip1`), the proxy-wasm adapter: the portable form
+//!   (static config, ECDS, Istio).
+//! - `native` (`src/native/`, host target with the `native` feature), the Envoy dynamic-module
+//!   adapter: the same decisions as a native shared library, no VM in between.
 //!
-//! The native `tollgate` command (validate, explain, hash-key) is built from the same core.
+//! Each adapter only gathers facts from Envoy, calls the core and applies its answer. The native
+//! `tollgate` command (validate, explain, import-litellm, accounting server) is built from the
+//! same core.
 
-pub mod policy;
+pub mod core;
 
 #[cfg(all(target_arch = "wasm32", target_os = "wasi"))]
-mod filter;
+mod wasm;
 
 /// The crate version and git revision baked in at build time, logged when a VM starts.
 pub const BUILD_INFO: &str = concat!(env!("CARGO_PKG_VERSION"), "+", env!("TOLLGATE_GIT_REV"));

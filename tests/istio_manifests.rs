@@ -44,7 +44,7 @@ fn the_envoy_filter_holds_headers_and_its_policy_compiles() {
         Some("oci://registry.example.com/tollgate:0.1.0")
     );
     let policy = field(config, &["configuration", "value"]).as_str().unwrap();
-    let compiled = tollgate::policy::compile(policy.as_bytes()).unwrap();
+    let compiled = tollgate::core::compile(policy.as_bytes()).unwrap();
     assert_eq!(
         compiled.deployments[0].cluster,
         "outbound|443||api.openai.com"
@@ -62,7 +62,7 @@ fn the_wasm_plugin_policy_compiles_as_istiod_would_deliver_it() {
     assert_eq!(plugin["kind"].as_str(), Some("WasmPlugin"));
     // istiod turns the pluginConfig Struct into JSON inside a StringValue.
     let json = serde_json::to_vec(&plugin["spec"]["pluginConfig"]).unwrap();
-    tollgate::policy::compile(&json).unwrap();
+    tollgate::core::compile(&json).unwrap();
     let env = &plugin["spec"]["vmConfig"]["env"];
     assert_eq!(env[0]["valueFrom"].as_str(), Some("HOST"));
 }

@@ -2,9 +2,9 @@
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
-use tollgate::policy::compile;
+use tollgate::core::compile;
 
-fn policy_with_real_map() -> tollgate::policy::Policy {
+fn policy_with_real_map() -> tollgate::core::Policy {
     let map = std::fs::read_to_string("tests/data/model_prices_and_context_window.json").unwrap();
     let doc = format!(r#"{{"version":"real","cost_map":{map}}}"#);
     compile(doc.as_bytes()).unwrap()

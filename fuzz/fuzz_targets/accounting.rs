@@ -4,8 +4,8 @@
 //! twice, and the byte and count bounds hold.
 #![no_main]
 
-use tollgate::policy::accounting_api::{read_batch, BatchReply, RejectedEvent};
-use tollgate::policy::outbox::{Outbox, Outgoing};
+use tollgate::core::spend::accounting_api::{read_batch, BatchReply, RejectedEvent};
+use tollgate::core::spend::outbox::{Outbox, Outgoing};
 
 fn outbox_ops(data: &[u8]) {
     let mut outbox = Outbox::new(4, 12, 2_000);

@@ -2,11 +2,11 @@
 //! any follow-up body is read without panic; any response passes the marker split anywhere.
 #![no_main]
 
-use tollgate::policy::affinity_mark::{
+use tollgate::core::affinity::mark::{
     mark_content, mark_id, unmark_content, unmark_id, AffinityTag, MarkWith, Reading, Seal,
 };
-use tollgate::policy::affinity_request::read_marks;
-use tollgate::policy::affinity_stream::ResponseMarker;
+use tollgate::core::affinity::request::read_marks;
+use tollgate::core::affinity::stream::ResponseMarker;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let seal = Seal::new(b"fuzzing secret, 32 bytes long...", "team:fuzz");

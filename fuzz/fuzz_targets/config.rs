@@ -2,7 +2,7 @@
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    if let Ok(policy) = tollgate::policy::compile(data) {
+    if let Ok(policy) = tollgate::core::compile(data) {
         let _ = policy.summary();
     }
 });

@@ -5,14 +5,14 @@
 use std::sync::OnceLock;
 
 use hashbrown::HashMap;
-use tollgate::policy::decide::{decide_body, decide_head, HeadOutcome, Surroundings};
-use tollgate::policy::reservation::MemoryLedgers;
-use tollgate::policy::{compile, Policy, RequestHead};
+use tollgate::core::admission::decide::{decide_body, decide_head, HeadOutcome, Surroundings};
+use tollgate::core::money::reservation::MemoryLedgers;
+use tollgate::core::{compile, Policy, RequestHead};
 
 fn policy() -> &'static Policy {
     static POLICY: OnceLock<Policy> = OnceLock::new();
     POLICY.get_or_init(|| {
-        let key = tollgate::policy::key_hash::to_hex(&tollgate::policy::key_hash::digest("sk-fuzz"));
+        let key = tollgate::core::config::key_hash::to_hex(&tollgate::core::config::key_hash::digest("sk-fuzz"));
         let json = format!(
             r#"{{"version":"fuzz","settings":{{"max_request_body_bytes":65536}},
               "cost_map":{{"gpt-4o":{{"litellm_provider":"openai","input_cost_per_token":2.5e-06,"output_cost_per_token":1e-05}}}},

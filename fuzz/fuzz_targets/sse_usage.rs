@@ -2,10 +2,10 @@
 //! stripper never panic, and the stripper changes nothing in a stream without usage members.
 #![no_main]
 
-use tollgate::policy::metering::{EarlyEnd, ResponseMeter};
-use tollgate::policy::stream_usage::UsageChunkStripper;
-use tollgate::policy::usage::usage_from_json;
-use tollgate::policy::Endpoint;
+use tollgate::core::metering::response_meter::{EarlyEnd, ResponseMeter};
+use tollgate::core::metering::stream_usage::UsageChunkStripper;
+use tollgate::core::metering::usage::usage_from_json;
+use tollgate::core::Endpoint;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let split = data.first().map_or(0, |b| *b as usize % (data.len() + 1));

@@ -1,4 +1,4 @@
-"""An independent Python reading of Tollgate's affinity marks (see src/policy/affinity_mark.rs),
+"""An independent Python reading of Tollgate's affinity marks (see src/core/affinity/mark.rs),
 used by the tests to unmark what clients receive and to forge marks. A mark is
 `ts` + deployment code (4) + boundary code (4) + checksum (2) + tenant seal (8): the seal is
 HMAC-SHA256 under a per-tenant key derived from the operator's secret, so the tests, which know

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use serde_json::{Map, Value};
 
-use tollgate::policy::compile;
+use tollgate::core::compile;
 
 /// Above this, the tool warns: `pluginConfig` shares the object with the rest of the resource.
 const ISTIO_WARN_BYTES: usize = 1_000_000;

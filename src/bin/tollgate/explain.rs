@@ -4,13 +4,15 @@
 use std::process::ExitCode;
 
 use hashbrown::HashMap;
-use tollgate::policy::access::{admits_anywhere, ListLevel};
-use tollgate::policy::alias::resolve;
-use tollgate::policy::decide::{decide_body, decide_head, HeadOutcome, Surroundings, Verdict};
-use tollgate::policy::denial::usd;
-use tollgate::policy::reservation::MemoryLedgers;
-use tollgate::policy::routing::ModelTarget;
-use tollgate::policy::{Denial, Policy, RequestHead};
+use tollgate::core::admission::access::{admits_anywhere, ListLevel};
+use tollgate::core::admission::alias::resolve;
+use tollgate::core::admission::decide::{
+    decide_body, decide_head, HeadOutcome, Surroundings, Verdict,
+};
+use tollgate::core::admission::denial::usd;
+use tollgate::core::admission::routing::ModelTarget;
+use tollgate::core::money::reservation::MemoryLedgers;
+use tollgate::core::{Denial, Policy, RequestHead};
 
 struct Args {
     config: String,

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use serde_json::{json, Map, Value};
 
-use tollgate::policy::compile;
+use tollgate::core::compile;
 
 const USAGE: &str =
     "usage: tollgate import-litellm CONFIG.yaml [--keys EXPORT.json] [--output POLICY.json]";

@@ -16,7 +16,8 @@ mod import_litellm;
 
 use std::process::ExitCode;
 
-use tollgate::policy::{compile, key_hash, Policy};
+use tollgate::core::config::key_hash;
+use tollgate::core::{compile, Policy};
 
 const USAGE: &str = "usage:
   tollgate validate CONFIG

@@ -133,7 +133,7 @@ where
             .map(str::to_string)
     };
     let authorization = header(AUTHORIZATION.as_str());
-    let batch_id = header(tollgate::policy::accounting_api::BATCH_ID_HEADER);
+    let batch_id = header(tollgate::core::spend::accounting_api::BATCH_ID_HEADER);
     let collected =
         tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, MAX_BODY).collect()).await;
     let body = match collected {

@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use std::sync::Mutex;
 
 use clap::Parser;
-use tollgate::policy::accounting_api::{BATCH_PATH, BUDGETS_PATH};
+use tollgate::core::spend::accounting_api::{BATCH_PATH, BUDGETS_PATH};
 
 use auth::{read_token_file, Refusal, Role, Tokens};
 use http::{error_json, error_json_typed, Limits, Request, Response};

@@ -7,7 +7,7 @@
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde_json::Value;
 
-use tollgate::policy::accounting_api::{read_batch, BatchReply, BudgetTotal, BudgetsReply};
+use tollgate::core::spend::accounting_api::{read_batch, BatchReply, BudgetTotal, BudgetsReply};
 
 /// The SQLite store.
 pub struct Store {
@@ -290,7 +290,7 @@ fn window(db: &Connection, budget: &str, start: i64) -> rusqlite::Result<Option<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tollgate::policy::spend::{batch_body, BudgetRef, SpendData, SpendEvent, UsageData};
+    use tollgate::core::spend::event::{batch_body, BudgetRef, SpendData, SpendEvent, UsageData};
 
     fn event(id: &str, cost: u64, budget: &str) -> String {
         let data = SpendData {

@@ -1,0 +1,430 @@
+//! The request path, end to end: headers first ([`decide_head`]), then the body
+//! ([`decide_body`]). Each step is one function in its own module; this file only orders them.
+
+use crate::core::admission::access::{check_access, AccessGrants};
+use crate::core::admission::alias::{resolve, AliasLayer};
+use crate::core::admission::auth::authenticate;
+use crate::core::admission::denial::Denial;
+use crate::core::admission::listing::list_models;
+use crate::core::admission::request::{
+    model_edit, read_body, splice, BodyProblem, Endpoint, RequestHead, MAX_END_USER_BYTES,
+};
+use crate::core::admission::routing::{Credentials, ModelTarget, Pinning, RouteError};
+use crate::core::affinity::mark::{MarkWith, Seal, MIN_AFFINITY_SECRET_BYTES};
+use crate::core::affinity::request::{read_marks, MarkProblem, Marks};
+use crate::core::config::config::AffinityFallback;
+use crate::core::config::config::UnpricedMode;
+use crate::core::config::index::{Deployment, KeyId, Policy, Team, VirtualKey};
+use crate::core::metering::response_meter::prompt_estimate;
+use crate::core::metering::stream_usage::include_usage_edit;
+use crate::core::money::budget::applicable_budgets;
+use crate::core::money::charge::worst_case_input;
+use crate::core::money::charge::{worst_case, Ask};
+use crate::core::money::cost::{PriceSource, ServiceTier};
+use crate::core::money::reservation::{reserve, LedgerStore, Reservation};
+
+/// What to do after the request headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeadOutcome {
+    /// Answer now with this status and JSON body (`GET /v1/models`).
+    Respond {
+        /// HTTP status.
+        status: u16,
+        /// JSON body.
+        body: String,
+    },
+    /// Refuse now.
+    Deny(Denial),
+    /// Hold the headers, buffer the body, then call [`decide_body`] with this ticket.
+    ReadBody(BodyTicket),
+}
+
+/// What the body step needs to remember from the headers step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyTicket {
+    /// The authenticated key.
+    pub key_id: KeyId,
+    /// The endpoint called.
+    pub endpoint: Endpoint,
+    /// Largest body accepted.
+    pub max_body_bytes: u64,
+}
+
+impl BodyTicket {
+    /// A 413 once the buffered body is larger than the limit.
+    pub fn check_size(&self, buffered: u64) -> Result<(), Denial> {
+        if buffered > self.max_body_bytes {
+            Err(Denial::BodyTooLarge {
+                limit: self.max_body_bytes,
+            })
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Decides what can be decided from headers: policy loaded, key valid, endpoint served.
+pub fn decide_head(policy: Option<&Policy>, head: &RequestHead, now: i64) -> HeadOutcome {
+    let Some(policy) = policy else {
+        return HeadOutcome::Deny(Denial::PolicyUnavailable);
+    };
+    let auth = match authenticate(policy, head, now) {
+        Ok(auth) => auth,
+        Err(denial) => return HeadOutcome::Deny(denial),
+    };
+    let endpoint = Endpoint::classify(head.path);
+    if endpoint == Endpoint::Unsupported {
+        return HeadOutcome::Deny(Denial::UnknownEndpoint);
+    }
+    if !head.method.eq_ignore_ascii_case(endpoint.method()) {
+        return HeadOutcome::Deny(Denial::MethodNotAllowed {
+            allowed: endpoint.method(),
+        });
+    }
+    if endpoint == Endpoint::ListModels {
+        return HeadOutcome::Respond {
+            status: 200,
+            body: list_models(policy, auth.key, auth.team),
+        };
+    }
+    let ticket = BodyTicket {
+        key_id: auth.key_id,
+        endpoint,
+        max_body_bytes: policy.max_request_body_bytes,
+    };
+    if let Some(length) = head.content_length {
+        if let Err(denial) = ticket.check_size(length) {
+            return HeadOutcome::Deny(denial);
+        }
+    }
+    if let Some(encoding) = head.content_encoding {
+        if !encoding.trim().eq_ignore_ascii_case("identity") {
+            // The decision needs the body as JSON, and the upstream must get what was decided.
+            return HeadOutcome::Deny(Denial::UnsupportedContentEncoding {
+                encoding: encoding.chars().take(64).collect(),
+            });
+        }
+    }
+    HeadOutcome::ReadBody(ticket)
+}
+
+/// [`decide_head`] with the host clock's answer: no time, no decision (an expiry or a budget
+/// window cannot be checked without one), so a failed clock fails closed.
+pub fn decide_head_at(
+    policy: Option<&Policy>,
+    head: &RequestHead,
+    now: Option<i64>,
+) -> HeadOutcome {
+    match now {
+        Some(now) => decide_head(policy, head, now),
+        None => HeadOutcome::Deny(Denial::GatewayError {
+            code: "clock_unavailable",
+        }),
+    }
+}
+
+/// How a request was decided, step by step (shown by `tollgate explain`).
+#[derive(Debug, Clone)]
+pub struct Trace<'p> {
+    /// The key.
+    pub key: &'p VirtualKey,
+    /// Its team.
+    pub team: Option<&'p Team>,
+    /// The endpoint.
+    pub endpoint: Endpoint,
+    /// The model the client sent (once the body was read).
+    pub requested: Option<String>,
+    /// The alias hops applied.
+    pub hops: Vec<(AliasLayer, &'p str)>,
+    /// The model the request will reach.
+    pub resolved: Option<String>,
+    /// Why access was granted.
+    pub grants: Option<AccessGrants<'p>>,
+    /// How many deployments were equally eligible.
+    pub candidates: usize,
+    /// How a Responses follow-up's affinity mark was honoured.
+    pub pinning: Pinning,
+}
+
+/// What to change before forwarding an admitted request, and what to meter afterwards.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Admission<'p> {
+    /// The chosen deployment (its `cluster` goes in `x-tollgate-cluster`).
+    pub deployment: &'p Deployment,
+    /// The model after alias resolution.
+    pub resolved_model: String,
+    /// The model name the provider sees.
+    pub upstream_model: String,
+    /// The upstream credential header to set, if the deployment has one.
+    pub credential: Option<(&'static str, String)>,
+    /// The rewritten body, when the model name changed or usage reporting was switched on.
+    pub new_body: Option<Vec<u8>>,
+    /// How to meter the response.
+    pub metering: MeteringPlan,
+    /// The budget hold to settle when the response ends (or release if it is never sent).
+    pub reservation: Reservation,
+}
+
+/// What the response side needs to know about an admitted request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeteringPlan {
+    /// The API called.
+    pub endpoint: Endpoint,
+    /// The client asked for a stream.
+    pub stream: bool,
+    /// Usage reporting was switched on for this stream: strip it from what the client sees.
+    pub strip_usage: bool,
+    /// Prompt size estimate in tokens (stands in when no usage arrives).
+    pub prompt_estimate: u64,
+    /// The request body's `user`.
+    pub end_user: Option<String>,
+    /// The service tier asked for (priced when the response does not name one).
+    pub service_tier: ServiceTier,
+    /// Mark Responses ids and encrypted content in the answer with this tag and tenant seal
+    /// (None without an affinity secret: the answer passes unmarked).
+    pub mark_with: Option<MarkWith>,
+}
+
+/// What the body step needs from its surroundings besides the policy and the body.
+pub struct Surroundings<'a, C: ?Sized> {
+    /// Upstream credentials by variable name.
+    pub credentials: &'a C,
+    /// Budget ledgers.
+    pub ledgers: &'a dyn LedgerStore,
+    /// Drives weighted routing.
+    pub random: u64,
+    /// Unix seconds.
+    pub now: i64,
+}
+
+/// The outcome of the body step with its trace.
+#[derive(Debug, Clone)]
+pub struct Verdict<'p> {
+    /// How the decision was reached.
+    pub trace: Trace<'p>,
+    /// Admit (with edits) or deny.
+    pub outcome: Result<Admission<'p>, Denial>,
+}
+
+/// Decides an authenticated request from its body: resolve aliases, check access on the
+/// resolved target, route, check and reserve budgets, and prepare the upstream edits.
+pub fn decide_body<'p, C: Credentials + ?Sized>(
+    policy: &'p Policy,
+    ticket: BodyTicket,
+    body: &[u8],
+    around: &Surroundings<'_, C>,
+) -> Option<Verdict<'p>> {
+    let key = policy.keys.get(ticket.key_id as usize)?;
+    let team = key.team.and_then(|t| policy.team(t));
+    let mut trace = Trace {
+        key,
+        team,
+        endpoint: ticket.endpoint,
+        requested: None,
+        hops: Vec::new(),
+        resolved: None,
+        grants: None,
+        candidates: 0,
+        pinning: Pinning::Unpinned,
+    };
+    let outcome = decide_steps(policy, ticket, body, around, &mut trace);
+    Some(Verdict { trace, outcome })
+}
+
+fn decide_steps<'p, C: Credentials + ?Sized>(
+    policy: &'p Policy,
+    ticket: BodyTicket,
+    body: &[u8],
+    around: &Surroundings<'_, C>,
+    trace: &mut Trace<'p>,
+) -> Result<Admission<'p>, Denial> {
+    ticket.check_size(body.len() as u64)?;
+    let facts = read_body(body).map_err(body_denial)?;
+    if facts.background {
+        // Its result is fetched later (GET /v1/responses/{id}), outside metering and budgets.
+        return Err(Denial::UnsupportedParameter {
+            param: "background",
+        });
+    }
+    let requested: &str = &facts.model;
+    trace.requested = Some(requested.to_string());
+
+    let resolution = resolve(policy, trace.key, trace.team, requested);
+    trace.hops = resolution.hops.clone();
+    trace.resolved = Some(resolution.resolved().to_string());
+
+    let target = ModelTarget::new(policy, resolution.resolved());
+    let access = check_access(policy, trace.key, trace.team, &resolution, &target)?;
+    trace.grants = Some(access.grants);
+
+    let seal = (ticket.endpoint == Endpoint::Responses)
+        .then(|| tenant_seal(policy, trace.key, trace.team, around.credentials))
+        .flatten();
+    let marks = if ticket.endpoint == Endpoint::Responses {
+        read_marks(body, seal.as_ref()).map_err(|problem| match problem {
+            MarkProblem::Corrupt => Denial::InvalidAffinityMark,
+            MarkProblem::NoSecret => Denial::AffinitySecretUnavailable,
+            MarkProblem::Unreadable => Denial::InvalidRequest {
+                code: "invalid_json",
+                message: "The request body has a duplicated key in the Responses input; \
+                          send each key once."
+                    .into(),
+            },
+        })?
+    } else {
+        Marks::default()
+    };
+    if marks.previous_unvouched {
+        return Err(Denial::ResponseStateNotFound {
+            param: "previous_response_id",
+        });
+    }
+    if marks.has_unvouched_items() && policy.affinity_fallback == AffinityFallback::Fail {
+        return Err(Denial::ResponseStateNotFound { param: "input" });
+    }
+    let route = policy
+        .route(
+            &target,
+            &access.deployments,
+            around.credentials,
+            around.random,
+            marks.pin(),
+        )
+        .map_err(|e| match e {
+            RouteError::NoDeployment => Denial::ModelNotFound {
+                model: requested.to_string(),
+            },
+            RouteError::NoCredential => Denial::CredentialUnavailable,
+        })?;
+    trace.candidates = route.candidates;
+    trace.pinning = route.pinning;
+    let strip = route.pinning == Pinning::Lost;
+    if strip && (marks.previous.is_some() || policy.affinity_fallback == AffinityFallback::Fail) {
+        return Err(Denial::AffinityUnavailable);
+    }
+
+    let prompt = prompt_estimate(body.len());
+    let lines = applicable_budgets(
+        policy,
+        trace.key,
+        trace.team,
+        facts.end_user.as_deref(),
+        around.now,
+    );
+    let ask = Ask::of_request(ticket.endpoint, prompt, &facts);
+    let worst = worst_case(policy, route.deployment, &route.upstream_model, &ask);
+    let billed_input = worst_case_input(policy, route.deployment, &route.upstream_model, &ask);
+    let unpriced = worst.source == PriceSource::Unpriced;
+    if unpriced && policy.spending.unpriced == UnpricedMode::Deny && !lines.is_empty() {
+        return Err(Denial::UnpricedModel {
+            model: requested.to_string(),
+        });
+    }
+    let reservation = reserve(
+        around.ledgers,
+        lines,
+        worst.nano_usd,
+        policy.spending.reservation_ttl_seconds,
+        around.now,
+    )?;
+
+    // Unvouched items always go, undecryptable reasoning too when its boundary is lost;
+    // restores inside removed items are skipped by splice.
+    let mut edits: Vec<_> = marks
+        .removals(strip)
+        .into_iter()
+        .map(|span| (span, Vec::new()))
+        .collect();
+    edits.extend(marks.restores);
+    if route.upstream_model != requested {
+        edits.push(model_edit(facts.model_span.clone(), &route.upstream_model));
+    }
+    let usage_edit = include_usage_edit(ticket.endpoint, body, &facts);
+    let strip_usage = usage_edit.is_some();
+    edits.extend(usage_edit);
+    let new_body = (!edits.is_empty()).then(|| splice(body, edits));
+    let credential = route
+        .credential
+        .as_deref()
+        .map(|value| credential_header(&route.deployment.provider, value));
+    Ok(Admission {
+        deployment: route.deployment,
+        resolved_model: resolution.resolved().to_string(),
+        upstream_model: route.upstream_model,
+        credential,
+        new_body,
+        metering: MeteringPlan {
+            endpoint: ticket.endpoint,
+            stream: facts.stream,
+            strip_usage,
+            // A cut stream of a follow-up is billed its stored conversation, not the new bytes.
+            prompt_estimate: billed_input,
+            end_user: facts.end_user.map(|u| u.into_owned()),
+            service_tier: ask.tier,
+            mark_with: seal.map(|seal| MarkWith {
+                tag: route.deployment.affinity,
+                seal,
+            }),
+        },
+        reservation,
+    })
+}
+
+/// The caller's tenant key for Responses affinity: the team, else the key itself, under the
+/// operator's secret (`settings.affinity_secret_env`); None when the secret is not configured.
+pub fn tenant_seal<C: Credentials + ?Sized>(
+    policy: &Policy,
+    key: &VirtualKey,
+    team: Option<&Team>,
+    credentials: &C,
+) -> Option<Seal> {
+    let secret = credentials
+        .get(&policy.affinity_secret_env)
+        .filter(|s| s.len() >= MIN_AFFINITY_SECRET_BYTES)?;
+    let tenant = match team {
+        Some(team) => format!("team:{}", team.id),
+        None => format!("key:{}", crate::core::config::key_hash::to_hex(&key.digest)),
+    };
+    Some(Seal::new(secret.as_bytes(), &tenant))
+}
+
+/// How the upstream expects its credential: Anthropic `x-api-key`, Azure `api-key`, else Bearer.
+pub fn credential_header(provider: &str, value: &str) -> (&'static str, String) {
+    match provider {
+        "anthropic" => ("x-api-key", value.to_string()),
+        "azure" | "azure_text" => ("api-key", value.to_string()),
+        _ => ("authorization", format!("Bearer {value}")),
+    }
+}
+
+fn body_denial(problem: BodyProblem) -> Denial {
+    let (code, message) = match problem {
+        BodyProblem::Empty => (
+            "missing_body",
+            "The request body is empty; send a JSON object.".to_string(),
+        ),
+        BodyProblem::InvalidJson(detail) => (
+            "invalid_json",
+            format!("The request body is not a valid JSON object: {detail}."),
+        ),
+        BodyProblem::MissingModel => (
+            "missing_model",
+            "The request body has no 'model' field (or it is null).".to_string(),
+        ),
+        BodyProblem::InvalidModel => (
+            "invalid_model",
+            "'model' must be a non-empty string of at most 512 bytes.".to_string(),
+        ),
+        BodyProblem::InvalidUser => (
+            "invalid_user",
+            format!(
+                "'user' must be a string of at most {MAX_END_USER_BYTES} bytes without control characters."
+            ),
+        ),
+    };
+    Denial::InvalidRequest { code, message }
+}
+
+#[cfg(test)]
+#[path = "decide_tests.rs"]
+mod tests;

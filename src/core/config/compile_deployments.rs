@@ -1,0 +1,226 @@
+//! Compiling `model_list`: deployments, their providers, ids, prices and access groups.
+
+use hashbrown::HashMap;
+
+use super::Compiler;
+use crate::core::affinity::mark::AffinityTag;
+use crate::core::config::config::DeploymentConfig;
+use crate::core::config::index::{Deployment, DeploymentId, DeploymentPrices, GroupId, Policy};
+use crate::core::config::key_hash;
+use crate::core::config::pattern::Pattern;
+
+impl Compiler {
+    pub(super) fn add_deployments(
+        &mut self,
+        policy: &mut Policy,
+        model_list: Vec<DeploymentConfig>,
+    ) {
+        let mut seen_ids: HashMap<String, usize> = HashMap::new();
+        for (i, d) in model_list.into_iter().enumerate() {
+            let path = format!("model_list[{i}]");
+            let before = self.errors.len();
+            if d.model_name.is_empty() {
+                self.error(&format!("{path}.model_name"), "must be non-empty".into());
+            }
+            if d.cluster.is_empty() || !d.cluster.bytes().all(|b| b.is_ascii_graphic()) {
+                self.error(
+                    &format!("{path}.cluster"),
+                    "must name an Envoy cluster (printable ASCII, no spaces)".into(),
+                );
+            }
+            let params = &d.litellm_params;
+            if params.api_key.is_some() {
+                self.error(
+                    &format!("{path}.litellm_params.api_key"),
+                    "plain-text upstream credentials are refused; name the VM environment \
+                     variable that holds it in api_key_env"
+                        .into(),
+                );
+            }
+            if let Some(env) = &params.api_key_env {
+                let valid = env.bytes().enumerate().all(|(j, b)| {
+                    b == b'_' || b.is_ascii_alphabetic() || (j > 0 && b.is_ascii_digit())
+                });
+                if env.is_empty() || !valid {
+                    self.error(
+                        &format!("{path}.litellm_params.api_key_env"),
+                        "must be an environment variable name such as OPENAI_API_KEY".into(),
+                    );
+                }
+            }
+            let weight = params.weight.unwrap_or(1.0);
+            if !(weight.is_finite() && (0.0..=1_000_000.0).contains(&weight)) {
+                self.error(
+                    &format!("{path}.litellm_params.weight"),
+                    "must be a number from 0 to 1000000".into(),
+                );
+            }
+            let (provider, upstream_model) = match params.model.split_once('/') {
+                Some((provider, rest)) if !provider.is_empty() && !rest.is_empty() => {
+                    (provider.to_string(), rest.to_string())
+                }
+                Some(_) => {
+                    self.error(
+                        &format!("{path}.litellm_params.model"),
+                        "must look like provider/model".into(),
+                    );
+                    (String::new(), String::new())
+                }
+                None => match policy.cost_map.provider_of_bare(&params.model) {
+                    Some(provider) => (provider.to_string(), params.model.clone()),
+                    None => {
+                        self.error(
+                            &format!("{path}.litellm_params.model"),
+                            format!(
+                                "{:?} has no provider prefix and the cost map does not know it; \
+                                 write it as provider/model",
+                                params.model
+                            ),
+                        );
+                        (String::new(), String::new())
+                    }
+                },
+            };
+            let pattern = Pattern::parse(&d.model_name);
+            if upstream_model.contains('*') && pattern.is_none() {
+                self.error(
+                    &format!("{path}.litellm_params.model"),
+                    "a wildcard upstream model needs a wildcard model_name to fill it".into(),
+                );
+            }
+            let upstream_stars = upstream_model.matches('*').count();
+            if let Some(pattern) = pattern.as_ref().filter(|_| upstream_stars > 0) {
+                if upstream_stars != pattern.stars() {
+                    self.error(
+                        &format!("{path}.litellm_params.model"),
+                        format!(
+                            "has {upstream_stars} '*' but model_name {:?} has {}: each '*' of the \
+                             upstream model is filled by the '*' of model_name in the same place, \
+                             so the counts must be equal (or the upstream model has none)",
+                            d.model_name,
+                            pattern.stars()
+                        ),
+                    );
+                }
+            }
+            let info = &d.model_info;
+            let prices = DeploymentPrices {
+                input: self.price(
+                    &format!("{path}.model_info.input_cost_per_token"),
+                    info.input_cost_per_token,
+                ),
+                output: self.price(
+                    &format!("{path}.model_info.output_cost_per_token"),
+                    info.output_cost_per_token,
+                ),
+                cache_read: self.price(
+                    &format!("{path}.model_info.cache_read_input_token_cost"),
+                    info.cache_read_input_token_cost,
+                ),
+                cache_creation: self.price(
+                    &format!("{path}.model_info.cache_creation_input_token_cost"),
+                    info.cache_creation_input_token_cost,
+                ),
+                reasoning: self.price(
+                    &format!("{path}.model_info.output_cost_per_reasoning_token"),
+                    info.output_cost_per_reasoning_token,
+                ),
+                max_output_tokens: info.max_output_tokens,
+            };
+            let id = match &info.id {
+                Some(id) if id.is_empty() => {
+                    self.error(&format!("{path}.model_info.id"), "must be non-empty".into());
+                    String::new()
+                }
+                Some(id) => id.clone(),
+                None => derived_deployment_id(&d),
+            };
+            if let Some(first) = seen_ids.insert(id.clone(), i) {
+                let hint = if info.id.is_some() {
+                    String::new()
+                } else {
+                    "; set distinct model_info.id values".into()
+                };
+                self.error(
+                    &format!("{path}.model_info.id"),
+                    format!("deployment id {id:?} is already used by model_list[{first}]{hint}"),
+                );
+            }
+            let mut groups = Vec::with_capacity(info.access_groups.len());
+            for (g, name) in info.access_groups.iter().enumerate() {
+                if name.is_empty() {
+                    self.error(
+                        &format!("{path}.model_info.access_groups[{g}]"),
+                        "must be non-empty".into(),
+                    );
+                    continue;
+                }
+                groups.push(intern_group(policy, name));
+            }
+            if self.errors.len() > before {
+                continue;
+            }
+            let deployment_id = policy.deployments.len() as DeploymentId;
+            if pattern.is_some() {
+                policy.wildcard_deployments.push(deployment_id);
+            } else {
+                policy
+                    .exact_deployments
+                    .entry(d.model_name.clone())
+                    .or_default()
+                    .push(deployment_id);
+            }
+            let boundary = match (&d.model_info.affinity_group, &d.litellm_params.api_key_env) {
+                (Some(group), _) => format!("group:{group}"),
+                (None, Some(env)) => format!("cred:{env}"),
+                (None, None) => format!("deployment:{id}"),
+            };
+            let affinity = AffinityTag::new(&id, &boundary);
+            policy.deployments.push(Deployment {
+                affinity,
+                id,
+                model_name: d.model_name,
+                pattern,
+                upstream_model,
+                provider,
+                cluster: d.cluster,
+                credential_env: d.litellm_params.api_key_env,
+                weight_milli: (weight * 1000.0).round() as u64,
+                groups,
+                prices,
+                affinity_group: d.model_info.affinity_group,
+            });
+        }
+        let deployments = &policy.deployments;
+        policy.wildcard_deployments.sort_by_key(|&id| {
+            let specificity = deployments
+                .get(id as usize)
+                .and_then(|d| d.pattern.as_ref())
+                .map_or(0, Pattern::specificity);
+            std::cmp::Reverse(specificity)
+        });
+    }
+}
+
+fn intern_group(policy: &mut Policy, name: &str) -> GroupId {
+    if let Some(&id) = policy.group_index.get(name) {
+        return id;
+    }
+    let id = policy.group_names.len() as GroupId;
+    policy.group_names.push(name.to_string());
+    policy.group_index.insert(name.to_string(), id);
+    id
+}
+
+/// A stable id for a deployment without `model_info.id`: a short hash of what defines it.
+fn derived_deployment_id(d: &DeploymentConfig) -> String {
+    let material = format!(
+        "{}\n{}\n{}\n{}",
+        d.model_name,
+        d.litellm_params.model,
+        d.cluster,
+        d.litellm_params.api_key_env.as_deref().unwrap_or("")
+    );
+    let hex = key_hash::to_hex(&key_hash::digest(&material));
+    format!("d-{}", &hex[..12])
+}

@@ -1,0 +1,279 @@
+//! Unit tests of config compilation: every refusal names the JSON path of the bad field.
+
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
+use super::*;
+use crate::core::config::key_hash::{digest, to_hex};
+
+fn errors(json: &str) -> Vec<String> {
+    match compile(json.as_bytes()) {
+        Ok(_) => Vec::new(),
+        Err(ConfigErrors(errors)) => errors.iter().map(ToString::to_string).collect(),
+    }
+}
+
+const DEPLOYMENT: &str =
+    r#"{"model_name":"gpt-4o","litellm_params":{"model":"openai/gpt-4o"},"cluster":"openai"}"#;
+
+#[test]
+fn minimal_config_compiles() {
+    let policy = compile(br#"{"version":"v1"}"#).unwrap();
+    assert_eq!(policy.version, "v1");
+    assert_eq!(policy.max_request_body_bytes, 4 * 1024 * 1024);
+}
+
+#[test]
+fn missing_version_is_reported() {
+    assert_eq!(errors("{}"), ["missing field `version` at line 1 column 2"]);
+}
+
+#[test]
+fn unknown_field_is_refused_with_its_path() {
+    let e = errors(r#"{"version":"v1","keys":[{"key_hash":"00","max_budgte":1}]}"#);
+    assert_eq!(e.len(), 1);
+    assert!(
+        e[0].starts_with("keys[0].max_budgte: unknown field `max_budgte`"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn plain_text_key_is_refused() {
+    let e = errors(r#"{"version":"v1","keys":[{"key_hash":"sk-live-123"}]}"#);
+    assert_eq!(e.len(), 1);
+    assert!(
+        e[0].starts_with("keys[0].key_hash: looks like a plain-text key"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn malformed_and_duplicate_hashes_are_refused() {
+    let h = to_hex(&digest("sk-a"));
+    let json = format!(
+        r#"{{"version":"v1","keys":[{{"key_hash":"{h}"}},{{"key_hash":"abc"}},{{"key_hash":"{h}"}}]}}"#
+    );
+    let e = errors(&json);
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(e[0].starts_with("keys[1].key_hash: must be the 64-character hex"));
+    assert!(e[1].starts_with("keys[2].key_hash: the same key is already defined at keys[0]"));
+}
+
+#[test]
+fn every_semantic_error_is_reported_at_once() {
+    let json = format!(
+        r#"{{"version":"v1","model_list":[{DEPLOYMENT}],
+            "model_group_alias":{{"fast":"nowhere"}},
+            "teams":[{{"team_id":"t","max_budget":-1}}],
+            "keys":[{{"key_hash":"{}","team_id":"missing","expires":"soon","budget_duration":"1y"}}]}}"#,
+        to_hex(&digest("sk-x"))
+    );
+    let e = errors(&json);
+    let paths: Vec<&str> = e.iter().map(|s| s.split(':').next().unwrap()).collect();
+    assert_eq!(
+        paths,
+        [
+            "model_group_alias.fast",
+            "teams[0].max_budget",
+            "keys[0].team_id",
+            "keys[0].expires",
+            "keys[0].budget_duration",
+            "keys[0].budget_duration"
+        ]
+    );
+}
+
+#[test]
+fn alias_whose_target_no_deployment_serves_is_refused() {
+    let json = format!(
+        r#"{{"version":"v1","model_list":[{DEPLOYMENT}],"model_group_alias":{{"fast":"gpt-5"}}}}"#
+    );
+    let e = errors(&json);
+    assert_eq!(
+        e,
+        [r#"model_group_alias.fast: target "gpt-5" is not served by any deployment in model_list"#]
+    );
+}
+
+#[test]
+fn alias_target_served_by_wildcard_deployment_is_accepted() {
+    let json = r#"{"version":"v1","cost_map":{"claude-x":{"litellm_provider":"anthropic"}},
+        "model_list":[{"model_name":"anthropic/*","litellm_params":{"model":"anthropic/*"},"cluster":"anthropic"}],
+        "model_group_alias":{"smart":"claude-x","smart2":"anthropic/claude-y"}}"#;
+    assert_eq!(errors(json), Vec::<String>::new());
+}
+
+#[test]
+fn price_that_is_not_a_number_refuses_the_version() {
+    let e = errors(r#"{"version":"v1","cost_map":{"gpt-4o":{"input_cost_per_token":"cheap"}}}"#);
+    assert_eq!(e.len(), 1);
+    assert!(
+        e[0].starts_with("cost_map.gpt-4o.input_cost_per_token: "),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn deployment_errors_name_the_field() {
+    let e = errors(
+        r#"{"version":"v1","model_list":[
+            {"model_name":"a","litellm_params":{"model":"bare-unknown"},"cluster":"c"},
+            {"model_name":"b","litellm_params":{"model":"openai/b","api_key":"sk-upstream"},"cluster":"c"},
+            {"model_name":"c","litellm_params":{"model":"openai/*"},"cluster":"c"},
+            {"model_name":"d","litellm_params":{"model":"openai/d","api_key_env":"1BAD"},"cluster":""},
+            {"model_name":"e","litellm_params":{"model":"openai/e","weight":-1},"cluster":"c",
+             "model_info":{"input_cost_per_token":-2}}]}"#,
+    );
+    let paths: Vec<&str> = e.iter().map(|s| s.split(": ").next().unwrap()).collect();
+    assert_eq!(
+        paths,
+        [
+            "model_list[0].litellm_params.model",
+            "model_list[1].litellm_params.api_key",
+            "model_list[2].litellm_params.model",
+            "model_list[3].cluster",
+            "model_list[3].litellm_params.api_key_env",
+            "model_list[4].litellm_params.weight",
+            "model_list[4].model_info.input_cost_per_token"
+        ]
+    );
+}
+
+#[test]
+fn bare_upstream_model_takes_its_provider_from_the_cost_map() {
+    let policy = compile(
+        br#"{"version":"v1","cost_map":{"gpt-4o":{"litellm_provider":"openai"}},
+            "model_list":[{"model_name":"gpt-4o","litellm_params":{"model":"gpt-4o"},"cluster":"c"}]}"#,
+    )
+    .unwrap();
+    assert_eq!(policy.deployments[0].provider, "openai");
+    assert_eq!(policy.deployments[0].upstream_model, "gpt-4o");
+}
+
+#[test]
+fn duplicate_deployment_ids_are_refused() {
+    let json = format!(r#"{{"version":"v1","model_list":[{DEPLOYMENT},{DEPLOYMENT}]}}"#);
+    let e = errors(&json);
+    assert_eq!(e.len(), 1);
+    assert!(
+        e[0].contains("already used by model_list[0]; set distinct model_info.id"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn struct_doubles_are_accepted_for_whole_numbers() {
+    let policy =
+        compile(br#"{"version":"v1","settings":{"max_request_body_bytes":1024.0}}"#).unwrap();
+    assert_eq!(policy.max_request_body_bytes, 1024);
+    let e = errors(r#"{"version":"v1","settings":{"max_request_body_bytes":10.5}}"#);
+    assert!(
+        e[0].starts_with("settings.max_request_body_bytes: expected a whole number"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn version_must_be_header_safe() {
+    assert_eq!(errors(r#"{"version":"v 1"}"#).len(), 1);
+    assert_eq!(errors(r#"{"version":""}"#).len(), 1);
+}
+
+#[test]
+fn binary_protobuf_struct_is_refused_with_a_hint() {
+    let e = errors("\n\u{16}\n\u{7}version\u{12}\u{b}\u{1a}\tv1");
+    assert_eq!(e.len(), 1);
+    assert!(
+        e[0].starts_with("the configuration is binary protobuf"),
+        "{e:?}"
+    );
+    assert!(compile(b"\n{\"version\":\"v1\"}").is_ok());
+    assert!(compile(b"\n  \r\n\t{\n  \"version\": \"v1\"\n}\n").is_ok());
+}
+
+#[test]
+fn istio_plugin_config_json_with_double_numbers_is_accepted() {
+    // istiod turns the pluginConfig Struct into JSON: every number is a double.
+    let policy = compile(br#"{"version":"v1","settings":{"max_request_body_bytes":4.194304e+06},
+        "cost_map":{"m":{"litellm_provider":"openai","max_output_tokens":16384.0,"input_cost_per_token":2.5e-06}}}"#)
+    .unwrap();
+    assert_eq!(policy.max_request_body_bytes, 4_194_304);
+    assert_eq!(
+        policy.cost_map.get("m").unwrap().max_output_tokens,
+        Some(16384)
+    );
+}
+
+#[test]
+fn malformed_json_is_refused_with_position() {
+    let e = errors(r#"{"version":"v1","#);
+    assert_eq!(e.len(), 1);
+    assert!(e[0].contains("EOF"), "{e:?}");
+}
+
+#[test]
+fn wildcard_deployments_are_ordered_most_specific_first() {
+    let policy = compile(
+        br#"{"version":"v1","model_list":[
+            {"model_name":"*","litellm_params":{"model":"openai/*"},"cluster":"any"},
+            {"model_name":"anthropic/*","litellm_params":{"model":"anthropic/*"},"cluster":"a"}]}"#,
+    )
+    .unwrap();
+    let first = policy.wildcard_deployments[0] as usize;
+    assert_eq!(policy.deployments[first].model_name, "anthropic/*");
+}
+
+#[test]
+fn a_wildcard_upstream_needs_as_many_stars_as_its_model_name() {
+    let json = r#"{"version":"v1","model_list":[
+        {"model_name":"bedrock/*.anthropic.*","litellm_params":{"model":"bedrock/*.anthropic.*"},"cluster":"b"},
+        {"model_name":"*-mini","litellm_params":{"model":"openai/*-*"},"cluster":"o"}]}"#;
+    let e = errors(json);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with(
+            r#"model_list[1].litellm_params.model: has 2 '*' but model_name "*-mini" has 1"#
+        ),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn accounting_byte_bound_and_token_env_are_validated_with_their_paths() {
+    let with = |extra: &str| {
+        format!(r#"{{"version":"v1","accounting":{{"cluster":"accounting"{extra}}}}}"#)
+    };
+    let policy = compile(with("").as_bytes()).unwrap();
+    let accounting = policy.accounting.unwrap();
+    assert_eq!(accounting.max_buffered_bytes, 16 * 1024 * 1024);
+    assert_eq!(accounting.token_env, None);
+    let policy = compile(
+        with(r#","max_buffered_bytes":65536,"token_env":"TOLLGATE_ACCOUNTING_TOKEN""#).as_bytes(),
+    )
+    .unwrap();
+    let accounting = policy.accounting.unwrap();
+    assert_eq!(accounting.max_buffered_bytes, 65536);
+    assert_eq!(
+        accounting.token_env.as_deref(),
+        Some("TOLLGATE_ACCOUNTING_TOKEN")
+    );
+    for (extra, path) in [
+        (
+            r#","max_buffered_bytes":1000"#,
+            "accounting.max_buffered_bytes",
+        ),
+        (
+            r#","max_buffered_bytes":2000000000"#,
+            "accounting.max_buffered_bytes",
+        ),
+        (r#","token_env":"NOT A NAME""#, "accounting.token_env"),
+        (r#","token_env":"""#, "accounting.token_env"),
+    ] {
+        let found = errors(&with(extra));
+        assert!(
+            found.len() == 1 && found[0].starts_with(path),
+            "{extra}: {found:?}"
+        );
+    }
+}

@@ -1,0 +1,326 @@
+//! The compiled policy: one immutable, indexed snapshot of a config version.
+//!
+//! Everything a request needs is a hash lookup or a short scan of a pre-sorted list; nothing is
+//! parsed per request. Derived tables (provider sets, alias maps, wildcard matchers, access
+//! groups) are built in [`crate::core::config::compile`] from the same document, so they cannot drift.
+
+use std::sync::Arc;
+
+use hashbrown::{HashMap, HashSet};
+
+use crate::core::admission::client_headers::ClientHeaderRules;
+use crate::core::affinity::mark::AffinityTag;
+use crate::core::config::config::{AffinityFallback, UnpricedMode};
+use crate::core::config::cost_map::CostMap;
+use crate::core::config::key_hash::KeyDigest;
+use crate::core::config::pattern::Pattern;
+use crate::core::config::time::BudgetWindow;
+use crate::core::money::cost::Rates;
+
+/// Index of a key in [`Policy::keys`].
+pub type KeyId = u32;
+/// Index of a team in [`Policy::teams`].
+pub type TeamId = u32;
+/// Index of a deployment in [`Policy::deployments`].
+pub type DeploymentId = u32;
+/// Index of an access-group name in [`Policy::group_names`].
+pub type GroupId = u32;
+
+/// One compiled config version.
+#[derive(Debug)]
+pub struct Policy {
+    /// The operator's version label.
+    pub version: String,
+    /// Largest request body accepted, in bytes.
+    pub max_request_body_bytes: u64,
+    /// Key digest → key.
+    pub(crate) key_index: HashMap<KeyDigest, KeyId>,
+    /// Every virtual key.
+    pub keys: Vec<VirtualKey>,
+    /// Every team.
+    pub teams: Vec<Team>,
+    /// Every deployment, in config order.
+    pub deployments: Vec<Deployment>,
+    /// Exact public model name → deployments serving it.
+    pub(crate) exact_deployments: HashMap<String, Vec<DeploymentId>>,
+    /// Wildcard deployments, most specific pattern first.
+    pub(crate) wildcard_deployments: Vec<DeploymentId>,
+    /// `model_group_alias`: alias → target.
+    pub global_aliases: HashMap<String, GlobalAlias>,
+    /// Access-group names by id.
+    pub group_names: Vec<String>,
+    /// Access-group name → id.
+    pub(crate) group_index: HashMap<String, GroupId>,
+    /// Internal users with budgets, by user id.
+    pub users: HashMap<String, Budget>,
+    /// End users with budgets, by user id.
+    pub end_users: HashMap<String, Budget>,
+    /// The cost map of this version (prices and provider sets).
+    pub cost_map: CostMap,
+    /// Distinct providers named by the cost map.
+    pub provider_count: usize,
+    /// How money is counted: unpriced models, reservations.
+    pub spending: Spending,
+    /// Where spend events go (`None`: counted only inside this Envoy process).
+    pub accounting: Option<Accounting>,
+    /// What to do with a Responses follow-up whose encryption boundary is gone.
+    pub affinity_fallback: AffinityFallback,
+    /// Which client request headers are removed before forwarding.
+    pub client_headers: ClientHeaderRules,
+    /// The VM environment variable holding the affinity sealing secret.
+    pub affinity_secret_env: String,
+}
+
+/// Compiled money settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spending {
+    /// Treatment of models with no known price.
+    pub unpriced: UnpricedMode,
+    /// The rates charged in `default_price` mode.
+    pub default_rates: Rates,
+    /// Lifetime of a reservation whose request never settles, in seconds.
+    pub reservation_ttl_seconds: u64,
+    /// Output cap assumed for reservations when nothing else gives one.
+    pub default_max_output_tokens: u64,
+    /// Input assumed for reservations of a follow-up whose model has no `max_input_tokens`.
+    pub default_max_input_tokens: u64,
+}
+
+/// Compiled `accounting` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accounting {
+    /// Envoy cluster.
+    pub cluster: String,
+    /// `:authority` header.
+    pub authority: String,
+    /// Path prefix (no trailing slash).
+    pub path_prefix: String,
+    /// CloudEvents `source`.
+    pub source: String,
+    /// Flush period in milliseconds.
+    pub flush_interval_ms: u64,
+    /// Events per batch.
+    pub batch_max_events: usize,
+    /// Events buffered per worker before the oldest are dropped.
+    pub max_buffered_events: usize,
+    /// Bytes of events buffered per worker before the oldest are dropped.
+    pub max_buffered_bytes: usize,
+    /// VM environment variable holding the bearer token sent to the accounting cluster.
+    pub token_env: Option<String>,
+    /// Poll period in milliseconds (0: never).
+    pub poll_interval_ms: u64,
+    /// Call timeout in milliseconds.
+    pub timeout_ms: u64,
+}
+
+/// A virtual key.
+#[derive(Debug)]
+pub struct VirtualKey {
+    /// SHA-256 of the full key.
+    pub digest: KeyDigest,
+    /// Human-readable name.
+    pub alias: Option<String>,
+    /// The team the key belongs to.
+    pub team: Option<TeamId>,
+    /// The internal user the key belongs to.
+    pub user_id: Option<String>,
+    /// What the key may call.
+    pub allow: AllowList,
+    /// Key-level aliases.
+    pub aliases: HashMap<String, String>,
+    /// Expiry instant in Unix seconds.
+    pub expires_at: Option<i64>,
+    /// Refused when true.
+    pub blocked: bool,
+    /// The key's own budget.
+    pub budget: Option<Budget>,
+}
+
+/// A team.
+#[derive(Debug)]
+pub struct Team {
+    /// Team id from config.
+    pub id: String,
+    /// Human-readable name.
+    pub alias: Option<String>,
+    /// What the team's keys may call.
+    pub allow: AllowList,
+    /// Team-level aliases.
+    pub aliases: HashMap<String, String>,
+    /// All keys of a blocked team are refused.
+    pub blocked: bool,
+    /// The team's budget.
+    pub budget: Option<Budget>,
+}
+
+/// A spending limit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Budget {
+    /// The budget's stable name, `scope:id` (key hash in hex, team id, user id, end-user id).
+    pub id: Arc<str>,
+    /// Name for messages: key alias, team alias, user id.
+    pub label: Arc<str>,
+    /// Limit in USD, as configured.
+    pub max_usd: f64,
+    /// Limit in nano-dollars (what is compared).
+    pub limit_nano: u64,
+    /// Reset window; `None` means the budget never resets.
+    pub window: Option<BudgetWindow>,
+}
+
+/// A global alias.
+#[derive(Debug)]
+pub struct GlobalAlias {
+    /// The model it resolves to.
+    pub target: String,
+    /// Left out of model listings.
+    pub hidden: bool,
+}
+
+/// A compiled allow-list (`models` of a key or team).
+#[derive(Debug, Default)]
+pub struct AllowList {
+    /// Empty list, `*` or `all-proxy-models`: everything is allowed.
+    pub all: bool,
+    /// `all-team-models` (keys only): defer to the team's list.
+    pub all_team_models: bool,
+    /// Exact model names.
+    pub exact: HashSet<String>,
+    /// Access groups.
+    pub groups: Vec<GroupId>,
+    /// Wildcard entries.
+    pub patterns: Vec<Pattern>,
+}
+
+/// A deployment: one way to serve a public model name.
+#[derive(Debug, PartialEq)]
+pub struct Deployment {
+    /// Stable id (`model_info.id`, or derived from the deployment's fields).
+    pub id: String,
+    /// Public name clients use (may be a wildcard).
+    pub model_name: String,
+    /// The compiled wildcard when `model_name` has a `*`.
+    pub pattern: Option<Pattern>,
+    /// `litellm_params.model` without the provider prefix (may hold a `*`).
+    pub upstream_model: String,
+    /// Provider, from the `provider/` prefix or the cost map.
+    pub provider: String,
+    /// Envoy cluster that reaches the deployment.
+    pub cluster: String,
+    /// VM environment variable holding the upstream credential.
+    pub credential_env: Option<String>,
+    /// Routing weight in thousandths.
+    pub weight_milli: u64,
+    /// Access groups this deployment belongs to.
+    pub groups: Vec<GroupId>,
+    /// Deployment-specific prices (win over the cost map).
+    pub prices: DeploymentPrices,
+    /// Explicit encryption-boundary group (Responses affinity).
+    pub affinity_group: Option<String>,
+    /// This deployment's affinity tag (its id and encryption boundary), computed once.
+    pub affinity: AffinityTag,
+}
+
+/// Prices set on a deployment's `model_info`, in USD per token.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct DeploymentPrices {
+    /// Input price.
+    pub input: Option<f64>,
+    /// Output price.
+    pub output: Option<f64>,
+    /// Cached-read price.
+    pub cache_read: Option<f64>,
+    /// Cache-creation price.
+    pub cache_creation: Option<f64>,
+    /// Reasoning price.
+    pub reasoning: Option<f64>,
+    /// Output cap used for reservations.
+    pub max_output_tokens: Option<u64>,
+}
+
+/// Counts shown by `tollgate validate` and logged when a version is accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicySummary {
+    /// Version label.
+    pub version: String,
+    /// Virtual keys.
+    pub keys: usize,
+    /// Teams.
+    pub teams: usize,
+    /// Deployments.
+    pub deployments: usize,
+    /// Cost-map model entries.
+    pub cost_map_models: usize,
+    /// Distinct providers in the cost map.
+    pub providers: usize,
+}
+
+impl std::fmt::Display for PolicySummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "version {}: {} keys, {} teams, {} deployments, {} cost-map models, {} providers",
+            self.version,
+            self.keys,
+            self.teams,
+            self.deployments,
+            self.cost_map_models,
+            self.providers
+        )
+    }
+}
+
+impl Policy {
+    /// Counts of what this version holds.
+    pub fn summary(&self) -> PolicySummary {
+        PolicySummary {
+            version: self.version.clone(),
+            keys: self.keys.len(),
+            teams: self.teams.len(),
+            deployments: self.deployments.len(),
+            cost_map_models: self.cost_map.len(),
+            providers: self.provider_count,
+        }
+    }
+
+    /// The key with this digest.
+    pub fn key_by_digest(&self, digest: &KeyDigest) -> Option<&VirtualKey> {
+        let id = *self.key_index.get(digest)?;
+        self.keys.get(id as usize)
+    }
+
+    /// The team with this index.
+    pub fn team(&self, id: TeamId) -> Option<&Team> {
+        self.teams.get(id as usize)
+    }
+
+    /// The deployment with this index.
+    pub fn deployment(&self, id: DeploymentId) -> Option<&Deployment> {
+        self.deployments.get(id as usize)
+    }
+
+    /// The access-group id of a name.
+    pub fn group_id(&self, name: &str) -> Option<GroupId> {
+        self.group_index.get(name).copied()
+    }
+}
+
+impl VirtualKey {
+    /// A name for messages: the key alias, else an abbreviated hash.
+    pub fn display_name(&self) -> String {
+        match &self.alias {
+            Some(alias) => alias.clone(),
+            None => {
+                let hex = crate::core::config::key_hash::to_hex(&self.digest);
+                format!("key {}…", &hex[..12])
+            }
+        }
+    }
+}
+
+impl Team {
+    /// A name for messages: the team alias, else the id.
+    pub fn display_name(&self) -> &str {
+        self.alias.as_deref().unwrap_or(&self.id)
+    }
+}

@@ -1,0 +1,401 @@
+//! Budgets: which ones apply to a request, and the per-window ledger they are checked against.
+//!
+//! A budget window's ledger holds three amounts in nano-dollars: spend the accounting cluster has
+//! confirmed (authoritative, across replicas), spend this Envoy process recorded but the cluster
+//! has not acknowledged yet, and reservations of requests in flight. A request is refused when
+//! any applicable budget's `confirmed + unconfirmed + reserved` has reached its limit; otherwise
+//! its worst-case cost is reserved until it settles. Reservations carry an expiry so a request
+//! that never settles (a crashed VM) cannot hold budget for ever.
+//!
+//! The ledger is plain data with a compact binary encoding; the adapter keeps it in proxy-wasm
+//! shared data (one value per budget window, updated with compare-and-swap).
+
+use std::sync::Arc;
+
+use crate::core::admission::denial::Denial;
+use crate::core::config::index::{Budget, Policy, Team, VirtualKey};
+use crate::core::config::time::{format_rfc3339, window_bounds};
+
+/// Whose budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The virtual key.
+    Key,
+    /// The key's team.
+    Team,
+    /// The key's `user_id`.
+    User,
+    /// The request body's `user`.
+    EndUser,
+}
+
+impl Scope {
+    /// The name used in events, ledger keys and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scope::Key => "key",
+            Scope::Team => "team",
+            Scope::User => "user",
+            Scope::EndUser => "end_user",
+        }
+    }
+
+    /// Parses [`Scope::name`].
+    pub fn parse(text: &str) -> Option<Scope> {
+        match text {
+            "key" => Some(Scope::Key),
+            "team" => Some(Scope::Team),
+            "user" => Some(Scope::User),
+            "end_user" => Some(Scope::EndUser),
+            _ => None,
+        }
+    }
+}
+
+/// One budget window a request counts against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BudgetLine {
+    /// Whose budget.
+    pub scope: Scope,
+    /// The budget's stable name across versions and replicas, `scope:id` (made once per version).
+    budget_id: Arc<str>,
+    /// Name for messages: key alias, team alias, user id.
+    pub label: Arc<str>,
+    /// Limit in nano-dollars.
+    pub limit_nano: u64,
+    /// Window start, Unix seconds (0 for a budget that never resets).
+    pub window_start: i64,
+    /// Window end, Unix seconds (`None` for a budget that never resets).
+    pub window_end: Option<i64>,
+    /// The shared-data key of this window's ledger.
+    ledger_key: String,
+}
+
+impl BudgetLine {
+    /// The window `[window_start, window_end)` of `budget`.
+    pub fn new(
+        scope: Scope,
+        budget: &Budget,
+        window_start: i64,
+        window_end: Option<i64>,
+    ) -> BudgetLine {
+        BudgetLine {
+            scope,
+            ledger_key: format!("tollgate/budget/{}/{window_start}", budget.id),
+            budget_id: Arc::clone(&budget.id),
+            label: Arc::clone(&budget.label),
+            limit_nano: budget.limit_nano,
+            window_start,
+            window_end,
+        }
+    }
+
+    /// The budget's stable name across versions and replicas: `scope:id`.
+    pub fn budget_id(&self) -> &str {
+        &self.budget_id
+    }
+
+    /// The shared-data key of this window's ledger.
+    pub fn ledger_key(&self) -> &str {
+        &self.ledger_key
+    }
+
+    /// The refusal for a ledger that has reached the limit.
+    pub fn refusal(&self, ledger: &Ledger, now: i64) -> Denial {
+        Denial::BudgetExceeded {
+            scope: self.scope.name(),
+            name: self.label.to_string(),
+            limit_nano: self.limit_nano,
+            spend_nano: ledger.spent(),
+            reserved_nano: ledger.reserved(now),
+            resets_at: self.window_end.map(format_rfc3339),
+            resets_in_seconds: self
+                .window_end
+                .map(|end| u64::try_from(end.saturating_sub(now)).unwrap_or(0)),
+        }
+    }
+}
+
+/// The budgets that apply to a request of `key` (in `team`) for `end_user`, at `now`.
+pub fn applicable_budgets(
+    policy: &Policy,
+    key: &VirtualKey,
+    team: Option<&Team>,
+    end_user: Option<&str>,
+    now: i64,
+) -> Vec<BudgetLine> {
+    let mut lines = Vec::new();
+    let mut push = |scope: Scope, budget: &Budget| {
+        let (window_start, window_end) = window_bounds(budget.window, now);
+        lines.push(BudgetLine::new(scope, budget, window_start, window_end));
+    };
+    if let Some(budget) = &key.budget {
+        push(Scope::Key, budget);
+    }
+    if let Some(budget) = team.and_then(|team| team.budget.as_ref()) {
+        push(Scope::Team, budget);
+    }
+    if let Some(budget) = key.user_id.as_ref().and_then(|u| policy.users.get(u)) {
+        push(Scope::User, budget);
+    }
+    if let Some(budget) = end_user.and_then(|u| policy.end_users.get(u)) {
+        push(Scope::EndUser, budget);
+    }
+    lines
+}
+
+/// Reservations expire on whole-minute boundaries so that they aggregate into few buckets.
+const BUCKET_SECONDS: i64 = 60;
+
+/// The money state of one budget window (nano-dollars).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ledger {
+    /// Spend the accounting cluster reported for this window (all replicas).
+    pub confirmed: u64,
+    /// Spend recorded here and not yet acknowledged by the accounting cluster.
+    pub unconfirmed: u64,
+    /// Open reservations: `(expires_at, amount)`, one bucket per expiry minute.
+    pub reservations: Vec<(i64, u64)>,
+}
+
+impl Ledger {
+    /// Decodes a shared-data value; an empty or damaged value is an empty ledger.
+    pub fn decode(bytes: &[u8]) -> Ledger {
+        let word = |i: usize| -> Option<u64> {
+            let raw: [u8; 8] = bytes.get(i * 8..i * 8 + 8)?.try_into().ok()?;
+            Some(u64::from_le_bytes(raw))
+        };
+        if bytes.len() < 16 || !bytes.len().is_multiple_of(16) {
+            return Ledger::default();
+        }
+        let mut ledger = Ledger {
+            confirmed: word(0).unwrap_or(0),
+            unconfirmed: word(1).unwrap_or(0),
+            reservations: Vec::new(),
+        };
+        for i in 1..bytes.len() / 16 {
+            if let (Some(at), Some(amount)) = (word(2 * i), word(2 * i + 1)) {
+                ledger.reservations.push((at as i64, amount));
+            }
+        }
+        ledger
+    }
+
+    /// The shared-data value.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 + 16 * self.reservations.len());
+        out.extend_from_slice(&self.confirmed.to_le_bytes());
+        out.extend_from_slice(&self.unconfirmed.to_le_bytes());
+        for (at, amount) in &self.reservations {
+            out.extend_from_slice(&(*at as u64).to_le_bytes());
+            out.extend_from_slice(&amount.to_le_bytes());
+        }
+        out
+    }
+
+    /// Spend counted so far (confirmed + unconfirmed).
+    pub fn spent(&self) -> u64 {
+        self.confirmed.saturating_add(self.unconfirmed)
+    }
+
+    /// Reservations still open at `now`.
+    pub fn reserved(&self, now: i64) -> u64 {
+        self.reservations
+            .iter()
+            .filter(|(at, _)| *at > now)
+            .fold(0u64, |sum, (_, amount)| sum.saturating_add(*amount))
+    }
+
+    /// Everything a new request must fit beside.
+    pub fn committed(&self, now: i64) -> u64 {
+        self.spent().saturating_add(self.reserved(now))
+    }
+
+    /// Drops expired reservations.
+    pub fn prune(&mut self, now: i64) {
+        self.reservations
+            .retain(|(at, amount)| *at > now && *amount > 0);
+    }
+
+    /// The expiry bucket of a reservation made at `now` that lives `ttl` seconds.
+    pub fn expiry(now: i64, ttl: u64) -> i64 {
+        let at = now.saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX / 2));
+        at - at.rem_euclid(BUCKET_SECONDS) + BUCKET_SECONDS
+    }
+
+    /// Reserves `amount` until `expires_at`, unless the budget is already used up.
+    /// Returns false (and changes nothing) when `committed >= limit`.
+    pub fn try_reserve(&mut self, limit: u64, amount: u64, expires_at: i64, now: i64) -> bool {
+        self.prune(now);
+        if self.committed(now) >= limit {
+            return false;
+        }
+        match self
+            .reservations
+            .iter_mut()
+            .find(|(at, _)| *at == expires_at)
+        {
+            Some((_, held)) => *held = held.saturating_add(amount),
+            None => self.reservations.push((expires_at, amount)),
+        }
+        true
+    }
+
+    /// Releases a reservation made with [`Ledger::try_reserve`] (nothing if it already expired).
+    pub fn release(&mut self, amount: u64, expires_at: i64, now: i64) {
+        if let Some((_, held)) = self
+            .reservations
+            .iter_mut()
+            .find(|(at, _)| *at == expires_at)
+        {
+            *held = held.saturating_sub(amount);
+        }
+        self.prune(now);
+    }
+
+    /// Records a settled request's real cost as unconfirmed spend.
+    pub fn record(&mut self, cost: u64) {
+        self.unconfirmed = self.unconfirmed.saturating_add(cost);
+    }
+
+    /// The accounting cluster acknowledged `acknowledged` of our unconfirmed spend and reports
+    /// `authoritative` for the window. Spend never decreases within a window, so an older
+    /// report arriving late cannot lower it.
+    pub fn confirm(&mut self, acknowledged: u64, authoritative: Option<u64>) {
+        self.unconfirmed = self.unconfirmed.saturating_sub(acknowledged);
+        if let Some(total) = authoritative {
+            self.confirmed = self.confirmed.max(total);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+    use crate::core::compile;
+    use crate::core::config::key_hash::{digest, to_hex};
+
+    fn policy() -> Policy {
+        let json = format!(
+            r#"{{"version":"v1",
+              "teams":[{{"team_id":"t1","team_alias":"search","max_budget":10,"budget_duration":"1mo"}}],
+              "keys":[{{"key_hash":"{}","key_alias":"k","team_id":"t1","user_id":"u1","max_budget":1.5,"budget_duration":"1d"}},
+                      {{"key_hash":"{}","team_id":"t1"}}],
+              "users":[{{"user_id":"u1","max_budget":3}}],
+              "end_users":[{{"user_id":"cust","max_budget":0.25,"budget_duration":"1h"}}]}}"#,
+            to_hex(&digest("sk-k")),
+            to_hex(&digest("sk-plain"))
+        );
+        compile(json.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn every_applicable_budget_is_listed_with_its_window() {
+        let policy = policy();
+        let key = &policy.keys[0];
+        let team = policy.team(0);
+        let now = 1_795_000_000; // 2026-11-18T...
+        let lines = applicable_budgets(&policy, key, team, Some("cust"), now);
+        let scopes: Vec<_> = lines.iter().map(|l| (l.scope, l.limit_nano)).collect();
+        assert_eq!(
+            scopes,
+            vec![
+                (Scope::Key, 1_500_000_000),
+                (Scope::Team, 10_000_000_000),
+                (Scope::User, 3_000_000_000),
+                (Scope::EndUser, 250_000_000)
+            ]
+        );
+        assert_eq!(lines[0].window_start % 86_400, 0);
+        assert_eq!(lines[2].window_start, 0);
+        assert_eq!(lines[2].window_end, None);
+        assert_eq!(lines[1].budget_id(), "team:t1");
+        assert_eq!(&*lines[1].label, "search");
+        assert!(lines[0].ledger_key().starts_with("tollgate/budget/key:"));
+        assert!(applicable_budgets(&policy, key, team, Some("stranger"), now).len() == 3);
+        let plain = &policy.keys[1];
+        assert_eq!(applicable_budgets(&policy, plain, None, None, now), vec![]);
+    }
+
+    #[test]
+    fn ledger_round_trips_and_damage_reads_as_empty() {
+        let ledger = Ledger {
+            confirmed: 7,
+            unconfirmed: 3,
+            reservations: vec![(120, 5), (180, 9)],
+        };
+        assert_eq!(Ledger::decode(&ledger.encode()), ledger);
+        assert_eq!(Ledger::decode(b""), Ledger::default());
+        assert_eq!(Ledger::decode(&[1, 2, 3]), Ledger::default());
+    }
+
+    #[test]
+    fn a_nearly_spent_budget_admits_one_request_then_refuses() {
+        let mut ledger = Ledger {
+            confirmed: 90,
+            ..Ledger::default()
+        };
+        let expiry = Ledger::expiry(1000, 900);
+        assert!(ledger.try_reserve(100, 50, expiry, 1000));
+        assert_eq!(ledger.committed(1000), 140);
+        assert!(!ledger.try_reserve(100, 1, expiry, 1000), "fully reserved");
+        ledger.release(50, expiry, 1001);
+        ledger.record(4);
+        assert_eq!(ledger.committed(1001), 94);
+        assert!(ledger.try_reserve(100, 1, expiry, 1001));
+    }
+
+    #[test]
+    fn reservations_that_never_settle_expire() {
+        let mut ledger = Ledger::default();
+        let expiry = Ledger::expiry(1000, 900);
+        assert!((1900..=1960).contains(&expiry) && expiry % 60 == 0);
+        assert!(ledger.try_reserve(10, 10, expiry, 1000));
+        assert!(!ledger.try_reserve(10, 1, expiry, 1500));
+        assert!(ledger.try_reserve(10, 1, Ledger::expiry(expiry, 900), expiry));
+        assert_eq!(ledger.reservations.len(), 1);
+        ledger.release(10, expiry, expiry + 1);
+        assert_eq!(ledger.reserved(expiry + 1), 1);
+    }
+
+    #[test]
+    fn confirmation_moves_spend_and_never_lowers_it() {
+        let mut ledger = Ledger::default();
+        ledger.record(30);
+        ledger.confirm(30, Some(130));
+        assert_eq!((ledger.confirmed, ledger.unconfirmed), (130, 0));
+        ledger.confirm(0, Some(100));
+        assert_eq!(ledger.confirmed, 130);
+        ledger.confirm(5, None);
+        assert_eq!(ledger.unconfirmed, 0);
+    }
+
+    #[test]
+    fn refusal_reports_spend_and_reservations() {
+        let policy = policy();
+        let lines = applicable_budgets(&policy, &policy.keys[0], policy.team(0), None, 0);
+        let ledger = Ledger {
+            confirmed: 1_000_000_000,
+            unconfirmed: 600_000_000,
+            reservations: vec![(60, 5)],
+        };
+        match lines[0].refusal(&ledger, 0) {
+            Denial::BudgetExceeded {
+                scope,
+                name,
+                spend_nano,
+                reserved_nano,
+                resets_at,
+                ..
+            } => {
+                assert_eq!((scope, name.as_str()), ("key", "k"));
+                assert_eq!((spend_nano, reserved_nano), (1_600_000_000, 5));
+                assert_eq!(resets_at.as_deref(), Some("1970-01-02T00:00:00Z"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
