@@ -16,6 +16,7 @@
 pub mod admission;
 pub mod affinity;
 pub mod config;
+pub mod exchange;
 pub mod metering;
 pub mod money;
 pub mod spend;

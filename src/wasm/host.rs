@@ -7,6 +7,8 @@
 use std::ops::Range;
 use std::ptr::null_mut;
 
+use crate::core::exchange::host::{HeaderBlock, HeaderMap, LogLevel};
+
 const STATUS_OK: u32 = 0;
 
 /// Header maps.
@@ -21,6 +23,16 @@ pub enum Map {
     Response = 2,
     /// Headers of a `dispatch_http_call` response.
     HttpCallResponse = 6,
+}
+
+impl From<HeaderMap> for Map {
+    fn from(map: HeaderMap) -> Map {
+        match map {
+            HeaderMap::Request => Map::Request,
+            HeaderMap::RequestTrailers => Map::RequestTrailers,
+            HeaderMap::Response => Map::Response,
+        }
+    }
 }
 
 /// Buffers.
@@ -49,6 +61,17 @@ pub enum Level {
     Warn = 3,
     /// Error.
     Error = 4,
+}
+
+impl From<LogLevel> for Level {
+    fn from(level: LogLevel) -> Level {
+        match level {
+            LogLevel::Debug => Level::Debug,
+            LogLevel::Info => Level::Info,
+            LogLevel::Warn => Level::Warn,
+            LogLevel::Error => Level::Error,
+        }
+    }
 }
 
 #[allow(clashing_extern_declarations)]
@@ -226,14 +249,14 @@ pub fn done() -> bool {
 /// `on_http_call_response` with the returned token.
 pub fn dispatch(
     cluster: &str,
-    headers: Vec<(&str, &str)>,
+    headers: &[(&str, &str)],
     body: &[u8],
     timeout_ms: u64,
 ) -> Option<u32> {
     // The SDK's wrapper registers the token so that the response reaches this root context.
     proxy_wasm::hostcalls::dispatch_http_call(
         cluster,
-        headers,
+        headers.to_vec(),
         Some(body),
         vec![],
         std::time::Duration::from_millis(timeout_ms),
@@ -270,27 +293,8 @@ pub fn clock_nanos() -> Option<u64> {
     (status == STATUS_OK && out > 0).then_some(out)
 }
 
-/// Every header of a map, as read in one hostcall: the host's buffer and where each pair is.
-#[derive(Default)]
-pub struct HeaderPairs {
-    bytes: Vec<u8>,
-    spans: Vec<(Range<usize>, Range<usize>)>,
-}
-
-impl HeaderPairs {
-    /// (lower-case name, value) pairs, borrowed from the host's buffer.
-    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.spans.iter().map(|(name, value)| {
-            (
-                self.bytes.get(name.clone()).unwrap_or_default(),
-                self.bytes.get(value.clone()).unwrap_or_default(),
-            )
-        })
-    }
-}
-
 /// Every header of a map in one hostcall (none if the host refuses).
-pub fn headers(map: Map) -> HeaderPairs {
+pub fn headers(map: Map) -> HeaderBlock {
     let mut data = null_mut();
     let mut size = 0usize;
     // SAFETY: out-params are valid slots.
@@ -298,10 +302,10 @@ pub fn headers(map: Map) -> HeaderPairs {
     // SAFETY: on success the host returned an allocation of `size` bytes (or null).
     let bytes = unsafe { take_host_bytes(data, size) };
     if status != STATUS_OK {
-        return HeaderPairs::default();
+        return HeaderBlock::default();
     }
     let spans = header_pair_spans(&bytes).unwrap_or_default();
-    HeaderPairs { bytes, spans }
+    HeaderBlock::from_spans(bytes, spans)
 }
 
 /// Decodes the proxy-wasm header-map wire format (see [`serialize_headers`]) into the byte
@@ -339,11 +343,6 @@ pub fn set_header(map: Map, name: &str, value: &str) -> bool {
             value.len(),
         ) == STATUS_OK
     }
-}
-
-/// Removes a header; false if the host refused.
-pub fn remove_header(map: Map, name: &str) -> bool {
-    remove_header_bytes(map, name.as_bytes())
 }
 
 /// Removes every value of a header given by its raw name.

@@ -11,5 +11,6 @@ pub mod charge;
 pub mod cost;
 pub mod cost_fields;
 pub mod ledger_slots;
+pub mod process_ledgers;
 pub mod reservation;
 pub mod settlement;

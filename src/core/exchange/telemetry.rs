@@ -1,0 +1,171 @@
+//! The counters Tollgate emits, named once for both adapters (Prometheus shows them without
+//! a prefix, e.g. `tollgate_requests_allowed`). An adapter implements the three primitives;
+//! every event below is written in terms of them.
+
+use crate::core::money::settlement::Finished;
+
+/// Where counts go. Labelled counters are `prefix` + the label made safe by the adapter
+/// ([`metric_label`]); labels come from bounded sets (denial codes, providers of the config).
+pub trait Telemetry {
+    /// Adds `by` to counter `name`.
+    fn add(&self, name: &'static str, by: u64);
+    /// Adds `by` to counter `prefix` + `label`.
+    fn add_labelled(&self, prefix: &'static str, label: &str, by: u64);
+    /// Records one histogram sample.
+    fn record(&self, name: &'static str, value: u64);
+
+    /// An admitted request.
+    fn request_allowed(&self) {
+        self.add("tollgate_requests_allowed", 1);
+    }
+
+    /// Client request headers (or trailers) removed before forwarding, by why.
+    fn client_header_removed(&self, why: &'static str) {
+        self.add_labelled("tollgate_client_headers_removed_", why, 1);
+    }
+
+    /// A successful upstream answer was still encoded (compressed) although `identity` was
+    /// asked for: forwarded untouched and charged as its worst case.
+    fn response_unreadable(&self) {
+        self.add("tollgate_responses_encoded", 1);
+    }
+
+    /// A finished request was charged its reservation (its worst case), by why.
+    fn charged_reserved(&self, why: &'static str) {
+        self.add_labelled("tollgate_spend_charged_reserved_", why, 1);
+    }
+
+    /// A refused request, by reason (the error `code`).
+    fn request_denied(&self, reason: &str) {
+        self.add("tollgate_requests_denied", 1);
+        self.add_labelled("tollgate_requests_denied_", reason, 1);
+    }
+
+    /// A budget refusal, by scope (`key`, `team`, `user`, `end_user`).
+    fn budget_refused(&self, scope: &str) {
+        self.add_labelled("tollgate_budget_refusals_", scope, 1);
+    }
+
+    /// A finished request's spend was recorded: tokens and cost by provider (bounded by the
+    /// providers of the config), and the terminal status.
+    fn spend_recorded(&self, finished: &Finished) {
+        let data = &finished.data;
+        self.add("tollgate_spend_events_recorded", 1);
+        self.add_labelled("tollgate_requests_finished_", &data.status, 1);
+        let provider = data.provider.as_str();
+        let usage = &data.usage;
+        self.add_labelled("tollgate_prompt_tokens_", provider, usage.prompt_tokens);
+        self.add_labelled(
+            "tollgate_completion_tokens_",
+            provider,
+            usage.completion_tokens,
+        );
+        let cost = finished.cost.nano_usd;
+        self.add_labelled("tollgate_cost_nano_usd_", provider, cost);
+        if data.cost_source == "unpriced" {
+            self.add("tollgate_spend_unpriced", 1);
+        }
+        if usage.estimated {
+            self.add("tollgate_spend_estimated", 1);
+        }
+        if finished.unpriced_tool_calls {
+            self.add("tollgate_spend_tool_calls_unpriced", 1);
+        }
+        if !finished.ledger_ok {
+            self.add("tollgate_budget_ledger_errors", 1);
+        }
+    }
+
+    /// A batch of `events` was handed to the accounting cluster.
+    fn spend_batch_sent(&self, events: usize) {
+        self.add("tollgate_spend_batches_sent", 1);
+        self.add("tollgate_spend_events_sent", events as u64);
+    }
+
+    /// How long the accounting cluster took to answer a batch.
+    fn spend_batch_latency(&self, ms: u64) {
+        self.record("tollgate_spend_batch_latency_ms", ms);
+    }
+
+    /// A batch failed and will be retried.
+    fn spend_batch_failed(&self) {
+        self.add("tollgate_spend_batches_retried", 1);
+    }
+
+    /// The accounting cluster stored a batch.
+    fn spend_acknowledged(&self, events: usize, rejected: usize) {
+        self.add("tollgate_spend_events_acknowledged", events as u64);
+        self.add("tollgate_spend_events_rejected", rejected as u64);
+    }
+
+    /// Events dropped because the buffer was full or the final flush failed.
+    fn spend_dropped(&self, events: usize) {
+        self.add("tollgate_spend_events_dropped", events as u64);
+    }
+
+    /// Events quarantined: refused by the accounting cluster, or too large to send.
+    fn spend_quarantined(&self, events: usize) {
+        self.add("tollgate_spend_events_quarantined", events as u64);
+    }
+
+    /// A poll of authoritative spend failed.
+    fn spend_poll_failed(&self) {
+        self.add("tollgate_spend_polls_failed", 1);
+    }
+}
+
+/// A label made safe for a stat name: ASCII letters and digits, anything else `_`.
+pub fn metric_label(label: &str) -> String {
+    label
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
+/// `tollgate_config_active_<version>`: 1 while a config version is served.
+pub fn version_gauge(version: &str) -> String {
+    format!("tollgate_config_active_{}", metric_label(version))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    #[derive(Default)]
+    struct Recorded(RefCell<Vec<String>>);
+
+    impl Telemetry for Recorded {
+        fn add(&self, name: &'static str, by: u64) {
+            self.0.borrow_mut().push(format!("{name}+{by}"));
+        }
+        fn add_labelled(&self, prefix: &'static str, label: &str, by: u64) {
+            self.0.borrow_mut().push(format!("{prefix}{label}+{by}"));
+        }
+        fn record(&self, name: &'static str, value: u64) {
+            self.0.borrow_mut().push(format!("{name}={value}"));
+        }
+    }
+
+    #[test]
+    fn a_denial_counts_in_total_and_by_code() {
+        let t = Recorded::default();
+        t.request_denied("budget_exceeded");
+        assert_eq!(
+            *t.0.borrow(),
+            vec![
+                "tollgate_requests_denied+1",
+                "tollgate_requests_denied_budget_exceeded+1"
+            ]
+        );
+    }
+
+    #[test]
+    fn labels_and_version_gauges_are_safe_stat_names() {
+        assert_eq!(metric_label("a.b-c/d"), "a_b_c_d");
+        assert_eq!(
+            version_gauge("2026-12-02.1"),
+            "tollgate_config_active_2026_12_02_1"
+        );
+    }
+}

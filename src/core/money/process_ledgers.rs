@@ -1,0 +1,107 @@
+//! Budget ledgers in process memory, shared by every thread of one process behind a lock: the
+//! native adapter's store (all Envoy workers see the same spend at once, so limits are exact
+//! within the process, with no compare-and-swap retries).
+
+use std::sync::Mutex;
+
+use hashbrown::HashMap;
+
+use crate::core::money::budget::Ledger;
+use crate::core::money::reservation::{LedgerStore, StoreUnavailable};
+
+/// A [`LedgerStore`] for many threads. A poisoned lock (a thread panicked while holding it)
+/// answers [`StoreUnavailable`], which refuses requests that count against budgets (fail closed).
+#[derive(Debug, Default)]
+pub struct ProcessLedgers(Mutex<HashMap<String, Ledger>>);
+
+impl ProcessLedgers {
+    /// How many ledgers are held (memory accounting, tests).
+    pub fn len(&self) -> usize {
+        self.0.lock().map_or(0, |map| map.len())
+    }
+
+    /// Whether no ledger is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl LedgerStore for ProcessLedgers {
+    fn update(
+        &self,
+        key: &str,
+        change: &mut dyn FnMut(&mut Ledger) -> bool,
+    ) -> Result<bool, StoreUnavailable> {
+        let mut map = self.0.lock().map_err(|_| StoreUnavailable)?;
+        if let Some(ledger) = map.get_mut(key) {
+            return Ok(change(ledger));
+        }
+        let mut ledger = Ledger::default();
+        let changed = change(&mut ledger);
+        if changed {
+            map.insert(key.to_string(), ledger);
+        }
+        Ok(changed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+
+    #[test]
+    fn an_unchanged_ledger_is_not_stored_and_a_changed_one_is() {
+        let store = ProcessLedgers::default();
+        assert_eq!(store.update("k", &mut |_| false), Ok(false));
+        assert!(store.is_empty());
+        let add = &mut |l: &mut Ledger| {
+            l.confirmed += 5;
+            true
+        };
+        assert_eq!(store.update("k", add), Ok(true));
+        assert_eq!(store.update("k", add), Ok(true));
+        let mut seen = 0;
+        store
+            .update("k", &mut |l| {
+                seen = l.confirmed;
+                false
+            })
+            .unwrap();
+        assert_eq!(seen, 10);
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    #[test]
+    fn threads_never_lose_an_update() {
+        let store = std::sync::Arc::new(ProcessLedgers::default());
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        store
+                            .update("k", &mut |l| {
+                                l.confirmed += 1;
+                                true
+                            })
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for handle in handles {
+            handle.join().unwrap();
+        }
+        let mut total = 0;
+        store
+            .update("k", &mut |l| {
+                total = l.confirmed;
+                false
+            })
+            .unwrap();
+        assert_eq!(total, 4000);
+    }
+}
