@@ -23,6 +23,7 @@ use crate::wasm::host::{self, Buffer};
 use crate::wasm::ledgers::SharedLedgers;
 use crate::wasm::metrics::VmTelemetry;
 use crate::wasm::spend_sink::RootCallouts;
+use crate::wasm::timing::time;
 
 /// What a stream reaches of its VM besides Envoy: the random generator and the spend sender.
 pub struct VmStream {
@@ -41,31 +42,43 @@ impl VmStream {
 
 impl StreamHost for VmStream {
     fn headers(&mut self, map: HeaderMap) -> HeaderBlock {
-        host::headers(map.into())
+        time("host.headers", || host::headers(map.into()))
     }
 
     fn set_header(&mut self, map: HeaderMap, name: &str, value: &str) -> bool {
-        host::set_header(map.into(), name, value)
+        time("host.set_header", || {
+            host::set_header(map.into(), name, value)
+        })
     }
 
     fn remove_header(&mut self, map: HeaderMap, name: &[u8]) -> bool {
-        host::remove_header_bytes(map.into(), name)
+        time("host.remove_header", || {
+            host::remove_header_bytes(map.into(), name)
+        })
     }
 
     fn request_body(&mut self, size: usize) -> Option<Vec<u8>> {
-        host::buffer(Buffer::RequestBody, size)
+        time("host.request_body", || {
+            host::buffer(Buffer::RequestBody, size)
+        })
     }
 
     fn replace_request_body(&mut self, size: usize, data: &[u8]) -> bool {
-        host::replace_buffer(Buffer::RequestBody, size, data)
+        time("host.replace_request_body", || {
+            host::replace_buffer(Buffer::RequestBody, size, data)
+        })
     }
 
     fn response_chunk(&mut self, size: usize) -> Option<Vec<u8>> {
-        host::buffer(Buffer::ResponseBody, size)
+        time("host.response_chunk", || {
+            host::buffer(Buffer::ResponseBody, size)
+        })
     }
 
     fn replace_response_chunk(&mut self, size: usize, data: &[u8]) -> bool {
-        host::replace_buffer(Buffer::ResponseBody, size, data)
+        time("host.replace_response_chunk", || {
+            host::replace_buffer(Buffer::ResponseBody, size, data)
+        })
     }
 
     fn send_response(
@@ -75,20 +88,27 @@ impl StreamHost for VmStream {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> bool {
-        host::send_response(status, details, headers, body)
+        time("host.send_response", || {
+            host::send_response(status, details, headers, body)
+        })
     }
 
     fn clear_route_cache(&mut self) -> bool {
-        host::clear_route_cache()
+        time("host.clear_route_cache", host::clear_route_cache)
     }
 
     fn response_code_details(&mut self) -> String {
-        let details = host::property(&["response", "code_details"]).unwrap_or_default();
+        let details = time("host.code_details", || {
+            host::property(&["response", "code_details"])
+        })
+        .unwrap_or_default();
         String::from_utf8_lossy(&details).into_owned()
     }
 
     fn set_access_log_line(&mut self, line: &str) {
-        host::set_property(FILTER_STATE_NAME, line.as_bytes());
+        time("host.set_filter_state", || {
+            host::set_property(FILTER_STATE_NAME, line.as_bytes())
+        });
     }
 
     fn log(&self, level: LogLevel, message: &str) {
@@ -96,7 +116,7 @@ impl StreamHost for VmStream {
     }
 
     fn clock_seconds(&self) -> Option<i64> {
-        host::clock_nanos().and_then(|n| i64::try_from(n / 1_000_000_000).ok())
+        time("host.clock", host::clock_nanos).and_then(|n| i64::try_from(n / 1_000_000_000).ok())
     }
 
     fn now_ms(&self) -> u64 {
@@ -123,9 +143,11 @@ impl StreamHost for VmStream {
 
     fn record_spend(&mut self, finished: Finished) {
         let now_ms = self.now_ms();
-        self.sink
-            .borrow_mut()
-            .record(&mut RootCallouts, finished, now_ms);
+        let sink = &self.sink;
+        time("spend.record", || {
+            sink.borrow_mut()
+                .record(&mut RootCallouts, finished, now_ms)
+        });
     }
 }
 
@@ -156,38 +178,42 @@ impl Context for TollgateHttp {}
 
 impl HttpContext for TollgateHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        action(
-            self.exchange
-                .on_request_headers(&mut self.host, end_of_stream),
-        )
+        let (exchange, host) = (&mut self.exchange, &mut self.host);
+        time("cb.request_headers", || {
+            action(exchange.on_request_headers(host, end_of_stream))
+        })
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        action(
-            self.exchange
-                .on_request_body(&mut self.host, body_size, end_of_stream),
-        )
+        let (exchange, host) = (&mut self.exchange, &mut self.host);
+        time("cb.request_body", || {
+            action(exchange.on_request_body(host, body_size, end_of_stream))
+        })
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
-        action(self.exchange.on_request_trailers(&mut self.host))
+        let (exchange, host) = (&mut self.exchange, &mut self.host);
+        time("cb.request_trailers", || {
+            action(exchange.on_request_trailers(host))
+        })
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        action(
-            self.exchange
-                .on_response_headers(&mut self.host, end_of_stream),
-        )
+        let (exchange, host) = (&mut self.exchange, &mut self.host);
+        time("cb.response_headers", || {
+            action(exchange.on_response_headers(host, end_of_stream))
+        })
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        action(
-            self.exchange
-                .on_response_body(&mut self.host, body_size, end_of_stream),
-        )
+        let (exchange, host) = (&mut self.exchange, &mut self.host);
+        time("cb.response_body", || {
+            action(exchange.on_response_body(host, body_size, end_of_stream))
+        })
     }
 
     fn on_log(&mut self) {
-        self.exchange.on_complete(&mut self.host);
+        let (exchange, host) = (&mut self.exchange, &mut self.host);
+        time("cb.on_log", || exchange.on_complete(host));
     }
 }

@@ -1,8 +1,10 @@
 //! The proxy-wasm adapter: gathers facts from Envoy, calls [`crate::core`], applies the answer.
 //!
-//! `root` owns one config version (an `Rc<Policy>`) per root context; `http` handles one stream
-//! on the version it started with; `spend_sink` is the VM's spend outbox, shared by its roots;
-//! `host` is the only place hostcalls are made.
+//! `root` owns one config version (an `Arc<Version>`) per root context; `http` drives the core's
+//! exchange for one stream on the version it started with, over `VmStream`; `spend_sink` is the
+//! VM's spend sender, shared by its roots; `ledgers` are shared-data CAS slots; `metrics` sums
+//! counters between ticks; `timing` is the in-VM timing build; `host` is the only place
+//! hostcalls are made.
 
 mod heap;
 mod host;
@@ -11,6 +13,7 @@ mod ledgers;
 mod metrics;
 mod root;
 mod spend_sink;
+mod timing;
 
 #[global_allocator]
 static ALLOCATOR: heap::CountingAllocator = heap::CountingAllocator;

@@ -186,6 +186,7 @@ impl RootContext for TollgateRoot {
             .borrow_mut()
             .tick(&mut RootCallouts, now_ms(), self.id);
         metrics::flush();
+        crate::wasm::timing::report();
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
