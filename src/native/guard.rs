@@ -12,8 +12,8 @@
 //!   an abort anyway).
 //!
 //! [`FilterCell`] keeps a stream's filter so that a hook Envoy runs *inside* a call the filter
-//! makes (its own local reply runs this filter's response hooks synchronously) never creates a
-//! second `&mut` to the filter: the filter is taken out while a hook runs.
+//! makes (its own `send_response` runs this filter's `local_reply` hook synchronously) never
+//! creates a second `&mut` to the filter: the filter is taken out while a hook runs.
 
 use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};

@@ -7,14 +7,16 @@
 //! `dlopen`, so no other artifact may contain this module.
 //!
 //! Map, from Envoy inward:
-//! - `abi`: `#[repr(C)]` types and the `extern "C"` callbacks (Envoy 1.40, ABI v0.2.0).
-//! - `hooks`: the `envoy_dynamic_module_on_*` exports; the only place module pointers are boxed
-//!   and freed.
+//! - `abi`: `#[repr(C)]` types; `abi/filter_callbacks.rs` and `abi/config_callbacks.rs` hold the
+//!   `extern "C"` callbacks (Envoy 1.40, ABI v0.2.0).
+//! - `hooks`: the `envoy_dynamic_module_on_*` exports (config, lifecycle, config-level events;
+//!   `hooks/stream.rs` the per-stream events); the only place module pointers are boxed and freed.
 //! - `guard`: panic hook, `catch_unwind` fallbacks, and the re-entry-safe cell around a filter.
 //! - `buffers`: checked pointer/length conversions.
-//! - `envoy` ([`StreamHandle`]) and `config` ([`ConfigHandle`], [`ConfigScheduler`], [`log`]):
-//!   safe wrappers; no method panics.
-//! - `module`: the [`FilterConfig`] / [`Filter`] traits and [`new_config`], which picks the
+//! - `envoy` (`StreamHandle`: headers, bodies, replies; `envoy/stream_info.rs`: attributes,
+//!   filter state, metrics) and `config` (`ConfigHandle`, `ConfigScheduler`, `log`): safe
+//!   wrappers; no method panics.
+//! - `module`: the `FilterConfig` / `Filter` traits and `new_config`, which picks the
 //!   implementation; today `placeholder`, which answers every request `503 adapter_not_wired`.
 
 pub mod abi;
