@@ -18,5 +18,9 @@ pub mod core;
 #[cfg(all(target_arch = "wasm32", target_os = "wasi"))]
 mod wasm;
 
+/// The Envoy dynamic-module adapter (host `cdylib`, feature `native`); see its module docs.
+#[cfg(all(feature = "native", not(target_arch = "wasm32")))]
+pub mod native;
+
 /// The crate version and git revision baked in at build time, logged when a VM starts.
 pub const BUILD_INFO: &str = concat!(env!("CARGO_PKG_VERSION"), "+", env!("TOLLGATE_GIT_REV"));

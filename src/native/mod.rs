@@ -1,0 +1,39 @@
+//! Tollgate as an Envoy dynamic module (a host `cdylib` loaded by the HTTP filter
+//! `envoy.extensions.filters.http.dynamic_modules`), called through Envoy's C ABI with no VM.
+//!
+//! Built only with the `native` feature on a non-wasm target
+//! (`cargo build --release --lib --features native` → `target/release/libtollgate.so`); the
+//! callbacks it declares stay undefined in the `.so` and resolve against the Envoy binary at
+//! `dlopen`, so no other artifact may contain this module.
+//!
+//! Map, from Envoy inward:
+//! - `abi`: `#[repr(C)]` types; `abi/filter_callbacks.rs` and `abi/config_callbacks.rs` hold the
+//!   `extern "C"` callbacks (Envoy 1.40, ABI v0.2.0).
+//! - `hooks`: the `envoy_dynamic_module_on_*` exports (config, lifecycle, config-level events;
+//!   `hooks/stream.rs` the per-stream events); the only place module pointers are boxed and freed.
+//! - `guard`: panic hook, `catch_unwind` fallbacks, and the re-entry-safe cell around a filter.
+//! - `buffers`: checked pointer/length conversions.
+//! - `envoy` (`StreamHandle`: headers, bodies, replies; `envoy/stream_info.rs`: attributes,
+//!   filter state, metrics) and `config` (`ConfigHandle`, `ConfigScheduler`, `log`): safe
+//!   wrappers; no method panics.
+//! - `module`: the `FilterConfig` / `Filter` traits and `new_config`, which picks the
+//!   implementation; today `placeholder`, which answers every request `503 adapter_not_wired`.
+
+pub mod abi;
+mod buffers;
+mod config;
+mod envoy;
+mod guard;
+mod hooks;
+mod module;
+mod placeholder;
+
+pub use abi::{AttributeId, CalloutInitResult, CalloutResult};
+pub use config::{
+    log, CalloutOutcome, ConfigHandle, ConfigScheduler, CounterId, GaugeId, HistogramId, Level,
+};
+pub use envoy::{Body, HeaderMap, StreamHandle};
+pub use module::{
+    new_config, BodyStatus, Filter, FilterConfig, HeadersStatus, LocalReplyStatus, TrailersStatus,
+};
+pub use placeholder::NOT_WIRED_BODY;
