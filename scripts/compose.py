@@ -68,10 +68,10 @@ volumes:
 def render():
     clusters = {"openai": ("mock", 8081), "anthropic": ("mock", 8082), "accounting": ("accounting", 9902)}
     bootstrap = render_bootstrap(10000, 9901, "/etc/tollgate/ecds/tollgate.json", clusters,
-                                 "/dev/stdout", address="0.0.0.0")
+                                 "/dev/stdout", address="0.0.0.0", form="wasm")
     policy = (ROOT / "envoy" / "policy.example.json").read_text()
     ecds = ecds_resource(json.dumps(json.loads(policy), separators=(",", ":")), "/opt/tollgate/tollgate.wasm",
-                         {}, "compose", host_env_keys=HOST_ENV_KEYS)
+                         {}, "compose", host_env_keys=HOST_ENV_KEYS, form="wasm")
     credentials = "\n".join(f"      {name}: ${{{name}:-demo-{name.lower().replace('_', '-')}}}" for name in CREDENTIALS)
     return {
         "envoy/compose/envoy.yaml": HEADER + bootstrap,

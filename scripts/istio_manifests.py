@@ -67,7 +67,7 @@ def scalar(value):
 def wasm_config(policy_text):
     """The filter config the e2e tests load, with the code fetched from the OCI image and the
     credentials read from the proxy container's environment (filled from a Secret)."""
-    config = ecds_resource(policy_text, "plugin.wasm", {}, "istio")["resources"][0]["typed_config"]
+    config = ecds_resource(policy_text, "plugin.wasm", {}, "istio", form="wasm")["resources"][0]["typed_config"]
     config["config"]["vm_config"]["code"] = {"remote": {"http_uri": {"uri": IMAGE, "timeout": "30s"}}}
     config["config"]["vm_config"]["environment_variables"] = {"host_env_keys": SECRET_ENV}
     return config

@@ -60,6 +60,23 @@ impl ConfigHandle {
         (result == MetricsResult::SUCCESS).then_some(id)
     }
 
+    /// Defines a counter with one label (an Envoy tag); inside `config_new` only.
+    pub fn define_labelled_counter(&mut self, name: &str, label: &str) -> Option<CounterId> {
+        let mut id = 0usize;
+        let mut labels = [module_buffer(label.as_bytes())];
+        // SAFETY: the name and the one label name are lent for the call; `id` is a valid local.
+        let result = unsafe {
+            abi::envoy_dynamic_module_callback_http_filter_config_define_counter(
+                self.raw,
+                module_buffer(name.as_bytes()),
+                labels.as_mut_ptr(),
+                labels.len(),
+                &mut id,
+            )
+        };
+        (result == MetricsResult::SUCCESS).then_some(CounterId(id))
+    }
+
     /// Defines a counter. Works only inside `config_new` (Envoy freezes definitions afterwards).
     pub fn define_counter(&mut self, name: &str) -> Option<CounterId> {
         self.define(
@@ -111,6 +128,39 @@ impl ConfigHandle {
                 id.0,
                 std::ptr::null_mut(),
                 0,
+                value,
+            )
+        };
+        result == MetricsResult::SUCCESS
+    }
+
+    /// Defines a gauge with one label (an Envoy tag); inside `config_new` only.
+    pub fn define_labelled_gauge(&mut self, name: &str, label: &str) -> Option<GaugeId> {
+        let mut id = 0usize;
+        let mut labels = [module_buffer(label.as_bytes())];
+        // SAFETY: the name and the one label name are lent for the call; `id` is a valid local.
+        let result = unsafe {
+            abi::envoy_dynamic_module_callback_http_filter_config_define_gauge(
+                self.raw,
+                module_buffer(name.as_bytes()),
+                labels.as_mut_ptr(),
+                labels.len(),
+                &mut id,
+            )
+        };
+        (result == MetricsResult::SUCCESS).then_some(GaugeId(id))
+    }
+
+    /// Sets a one-label gauge of this config.
+    pub fn set_labelled_gauge(&mut self, id: GaugeId, label: &str, value: u64) -> bool {
+        let mut labels = [module_buffer(label.as_bytes())];
+        // SAFETY: the one label value is lent for the call; `self.raw` is live for this hook.
+        let result = unsafe {
+            abi::envoy_dynamic_module_callback_http_filter_config_set_gauge(
+                self.raw,
+                id.0,
+                labels.as_mut_ptr(),
+                labels.len(),
                 value,
             )
         };
@@ -291,6 +341,12 @@ impl Level {
             Level::Critical => LogLevel::CRITICAL,
         }
     }
+}
+
+/// Whether Envoy's `dynamic_modules` logger prints `level` (asked once per config version).
+pub fn log_enabled(level: Level) -> bool {
+    // SAFETY: plain value call.
+    unsafe { abi::envoy_dynamic_module_callback_log_enabled(level.raw()) }
 }
 
 /// Logs under Envoy's `dynamic_modules` logger; `message` is only built when the level is on.

@@ -238,6 +238,26 @@ impl StreamHandle {
         )
     }
 
+    /// Bytes of request body seen so far: the held bytes plus the current chunk (counted once
+    /// when the chunk is the held buffer).
+    pub fn request_body_size(&self) -> usize {
+        let held = self.body_size(Body::BufferedRequest);
+        // SAFETY: `self.raw` is live for this hook.
+        let same = unsafe {
+            abi::envoy_dynamic_module_callback_http_received_buffered_request_body(self.raw)
+        };
+        if same {
+            held
+        } else {
+            held.saturating_add(self.body_size(Body::ReceivedRequest))
+        }
+    }
+
+    /// Bytes of the current response chunk.
+    pub fn response_chunk_size(&self) -> usize {
+        self.body_size(Body::ReceivedResponse)
+    }
+
     /// True when the current response chunk *is* the buffer an earlier filter held.
     pub fn response_chunk_is_held_buffer(&self) -> bool {
         // SAFETY: `self.raw` is live for this hook.

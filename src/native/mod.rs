@@ -16,17 +16,20 @@
 //! - `envoy` (`StreamHandle`: headers, bodies, replies; `envoy/stream_info.rs`: attributes,
 //!   filter state, metrics) and `config` (`ConfigHandle`, `ConfigScheduler`, `log`): safe
 //!   wrappers; no method panics.
-//! - `module`: the `FilterConfig` / `Filter` traits and `new_config`, which picks the
-//!   implementation; today `placeholder`, which answers every request `503 adapter_not_wired`.
+//! - `module`: the `FilterConfig` / `Filter` traits and `new_config`.
+//! - `adapter`: Tollgate itself: one compiled version per config (`adapter/version_config.rs`),
+//!   the core's exchange per stream (`adapter/stream.rs`), process-wide ledgers and spend sender
+//!   (`adapter/process.rs`), the spend sender's main-thread callouts (`adapter/callouts.rs`),
+//!   the core's counters as Envoy stats (`adapter/counters.rs`).
 
 pub mod abi;
+mod adapter;
 mod buffers;
 mod config;
 mod envoy;
 mod guard;
 mod hooks;
 mod module;
-mod placeholder;
 
 pub use abi::{AttributeId, CalloutInitResult, CalloutResult};
 pub use config::{
@@ -36,4 +39,3 @@ pub use envoy::{Body, HeaderMap, StreamHandle};
 pub use module::{
     new_config, BodyStatus, Filter, FilterConfig, HeadersStatus, LocalReplyStatus, TrailersStatus,
 };
-pub use placeholder::NOT_WIRED_BODY;

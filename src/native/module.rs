@@ -191,9 +191,9 @@ pub trait Filter {
 /// metrics can be defined). `None` rejects the config (Envoy refuses it, or NACKs the ECDS update).
 pub fn new_config(
     config: &mut ConfigHandle,
-    filter_name: &[u8],
+    _filter_name: &[u8],
     filter_config: &[u8],
 ) -> Option<Box<dyn FilterConfig>> {
-    super::placeholder::PlaceholderConfig::new(config, filter_name, filter_config)
+    super::adapter::VersionConfig::new(config, filter_config)
         .map(|config| Box::new(config) as Box<dyn FilterConfig>)
 }

@@ -119,3 +119,53 @@ def chunked_with_trailers(path, headers, body, trailers):
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     tail = "".join(f"{k}: {v}\r\n" for k, v in trailers.items()).encode()
     return head + f"{len(data):x}\r\n".encode() + data + b"\r\n0\r\n" + tail + b"\r\n"
+
+
+def h2_post(port, headers, body, frame=10_000, trailers=None, timeout=10):
+    """One h2c request whose body may exceed the initial 64 KiB flow-control window: DATA frames
+    of `frame` bytes are sent as Envoy's WINDOW_UPDATEs allow, then optional trailers."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+        conn.initiate_connection()
+        stream = conn.get_next_available_stream_id()
+        conn.send_headers(stream, headers, end_stream=False)
+        sock.sendall(conn.data_to_send())
+        sent, result = 0, {"status": None, "headers": {}, "body": b"", "done": False}
+        deadline = time.monotonic() + timeout
+        while not result["done"] and time.monotonic() < deadline:
+            while sent < len(body) and min(conn.local_flow_control_window(stream), conn.max_outbound_frame_size) > 0:
+                size = min(frame, len(body) - sent, conn.local_flow_control_window(stream), conn.max_outbound_frame_size)
+                last = sent + size == len(body)
+                conn.send_data(stream, body[sent:sent + size], end_stream=last and not trailers)
+                sent += size
+                if last and trailers:
+                    conn.send_headers(stream, trailers, end_stream=True)
+                sock.sendall(conn.data_to_send())
+                time.sleep(0.002)  # separate writes, so Envoy sees several DATA events
+            data = sock.recv(65536)
+            if not data:
+                break
+            for event in conn.receive_data(data):
+                _take_event(conn, stream, event, result)
+            sock.sendall(conn.data_to_send())
+        if not result["done"]:
+            raise TimeoutError(f"no complete h2 response (status {result['status']}, sent {sent})")
+        return H2Response(result["status"], result["headers"], result["body"], {})
+    finally:
+        sock.close()
+
+
+def _take_event(conn, stream, event, result):
+    if isinstance(event, h2.events.ResponseReceived) and event.stream_id == stream:
+        for name, value in event.headers:
+            name, value = name.decode(), value.decode()
+            if name == ":status":
+                result["status"] = int(value)
+            else:
+                result["headers"][name] = value
+    elif isinstance(event, h2.events.DataReceived) and event.stream_id == stream:
+        result["body"] += event.data
+        conn.acknowledge_received_data(event.flow_controlled_length, stream)
+    elif isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset)) and event.stream_id == stream:
+        result["done"] = True

@@ -1,6 +1,9 @@
-"""Runs real Envoy with the built Tollgate wasm on 127.0.0.1, for tests, ./scripts/run and bench.
+"""Runs real Envoy with the built Tollgate filter on 127.0.0.1, for tests, ./scripts/run and bench.
 
-Renders envoy/envoy.template.yaml, writes the ECDS resource that carries the wasm and the policy,
+TOLLGATE_FORM picks the form: `wasm` (default; the proxy-wasm filter in V8) or `native` (the
+Envoy dynamic module target/release/libtollgate.so). The same tests run against both.
+
+Renders envoy/envoy.template.yaml, writes the ECDS resource that carries the filter and the policy,
 starts Envoy as a child process and stops it by PID. Policy swaps write a new ECDS file beside the
 watched one and rename it into place (Envoy only reloads on a rename). Every wait is bounded.
 """
@@ -9,6 +12,7 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -21,7 +25,32 @@ ROOT = Path(__file__).resolve().parents[2]
 ENVOY = ROOT / ".venv" / "bin" / "envoy"
 # TOLLGATE_WASM runs the suite against another build (e.g. the previous release, to see a new test fail).
 WASM = Path(os.environ.get("TOLLGATE_WASM") or ROOT / "target" / "wasm32-wasip1" / "release" / "tollgate.wasm")
+# TOLLGATE_NATIVE likewise names another build of the native module (its file must be libtollgate.so).
+NATIVE = Path(os.environ.get("TOLLGATE_NATIVE") or ROOT / "target" / "release" / "libtollgate.so")
+FORM = os.environ.get("TOLLGATE_FORM", "wasm")
+if FORM not in ("wasm", "native"):
+    raise SystemExit(f"TOLLGATE_FORM must be wasm or native, not {FORM!r}")
+WASM_TYPE = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
+NATIVE_TYPE = "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter"
 TOLLGATE_CLI = ROOT / "target" / "debug" / "tollgate"
+# The labelled counters (prefix, label name), read from the core's catalog so the two never differ:
+# the Wasm filter's stat is <prefix><label value>; the native module's is <prefix>by_<label name>
+# with the value as an Envoy tag (flat name <prefix>by_<label>.<label>.<value>).
+LABELLED_COUNTERS = re.findall(r'\("(tollgate_[a-z_]+_)", "([a-z]+)"\)',
+                               (ROOT / "src" / "core" / "exchange" / "telemetry.rs").read_text())
+
+
+def stat_name(name):
+    """A test's stat name (written as the Wasm filter's, `wasmcustom.<name>`) in this form's naming."""
+    if FORM == "wasm" or not name.startswith("wasmcustom."):
+        return name
+    bare = name[len("wasmcustom."):]
+    for prefix, label in LABELLED_COUNTERS:
+        if bare.startswith(prefix):
+            return f"dynamicmodulescustom.{prefix}by_{label}.{label}.{bare[len(prefix):]}"
+    if bare.startswith("tollgate_config_active_"):
+        return f"dynamicmodulescustom.tollgate_config_active.version.{bare[len('tollgate_config_active_'):]}"
+    return "dynamicmodulescustom." + bare
 TEMPLATE = ROOT / "envoy" / "envoy.template.yaml"
 
 
@@ -71,7 +100,7 @@ ACCESS_LOG = ROOT / "envoy" / "access-log.yaml"
 
 
 def render_bootstrap(listen_port, admin_port, ecds_path, clusters, access_log_path=None, address="127.0.0.1",
-                     static_filter=None, route_timeout=None):
+                     static_filter=None, route_timeout=None, form=None):
     """The bootstrap; `static_filter` (a Wasm typed_config) inlines the filter instead of ECDS;
     `route_timeout` (e.g. "1s") replaces the template's upstream route timeout."""
     text = TEMPLATE.read_text()
@@ -90,6 +119,7 @@ def render_bootstrap(listen_port, admin_port, ecds_path, clusters, access_log_pa
         "{{ACCESS_LOG}}": (ACCESS_LOG.read_text().replace("{{ACCESS_LOG_PATH}}", str(access_log_path))
                            if access_log_path else ""),
         "{{ADDRESS}}": address,
+        "{{FILTER_TYPE_URL}}": NATIVE_TYPE if (form or FORM) == "native" else WASM_TYPE,
     }.items():
         text = text.replace(key, value)
     return text
@@ -139,7 +169,28 @@ def plugin_configuration(policy):
     return {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": value}
 
 
-def ecds_resource(policy, wasm_path, env, version_info, host_env_keys=None):
+def native_filter(policy):
+    """The dynamic-module filter config: the module by name (found in
+    ENVOY_DYNAMIC_MODULES_SEARCH_PATH), the policy document as its filter_config. The module reads
+    credentials from Envoy's own environment."""
+    return {
+        "@type": NATIVE_TYPE,
+        "dynamic_module_config": {"name": "tollgate", "do_not_close": True},
+        "filter_name": "tollgate",
+        "filter_config": plugin_configuration(policy),
+    }
+
+
+def ecds_resource(policy, wasm_path, env, version_info, host_env_keys=None, form=None):
+    if (form or FORM) == "native":
+        return {
+            "version_info": version_info,
+            "resources": [{
+                "@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
+                "name": "tollgate",
+                "typed_config": native_filter(policy),
+            }],
+        }
     return {
         "version_info": version_info,
         "resources": [{
@@ -216,11 +267,17 @@ class EnvoyStack:
                                               route_timeout=route_timeout))
         self.log_path = self.workdir / "envoy.log"
         self.log = open(self.log_path, "wb")
+        process_env = None
+        if FORM == "native":
+            # The module reads credentials from Envoy's environment (the Wasm VM gets them from
+            # vm_config.environment_variables instead).
+            process_env = dict(os.environ, ENVOY_DYNAMIC_MODULES_SEARCH_PATH=str(NATIVE.parent), **env)
+        component = "wasm" if FORM == "wasm" else "dynamic_modules"
         self.process = subprocess.Popen(
             [str(ENVOY), "-c", str(bootstrap), "--concurrency", str(concurrency),
              "--use-dynamic-base-id", "--disable-hot-restart", "--log-level", "info",
-             "--component-log-level", f"wasm:{wasm_log_level}"],
-            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+             "--component-log-level", f"{component}:{wasm_log_level}"],
+            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True, env=process_env)
         self._wait_ready()
 
     def _write_ecds(self, policy, version_info):
@@ -257,7 +314,7 @@ class EnvoyStack:
             return out
 
     def counter(self, name):
-        value = self.stats().get(name, "0")
+        value = self.stats().get(stat_name(name), "0")
         return int(value) if value.isdigit() else 0
 
     def push_policy(self, policy, version_info, expect_accepted=True, timeout=15):

@@ -4,7 +4,7 @@ import json
 import time
 
 from policies import KEYS, NEW_MODEL, base_policy, bearer, chat, with_new_model
-from stack import AsIstioPluginConfig
+from stack import AsIstioPluginConfig, stat_name
 
 
 def test_cost_map_update_lets_a_wildcard_key_reach_a_new_model(envoy, upstreams):
@@ -71,7 +71,7 @@ def test_a_version_delivered_as_istio_plugin_config_json_is_accepted(envoy, upst
 
 
 def test_the_active_version_gauge_survives_a_repush_of_the_same_version(envoy, upstreams):
-    gauge = "wasmcustom.tollgate_config_active_v_same"
+    gauge = stat_name("wasmcustom.tollgate_config_active_v_same")
     envoy.push_policy(base_policy("v-same"), "same-1")
     envoy.push_policy(base_policy("v-same"), "same-2")  # same label, new delivery
     time.sleep(1)  # the replaced root context has finished by now
@@ -81,4 +81,4 @@ def test_the_active_version_gauge_survives_a_repush_of_the_same_version(envoy, u
     while envoy.stats().get(gauge) != "0" and time.monotonic() < wait:
         time.sleep(0.1)
     assert envoy.stats().get(gauge) == "0"
-    assert envoy.stats().get("wasmcustom.tollgate_config_active_v1") == "1"
+    assert envoy.stats().get(stat_name("wasmcustom.tollgate_config_active_v1")) == "1"

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import accounting_server, start_stack
 from policies import MONEY_KEYS, UNPRICED_MODEL, bearer, chat, money_policy, nano_cost
-from stack import request, wait_until
+from stack import request, stat_name, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -236,7 +236,7 @@ def test_full_batches_leave_without_waiting_for_the_flush_interval(money, accoun
                             if (e["data"]["end_user"] or "").startswith("batch-")]) == 10,
                timeout=3, message="ten events in full batches")
     # Each answered batch is a sample of the batch-latency histogram.
-    latency = money.stats().get("wasmcustom.tollgate_spend_batch_latency_ms", "")
+    latency = money.stats().get(stat_name("wasmcustom.tollgate_spend_batch_latency_ms"), "")
     assert "P50(" in latency, latency
     money.push_policy(money_policy("m1"), "m1-after-batch")
 

@@ -21,7 +21,7 @@ import pytest
 
 from conftest import accounting_server, start_stack
 from policies import KEYS, MONEY_KEYS, bearer, chat, money_policy
-from stack import request
+from stack import request, stat_name
 
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "60"))
 SWAP_EVERY_S = float(os.environ.get("SOAK_SWAP_SECONDS", "3"))
@@ -162,7 +162,7 @@ def test_soak_mixed_traffic_config_swaps_and_an_accounting_outage(soak, accounti
     stats = soak.stats()
 
     def counter(name):
-        value = stats.get(f"wasmcustom.{name}", "0")
+        value = stats.get(stat_name(f"wasmcustom.{name}"), "0")
         return int(value) if value.isdigit() else 0
 
     by_tag = Counter(e["end_user"] for e in events if e["end_user"])

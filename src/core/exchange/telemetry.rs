@@ -114,6 +114,45 @@ pub trait Telemetry {
     }
 }
 
+/// Every unlabelled counter, for adapters that must define stats up front (the native module
+/// defines them when a config version is created; Envoy freezes definitions afterwards).
+pub const COUNTERS: &[&str] = &[
+    "tollgate_requests_allowed",
+    "tollgate_requests_denied",
+    "tollgate_responses_encoded",
+    "tollgate_spend_events_recorded",
+    "tollgate_spend_unpriced",
+    "tollgate_spend_estimated",
+    "tollgate_spend_tool_calls_unpriced",
+    "tollgate_budget_ledger_errors",
+    "tollgate_spend_batches_sent",
+    "tollgate_spend_events_sent",
+    "tollgate_spend_batches_retried",
+    "tollgate_spend_events_acknowledged",
+    "tollgate_spend_events_rejected",
+    "tollgate_spend_events_dropped",
+    "tollgate_spend_events_quarantined",
+    "tollgate_spend_polls_failed",
+    "tollgate_config_accepted",
+    "tollgate_config_rejected",
+];
+
+/// Every labelled counter: its prefix (the Wasm filter's stat is prefix + label) and the name
+/// of its label (the native module's stat carries it as an Envoy tag).
+pub const LABELLED_COUNTERS: &[(&str, &str)] = &[
+    ("tollgate_client_headers_removed_", "why"),
+    ("tollgate_spend_charged_reserved_", "why"),
+    ("tollgate_requests_denied_", "reason"),
+    ("tollgate_budget_refusals_", "scope"),
+    ("tollgate_requests_finished_", "status"),
+    ("tollgate_prompt_tokens_", "provider"),
+    ("tollgate_completion_tokens_", "provider"),
+    ("tollgate_cost_nano_usd_", "provider"),
+];
+
+/// Every histogram.
+pub const HISTOGRAMS: &[&str] = &["tollgate_spend_batch_latency_ms"];
+
 /// A label made safe for a stat name: ASCII letters and digits, anything else `_`.
 pub fn metric_label(label: &str) -> String {
     label
@@ -158,6 +197,31 @@ mod tests {
                 "tollgate_requests_denied_budget_exceeded+1"
             ]
         );
+    }
+
+    #[test]
+    fn every_event_uses_a_catalogued_stat() {
+        let t = Recorded::default();
+        t.request_allowed();
+        t.client_header_removed("internal");
+        t.response_unreadable();
+        t.charged_reserved("client_left");
+        t.request_denied("budget_exceeded");
+        t.budget_refused("key");
+        t.spend_batch_sent(1);
+        t.spend_batch_latency(1);
+        t.spend_batch_failed();
+        t.spend_acknowledged(1, 1);
+        t.spend_dropped(1);
+        t.spend_quarantined(1);
+        t.spend_poll_failed();
+        for entry in t.0.borrow().iter() {
+            let name = entry.split(['+', '=']).next().unwrap();
+            let known = COUNTERS.contains(&name)
+                || HISTOGRAMS.contains(&name)
+                || LABELLED_COUNTERS.iter().any(|(p, _)| name.starts_with(p));
+            assert!(known, "{name} is not in the catalog");
+        }
     }
 
     #[test]

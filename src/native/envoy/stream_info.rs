@@ -76,6 +76,22 @@ impl StreamHandle {
         result == MetricsResult::SUCCESS
     }
 
+    /// Adds `value` to a one-label counter defined by this stream's config.
+    pub fn increment_labelled_counter(&mut self, id: CounterId, label: &str, value: u64) -> bool {
+        let mut labels = [module_buffer(label.as_bytes())];
+        // SAFETY: the one label value is lent for the call; `self.raw` is live.
+        let result = unsafe {
+            abi::envoy_dynamic_module_callback_http_filter_increment_counter(
+                self.raw,
+                id.0,
+                labels.as_mut_ptr(),
+                labels.len(),
+                value,
+            )
+        };
+        result == MetricsResult::SUCCESS
+    }
+
     /// Sets a gauge defined by this stream's config.
     pub fn set_gauge(&mut self, id: GaugeId, value: u64) -> bool {
         // SAFETY: no labels (null, 0); `self.raw` is live.
