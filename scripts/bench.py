@@ -1,6 +1,8 @@
 """./scripts/bench: the same requests through Envoy without Tollgate and with it, side by side.
 
-One Envoy (1 worker) has a `tollgate` listener running the filter on the full path (auth, alias,
+Both forms run in the same rounds: the Wasm filter (in V8) and the native dynamic module
+(libtollgate.so), each in its own Envoy with 1 worker and the same policy; TOLLGATE_FORM=wasm or
+=native benchmarks only that one. One Envoy (1 worker) has a `tollgate` listener running the filter on the full path (auth, alias,
 access, key + team budget reservation in shared data, body rewrite, response metering, pricing,
 settlement, spend events batched to the reference accounting server) with the full LiteLLM cost
 map, 10,000 keys and 1,000 teams, and `plain` listeners routing straight to the same upstreams.
@@ -28,6 +30,8 @@ from stack import (ACCOUNTING_TOKEN_ENV, ENVOY, AccountingServer, EnvoyStack, cl
                    key_hash)
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+FORMS = [f for f in ("wasm", "native") if os.environ.get("TOLLGATE_FORM", f) == f]
+MEMORY_WORKERS = [int(n) for n in os.environ.get("BENCH_MEMORY_WORKERS", "1,2,4").split(",")]
 SECONDS = int(os.environ.get("BENCH_SECONDS", "8"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "16"))
 LATENCY_SECONDS = int(os.environ.get("BENCH_LATENCY_SECONDS", "5"))
@@ -206,6 +210,24 @@ def vm_timing(work, policy_json, env, bodies, upstreams):
         stack_module.WASM = original
 
 
+def memory_per_workers(work, policy_json, env, upstreams, lua):
+    """Envoy's resident memory with the full policy loaded, for 1, 2 and 4 workers, each form, after
+    a short burst has reached every worker (each Wasm worker runs its own VM and its own policy)."""
+    print("\nEnvoy RSS with the full policy (MiB), after a 2 s burst over 8 connections:")
+    print(f"{'workers':>8} " + " ".join(f"{form:>8}" for form in FORMS))
+    for workers in MEMORY_WORKERS:
+        row = []
+        for form in FORMS:
+            stack = EnvoyStack(work / f"memory-{form}-{workers}", upstreams, policy_json, env, concurrency=workers,
+                               wasm_log_level="info", access_log=False, form=form)
+            try:
+                wrk(f"http://127.0.0.1:{stack.listen_port}/v1/chat/completions", lua, 2, connections=8)
+                row.append(rss_mib(stack.process.pid))
+            finally:
+                stack.stop()
+        print(f"{workers:>8} " + " ".join(f"{mib:>8.0f}" for mib in row))
+
+
 def rss_mib(pid):
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -231,7 +253,7 @@ def main():
     policy = bench_policy()
     policy_json = json.dumps(policy)
     plain_ports = {name: free_port() for name in ("plain", "plain_sse", "floor", "floor_sse", "edits", "edits_sse")}
-    stack = None
+    stack = native = None
     try:
         # Build the filtered stack with the plain listeners added to the same bootstrap.
         import stack as stack_module
@@ -252,39 +274,51 @@ def main():
                            wasm_log_level="info",
                            access_log=False)  # the plain listeners have none either
         ready_s = time.monotonic() - started
+        stack_module.render_bootstrap = original
+        upstreams = {"openai": up_json, "openai_sse": up_sse, "accounting": accounting.port}
+        env = {"OPENAI_API_KEY": "bench-secret", ACCOUNTING_TOKEN_ENV: accounting.writer_token}
+        native = None
+        if "native" in FORMS:
+            native = EnvoyStack(work / "native", upstreams, policy_json, env, wasm_log_level="info",
+                                access_log=False, form="native")
         messages = [{"role": "system", "content": "You are a helpful assistant. " * 8},
                     {"role": "user", "content": "Summarise the following text. " + "lorem ipsum dolor sit amet " * 28}]
         json_body = json.dumps({"model": "fast", "max_tokens": 64, "messages": messages})
         sse_body = json.dumps({"model": "gpt-4o", "max_tokens": 64, "stream": True, "messages": messages})
         lua = {"json": write_lua(work, "json", json_body), "sse": write_lua(work, "sse", sse_body)}
         headers = {"authorization": f"Bearer sk-bench-{KEYS - 1}", "content-type": "application/json"}
-        check = stack.request("POST", "/v1/chat/completions", headers, json_body)
-        assert check.status == 200, check
-        streamed = stack.request("POST", "/v1/chat/completions", headers, sse_body)
-        assert streamed.status == 200 and b'"usage"' not in streamed.body, streamed
-        paths = {
-            "plain json": (f"http://127.0.0.1:{plain_ports['plain']}/v1/chat/completions", lua["json"]),
-            "wasm floor json": (f"http://127.0.0.1:{plain_ports['floor']}/v1/chat/completions", lua["json"]),
-            "host calls json": (f"http://127.0.0.1:{plain_ports['edits']}/v1/chat/completions", lua["json"]),
-            "tollgate json": (f"http://127.0.0.1:{stack.listen_port}/v1/chat/completions", lua["json"]),
-            "plain sse": (f"http://127.0.0.1:{plain_ports['plain_sse']}/v1/chat/completions", lua["sse"]),
-            "wasm floor sse": (f"http://127.0.0.1:{plain_ports['floor_sse']}/v1/chat/completions", lua["sse"]),
-            "host calls sse": (f"http://127.0.0.1:{plain_ports['edits_sse']}/v1/chat/completions", lua["sse"]),
-            "tollgate sse": (f"http://127.0.0.1:{stack.listen_port}/v1/chat/completions", lua["sse"]),
-        }
-        for url, script in paths.values():
+        for filtered in (stack, native):
+            if filtered is None:
+                continue
+            check = filtered.request("POST", "/v1/chat/completions", headers, json_body)
+            assert check.status == 200, check
+            streamed = filtered.request("POST", "/v1/chat/completions", headers, sse_body)
+            assert streamed.status == 200 and b'"usage"' not in streamed.body, streamed
+        paths = {}
+        for kind in ("json", "sse"):
+            suffix = "" if kind == "json" else "_sse"
+            paths[f"plain {kind}"] = (plain_ports["plain" + suffix], stack)
+            paths[f"wasm floor {kind}"] = (plain_ports["floor" + suffix], stack)
+            paths[f"host calls {kind}"] = (plain_ports["edits" + suffix], stack)
+            if "wasm" in FORMS:
+                paths[f"tollgate {kind}"] = (stack.listen_port, stack)
+            if native:
+                paths[f"native {kind}"] = (native.listen_port, native)
+        paths = {name: (f"http://127.0.0.1:{port}/v1/chat/completions", lua[name.split()[-1]], owner.process.pid)
+                 for name, (port, owner) in paths.items()}
+        for url, script, _ in paths.values():
             wrk(url, script, 2)  # warm-up
         results = {name: [] for name in paths}
         for _ in range(ROUNDS):
-            for name, (url, script) in paths.items():
-                results[name].append(wrk(url, script, SECONDS, stack.process.pid))
+            for name, (url, script, pid) in paths.items():
+                results[name].append(wrk(url, script, SECONDS, pid))
         med = {name: [statistics.median(r[i] for r in runs) for i in range(4)] for name, runs in results.items()}
         # Added latency without queueing: one connection, one request at a time.
-        single = [name for name in paths if name.startswith(("plain", "tollgate"))]
+        single = [name for name in paths if name.startswith(("plain", "tollgate", "native"))]
         one = {name: [] for name in single}
         for _ in range(ROUNDS):
             for name in single:
-                url, script = paths[name]
+                url, script, _ = paths[name]
                 one[name].append(wrk(url, script, LATENCY_SECONDS, connections=1))
         one_med = {name: [statistics.median(r[i] for r in runs) for i in range(3)] for name, runs in one.items()}
         log_text = stack.log_path.read_text(errors="replace")
@@ -309,9 +343,15 @@ def main():
             rps, p50, p99, cpu = med[name]
             print(f"{name:<16} {rps:>10.0f} {p50:>9.0f} {p99:>9.0f} {cpu:>17.1f}")
         for kind in ("json", "sse"):
-            t, f, p = med[f"tollgate {kind}"], med[f"wasm floor {kind}"], med[f"plain {kind}"]
-            h = med[f"host calls {kind}"]
-            print(f"\n{kind}: throughput ratio tollgate/plain {t[0] / p[0]:.1%}   added p50 {t[1] - p[1]:.0f} us"
+            f, p, h = med[f"wasm floor {kind}"], med[f"plain {kind}"], med[f"host calls {kind}"]
+            if native:
+                n = med[f"native {kind}"]
+                print(f"\n{kind}: throughput ratio native/plain {n[0] / p[0]:.1%}   added p50 {n[1] - p[1]:.0f} us"
+                      f"   added p99 {n[2] - p[2]:.0f} us   filter CPU {n[3] - p[3]:.1f} us/request")
+            if "wasm" not in FORMS:
+                continue
+            t = med[f"tollgate {kind}"]
+            print(f"{kind}: throughput ratio wasm/plain {t[0] / p[0]:.1%}   added p50 {t[1] - p[1]:.0f} us"
                   f"   added p99 {t[2] - p[2]:.0f} us   filter CPU {t[3] - p[3]:.1f} us/request")
             print(f"{kind}: the do-nothing Wasm filter: throughput ratio floor/plain {f[0] / p[0]:.1%}"
                   f"   added p50 {f[1] - p[1]:.0f} us   CPU {f[3] - p[3]:.1f} us/request;"
@@ -320,9 +360,13 @@ def main():
                   f"   CPU {h[3] - p[3]:.1f} us/request; Tollgate beyond it: {t[3] - h[3]:.1f} us/request")
         print(f"\none connection at a time (wrk -c1, {ROUNDS} rounds x {LATENCY_SECONDS}s), medians:")
         for kind in ("json", "sse"):
-            t, p = one_med[f"tollgate {kind}"], one_med[f"plain {kind}"]
-            print(f"{kind}: plain p50 {p[1]:.0f} us p99 {p[2]:.0f} us; tollgate p50 {t[1]:.0f} us p99 {t[2]:.0f} us;"
-                  f" added p50 {t[1] - p[1]:.0f} us, added p99 {t[2] - p[2]:.0f} us")
+            p = one_med[f"plain {kind}"]
+            print(f"{kind}: plain p50 {p[1]:.0f} us p99 {p[2]:.0f} us")
+            for form, label in (("native", "native"), ("wasm", "tollgate")):
+                if f"{label} {kind}" in one_med:
+                    t = one_med[f"{label} {kind}"]
+                    print(f"{kind}: {form} p50 {t[1]:.0f} us p99 {t[2]:.0f} us;"
+                          f" added p50 {t[1] - p[1]:.0f} us, added p99 {t[2] - p[2]:.0f} us")
         print("\nupstream connections / requests per cluster: "
               + ", ".join(f"{c} {cx}/{rq}" for c, (cx, rq) in upstream_cx.items()))
         print(f"spend events: {recorded} recorded, {acked} acknowledged, {dropped} dropped, {stored} stored")
@@ -330,11 +374,29 @@ def main():
               f"Envoy allocated {int(memory['allocated']) // (1024 * 1024)} MiB")
         print("memory per VM after loading (policy / heap in use / linear memory, MiB): "
               + "; ".join(" / ".join(m) for m in vm_memory) + f"; Envoy RSS {rss_mib(stack.process.pid):.0f} MiB")
-        print(f"wasm size: {(ROOT / 'target/wasm32-wasip1/release/tollgate.wasm').stat().st_size // 1024} KiB")
+        if native:
+            n_recorded = native.counter("wasmcustom.tollgate_spend_events_recorded")
+            n_acked = native.counter("wasmcustom.tollgate_spend_events_acknowledged")
+            native_loads = re.findall(r"compiled in ([\d.]+) ms", native.log_path.read_text(errors="replace"))
+            print(f"native: spend events {n_recorded} recorded, {n_acked} acknowledged; config compile "
+                  f"{', '.join(native_loads)} ms (once per process); Envoy RSS {rss_mib(native.process.pid):.0f} MiB")
+        print(f"wasm size: {(ROOT / 'target/wasm32-wasip1/release/tollgate.wasm').stat().st_size // 1024} KiB; "
+              f"libtollgate.so size: {(ROOT / 'target/native/release/libtollgate.so').stat().st_size // 1024} KiB")
+        stack.stop()
+        stack = None
+        if native:
+            native.stop()
+            native = None
+        bodies = {"json": json_body, "sse": sse_body}
+        if "wasm" in FORMS:
+            vm_timing(work, policy_json, env, bodies, upstreams)
+        memory_per_workers(work, policy_json, env, upstreams, lua["json"])
         native_core(work, policy_json, json_body, sse_body)
     finally:
         if stack:
             stack.stop()
+        if native:
+            native.stop()
         accounting.stop()
         os.killpg(upstream.pid, 15)
         upstream.wait(timeout=10)

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
 from mock_upstream import MockUpstream  # noqa: E402
-from stack import ACCOUNTING_TOKEN_ENV, AccountingServer, EnvoyStack, clean_dir  # noqa: E402
+from stack import ACCOUNTING_TOKEN_ENV, FORM, AccountingServer, EnvoyStack, clean_dir  # noqa: E402
 
 
 def main():
@@ -37,7 +37,7 @@ def main():
     stack = EnvoyStack(work, clusters, policy, env, listen_port=listen, admin_port=admin)
     url = f"http://127.0.0.1:{listen}"
     print(f"""
-Tollgate is running: Envoy on {url} (admin http://127.0.0.1:{admin}), policy {policy_path.name},
+Tollgate ({"native dynamic module" if FORM == "native" else "Wasm filter"}) is running: Envoy on {url} (admin http://127.0.0.1:{admin}), policy {policy_path.name},
 mock upstreams: {", ".join(f"{n} on 127.0.0.1:{m.port}" for n, m in mocks.items())}. Envoy log: {stack.log_path}
 accounting server on http://127.0.0.1:{accounting.port} (database {accounting.db})
 

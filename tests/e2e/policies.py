@@ -53,7 +53,7 @@ def base_policy(version="v1", cost_map=None):
     ]
     return {
         "version": version,
-        "settings": {"max_request_body_bytes": 65536},
+        "settings": {"max_request_body_bytes": 65536, "access_log": True},
         "cost_map": REAL_COST_MAP if cost_map is None else cost_map,
         "model_list": [
             {"model_name": "gpt-4o", "litellm_params": {"model": "openai/gpt-4o", "api_key_env": "OPENAI_API_KEY"},

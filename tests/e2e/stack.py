@@ -26,7 +26,7 @@ ENVOY = ROOT / ".venv" / "bin" / "envoy"
 # TOLLGATE_WASM runs the suite against another build (e.g. the previous release, to see a new test fail).
 WASM = Path(os.environ.get("TOLLGATE_WASM") or ROOT / "target" / "wasm32-wasip1" / "release" / "tollgate.wasm")
 # TOLLGATE_NATIVE likewise names another build of the native module (its file must be libtollgate.so).
-NATIVE = Path(os.environ.get("TOLLGATE_NATIVE") or ROOT / "target" / "release" / "libtollgate.so")
+NATIVE = Path(os.environ.get("TOLLGATE_NATIVE") or ROOT / "target" / "native" / "release" / "libtollgate.so")
 FORM = os.environ.get("TOLLGATE_FORM", "wasm")
 if FORM not in ("wasm", "native"):
     raise SystemExit(f"TOLLGATE_FORM must be wasm or native, not {FORM!r}")
@@ -40,9 +40,9 @@ LABELLED_COUNTERS = re.findall(r'\("(tollgate_[a-z_]+_)", "([a-z]+)"\)',
                                (ROOT / "src" / "core" / "exchange" / "telemetry.rs").read_text())
 
 
-def stat_name(name):
+def stat_name(name, form=None):
     """A test's stat name (written as the Wasm filter's, `wasmcustom.<name>`) in this form's naming."""
-    if FORM == "wasm" or not name.startswith("wasmcustom."):
+    if (form or FORM) == "wasm" or not name.startswith("wasmcustom."):
         return name
     bare = name[len("wasmcustom."):]
     for prefix, label in LABELLED_COUNTERS:
@@ -246,10 +246,11 @@ class EnvoyStack:
     """One Envoy process with Tollgate loaded by ECDS from a file in `workdir`."""
 
     def __init__(self, workdir, clusters, policy, env, concurrency=1, listen_port=None, admin_port=None,
-                 wasm_log_level="debug", access_log=True, static=False, route_timeout=None):
+                 wasm_log_level="debug", access_log=True, static=False, route_timeout=None, form=None):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.env = env
+        self.form = form or FORM
         self.listen_port = listen_port or free_port()
         self.admin_port = admin_port or free_port()
         self.ecds_dir = self.workdir / "ecds"
@@ -260,19 +261,20 @@ class EnvoyStack:
         self._write_ecds(policy, "initial")
         bootstrap = self.workdir / "envoy.yaml"
         self.access_log_path = self.workdir / "access.log" if access_log else None
-        static_filter = (ecds_resource(policy, self.wasm_path, self.env, "static")["resources"][0]["typed_config"]
+        static_filter = (ecds_resource(policy, self.wasm_path, self.env, "static", form=self.form)
+                         ["resources"][0]["typed_config"]
                          if static else None)
         bootstrap.write_text(render_bootstrap(self.listen_port, self.admin_port, self.ecds_path, clusters,
                                               self.access_log_path, static_filter=static_filter,
-                                              route_timeout=route_timeout))
+                                              route_timeout=route_timeout, form=self.form))
         self.log_path = self.workdir / "envoy.log"
         self.log = open(self.log_path, "wb")
         process_env = None
-        if FORM == "native":
+        if self.form == "native":
             # The module reads credentials from Envoy's environment (the Wasm VM gets them from
             # vm_config.environment_variables instead).
             process_env = dict(os.environ, ENVOY_DYNAMIC_MODULES_SEARCH_PATH=str(NATIVE.parent), **env)
-        component = "wasm" if FORM == "wasm" else "dynamic_modules"
+        component = "wasm" if self.form == "wasm" else "dynamic_modules"
         self.process = subprocess.Popen(
             [str(ENVOY), "-c", str(bootstrap), "--concurrency", str(concurrency),
              "--use-dynamic-base-id", "--disable-hot-restart", "--log-level", "info",
@@ -283,7 +285,7 @@ class EnvoyStack:
     def _write_ecds(self, policy, version_info):
         self.swaps += 1
         tmp = self.ecds_dir / f".tollgate-{self.swaps}.tmp"
-        tmp.write_text(json.dumps(ecds_resource(policy, self.wasm_path, self.env, version_info)))
+        tmp.write_text(json.dumps(ecds_resource(policy, self.wasm_path, self.env, version_info, form=self.form)))
         os.rename(tmp, self.ecds_path)
 
     def _wait_ready(self, timeout=30):
@@ -314,7 +316,7 @@ class EnvoyStack:
             return out
 
     def counter(self, name):
-        value = self.stats().get(stat_name(name), "0")
+        value = self.stats().get(stat_name(name, self.form), "0")
         return int(value) if value.isdigit() else 0
 
     def push_policy(self, policy, version_info, expect_accepted=True, timeout=15):

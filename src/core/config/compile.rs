@@ -130,6 +130,7 @@ pub fn compile_config(config: Config) -> Result<Policy, ConfigErrors> {
         affinity_fallback: config.settings.affinity_fallback,
         client_headers,
         affinity_secret_env: config.settings.affinity_secret_env,
+        access_log: config.settings.access_log,
     };
 
     cx.add_deployments(&mut policy, config.model_list);

@@ -84,6 +84,10 @@ pub struct Settings {
     /// their tenant (default `TOLLGATE_AFFINITY_SECRET`). Without it, follow-ups are refused.
     #[serde(default = "default_affinity_secret_env")]
     pub affinity_secret_env: String,
+    /// Leave each request's one-line summary in Envoy filter state `wasm.tollgate` for access
+    /// logs (default false: formatting and storing it costs every request a few microseconds).
+    #[serde(default)]
+    pub access_log: bool,
 }
 
 /// `settings.client_headers`: credentials and `x-tollgate-*` are always removed; provider
@@ -122,6 +126,7 @@ impl Default for Settings {
             affinity_fallback: AffinityFallback::default(),
             client_headers: ClientHeadersConfig::default(),
             affinity_secret_env: default_affinity_secret_env(),
+            access_log: false,
         }
     }
 }

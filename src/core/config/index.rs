@@ -69,6 +69,8 @@ pub struct Policy {
     pub client_headers: ClientHeaderRules,
     /// The VM environment variable holding the affinity sealing secret.
     pub affinity_secret_env: String,
+    /// Whether each request's access-log line is left in filter state.
+    pub access_log: bool,
 }
 
 /// Compiled money settings.

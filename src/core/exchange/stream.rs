@@ -87,9 +87,16 @@ impl Exchange {
         Step::Pause
     }
 
+    /// Whether this version leaves access-log lines (`settings.access_log`).
+    fn logs_access(&self) -> bool {
+        self.version.policy.as_deref().is_some_and(|p| p.access_log)
+    }
+
     fn deny<H: StreamHost + ?Sized>(&mut self, host: &mut H, denial: &Denial) -> Step {
         host.telemetry().request_denied(denial.code());
-        self.log_line = Some(denied_line(self.version.label(), denial));
+        if self.logs_access() {
+            self.log_line = Some(denied_line(self.version.label(), denial));
+        }
         if let Denial::BudgetExceeded { scope, .. } = denial {
             host.telemetry().budget_refused(scope);
         }
@@ -378,7 +385,9 @@ impl Exchange {
             return;
         };
         let finished = forwarded.finish(host, &policy, self.version.debug);
-        self.log_line = Some(forwarded_line(&finished.data));
+        if self.logs_access() {
+            self.log_line = Some(forwarded_line(&finished.data));
+        }
         host.record_spend(finished);
     }
 }

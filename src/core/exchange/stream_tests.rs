@@ -128,7 +128,8 @@ fn version() -> Arc<Version> {
             "input_cost_per_token":0.000001,"output_cost_per_token":0.000002}}}},
           "model_list":[{{"model_name":"gpt-4o","cluster":"openai",
             "litellm_params":{{"model":"openai/gpt-4o","api_key_env":"OPENAI_KEY"}}}}],
-          "keys":[{{"key_hash":"{}","key_alias":"k","models":["gpt-4o"],"max_budget":10}}]}}"#,
+          "keys":[{{"key_hash":"{}","key_alias":"k","models":["gpt-4o"],"max_budget":10}}],
+          "settings":{{"access_log":true}}}}"#,
         to_hex(&digest("sk-k"))
     );
     let policy = crate::core::compile(json.as_bytes()).unwrap();
@@ -277,6 +278,20 @@ fn an_unknown_key_is_denied_with_the_openai_error_and_counted() {
     exchange.on_complete(&mut host);
     assert!(host.log_line.unwrap().contains("decision=denied"));
     assert!(host.spend.is_empty());
+}
+
+#[test]
+fn no_access_log_line_is_made_unless_the_version_asks_for_one() {
+    let mut host = ScriptedHost::default();
+    chat_request(&mut host);
+    host.request[2].1 = "Bearer sk-unknown".into();
+    let policy = crate::core::compile(br#"{"version":"quiet","keys":[]}"#).unwrap();
+    let none = |_: &str| None;
+    let mut exchange = Exchange::new(Arc::new(Version::new(policy, &none, false).0));
+    exchange.on_request_headers(&mut host, false);
+    exchange.on_complete(&mut host);
+    assert_eq!(host.reply.clone().unwrap().0, 401);
+    assert!(host.log_line.is_none());
 }
 
 #[test]
