@@ -11,7 +11,9 @@ use std::sync::Arc;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
-use crate::core::exchange::host::{HeaderBlock, HeaderMap, LogLevel, Step, StreamHost};
+use crate::core::exchange::host::{
+    xorshift64star, HeaderBlock, HeaderMap, LogLevel, Step, StreamHost,
+};
 use crate::core::exchange::spend_sender::SpendSender;
 use crate::core::exchange::stream::Exchange;
 use crate::core::exchange::telemetry::Telemetry;
@@ -124,13 +126,10 @@ impl StreamHost for VmStream {
     }
 
     fn random(&mut self) -> u64 {
-        // xorshift64*: routing only needs a fair spread.
-        let mut x = self.random.get();
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.random.set(x);
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        let mut state = self.random.get();
+        let out = xorshift64star(&mut state);
+        self.random.set(state);
+        out
     }
 
     fn ledgers(&self) -> &dyn LedgerStore {

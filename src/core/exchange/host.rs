@@ -80,6 +80,17 @@ impl HeaderBlock {
     }
 }
 
+/// The next number of a xorshift64* generator whose state is `state` (never 0): what adapters
+/// use for [`StreamHost::random`]; weighted routing only needs a fair spread.
+pub fn xorshift64star(state: &mut u64) -> u64 {
+    let mut x = *state;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *state = x;
+    x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+}
+
 /// What one stream may ask of Envoy. Sizes are what the current callback reported.
 pub trait StreamHost {
     /// Every header of `map` (empty if the host refuses).

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::callouts::{level_of, NoCallouts};
 use super::counters::{Collected, StatIds};
 use super::process::{now_ms, process};
-use crate::core::exchange::host::{self, HeaderBlock, LogLevel, Step, StreamHost};
+use crate::core::exchange::host::{self, xorshift64star, HeaderBlock, LogLevel, Step, StreamHost};
 use crate::core::exchange::stream::Exchange;
 use crate::core::exchange::telemetry::Telemetry;
 use crate::core::exchange::version::Version;
@@ -143,14 +143,11 @@ impl StreamHost for NativeStream<'_> {
     }
 
     fn random(&mut self) -> u64 {
-        RANDOM.with(|state| {
-            // xorshift64*
-            let mut x = state.get();
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            state.set(x);
-            x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        RANDOM.with(|cell| {
+            let mut state = cell.get();
+            let out = xorshift64star(&mut state);
+            cell.set(state);
+            out
         })
     }
 
