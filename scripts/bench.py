@@ -271,7 +271,7 @@ def main():
         started = time.monotonic()
         stack = EnvoyStack(work / "envoy", {"openai": up_json, "openai_sse": up_sse, "accounting": accounting.port},
                            policy_json, {"OPENAI_API_KEY": "bench-secret", ACCOUNTING_TOKEN_ENV: accounting.writer_token},
-                           wasm_log_level="info",
+                           wasm_log_level="info", form="wasm",
                            access_log=False)  # the plain listeners have none either
         ready_s = time.monotonic() - started
         stack_module.render_bootstrap = original

@@ -119,6 +119,22 @@ impl ConfigHandle {
         result == MetricsResult::SUCCESS
     }
 
+    /// Adds to a one-label counter without a stream.
+    pub fn increment_labelled_counter(&mut self, id: CounterId, label: &str, value: u64) -> bool {
+        let mut labels = [module_buffer(label.as_bytes())];
+        // SAFETY: the one label value is lent for the call; `self.raw` is live for this hook.
+        let result = unsafe {
+            abi::envoy_dynamic_module_callback_http_filter_config_increment_counter(
+                self.raw,
+                id.0,
+                labels.as_mut_ptr(),
+                labels.len(),
+                value,
+            )
+        };
+        result == MetricsResult::SUCCESS
+    }
+
     /// Sets a gauge without a stream.
     pub fn set_gauge(&mut self, id: GaugeId, value: u64) -> bool {
         // SAFETY: no labels; `self.raw` is live for this hook.

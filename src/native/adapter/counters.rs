@@ -1,15 +1,17 @@
 //! The core's counters as Envoy stats of a native config. Envoy lets a config define stats only
-//! while it is being created, so every name in the core's catalog is defined then; counts made
-//! during a hook are collected and handed to Envoy once at its end (through the stream, or
-//! through the config on the main thread).
+//! while it is being created, so every name in the core's catalog is defined then. Counts are
+//! summed in process memory as requests make them (one short lock per hook) and handed to Envoy
+//! by the main-thread tick, as the Wasm filter sums them in its VM: a request makes no stat
+//! calls into Envoy (a labelled stat call costs Envoy a tag lookup each time), and stats lag by
+//! at most one tick (100 ms with an accounting cluster, else 1 s).
 
 use std::cell::RefCell;
+use std::sync::Mutex;
 
 use hashbrown::HashMap;
 
 use crate::core::exchange::telemetry::{Telemetry, COUNTERS, HISTOGRAMS, LABELLED_COUNTERS};
 use crate::native::config::{ConfigHandle, CounterId, HistogramId};
-use crate::native::envoy::StreamHandle;
 
 /// The stat ids one config defined, by the core's names.
 #[derive(Default)]
@@ -54,7 +56,7 @@ pub enum Pending {
     Sample(&'static str, u64),
 }
 
-/// Counts collected during one hook (a stream's) or between ticks (the spend sender's).
+/// Counts collected during one hook.
 #[derive(Default)]
 pub struct Collected(RefCell<Vec<Pending>>);
 
@@ -82,46 +84,69 @@ impl Collected {
     pub fn take(&self) -> Vec<Pending> {
         std::mem::take(&mut *self.0.borrow_mut())
     }
+}
 
-    /// Hands what was collected to Envoy through a stream of the config that defined `ids`.
-    pub fn flush_to_stream(&self, ids: &StatIds, envoy: &mut StreamHandle) {
-        for pending in self.take() {
-            match pending {
+/// The process's counts not yet handed to Envoy.
+#[derive(Default)]
+pub struct Totals(Mutex<TotalsInner>);
+
+#[derive(Default)]
+struct TotalsInner {
+    counters: HashMap<&'static str, u64>,
+    labelled: HashMap<(&'static str, String), u64>,
+    samples: Vec<(&'static str, u64)>,
+}
+
+/// Histogram samples kept between ticks at most (older ones are dropped, not the counts).
+const MAX_SAMPLES: usize = 10_000;
+
+impl Totals {
+    /// Adds one hook's counts (a poisoned lock drops them: stats only, never money).
+    pub fn absorb(&self, pending: Vec<Pending>) {
+        if pending.is_empty() {
+            return;
+        }
+        let Ok(mut totals) = self.0.lock() else {
+            return;
+        };
+        for item in pending {
+            match item {
                 Pending::Counter(name, by) => {
-                    if let Some(id) = ids.counters.get(name) {
-                        envoy.increment_counter(*id, by);
-                    }
+                    let total = totals.counters.entry(name).or_insert(0);
+                    *total = total.saturating_add(by);
                 }
                 Pending::Labelled(prefix, label, by) => {
-                    if let Some(id) = ids.labelled.get(prefix) {
-                        envoy.increment_labelled_counter(*id, &label, by);
-                    }
+                    let total = totals.labelled.entry((prefix, label)).or_insert(0);
+                    *total = total.saturating_add(by);
                 }
                 Pending::Sample(name, value) => {
-                    if let Some(id) = ids.histograms.get(name) {
-                        envoy.record_histogram(*id, value);
+                    if totals.samples.len() < MAX_SAMPLES {
+                        totals.samples.push((name, value));
                     }
                 }
             }
         }
     }
 
-    /// Hands counts to Envoy through the config that defined `ids` (main thread). Labelled
-    /// counts are not made outside streams.
-    pub fn flush_to_config(pending: Vec<Pending>, ids: &StatIds, config: &mut ConfigHandle) {
-        for pending in pending {
-            match pending {
-                Pending::Counter(name, by) => {
-                    if let Some(id) = ids.counters.get(name) {
-                        config.increment_counter(*id, by);
-                    }
-                }
-                Pending::Sample(name, value) => {
-                    if let Some(id) = ids.histograms.get(name) {
-                        config.record_histogram(*id, value);
-                    }
-                }
-                Pending::Labelled(..) => {}
+    /// Hands every count summed since the last call to Envoy through `config` (main thread).
+    pub fn flush(&self, ids: &StatIds, config: &mut ConfigHandle) {
+        let taken = match self.0.lock() {
+            Ok(mut totals) => std::mem::take(&mut *totals),
+            Err(_) => return,
+        };
+        for (name, by) in taken.counters {
+            if let Some(id) = ids.counters.get(name) {
+                config.increment_counter(*id, by);
+            }
+        }
+        for ((prefix, label), by) in taken.labelled {
+            if let Some(id) = ids.labelled.get(prefix) {
+                config.increment_labelled_counter(*id, &label, by);
+            }
+        }
+        for (name, value) in taken.samples {
+            if let Some(id) = ids.histograms.get(name) {
+                config.record_histogram(*id, value);
             }
         }
     }

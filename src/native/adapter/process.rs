@@ -5,6 +5,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
+use super::counters::Totals;
 use crate::core::exchange::spend_sender::SpendSender;
 use crate::core::money::process_ledgers::ProcessLedgers;
 
@@ -12,6 +13,8 @@ use crate::core::money::process_ledgers::ProcessLedgers;
 pub struct Process {
     /// Budget ledgers, shared by every worker.
     pub ledgers: ProcessLedgers,
+    /// Counts waiting for the main-thread tick.
+    pub totals: Totals,
     sender: Mutex<SpendSender>,
     next_owner: AtomicU32,
     /// The label of the newest accepted version (its `tollgate_config_active` gauge is 1).
@@ -24,6 +27,7 @@ static PROCESS: OnceLock<Process> = OnceLock::new();
 pub fn process() -> &'static Process {
     PROCESS.get_or_init(|| Process {
         ledgers: ProcessLedgers::default(),
+        totals: Totals::default(),
         sender: Mutex::new(SpendSender::new(unique_nonce())),
         next_owner: AtomicU32::new(1),
         newest_label: Mutex::new(None),

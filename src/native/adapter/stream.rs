@@ -174,17 +174,15 @@ impl StreamHost for NativeStream<'_> {
 
 /// One stream's filter: the exchange, on the version it started with.
 pub struct TollgateFilter {
-    shared: Arc<VersionShared>,
     exchange: Exchange,
     counts: Collected,
 }
 
 impl TollgateFilter {
     /// A filter for a new stream of `shared`'s version.
-    pub fn new(shared: Arc<VersionShared>) -> Self {
+    pub fn new(shared: &VersionShared) -> Self {
         let exchange = Exchange::new(Arc::clone(&shared.version));
         TollgateFilter {
-            shared,
             exchange,
             counts: Collected::default(),
         }
@@ -203,7 +201,7 @@ impl TollgateFilter {
             };
             step(&mut self.exchange, &mut host)
         };
-        self.counts.flush_to_stream(&self.shared.stats, envoy);
+        process().totals.absorb(self.counts.take());
         out
     }
 }

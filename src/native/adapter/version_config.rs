@@ -118,7 +118,8 @@ impl VersionConfig {
         let ticker = config
             .new_scheduler()
             .and_then(|scheduler| Ticker::start(scheduler, Duration::from_millis(period.into())));
-        Collected::flush_to_config(counts.take(), &stats, config);
+        process().totals.absorb(counts.take());
+        process().totals.flush(&stats, config);
         if let Some(label) = version.label() {
             mark_active(config, label);
         }
@@ -182,7 +183,8 @@ fn compiled(document: &[u8], config: &mut ConfigHandle, stats: &StatIds) -> Opti
             None
         }
     };
-    Collected::flush_to_config(counts.take(), stats, config);
+    process().totals.absorb(counts.take());
+    process().totals.flush(stats, config);
     outcome
 }
 
@@ -210,12 +212,13 @@ impl Drop for VersionConfig {
         if let Some(mut sender) = process().sender() {
             sender.retire(&mut NoCallouts(&counts), self.owner, now_ms());
         }
+        process().totals.absorb(counts.take());
     }
 }
 
 impl FilterConfig for VersionConfig {
     fn new_filter(&self, _envoy: &mut StreamHandle) -> Option<Box<dyn Filter>> {
-        Some(Box::new(TollgateFilter::new(Arc::clone(&self.shared))))
+        Some(Box::new(TollgateFilter::new(&self.shared)))
     }
 
     fn on_scheduled(&self, config: &mut ConfigHandle, event_id: u64) {
@@ -231,7 +234,8 @@ impl FilterConfig for VersionConfig {
             };
             sender.tick(&mut host, now_ms(), self.owner);
         }
-        Collected::flush_to_config(counts.take(), &self.shared.stats, config);
+        process().totals.absorb(counts.take());
+        process().totals.flush(&self.shared.stats, config);
     }
 
     fn on_http_callout_done(
@@ -252,6 +256,6 @@ impl FilterConfig for VersionConfig {
             let call = token(self.owner, callout_id);
             sender.on_response(&mut host, call, status, &body, now_ms());
         }
-        Collected::flush_to_config(counts.take(), &self.shared.stats, config);
+        process().totals.absorb(counts.take());
     }
 }
