@@ -73,6 +73,45 @@ mod tests {
         assert_eq!(seen, 10);
     }
 
+    #[test]
+    fn a_budget_keeps_one_ledger_whatever_the_number_of_windows() {
+        // `30s` windows for a day would otherwise keep 2,880 ledgers per budget for ever.
+        let store = ProcessLedgers::default();
+        let add = &mut |l: &mut Ledger| {
+            l.confirmed += 1;
+            true
+        };
+        for window in 0..100 {
+            let key = format!("tollgate/budget/key:k/{}", window * 30);
+            assert_eq!(store.update(&key, add), Ok(true));
+        }
+        assert_eq!(store.len(), 1);
+        let mut seen = u64::MAX;
+        store
+            .update("tollgate/budget/key:k/2970", &mut |l| {
+                seen = l.confirmed;
+                false
+            })
+            .unwrap();
+        assert_eq!(seen, 1, "a new window starts afresh");
+        // A window the slot has left applies to nothing.
+        store
+            .update("tollgate/budget/key:k/0", &mut |l| {
+                seen = l.confirmed;
+                l.confirmed += 50;
+                true
+            })
+            .unwrap();
+        assert_eq!(seen, 0);
+        store
+            .update("tollgate/budget/key:k/2970", &mut |l| {
+                seen = l.confirmed;
+                false
+            })
+            .unwrap();
+        assert_eq!(seen, 1, "the late update to an old window left the current one alone");
+    }
+
     #[cfg(not(target_arch = "wasm32"))]
     #[test]
     fn threads_never_lose_an_update() {
