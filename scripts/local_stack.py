@@ -34,7 +34,14 @@ def main():
     env["TOLLGATE_AFFINITY_SECRET"] = os.environ.get("TOLLGATE_AFFINITY_SECRET", secrets.token_hex(16))
     clusters = {n: m.port for n, m in mocks.items()}
     clusters["accounting"] = accounting.port
-    stack = EnvoyStack(work, clusters, policy, env, listen_port=listen, admin_port=admin)
+    try:
+        stack = EnvoyStack(work, clusters, policy, env, listen_port=listen, admin_port=admin)
+    except BaseException:
+        # Leave nothing running (an orphan accounting server would answer the next run's checks).
+        accounting.stop()
+        for mock in mocks.values():
+            mock.stop()
+        raise
     url = f"http://127.0.0.1:{listen}"
     print(f"""
 Tollgate ({"native dynamic module" if FORM == "native" else "Wasm filter"}) is running: Envoy on {url} (admin http://127.0.0.1:{admin}), policy {policy_path.name},

@@ -89,7 +89,7 @@ unsafe fn config_of<'a>(config_module: ConfigModulePtr) -> Option<&'a dyn Filter
     unsafe { (config_module as *const ConfigBox).as_ref() }.map(|boxed| boxed.config.as_ref())
 }
 
-/// A stream starts (worker thread); null makes Envoy close it.
+/// A stream starts (worker thread); null leaves the stream without a filter (its hooks then fail closed).
 /// Safety: `config_module` is alive; `filter_envoy` lives until `filter_destroy`.
 #[no_mangle]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(
@@ -133,17 +133,20 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_destroy(
 }
 
 /// What a filter hook answers when the filter cannot: re-entered, poisoned, or panicking now.
+/// A stream without a filter (`filter_new` answered null; the HTTP filter in Envoy's sources still runs
+/// the hooks, with a null module pointer) is answered like a panic: fail closed.
 struct Fallbacks<R> {
     reentered: R,
     poisoned: R,
     panicked: fn(&mut StreamHandle) -> R,
 }
 
-/// Request path: a panic answers 500 and holds the stream (fail closed); once poisoned, hold.
+/// Request path: a panic answers 500 and holds the stream (fail closed); once poisoned, or
+/// re-entered while the filter is still deciding, hold: never `Continue` without a decision.
 /// Status 1 is `StopIteration` for headers and trailers, `StopIterationAndBuffer` for bodies.
 fn request_fallbacks() -> Fallbacks<u32> {
     Fallbacks {
-        reentered: 0,
+        reentered: 1,
         poisoned: 1,
         panicked: fail_closed_stop,
     }
@@ -187,7 +190,7 @@ unsafe fn on_filter<R>(
     // SAFETY: made by `filter_new`, used only on this stream's worker, alive until `filter_destroy`;
     // only a shared reference is formed, so re-entered hooks alias nothing mutable.
     let Some(cell) = (unsafe { (filter_module as *const FilterCell).as_ref() }) else {
-        return fallbacks.reentered;
+        return (fallbacks.panicked)(&mut envoy);
     };
     match cell.run(hook, |filter| call(filter, &mut envoy)) {
         HookRun::Ran(value) => value,

@@ -104,7 +104,8 @@ impl LocalReplyStatus {
 
 /// One Envoy filter config (one `filter_config` value), shared by every worker.
 pub trait FilterConfig: Send + Sync {
-    /// A filter for a new stream (worker thread). `None` makes Envoy close the stream.
+    /// A filter for a new stream (worker thread). `None` fails the stream closed (Envoy still
+    /// runs its hooks, with no filter: the request hooks answer 500 and hold).
     fn new_filter(&self, envoy: &mut StreamHandle) -> Option<Box<dyn Filter>>;
 
     /// An event posted with a [`super::config::ConfigScheduler`] (main thread).

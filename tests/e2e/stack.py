@@ -256,7 +256,8 @@ class EnvoyStack:
         self.ecds_dir = self.workdir / "ecds"
         self.ecds_dir.mkdir(exist_ok=True)
         self.ecds_path = self.ecds_dir / "tollgate.json"
-        self.wasm_path = content_addressed_wasm(self.workdir)
+        # The native form needs no Wasm build (`TOLLGATE_FORM=native ./scripts/run` makes only the .so).
+        self.wasm_path = content_addressed_wasm(self.workdir) if self.form == "wasm" else None
         self.swaps = 0
         self._write_ecds(policy, "initial")
         bootstrap = self.workdir / "envoy.yaml"
@@ -374,6 +375,13 @@ class AccountingServer:
         return {"authorization": f"Bearer {self.reader_token}"}
 
     def start(self, timeout=15):
+        # A server left on the port (e.g. by a crashed run) would answer /health for us, with
+        # other tokens: refuse to start rather than report someone else's server as ours.
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            raise RuntimeError(f"127.0.0.1:{self.port} is already in use (an accounting server left running?)")
+        except OSError:
+            pass
         self.log = open(self.workdir / "accounting.log", "ab")
         self.process = subprocess.Popen(
             [str(self.binary), "accounting", "--listen", f"127.0.0.1:{self.port}", "--db", str(self.db),
