@@ -31,6 +31,15 @@ import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
+
+
+class MockServer(ThreadingHTTPServer):
+    """The standard threading server with a listen backlog for bursts: Envoy opens dozens of
+    upstream connections at once under concurrent streams, and the default backlog (5) makes
+    some of them time out before they are accepted."""
+
+    request_queue_size = 256
+
 def usage_openai(model):
     return {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}
 
@@ -377,7 +386,7 @@ class MockUpstream:
     def __init__(self, name, port=0, bind="127.0.0.1"):
         self.name = name
         self.recorder = Recorder()
-        self.server = ThreadingHTTPServer((bind, port), make_handler(name, self.recorder))
+        self.server = MockServer((bind, port), make_handler(name, self.recorder))
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)

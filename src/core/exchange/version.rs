@@ -100,7 +100,7 @@ pub fn accounting_token(
 pub fn rejection_message(errors: &ConfigErrors) -> String {
     let count = errors.0.len();
     let mut message = format!(
-        "tollgate: rejected config version ({count} error{}); the previous version keeps serving:",
+        "tollgate: rejected config version ({count} error{}); the previous version, if one was serving, keeps serving:",
         if count == 1 { "" } else { "s" }
     );
     for error in &errors.0 {
