@@ -77,12 +77,27 @@ def floor_filter(edits):
 """
 
 
+NATIVE_FLOOR_DIR = ROOT / "bench" / "native-floor" / "target" / "release"
+
+
+def native_floor_filter():
+    """The do-nothing dynamic module of bench/native-floor: holds the headers, buffers the body,
+    lets both go at the body's end; no Envoy callback at all."""
+    config = {"@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+              "dynamic_module_config": {"name": "tollgate_bench_native_floor", "do_not_close": True},
+              "filter_name": "floor",
+              "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": ""}}
+    return f"""          - name: floor
+            typed_config: {json.dumps(config)}
+"""
+
+
 def http_listener(name, port, route, read_body_first=False, wasm_floor=None):
     """A plain HTTP listener (router only) whose single route is `route` (a YAML flow mapping).
     `read_body_first` buffers the request before the route answers: an Envoy that answers a POST
     with a direct_response before its body has arrived closes the connection, so the proxy in
     front would open a new upstream connection for every request. `wasm_floor` ("floor" or
-    "edits") puts the do-nothing Wasm filter before the router."""
+    "edits") puts the do-nothing Wasm filter before the router ("nfloor": the native one)."""
     return f"""  - name: {name}
     address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
     per_connection_buffer_limit_bytes: 8388608
@@ -100,7 +115,7 @@ def http_listener(name, port, route, read_body_first=False, wasm_floor=None):
               - match: {{ prefix: "/" }}
                 {route}
           http_filters:
-{BUFFER_FILTER if read_body_first else ""}{floor_filter(wasm_floor == "edits") if wasm_floor else ""}          - name: envoy.filters.http.router
+{BUFFER_FILTER if read_body_first else ""}{native_floor_filter() if wasm_floor == "nfloor" else floor_filter(wasm_floor == "edits") if wasm_floor else ""}          - name: envoy.filters.http.router
             typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
 """
 
@@ -252,7 +267,10 @@ def main():
     accounting = AccountingServer(work / "accounting", binary=ROOT / "target" / "release" / "tollgate")
     policy = bench_policy()
     policy_json = json.dumps(policy)
-    plain_ports = {name: free_port() for name in ("plain", "plain_sse", "floor", "floor_sse", "edits", "edits_sse")}
+    plain_ports = {name: free_port() for name in ("plain", "plain_sse", "floor", "floor_sse", "edits", "edits_sse",
+                                                  "nfloor", "nfloor_sse")}
+    # The Wasm stack's process loads the native floor module by name from here.
+    os.environ["ENVOY_DYNAMIC_MODULES_SEARCH_PATH"] = str(NATIVE_FLOOR_DIR)
     stack = native = None
     try:
         # Build the filtered stack with the plain listeners added to the same bootstrap.
@@ -300,6 +318,7 @@ def main():
             paths[f"plain {kind}"] = (plain_ports["plain" + suffix], stack)
             paths[f"wasm floor {kind}"] = (plain_ports["floor" + suffix], stack)
             paths[f"host calls {kind}"] = (plain_ports["edits" + suffix], stack)
+            paths[f"native floor {kind}"] = (plain_ports["nfloor" + suffix], stack)
             if "wasm" in FORMS:
                 paths[f"tollgate {kind}"] = (stack.listen_port, stack)
             if native:
@@ -348,6 +367,9 @@ def main():
                 n = med[f"native {kind}"]
                 print(f"\n{kind}: throughput ratio native/plain {n[0] / p[0]:.1%}   added p50 {n[1] - p[1]:.0f} us"
                       f"   added p99 {n[2] - p[2]:.0f} us   filter CPU {n[3] - p[3]:.1f} us/request")
+                nf = med[f"native floor {kind}"]
+                print(f"{kind}: the do-nothing native module: throughput ratio {nf[0] / p[0]:.1%}"
+                      f"   CPU {nf[3] - p[3]:.1f} us/request; Tollgate native beyond it: {n[3] - nf[3]:.1f} us/request")
             if "wasm" not in FORMS:
                 continue
             t = med[f"tollgate {kind}"]
