@@ -30,6 +30,14 @@ type DefineMetric = unsafe extern "C" fn(
     *mut usize,
 ) -> MetricsResult;
 
+type UpdateMetric = unsafe extern "C" fn(
+    ConfigEnvoyPtr,
+    usize,
+    *mut abi::ModuleBuffer,
+    usize,
+    u64,
+) -> MetricsResult;
+
 /// The Envoy side of one filter config, lent to a main-thread config hook.
 pub struct ConfigHandle {
     raw: ConfigEnvoyPtr,
@@ -45,157 +53,77 @@ impl ConfigHandle {
         (!raw.is_null()).then_some(ConfigHandle { raw })
     }
 
-    fn define(&mut self, define: DefineMetric, name: &str) -> Option<usize> {
+    /// Defines a metric with `labels` (Envoy tags; may be empty).
+    fn define(&mut self, define: DefineMetric, name: &str, labels: &[&str]) -> Option<usize> {
         let mut id = 0usize;
-        // SAFETY: no labels (null, 0); the name is lent for the call; `id` is a valid local.
+        let mut labels: Vec<_> = labels.iter().map(|l| module_buffer(l.as_bytes())).collect();
+        // SAFETY: the name and label names are lent for the call; `id` is a valid local.
         let result = unsafe {
             define(
                 self.raw,
                 module_buffer(name.as_bytes()),
-                std::ptr::null_mut(),
-                0,
+                labels.as_mut_ptr(),
+                labels.len(),
                 &mut id,
             )
         };
         (result == MetricsResult::SUCCESS).then_some(id)
     }
 
-    /// Defines a counter with one label (an Envoy tag); inside `config_new` only.
-    pub fn define_labelled_counter(&mut self, name: &str, label: &str) -> Option<CounterId> {
-        let mut id = 0usize;
-        let mut labels = [module_buffer(label.as_bytes())];
-        // SAFETY: the name and the one label name are lent for the call; `id` is a valid local.
-        let result = unsafe {
-            abi::envoy_dynamic_module_callback_http_filter_config_define_counter(
-                self.raw,
-                module_buffer(name.as_bytes()),
-                labels.as_mut_ptr(),
-                labels.len(),
-                &mut id,
-            )
-        };
-        (result == MetricsResult::SUCCESS).then_some(CounterId(id))
+    /// Changes metric `id` (with these label values, as many as it was defined with) by `value`.
+    fn update(&mut self, update: UpdateMetric, id: usize, labels: &[&str], value: u64) -> bool {
+        let mut labels: Vec<_> = labels.iter().map(|l| module_buffer(l.as_bytes())).collect();
+        // SAFETY: the label values are lent for the call; `self.raw` is live for this hook.
+        let result = unsafe { update(self.raw, id, labels.as_mut_ptr(), labels.len(), value) };
+        result == MetricsResult::SUCCESS
     }
 
     /// Defines a counter. Works only inside `config_new` (Envoy freezes definitions afterwards).
     pub fn define_counter(&mut self, name: &str) -> Option<CounterId> {
-        self.define(
-            abi::envoy_dynamic_module_callback_http_filter_config_define_counter,
-            name,
-        )
-        .map(CounterId)
+        let define = abi::envoy_dynamic_module_callback_http_filter_config_define_counter;
+        self.define(define, name, &[]).map(CounterId)
     }
 
-    /// Defines a gauge (inside `config_new` only).
-    pub fn define_gauge(&mut self, name: &str) -> Option<GaugeId> {
-        self.define(
-            abi::envoy_dynamic_module_callback_http_filter_config_define_gauge,
-            name,
-        )
-        .map(GaugeId)
+    /// Defines a counter with one label (an Envoy tag); inside `config_new` only.
+    pub fn define_labelled_counter(&mut self, name: &str, label: &str) -> Option<CounterId> {
+        let define = abi::envoy_dynamic_module_callback_http_filter_config_define_counter;
+        self.define(define, name, &[label]).map(CounterId)
+    }
+
+    /// Defines a gauge with one label; inside `config_new` only.
+    pub fn define_labelled_gauge(&mut self, name: &str, label: &str) -> Option<GaugeId> {
+        let define = abi::envoy_dynamic_module_callback_http_filter_config_define_gauge;
+        self.define(define, name, &[label]).map(GaugeId)
     }
 
     /// Defines a histogram (inside `config_new` only).
     pub fn define_histogram(&mut self, name: &str) -> Option<HistogramId> {
-        self.define(
-            abi::envoy_dynamic_module_callback_http_filter_config_define_histogram,
-            name,
-        )
-        .map(HistogramId)
+        let define = abi::envoy_dynamic_module_callback_http_filter_config_define_histogram;
+        self.define(define, name, &[]).map(HistogramId)
     }
 
     /// Adds to a counter without a stream.
     pub fn increment_counter(&mut self, id: CounterId, value: u64) -> bool {
-        // SAFETY: no labels; `self.raw` is live for this hook.
-        let result = unsafe {
-            abi::envoy_dynamic_module_callback_http_filter_config_increment_counter(
-                self.raw,
-                id.0,
-                std::ptr::null_mut(),
-                0,
-                value,
-            )
-        };
-        result == MetricsResult::SUCCESS
+        let update = abi::envoy_dynamic_module_callback_http_filter_config_increment_counter;
+        self.update(update, id.0, &[], value)
     }
 
     /// Adds to a one-label counter without a stream.
     pub fn increment_labelled_counter(&mut self, id: CounterId, label: &str, value: u64) -> bool {
-        let mut labels = [module_buffer(label.as_bytes())];
-        // SAFETY: the one label value is lent for the call; `self.raw` is live for this hook.
-        let result = unsafe {
-            abi::envoy_dynamic_module_callback_http_filter_config_increment_counter(
-                self.raw,
-                id.0,
-                labels.as_mut_ptr(),
-                labels.len(),
-                value,
-            )
-        };
-        result == MetricsResult::SUCCESS
+        let update = abi::envoy_dynamic_module_callback_http_filter_config_increment_counter;
+        self.update(update, id.0, &[label], value)
     }
 
-    /// Sets a gauge without a stream.
-    pub fn set_gauge(&mut self, id: GaugeId, value: u64) -> bool {
-        // SAFETY: no labels; `self.raw` is live for this hook.
-        let result = unsafe {
-            abi::envoy_dynamic_module_callback_http_filter_config_set_gauge(
-                self.raw,
-                id.0,
-                std::ptr::null_mut(),
-                0,
-                value,
-            )
-        };
-        result == MetricsResult::SUCCESS
-    }
-
-    /// Defines a gauge with one label (an Envoy tag); inside `config_new` only.
-    pub fn define_labelled_gauge(&mut self, name: &str, label: &str) -> Option<GaugeId> {
-        let mut id = 0usize;
-        let mut labels = [module_buffer(label.as_bytes())];
-        // SAFETY: the name and the one label name are lent for the call; `id` is a valid local.
-        let result = unsafe {
-            abi::envoy_dynamic_module_callback_http_filter_config_define_gauge(
-                self.raw,
-                module_buffer(name.as_bytes()),
-                labels.as_mut_ptr(),
-                labels.len(),
-                &mut id,
-            )
-        };
-        (result == MetricsResult::SUCCESS).then_some(GaugeId(id))
-    }
-
-    /// Sets a one-label gauge of this config.
+    /// Sets a one-label gauge without a stream.
     pub fn set_labelled_gauge(&mut self, id: GaugeId, label: &str, value: u64) -> bool {
-        let mut labels = [module_buffer(label.as_bytes())];
-        // SAFETY: the one label value is lent for the call; `self.raw` is live for this hook.
-        let result = unsafe {
-            abi::envoy_dynamic_module_callback_http_filter_config_set_gauge(
-                self.raw,
-                id.0,
-                labels.as_mut_ptr(),
-                labels.len(),
-                value,
-            )
-        };
-        result == MetricsResult::SUCCESS
+        let update = abi::envoy_dynamic_module_callback_http_filter_config_set_gauge;
+        self.update(update, id.0, &[label], value)
     }
 
     /// Records a histogram value without a stream.
     pub fn record_histogram(&mut self, id: HistogramId, value: u64) -> bool {
-        // SAFETY: no labels; `self.raw` is live for this hook.
-        let result = unsafe {
-            abi::envoy_dynamic_module_callback_http_filter_config_record_histogram_value(
-                self.raw,
-                id.0,
-                std::ptr::null_mut(),
-                0,
-                value,
-            )
-        };
-        result == MetricsResult::SUCCESS
+        let update = abi::envoy_dynamic_module_callback_http_filter_config_record_histogram_value;
+        self.update(update, id.0, &[], value)
     }
 
     /// Sends a one-shot callout to `cluster` (`headers` must include `:method`, `:path`, `host`).

@@ -108,18 +108,6 @@ impl StreamHandle {
         self.header_at(map, name, 0).0
     }
 
-    /// Every value of header `name` in `map`.
-    pub fn header_values(&self, map: HeaderMap, name: &str) -> Vec<&[u8]> {
-        let (first, count) = self.header_at(map, name, 0);
-        let mut values: Vec<&[u8]> = first.into_iter().collect();
-        for index in 1..count {
-            if let (Some(value), _) = self.header_at(map, name, index) {
-                values.push(value);
-            }
-        }
-        values
-    }
-
     fn header_at(&self, map: HeaderMap, name: &str, index: usize) -> (Option<&[u8]>, usize) {
         let mut value = empty_envoy_buffer();
         let mut count = 0usize;
@@ -146,19 +134,6 @@ impl StreamHandle {
         // SAFETY: both buffers are lent for the call; Envoy copies them.
         unsafe {
             abi::envoy_dynamic_module_callback_http_set_header(
-                self.raw,
-                map.raw(),
-                module_buffer(name.as_bytes()),
-                module_buffer(value),
-            )
-        }
-    }
-
-    /// Adds one more value of `name` to `map`.
-    pub fn add_header(&mut self, map: HeaderMap, name: &str, value: &[u8]) -> bool {
-        // SAFETY: both buffers are lent for the call; Envoy copies them.
-        unsafe {
-            abi::envoy_dynamic_module_callback_http_add_header(
                 self.raw,
                 map.raw(),
                 module_buffer(name.as_bytes()),
@@ -258,12 +233,6 @@ impl StreamHandle {
         self.body_size(Body::ReceivedResponse)
     }
 
-    /// True when the current response chunk *is* the buffer an earlier filter held.
-    pub fn response_chunk_is_held_buffer(&self) -> bool {
-        // SAFETY: `self.raw` is live for this hook.
-        unsafe { abi::envoy_dynamic_module_callback_http_received_buffered_response_body(self.raw) }
-    }
-
     /// The response chunk of the current response-body hook, copied.
     pub fn response_chunk(&self) -> Option<Vec<u8>> {
         self.body_chunks(Body::ReceivedResponse)
@@ -342,18 +311,6 @@ impl StreamHandle {
     pub fn clear_route_cache(&mut self) {
         // SAFETY: `self.raw` is live for this hook.
         unsafe { abi::envoy_dynamic_module_callback_http_clear_route_cache(self.raw) }
-    }
-
-    /// Resumes a request held with `StopIteration` (from a later hook, e.g. a callout answer).
-    pub fn continue_decoding(&mut self) {
-        // SAFETY: `self.raw` is live for this hook.
-        unsafe { abi::envoy_dynamic_module_callback_http_filter_continue_decoding(self.raw) }
-    }
-
-    /// Resumes a response held with `StopIteration`.
-    pub fn continue_encoding(&mut self) {
-        // SAFETY: `self.raw` is live for this hook.
-        unsafe { abi::envoy_dynamic_module_callback_http_filter_continue_encoding(self.raw) }
     }
 }
 

@@ -19,8 +19,8 @@ use super::envoy::StreamHandle;
 pub enum HeadersStatus {
     /// Pass the headers on.
     Continue,
-    /// Hold the headers; body hooks still run. Resume with `continue_decoding/encoding`, or end
-    /// the stream with a local reply.
+    /// Hold the headers; body hooks still run. A later hook's `Continue` releases them, or a
+    /// local reply ends the stream.
     StopIteration,
     /// Pass the headers on without ending the stream.
     ContinueAndDontEndStream,
