@@ -403,7 +403,7 @@ def main():
             print(f"native: spend events {n_recorded} recorded, {n_acked} acknowledged; config compile "
                   f"{', '.join(native_loads)} ms (once per process); Envoy RSS {rss_mib(native.process.pid):.0f} MiB")
         print(f"wasm size: {(ROOT / 'target/wasm32-wasip1/release/tollgate.wasm').stat().st_size // 1024} KiB; "
-              f"libtollgate.so size: {(ROOT / 'target/native/release/libtollgate.so').stat().st_size // 1024} KiB")
+              f"libtollgate.so size: {(ROOT / 'target/native/libtollgate.so').stat().st_size // 1024} KiB")
         stack.stop()
         stack = None
         if native:

@@ -3,13 +3,12 @@
 //! The code is written so that it does not panic (clippy denies `unwrap`, `expect`, `panic!`;
 //! wrappers check every pointer/length pair). What remains is guarded twice:
 //! - [`install_panic_hook`] (from `on_program_init`) logs any panic's message and place to Envoy's
-//!   log (critical) and to stderr. With `panic = "abort"` (the release profile) that line is all
-//!   a panic leaves: the process aborts right after the hook, Envoy with it, because an abort
-//!   strategy never unwinds and `catch_unwind` has nothing to catch.
-//! - [`catch`] runs a hook body under `catch_unwind`. Where unwinding is compiled in (the dev and
-//!   test profiles, or a release built with `panic = "unwind"`), a panic is stopped there, and the
-//!   hook answers its fail-closed fallback instead of unwinding into C (which Rust would turn into
-//!   an abort anyway).
+//!   log (critical) and to stderr.
+//! - [`catch`] runs a hook body under `catch_unwind`: a panic is stopped there, and the hook
+//!   answers its fail-closed fallback instead of unwinding into C (which Rust would turn into an
+//!   abort). This needs unwinding compiled in: the module's build profile (`profile.native`)
+//!   keeps `panic = "unwind"` where the release profile aborts, and `./scripts/test` checks the
+//!   built `.so` for it.
 //!
 //! [`FilterCell`] keeps a stream's filter so that a hook Envoy runs *inside* a call the filter
 //! makes (its own `send_response` runs this filter's `local_reply` hook synchronously) never

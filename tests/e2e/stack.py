@@ -26,7 +26,7 @@ ENVOY = ROOT / ".venv" / "bin" / "envoy"
 # TOLLGATE_WASM runs the suite against another build (e.g. the previous release, to see a new test fail).
 WASM = Path(os.environ.get("TOLLGATE_WASM") or ROOT / "target" / "wasm32-wasip1" / "release" / "tollgate.wasm")
 # TOLLGATE_NATIVE likewise names another build of the native module (its file must be libtollgate.so).
-NATIVE = Path(os.environ.get("TOLLGATE_NATIVE") or ROOT / "target" / "native" / "release" / "libtollgate.so")
+NATIVE = Path(os.environ.get("TOLLGATE_NATIVE") or ROOT / "target" / "native" / "libtollgate.so")
 FORM = os.environ.get("TOLLGATE_FORM", "wasm")
 if FORM not in ("wasm", "native"):
     raise SystemExit(f"TOLLGATE_FORM must be wasm or native, not {FORM!r}")

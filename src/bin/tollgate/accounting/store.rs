@@ -93,6 +93,8 @@ impl Store {
             ..BatchReply::default()
         };
         let mut touched: Vec<(String, i64)> = Vec::new();
+        let mut added_spend: std::collections::BTreeMap<(String, i64), (Option<i64>, i64)> =
+            std::collections::BTreeMap::new();
         let mut change = change_counter(&tx).map_err(internal)?;
         for item in items {
             let (event, json) = match item {
@@ -104,14 +106,16 @@ impl Store {
             };
             let d = &event.data;
             let inserted = tx
-                .execute(
+                .prepare_cached(
                     "INSERT OR IGNORE INTO events (id, source, time, received_at, key_hash, key_alias,
                         team_id, user_id, end_user, requested_model, resolved_model, deployment,
                         provider, status, prompt_tokens, completion_tokens, estimated,
                         cost_nano_usd, cost_source, policy_version, json)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
                         ?17, ?18, ?19, ?20, ?21)",
-                    params![
+                )
+                .and_then(|mut insert| {
+                    insert.execute(params![
                         event.id,
                         event.source,
                         event.time,
@@ -133,8 +137,8 @@ impl Store {
                         d.cost_source,
                         d.policy_version,
                         json,
-                    ],
-                )
+                    ])
+                })
                 .map_err(internal)?;
             for budget in &d.budgets {
                 touched.push((budget.budget.clone(), budget.window_start));
@@ -146,23 +150,26 @@ impl Store {
             }
             reply.accepted += 1;
             for budget in &d.budgets {
-                change += 1;
-                tx.execute(
-                    "INSERT INTO budget_windows (budget, window_start, window_end, spend_nano_usd, changed)
-                     VALUES (?1, ?2, ?3, ?4, ?5)
-                     ON CONFLICT (budget, window_start) DO UPDATE SET
-                        spend_nano_usd = spend_nano_usd + excluded.spend_nano_usd,
-                        changed = excluded.changed",
-                    params![
-                        budget.budget,
-                        budget.window_start,
-                        budget.window_end,
-                        d.cost_nano_usd as i64,
-                        change
-                    ],
-                )
-                .map_err(internal)?;
+                let window = (budget.budget.clone(), budget.window_start);
+                let added = added_spend.entry(window).or_insert((budget.window_end, 0));
+                added.1 = added.1.saturating_add(d.cost_nano_usd as i64);
             }
+        }
+        // One upsert per window the batch touched (not one per event): the window's total grows
+        // by the batch's sum, and its change number is the batch's next.
+        for ((budget, window_start), (window_end, spend)) in added_spend {
+            change += 1;
+            tx.prepare_cached(
+                "INSERT INTO budget_windows (budget, window_start, window_end, spend_nano_usd, changed)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (budget, window_start) DO UPDATE SET
+                    spend_nano_usd = spend_nano_usd + excluded.spend_nano_usd,
+                    changed = excluded.changed",
+            )
+            .and_then(|mut upsert| {
+                upsert.execute(params![budget, window_start, window_end, spend, change])
+            })
+            .map_err(internal)?;
         }
         tx.execute(
             "INSERT INTO counters (name, value) VALUES ('change', ?1)
@@ -377,6 +384,44 @@ mod tests {
             "read-only"
         );
         assert_eq!(report["events"], 3);
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn one_batch_sums_each_window_once_and_skips_its_own_repeats() {
+        let path = std::env::temp_dir().join(format!("tollgate-sum-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let path = path.to_str().unwrap();
+        let mut store = Store::open(path).unwrap();
+        let events = [
+            event("s1", 10, "team:t"),
+            event("s2", 7, "key:k"),
+            event("s1", 10, "team:t"), // the same event twice in one batch
+            event("s3", 3, "team:t"),
+        ];
+        let reply = store.ingest(&batch(&events), "b1", 1).unwrap();
+        assert_eq!((reply.accepted, reply.duplicates), (3, 1));
+        let totals: Vec<(&str, u64)> = reply
+            .budgets
+            .iter()
+            .map(|b| (b.budget.as_str(), b.spend_nano_usd))
+            .collect();
+        assert_eq!(totals, [("key:k", 7), ("team:t", 13)]);
+        let polled = store.budgets_since(0, 150).unwrap();
+        assert_eq!(polled.budgets.len(), 2);
+        let cursor = polled.cursor;
+        store
+            .ingest(&batch(&[event("s4", 1, "key:k")]), "b2", 2)
+            .unwrap();
+        let changed = store.budgets_since(cursor, 150).unwrap();
+        assert_eq!(changed.budgets.len(), 1, "only the window that changed");
+        assert_eq!(
+            (
+                changed.budgets[0].budget.as_str(),
+                changed.budgets[0].spend_nano_usd
+            ),
+            ("key:k", 8)
+        );
         std::fs::remove_file(path).unwrap();
     }
 
