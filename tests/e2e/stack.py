@@ -246,7 +246,8 @@ class EnvoyStack:
     """One Envoy process with Tollgate loaded by ECDS from a file in `workdir`."""
 
     def __init__(self, workdir, clusters, policy, env, concurrency=1, listen_port=None, admin_port=None,
-                 wasm_log_level="debug", access_log=True, static=False, route_timeout=None, form=None):
+                 wasm_log_level="debug", access_log=True, static=False, route_timeout=None, form=None,
+                 native_module=None):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.env = env
@@ -274,7 +275,9 @@ class EnvoyStack:
         if self.form == "native":
             # The module reads credentials from Envoy's environment (the Wasm VM gets them from
             # vm_config.environment_variables instead).
-            process_env = dict(os.environ, ENVOY_DYNAMIC_MODULES_SEARCH_PATH=str(NATIVE.parent), **env)
+            # `native_module` names another build (its file must be libtollgate.so).
+            module_dir = Path(native_module or NATIVE).parent
+            process_env = dict(os.environ, ENVOY_DYNAMIC_MODULES_SEARCH_PATH=str(module_dir), **env)
         component = "wasm" if self.form == "wasm" else "dynamic_modules"
         self.process = subprocess.Popen(
             [str(ENVOY), "-c", str(bootstrap), "--concurrency", str(concurrency),

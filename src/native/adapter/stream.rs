@@ -213,8 +213,23 @@ fn headers_status(step: Step) -> HeadersStatus {
     }
 }
 
+/// The test-only probe (feature `panic-probe`): panics in the hook of `side` when the request
+/// asks for it with `x-panic-probe: <side>`.
+#[cfg(feature = "panic-probe")]
+#[allow(clippy::panic)]
+fn panic_probe(envoy: &StreamHandle, side: &str) {
+    let asked = envoy.header(HeaderMap::RequestHeaders, "x-panic-probe");
+    if asked == Some(side.as_bytes()) {
+        panic!("tollgate panic probe: the {side} side was asked to panic");
+    }
+}
+
+#[cfg(not(feature = "panic-probe"))]
+fn panic_probe(_envoy: &StreamHandle, _side: &str) {}
+
 impl Filter for TollgateFilter {
     fn on_request_headers(&mut self, envoy: &mut StreamHandle, end: bool) -> HeadersStatus {
+        panic_probe(envoy, "request");
         headers_status(self.run(envoy, |x, host| x.on_request_headers(host, end)))
     }
 
@@ -235,6 +250,7 @@ impl Filter for TollgateFilter {
     }
 
     fn on_response_headers(&mut self, envoy: &mut StreamHandle, end: bool) -> HeadersStatus {
+        panic_probe(envoy, "response");
         headers_status(self.run(envoy, |x, host| x.on_response_headers(host, end)))
     }
 
