@@ -169,8 +169,18 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def wrk(url, lua, seconds, envoy_pid=None, connections=None):
+def machine_cpu_seconds():
+    """Busy CPU time of the whole machine (every core, every process, the kernel), from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(url, lua, seconds, envoy_pid=None, connections=None, accounting_pid=None):
+    """rps, p50 us, p99 us, then CPU us per request: the Envoy process, the accounting server,
+    the whole machine (wrk, the upstream and the kernel included)."""
     cpu_before = cpu_seconds(envoy_pid) if envoy_pid else 0.0
+    accounting_before = cpu_seconds(accounting_pid) if accounting_pid else 0.0
+    machine_before = machine_cpu_seconds()
     out = subprocess.run(["wrk", "-t1", f"-c{connections or CONNECTIONS}", f"-d{seconds}s", "--latency", "-s", str(lua), url],
                          capture_output=True, text=True, timeout=seconds + 30).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -182,8 +192,10 @@ def wrk(url, lua, seconds, envoy_pid=None, connections=None):
     if non2xx:
         raise SystemExit(f"bench: {non2xx.group(1)} failed responses at {url}:\n{out}")
     requests = int(re.search(r"(\d+) requests in", out).group(1))
+    machine_us = (machine_cpu_seconds() - machine_before) * 1e6 / requests
     cpu_us = (cpu_seconds(envoy_pid) - cpu_before) * 1e6 / requests if envoy_pid else 0.0
-    return rps, pct(50), pct(99), cpu_us
+    accounting_us = (cpu_seconds(accounting_pid) - accounting_before) * 1e6 / requests if accounting_pid else 0.0
+    return rps, pct(50), pct(99), cpu_us, accounting_us, machine_us
 
 
 def native_core(work, policy_json, json_body, sse_body):
@@ -330,8 +342,8 @@ def main():
         results = {name: [] for name in paths}
         for _ in range(ROUNDS):
             for name, (url, script, pid) in paths.items():
-                results[name].append(wrk(url, script, SECONDS, pid))
-        med = {name: [statistics.median(r[i] for r in runs) for i in range(4)] for name, runs in results.items()}
+                results[name].append(wrk(url, script, SECONDS, pid, accounting_pid=accounting.process.pid))
+        med = {name: [statistics.median(r[i] for r in runs) for i in range(6)] for name, runs in results.items()}
         # Added latency without queueing: one connection, one request at a time.
         single = [name for name in paths if name.startswith(("plain", "tollgate", "native"))]
         one = {name: [] for name in single}
@@ -357,16 +369,19 @@ def main():
               "access, key+team budget reservation, route, rewrite, metering, pricing, settlement, spend batching")
         print(f"policy: {len(REAL_COST_MAP) - 2} cost-map models, {KEYS} keys, 1000 teams ({len(policy_json) // 1024} KiB)")
         print(f"wrk -t1 -c{CONNECTIONS}, {ROUNDS} rounds x {SECONDS}s each, Envoy --concurrency 1, medians:\n")
-        print(f"{'path':<16} {'req/s':>10} {'p50 us':>9} {'p99 us':>9} {'Envoy CPU us/req':>17}")
+        print("CPU columns are microseconds per request: the Envoy process, the accounting server (on this")
+        print("machine, competing for its 2 cores), and the whole machine (wrk, upstream, kernel included).")
+        print(f"{'path':<16} {'req/s':>10} {'p50 us':>9} {'p99 us':>9} {'Envoy CPU':>10} {'accounting':>11} {'machine':>8}")
         for name in paths:
-            rps, p50, p99, cpu = med[name]
-            print(f"{name:<16} {rps:>10.0f} {p50:>9.0f} {p99:>9.0f} {cpu:>17.1f}")
+            rps, p50, p99, cpu, acct, machine = med[name]
+            print(f"{name:<16} {rps:>10.0f} {p50:>9.0f} {p99:>9.0f} {cpu:>10.1f} {acct:>11.1f} {machine:>8.1f}")
         for kind in ("json", "sse"):
             f, p, h = med[f"wasm floor {kind}"], med[f"plain {kind}"], med[f"host calls {kind}"]
             if native:
                 n = med[f"native {kind}"]
                 print(f"\n{kind}: throughput ratio native/plain {n[0] / p[0]:.1%}   added p50 {n[1] - p[1]:.0f} us"
-                      f"   added p99 {n[2] - p[2]:.0f} us   filter CPU {n[3] - p[3]:.1f} us/request")
+                      f"   added p99 {n[2] - p[2]:.0f} us   filter CPU {n[3] - p[3]:.1f} us/request"
+                      f"   machine CPU +{n[5] - p[5]:.1f} us/request (accounting server {n[4]:.1f})")
                 nf = med[f"native floor {kind}"]
                 print(f"{kind}: the do-nothing native module: throughput ratio {nf[0] / p[0]:.1%}"
                       f"   CPU {nf[3] - p[3]:.1f} us/request; Tollgate native beyond it: {n[3] - nf[3]:.1f} us/request")
@@ -374,7 +389,8 @@ def main():
                 continue
             t = med[f"tollgate {kind}"]
             print(f"{kind}: throughput ratio wasm/plain {t[0] / p[0]:.1%}   added p50 {t[1] - p[1]:.0f} us"
-                  f"   added p99 {t[2] - p[2]:.0f} us   filter CPU {t[3] - p[3]:.1f} us/request")
+                  f"   added p99 {t[2] - p[2]:.0f} us   filter CPU {t[3] - p[3]:.1f} us/request"
+                  f"   machine CPU +{t[5] - p[5]:.1f} us/request (accounting server {t[4]:.1f})")
             print(f"{kind}: the do-nothing Wasm filter: throughput ratio floor/plain {f[0] / p[0]:.1%}"
                   f"   added p50 {f[1] - p[1]:.0f} us   CPU {f[3] - p[3]:.1f} us/request;"
                   f" Tollgate beyond the floor: {t[3] - f[3]:.1f} us/request")

@@ -55,6 +55,15 @@ impl HeaderBlock {
         HeaderBlock { bytes, spans }
     }
 
+    /// An empty block with room for `pairs` pairs of `bytes` bytes in all (no regrowth while
+    /// an adapter copies a header map it has measured).
+    pub fn with_capacity(pairs: usize, bytes: usize) -> Self {
+        HeaderBlock {
+            bytes: Vec::with_capacity(bytes),
+            spans: Vec::with_capacity(pairs),
+        }
+    }
+
     /// Appends one pair (copied).
     pub fn push(&mut self, name: &[u8], value: &[u8]) {
         let name_at = self.bytes.len()..self.bytes.len() + name.len();

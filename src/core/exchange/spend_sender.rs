@@ -20,7 +20,8 @@ use crate::core::money::settlement::Finished;
 use crate::core::spend::accounting_api::{
     truncated, BatchReply, BudgetsReply, BATCH_ID_HEADER, BATCH_PATH, BUDGETS_PATH, MAX_EVENT_BYTES,
 };
-use crate::core::spend::event::{SpendEvent, BATCH_CONTENT_TYPE};
+use crate::core::spend::event::BATCH_CONTENT_TYPE;
+use crate::core::spend::event_writer::write_event;
 use crate::core::spend::outbox::{Outbox, Outgoing, Settled};
 
 /// How many immediate re-sends a draining sender tries before giving up.
@@ -189,15 +190,13 @@ impl SpendSender {
         };
         self.seq += 1;
         let id = format!("{:016x}-{}", self.nonce, self.seq);
-        let event = SpendEvent::new(
-            id.clone(),
-            &accounting.source,
-            i64::try_from(now_ms).unwrap_or(i64::MAX),
-            finished.data,
-        );
+        // Sized for a typical event (about 1 KiB), so the text is not regrown as it is written.
+        let mut json = String::with_capacity(1024);
+        let ended_at = i64::try_from(now_ms).unwrap_or(i64::MAX);
+        write_event(&mut json, &id, &accounting.source, ended_at, &finished.data);
         let outgoing = Outgoing {
             id,
-            json: event.to_json(),
+            json,
             cost_nano: finished.cost.nano_usd,
             ledger_keys: finished.ledger_keys,
         };

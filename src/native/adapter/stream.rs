@@ -59,8 +59,10 @@ fn map_of(map: host::HeaderMap) -> HeaderMap {
 
 impl StreamHost for NativeStream<'_> {
     fn headers(&mut self, map: host::HeaderMap) -> HeaderBlock {
-        let mut block = HeaderBlock::default();
-        for (name, value) in self.envoy.headers(map_of(map)) {
+        let pairs = self.envoy.headers(map_of(map));
+        let bytes = pairs.iter().map(|(n, v)| n.len() + v.len()).sum();
+        let mut block = HeaderBlock::with_capacity(pairs.len(), bytes);
+        for (name, value) in pairs {
             block.push(name, value);
         }
         block

@@ -1,0 +1,247 @@
+//! The filter's writer of spend events: one pass from [`SpendData`] to the event's JSON text,
+//! with no intermediate envelope, strings or serializer state. Its output is byte-for-byte what
+//! `serde_json` writes for the same [`SpendEvent`] (field order, escaping, `null`s), which the
+//! tests check; the reader side (the accounting server) keeps using serde.
+//!
+//! [`SpendEvent`]: super::event::SpendEvent
+
+use super::event::{SpendData, EVENT_TYPE};
+use crate::core::config::time::civil_from_days;
+
+/// Writes the CloudEvents JSON of the event `id` from `source`, ended at `ended_at_ms` (Unix
+/// milliseconds), carrying `data`, into `out` (cleared first).
+pub fn write_event(out: &mut String, id: &str, source: &str, ended_at_ms: i64, data: &SpendData) {
+    out.clear();
+    out.push_str("{\"specversion\":\"1.0\",\"id\":");
+    string(out, id);
+    out.push_str(",\"source\":");
+    string(out, source);
+    out.push_str(",\"type\":");
+    string(out, EVENT_TYPE);
+    out.push_str(",\"time\":\"");
+    time_millis(out, ended_at_ms);
+    out.push_str("\",\"subject\":");
+    string(out, data.key_alias.as_deref().unwrap_or(&data.key_hash));
+    out.push_str(",\"datacontenttype\":\"application/json\",\"data\":{\"policy_version\":");
+    string(out, &data.policy_version);
+    out.push_str(",\"key_hash\":");
+    string(out, &data.key_hash);
+    out.push_str(",\"key_alias\":");
+    optional(out, data.key_alias.as_deref());
+    out.push_str(",\"team_id\":");
+    optional(out, data.team_id.as_deref());
+    out.push_str(",\"user_id\":");
+    optional(out, data.user_id.as_deref());
+    out.push_str(",\"end_user\":");
+    optional(out, data.end_user.as_deref());
+    out.push_str(",\"endpoint\":");
+    string(out, &data.endpoint);
+    out.push_str(",\"requested_model\":");
+    string(out, &data.requested_model);
+    out.push_str(",\"resolved_model\":");
+    string(out, &data.resolved_model);
+    out.push_str(",\"deployment\":");
+    string(out, &data.deployment);
+    out.push_str(",\"provider\":");
+    string(out, &data.provider);
+    out.push_str(",\"upstream_model\":");
+    string(out, &data.upstream_model);
+    out.push_str(",\"stream\":");
+    out.push_str(if data.stream { "true" } else { "false" });
+    let usage = &data.usage;
+    out.push_str(",\"usage\":{\"prompt_tokens\":");
+    unsigned(out, usage.prompt_tokens);
+    out.push_str(",\"completion_tokens\":");
+    unsigned(out, usage.completion_tokens);
+    out.push_str(",\"cached_tokens\":");
+    unsigned(out, usage.cached_tokens);
+    out.push_str(",\"cache_creation_tokens\":");
+    unsigned(out, usage.cache_creation_tokens);
+    out.push_str(",\"reasoning_tokens\":");
+    unsigned(out, usage.reasoning_tokens);
+    out.push_str(",\"estimated\":");
+    out.push_str(if usage.estimated { "true" } else { "false" });
+    out.push_str("},\"cost_nano_usd\":");
+    unsigned(out, data.cost_nano_usd);
+    out.push_str(",\"cost_source\":");
+    string(out, &data.cost_source);
+    out.push_str(",\"status\":");
+    string(out, &data.status);
+    out.push_str(",\"http_status\":");
+    unsigned(out, u64::from(data.http_status));
+    out.push_str(",\"budgets\":[");
+    for (i, budget) in data.budgets.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"budget\":");
+        string(out, &budget.budget);
+        out.push_str(",\"window_start\":");
+        signed(out, budget.window_start);
+        if let Some(end) = budget.window_end {
+            out.push_str(",\"window_end\":");
+            signed(out, end);
+        }
+        out.push('}');
+    }
+    out.push_str("]}}");
+}
+
+fn optional(out: &mut String, value: Option<&str>) {
+    match value {
+        Some(value) => string(out, value),
+        None => out.push_str("null"),
+    }
+}
+
+/// A JSON string as serde_json writes it: `"` and `\` escaped, control characters as their
+/// short escape or `\u00XX`, everything else (non-ASCII included) as is.
+fn string(out: &mut String, value: &str) {
+    out.push('"');
+    let mut start = 0;
+    for (at, byte) in value.bytes().enumerate() {
+        let escape = match byte {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0x00..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(value.get(start..at).unwrap_or_default());
+        if escape.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.push_str("\\u00");
+            out.push(char::from(HEX[usize::from(byte >> 4)]));
+            out.push(char::from(HEX[usize::from(byte & 0xf)]));
+        } else {
+            out.push_str(escape);
+        }
+        start = at + 1;
+    }
+    out.push_str(value.get(start..).unwrap_or_default());
+    out.push('"');
+}
+
+fn unsigned(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &digit in &digits[at..] {
+        out.push(char::from(digit));
+    }
+}
+
+fn signed(out: &mut String, n: i64) {
+    if n < 0 {
+        out.push('-');
+    }
+    unsigned(out, n.unsigned_abs());
+}
+
+fn two(out: &mut String, n: i64) {
+    out.push(char::from(b'0' + (n / 10 % 10) as u8));
+    out.push(char::from(b'0' + (n % 10) as u8));
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmm` (UTC) of Unix milliseconds, as `format_millis` writes it.
+fn time_millis(out: &mut String, ms: i64) {
+    let unix = ms.div_euclid(1000);
+    let millis = ms.rem_euclid(1000);
+    let secs = unix.rem_euclid(86_400);
+    let (year, month, day) = civil_from_days(unix.div_euclid(86_400));
+    if (0..=9999).contains(&year) {
+        two(out, year / 100);
+        two(out, year % 100);
+    } else {
+        // Outside four digits: what `{:04}` would print.
+        out.push_str(&format!("{year:04}"));
+    }
+    out.push('-');
+    two(out, month);
+    out.push('-');
+    two(out, day);
+    out.push('T');
+    two(out, secs / 3600);
+    out.push(':');
+    two(out, secs % 3600 / 60);
+    out.push(':');
+    two(out, secs % 60);
+    out.push('.');
+    out.push(char::from(b'0' + (millis / 100) as u8));
+    two(out, millis % 100);
+    out.push('Z');
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+    use crate::core::spend::event::tests::sample_data;
+    use crate::core::spend::event::{BudgetRef, SpendEvent};
+
+    fn both(id: &str, source: &str, ms: i64, data: SpendData) -> (String, String) {
+        let mut written = String::from("left over from the last event");
+        write_event(&mut written, id, source, ms, &data);
+        let serde = SpendEvent::new(id.into(), source, ms, data).to_json();
+        (written, serde)
+    }
+
+    #[test]
+    fn the_writer_matches_serde_byte_for_byte() {
+        let (written, serde) = both("n-1", "tollgate/test", 1_795_402_116_123, sample_data());
+        assert_eq!(written, serde);
+    }
+
+    #[test]
+    fn odd_strings_nulls_and_extreme_numbers_match_serde() {
+        let mut data = sample_data();
+        data.key_alias = None;
+        data.team_id = None;
+        data.end_user =
+            Some("q\"uo\\te\n\r\t\u{8}\u{c}\u{1}\u{1f}\u{7f} ünï 日本 😀 </script>".into());
+        data.requested_model = String::new();
+        data.usage.prompt_tokens = u64::MAX;
+        data.usage.completion_tokens = 0;
+        data.usage.estimated = true;
+        data.stream = false;
+        data.cost_nano_usd = u64::MAX;
+        data.http_status = u16::MAX;
+        data.budgets.push(BudgetRef {
+            budget: "key:\u{0}".into(),
+            window_start: i64::MIN,
+            window_end: None,
+        });
+        data.budgets.push(BudgetRef {
+            budget: "user:u".into(),
+            window_start: 0,
+            window_end: Some(i64::MAX),
+        });
+        for ms in [
+            0,
+            999,
+            -1,
+            1_795_402_116_007,
+            253_402_300_799_999,
+            -62_135_596_800_000,
+        ] {
+            let (written, serde) = both("id-\"x", "s\\rc", ms, data.clone());
+            assert_eq!(written, serde, "at {ms} ms");
+        }
+        data.budgets.clear();
+        let (written, serde) = both("", "", 1, data);
+        assert_eq!(written, serde);
+    }
+}
