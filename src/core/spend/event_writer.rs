@@ -12,63 +12,45 @@ use crate::core::config::time::civil_from_days;
 /// milliseconds), carrying `data`, into `out` (cleared first).
 pub fn write_event(out: &mut String, id: &str, source: &str, ended_at_ms: i64, data: &SpendData) {
     out.clear();
-    out.push_str("{\"specversion\":\"1.0\",\"id\":");
-    string(out, id);
-    out.push_str(",\"source\":");
-    string(out, source);
-    out.push_str(",\"type\":");
-    string(out, EVENT_TYPE);
+    out.push_str("{\"specversion\":\"1.0\"");
+    text_field(out, "id", Some(id));
+    text_field(out, "source", Some(source));
+    text_field(out, "type", Some(EVENT_TYPE));
     out.push_str(",\"time\":\"");
     time_millis(out, ended_at_ms);
-    out.push_str("\",\"subject\":");
-    string(out, data.key_alias.as_deref().unwrap_or(&data.key_hash));
-    out.push_str(",\"datacontenttype\":\"application/json\",\"data\":{\"policy_version\":");
+    out.push('"');
+    let subject = data.key_alias.as_deref().unwrap_or(&data.key_hash);
+    text_field(out, "subject", Some(subject));
+    text_field(out, "datacontenttype", Some("application/json"));
+    out.push_str(",\"data\":{\"policy_version\":");
     string(out, &data.policy_version);
-    out.push_str(",\"key_hash\":");
-    string(out, &data.key_hash);
-    out.push_str(",\"key_alias\":");
-    optional(out, data.key_alias.as_deref());
-    out.push_str(",\"team_id\":");
-    optional(out, data.team_id.as_deref());
-    out.push_str(",\"user_id\":");
-    optional(out, data.user_id.as_deref());
-    out.push_str(",\"end_user\":");
-    optional(out, data.end_user.as_deref());
-    out.push_str(",\"endpoint\":");
-    string(out, &data.endpoint);
-    out.push_str(",\"requested_model\":");
-    string(out, &data.requested_model);
-    out.push_str(",\"resolved_model\":");
-    string(out, &data.resolved_model);
-    out.push_str(",\"deployment\":");
-    string(out, &data.deployment);
-    out.push_str(",\"provider\":");
-    string(out, &data.provider);
-    out.push_str(",\"upstream_model\":");
-    string(out, &data.upstream_model);
+    text_field(out, "key_hash", Some(&data.key_hash));
+    text_field(out, "key_alias", data.key_alias.as_deref());
+    text_field(out, "team_id", data.team_id.as_deref());
+    text_field(out, "user_id", data.user_id.as_deref());
+    text_field(out, "end_user", data.end_user.as_deref());
+    text_field(out, "endpoint", Some(&data.endpoint));
+    text_field(out, "requested_model", Some(&data.requested_model));
+    text_field(out, "resolved_model", Some(&data.resolved_model));
+    text_field(out, "deployment", Some(&data.deployment));
+    text_field(out, "provider", Some(&data.provider));
+    text_field(out, "upstream_model", Some(&data.upstream_model));
     out.push_str(",\"stream\":");
     out.push_str(if data.stream { "true" } else { "false" });
     let usage = &data.usage;
     out.push_str(",\"usage\":{\"prompt_tokens\":");
     unsigned(out, usage.prompt_tokens);
-    out.push_str(",\"completion_tokens\":");
-    unsigned(out, usage.completion_tokens);
-    out.push_str(",\"cached_tokens\":");
-    unsigned(out, usage.cached_tokens);
-    out.push_str(",\"cache_creation_tokens\":");
-    unsigned(out, usage.cache_creation_tokens);
-    out.push_str(",\"reasoning_tokens\":");
-    unsigned(out, usage.reasoning_tokens);
+    number_field(out, "completion_tokens", usage.completion_tokens);
+    number_field(out, "cached_tokens", usage.cached_tokens);
+    number_field(out, "cache_creation_tokens", usage.cache_creation_tokens);
+    number_field(out, "reasoning_tokens", usage.reasoning_tokens);
     out.push_str(",\"estimated\":");
     out.push_str(if usage.estimated { "true" } else { "false" });
     out.push_str("},\"cost_nano_usd\":");
     unsigned(out, data.cost_nano_usd);
-    out.push_str(",\"cost_source\":");
-    string(out, &data.cost_source);
-    out.push_str(",\"status\":");
-    string(out, &data.status);
-    out.push_str(",\"http_status\":");
-    unsigned(out, u64::from(data.http_status));
+    text_field(out, "cost_source", Some(&data.cost_source));
+    text_field(out, "status", Some(&data.status));
+    number_field(out, "http_status", u64::from(data.http_status));
     out.push_str(",\"budgets\":[");
     for (i, budget) in data.budgets.iter().enumerate() {
         if i > 0 {
@@ -87,11 +69,26 @@ pub fn write_event(out: &mut String, id: &str, source: &str, ended_at_ms: i64, d
     out.push_str("]}}");
 }
 
-fn optional(out: &mut String, value: Option<&str>) {
+/// `,"name":` (the key of a field that follows another).
+fn key(out: &mut String, name: &str) {
+    out.push_str(",\"");
+    out.push_str(name);
+    out.push_str("\":");
+}
+
+/// `,"name":"value"`, or `,"name":null` for `None`.
+fn text_field(out: &mut String, name: &str, value: Option<&str>) {
+    key(out, name);
     match value {
         Some(value) => string(out, value),
         None => out.push_str("null"),
     }
+}
+
+/// `,"name":n`.
+fn number_field(out: &mut String, name: &str, n: u64) {
+    key(out, name);
+    unsigned(out, n);
 }
 
 /// A JSON string as serde_json writes it: `"` and `\` escaped, control characters as their
