@@ -33,7 +33,9 @@ impl LedgerStore for SharedLedgers {
         key: &str,
         change: &mut dyn FnMut(&mut crate::core::money::budget::Ledger) -> bool,
     ) -> Result<bool, StoreUnavailable> {
-        let result = SlotLedgers(HostSlots).update(key, change);
+        let result = crate::wasm::timing::time("host.ledger_update", || {
+            SlotLedgers(HostSlots).update(key, change)
+        });
         if result.is_err() {
             host::log(
                 host::Level::Error,
