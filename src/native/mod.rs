@@ -2,7 +2,8 @@
 //! `envoy.extensions.filters.http.dynamic_modules`), called through Envoy's C ABI with no VM.
 //!
 //! Built only with the `native` feature on a non-wasm target
-//! (`cargo build --release --lib --features native` → `target/release/libtollgate.so`); the
+//! (`cargo build --lib --profile native --features native` → `target/native/libtollgate.so`;
+//! the `native` profile keeps `panic = "unwind"`, so `guard` can catch a panic); the
 //! callbacks it declares stay undefined in the `.so` and resolve against the Envoy binary at
 //! `dlopen`, so no other artifact may contain this module.
 //!
@@ -18,8 +19,8 @@
 //!   wrappers; no method panics.
 //! - `module`: the `FilterConfig` / `Filter` traits and `new_config`.
 //! - `adapter`: Tollgate itself: one compiled version per config (`adapter/version_config.rs`),
-//!   the core's exchange per stream (`adapter/stream.rs`), process-wide ledgers and spend sender
-//!   (`adapter/process.rs`), the spend sender's main-thread callouts (`adapter/callouts.rs`),
+//!   the core's exchange per stream (`adapter/stream.rs`), process-wide ledgers and spend senders
+//!   (`adapter/process.rs`), the spend senders' main-thread callouts (`adapter/callouts.rs`),
 //!   the core's counters as Envoy stats (`adapter/counters.rs`).
 
 pub mod abi;

@@ -9,7 +9,7 @@
 //! Envoy runs inside a call the filter makes (its own `send_response` announces itself to the
 //! filter's `local_reply` hook synchronously) is answered by the adapter (`Continue`) without
 //! calling the filter. The filter's response hooks do not run at all for its own local reply
-//! (observed in Envoy 1.40; `tests/e2e/test_native_abi.py`).
+//! (observed in Envoy 1.40 while the module was written).
 
 use super::config::{CalloutOutcome, ConfigHandle};
 use super::envoy::StreamHandle;

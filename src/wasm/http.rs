@@ -11,10 +11,11 @@ use std::sync::Arc;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
+use crate::core::config::index::Accounting;
 use crate::core::exchange::host::{
     xorshift64star, HeaderBlock, HeaderMap, LogLevel, Step, StreamHost,
 };
-use crate::core::exchange::spend_sender::SpendSender;
+use crate::core::exchange::spend_senders::SpendSenders;
 use crate::core::exchange::stream::Exchange;
 use crate::core::exchange::telemetry::Telemetry;
 use crate::core::exchange::version::Version;
@@ -32,12 +33,12 @@ pub struct VmStream {
     /// State of the per-VM random generator used for weighted routing.
     random: Rc<Cell<u64>>,
     /// The VM's spend sender.
-    sink: Rc<RefCell<SpendSender>>,
+    sink: Rc<RefCell<SpendSenders>>,
 }
 
 impl VmStream {
     /// A stream host over the VM's generator and sender.
-    pub fn new(random: Rc<Cell<u64>>, sink: Rc<RefCell<SpendSender>>) -> Self {
+    pub fn new(random: Rc<Cell<u64>>, sink: Rc<RefCell<SpendSenders>>) -> Self {
         VmStream { random, sink }
     }
 }
@@ -140,12 +141,12 @@ impl StreamHost for VmStream {
         &VmTelemetry
     }
 
-    fn record_spend(&mut self, finished: Finished) {
+    fn record_spend(&mut self, finished: Finished, accounting: Option<&Accounting>) {
         let now_ms = self.now_ms();
         let sink = &self.sink;
         time("spend.record", || {
             sink.borrow_mut()
-                .record(&mut RootCallouts, finished, now_ms)
+                .record(&mut RootCallouts(None), accounting, finished, now_ms)
         });
     }
 }

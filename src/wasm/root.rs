@@ -12,7 +12,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 
 use crate::core::compile;
-use crate::core::exchange::spend_sender::SpendSender;
+use crate::core::exchange::spend_senders::SpendSenders;
 use crate::core::exchange::version::{
     accounting_token, rejection_message, Version, EMPTY_CONFIG_MESSAGE, NO_ACCOUNTING_MESSAGE,
 };
@@ -29,8 +29,8 @@ pub struct TollgateRoot {
     version: Arc<Version>,
     /// State of the VM's random generator used for weighted routing.
     random: Rc<Cell<u64>>,
-    /// The VM's spend sender.
-    sink: Rc<RefCell<SpendSender>>,
+    /// The VM's spend senders.
+    sink: Rc<RefCell<SpendSenders>>,
     /// `on_done` returned false: call `done()` once this root's last call is answered.
     done_pending: bool,
 }
@@ -62,10 +62,11 @@ impl Context for TollgateRoot {
         if let Some(version) = self.version.label() {
             metrics::config_retired(version);
         }
-        let finished = self
-            .sink
-            .borrow_mut()
-            .retire(&mut RootCallouts, self.id, now_ms());
+        let finished = self.sink.borrow_mut().retire(
+            &mut RootCallouts(self.version.policy.as_deref()),
+            self.id,
+            now_ms(),
+        );
         self.done_pending = !finished;
         finished
     }
@@ -87,7 +88,7 @@ impl Context for TollgateRoot {
         };
         let body = host::buffer(Buffer::HttpCallResponseBody, body_size).unwrap_or_default();
         let finished = self.sink.borrow_mut().on_response(
-            &mut RootCallouts,
+            &mut RootCallouts(self.version.policy.as_deref()),
             u64::from(token_id),
             status,
             &body,
@@ -121,9 +122,13 @@ impl RootContext for TollgateRoot {
         };
         if document.iter().all(u8::is_ascii_whitespace) {
             host::log(Level::Warn, EMPTY_CONFIG_MESSAGE);
-            self.sink
-                .borrow_mut()
-                .adopt(&mut RootCallouts, self.id, None, None, now_ms());
+            self.sink.borrow_mut().adopt(
+                &mut RootCallouts(self.version.policy.as_deref()),
+                self.id,
+                None,
+                None,
+                now_ms(),
+            );
             return true;
         }
         let started = host::now_nanos();
@@ -160,7 +165,13 @@ impl RootContext for TollgateRoot {
         {
             let mut sink = self.sink.borrow_mut();
             let accounting = policy.accounting.as_ref();
-            sink.adopt(&mut RootCallouts, self.id, accounting, token, now_ms());
+            sink.adopt(
+                &mut RootCallouts(self.version.policy.as_deref()),
+                self.id,
+                accounting,
+                token,
+                now_ms(),
+            );
         }
         // The tick also hands summed metrics to Envoy.
         let period = match self.sink.borrow().tick_period_ms() {
@@ -182,9 +193,11 @@ impl RootContext for TollgateRoot {
     }
 
     fn on_tick(&mut self) {
-        self.sink
-            .borrow_mut()
-            .tick(&mut RootCallouts, now_ms(), self.id);
+        self.sink.borrow_mut().tick(
+            &mut RootCallouts(self.version.policy.as_deref()),
+            now_ms(),
+            self.id,
+        );
         metrics::flush();
         crate::wasm::timing::report();
     }

@@ -1,24 +1,28 @@
-//! The VM's spend sender: the core's [`SpendSender`], one per VM (shared by its root contexts,
-//! so a replaced version's unsent events are not lost), sending with `dispatch_http_call`.
+//! The VM's spend senders: the core's [`SpendSenders`], one set per VM (shared by its root
+//! contexts, so a replaced version's unsent events are not lost, and two plugin configs in one
+//! VM never send each other's events), sending with `dispatch_http_call`.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
 use crate::core::exchange::host::LogLevel;
-use crate::core::exchange::spend_sender::{CalloutHost, SpendSender};
+use crate::core::exchange::spend_sender::CalloutHost;
+use crate::core::exchange::spend_senders::SpendSenders;
 use crate::core::exchange::telemetry::Telemetry;
 use crate::core::money::reservation::LedgerStore;
+use crate::core::Policy;
 use crate::wasm::host;
 use crate::wasm::ledgers::SharedLedgers;
 use crate::wasm::metrics::VmTelemetry;
 
 thread_local! {
-    static VM_SINK: Rc<RefCell<SpendSender>> =
-        Rc::new(RefCell::new(SpendSender::new(unique_nonce())));
+    static VM_SINK: Rc<RefCell<SpendSenders>> =
+        Rc::new(RefCell::new(SpendSenders::new(unique_nonce())));
 }
 
-/// The spend sender of this VM, shared by all its root contexts.
-pub fn vm_sink() -> Rc<RefCell<SpendSender>> {
+/// The spend senders of this VM (one per accounting settings in use), shared by all its root
+/// contexts.
+pub fn vm_sink() -> Rc<RefCell<SpendSenders>> {
     VM_SINK.with(Rc::clone)
 }
 
@@ -32,10 +36,11 @@ fn unique_nonce() -> u64 {
     hasher.finish()
 }
 
-/// HTTP calls from a root context (their answers come back to it).
-pub struct RootCallouts;
+/// HTTP calls from a root context (their answers come back to it), with the policy of the
+/// version it serves.
+pub struct RootCallouts<'a>(pub Option<&'a Policy>);
 
-impl CalloutHost for RootCallouts {
+impl CalloutHost for RootCallouts<'_> {
     fn dispatch(
         &mut self,
         cluster: &str,
@@ -56,5 +61,9 @@ impl CalloutHost for RootCallouts {
 
     fn ledgers(&self) -> &dyn LedgerStore {
         &SharedLedgers
+    }
+
+    fn knows_budget(&self, budget: &str) -> bool {
+        self.0.is_some_and(|policy| policy.has_budget(budget))
     }
 }

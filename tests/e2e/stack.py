@@ -1,7 +1,7 @@
 """Runs real Envoy with the built Tollgate filter on 127.0.0.1, for tests, ./scripts/run and bench.
 
 TOLLGATE_FORM picks the form: `wasm` (default; the proxy-wasm filter in V8) or `native` (the
-Envoy dynamic module target/release/libtollgate.so). The same tests run against both.
+Envoy dynamic module target/native/libtollgate.so). The same tests run against both.
 
 Renders envoy/envoy.template.yaml, writes the ECDS resource that carries the filter and the policy,
 starts Envoy as a child process and stops it by PID. Policy swaps write a new ECDS file beside the

@@ -5,6 +5,7 @@
 //! fixes a config in one round. Any error refuses the whole version.
 
 use std::fmt;
+use std::sync::Arc;
 
 use hashbrown::{HashMap, HashSet};
 
@@ -123,6 +124,7 @@ pub fn compile_config(config: Config) -> Result<Policy, ConfigErrors> {
         group_index: HashMap::new(),
         users: HashMap::new(),
         end_users: HashMap::new(),
+        budget_ids: HashSet::new(),
         provider_count: count_providers(&config.cost_map),
         cost_map: config.cost_map,
         spending,
@@ -154,12 +156,24 @@ pub fn compile_config(config: Config) -> Result<Policy, ConfigErrors> {
     cx.add_keys(&mut policy, config.keys, &team_ids);
     policy.users = cx.budget_holders("users", Scope::User, config.users);
     policy.end_users = cx.budget_holders("end_users", Scope::EndUser, config.end_users);
+    policy.budget_ids = budget_ids(&policy);
 
     if cx.errors.is_empty() {
         Ok(policy)
     } else {
         Err(ConfigErrors(cx.errors))
     }
+}
+
+/// The names of every budget in `policy` (keys', teams', users', end users').
+fn budget_ids(policy: &Policy) -> HashSet<Arc<str>> {
+    let keys = policy.keys.iter().filter_map(|k| k.budget.as_ref());
+    let teams = policy.teams.iter().filter_map(|t| t.budget.as_ref());
+    keys.chain(teams)
+        .chain(policy.users.values())
+        .chain(policy.end_users.values())
+        .map(|budget| Arc::clone(&budget.id))
+        .collect()
 }
 
 fn count_providers(cost_map: &CostMap) -> usize {

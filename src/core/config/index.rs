@@ -55,6 +55,9 @@ pub struct Policy {
     pub users: HashMap<String, Budget>,
     /// End users with budgets, by user id.
     pub end_users: HashMap<String, Budget>,
+    /// The name (`scope:id`) of every budget above: totals the accounting cluster reports for
+    /// any other name are ignored, so a peer cannot make the ledgers grow with made-up names.
+    pub(crate) budget_ids: HashSet<Arc<str>>,
     /// The cost map of this version (prices and provider sets).
     pub cost_map: CostMap,
     /// Distinct providers named by the cost map.
@@ -283,6 +286,12 @@ impl Policy {
             cost_map_models: self.cost_map.len(),
             providers: self.provider_count,
         }
+    }
+
+    /// Whether `id` (`scope:id`, as in spend events and ledger keys) names a budget of this
+    /// version.
+    pub fn has_budget(&self, id: &str) -> bool {
+        self.budget_ids.contains(id)
     }
 
     /// The key with this digest.

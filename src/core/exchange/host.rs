@@ -4,6 +4,7 @@
 
 use std::ops::Range;
 
+use crate::core::config::index::Accounting;
 use crate::core::money::reservation::LedgerStore;
 use crate::core::money::settlement::Finished;
 
@@ -142,8 +143,9 @@ pub trait StreamHost {
     fn ledgers(&self) -> &dyn LedgerStore;
     /// The counters.
     fn telemetry(&self) -> &dyn Telemetry;
-    /// Queues a finished request's spend event for the accounting cluster.
-    fn record_spend(&mut self, finished: Finished);
+    /// Queues a finished request's spend event for the accounting cluster of the version that
+    /// served it (`accounting`: that version's settings; `None`: it reports nothing).
+    fn record_spend(&mut self, finished: Finished, accounting: Option<&Accounting>);
 }
 
 #[cfg(test)]

@@ -49,6 +49,9 @@ pub trait CalloutHost {
     fn telemetry(&self) -> &dyn Telemetry;
     /// The budget ledgers of this process (or VM).
     fn ledgers(&self) -> &dyn LedgerStore;
+    /// Whether the version making this call has a budget named `budget` (`scope:id`): totals
+    /// the accounting cluster reports for other names are ignored.
+    fn knows_budget(&self, budget: &str) -> bool;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,8 +177,39 @@ impl SpendSender {
         }
     }
 
-    fn awaits_answer_for(&self, root: u32) -> bool {
+    /// Whether a call made by root context `root` is still unanswered.
+    pub fn awaits_answer_for(&self, root: u32) -> bool {
         self.calls.values().any(|(_, owner)| *owner == root)
+    }
+
+    /// The accounting settings this sender sends with (`None` until a version adopts it).
+    pub fn accounting(&self) -> Option<&Accounting> {
+        self.accounting.as_ref()
+    }
+
+    /// The root context that made call `token`, if it is one of this sender's, unanswered.
+    pub fn caller_of(&self, token: u64) -> Option<u32> {
+        self.calls.get(&token).map(|(_, root)| *root)
+    }
+
+    /// Whether root context `root` serves a version that sends through this sender.
+    pub fn serves(&self, root: u32) -> bool {
+        self.live_roots.contains(&root)
+    }
+
+    /// No version sends through this sender any more, yet events wait or a call is unanswered.
+    pub fn is_orphaned(&self) -> bool {
+        self.live_roots.is_empty() && (!self.outbox.is_empty() || !self.calls.is_empty())
+    }
+
+    /// Root context `root` (serving another version) finishes this orphaned sender's work with
+    /// the sender's own settings: its events still go where they were recorded for, and it no
+    /// longer polls (the versions that used its totals are gone).
+    pub fn take_over(&mut self, root: u32) {
+        if !self.live_roots.contains(&root) {
+            self.live_roots.push(root);
+        }
+        self.draining = true;
     }
 
     fn sends(&self, root: u32) -> bool {
@@ -337,7 +371,7 @@ impl SpendSender {
                 host.log(
                     LogLevel::Error,
                     &format!(
-                        "tollgate: could not call accounting cluster {:?} (is it defined in the Envoy config?)",
+                        "tollgate: could not call accounting cluster {:?} (Envoy refused the call: the cluster is not defined, has no healthy host, or is overloaded)",
                         accounting.cluster
                     ),
                 );
@@ -412,7 +446,13 @@ impl SpendSender {
             host.log(
                 LogLevel::Warn,
                 &format!(
-                    "tollgate: accounting batch {batch_id} failed with status {status}: {}; will retry",
+                    "tollgate: accounting batch {batch_id} failed with {}: {}; will retry",
+                    if status == 0 {
+                        "no answer (reset, timed out, or larger than Envoy's buffer limit)"
+                            .to_string()
+                    } else {
+                        format!("status {status}")
+                    },
                     excerpt()
                 ),
             );
@@ -523,8 +563,14 @@ impl SpendSender {
             host.telemetry().spend_poll_failed();
             return;
         };
+        // Only budgets of this version: a peer naming budgets nobody has would otherwise add a
+        // ledger per name (the ledgers hold one slot per budget, not per name a peer invents).
         let ledgers = host.ledgers();
-        for total in &reply.budgets {
+        for total in reply
+            .budgets
+            .iter()
+            .filter(|t| host.knows_budget(&t.budget))
+        {
             confirm(ledgers, &total.ledger_key(), 0, Some(total.spend_nano_usd));
         }
         self.cursor = self.cursor.max(reply.cursor);

@@ -388,7 +388,7 @@ impl Exchange {
         if self.logs_access() {
             self.log_line = Some(forwarded_line(&finished.data));
         }
-        host.record_spend(finished);
+        host.record_spend(finished, policy.accounting.as_ref());
     }
 }
 

@@ -8,6 +8,7 @@ use std::cell::RefCell;
 use std::sync::Arc;
 
 use super::*;
+use crate::core::config::index::Accounting;
 use crate::core::config::key_hash::{digest, to_hex};
 use crate::core::exchange::telemetry::Telemetry;
 use crate::core::money::reservation::{LedgerStore, MemoryLedgers};
@@ -117,7 +118,7 @@ impl StreamHost for ScriptedHost {
     fn telemetry(&self) -> &dyn Telemetry {
         &self.counters
     }
-    fn record_spend(&mut self, finished: Finished) {
+    fn record_spend(&mut self, finished: Finished, _accounting: Option<&Accounting>) {
         self.spend.push(finished);
     }
 }

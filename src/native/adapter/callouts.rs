@@ -8,6 +8,7 @@ use crate::core::exchange::host::LogLevel;
 use crate::core::exchange::spend_sender::CalloutHost;
 use crate::core::exchange::telemetry::Telemetry;
 use crate::core::money::reservation::LedgerStore;
+use crate::core::Policy;
 use crate::native::config::{log, ConfigHandle, Level};
 
 /// Maps the core's log levels onto Envoy's.
@@ -21,7 +22,7 @@ pub fn level_of(level: LogLevel) -> Level {
 }
 
 /// A sender call's id: the config's owner id above its callout id, so calls of different
-/// versions never collide in the one process-wide sender.
+/// versions never collide in the process-wide senders.
 pub fn token(owner: u32, callout_id: u64) -> u64 {
     (u64::from(owner) << 32) | (callout_id & 0xffff_ffff)
 }
@@ -34,6 +35,8 @@ pub struct MainCallouts<'a> {
     pub owner: u32,
     /// Counts made meanwhile (flushed through the config at the end of the hook).
     pub counts: &'a Collected,
+    /// The config's policy (`None` for an empty config).
+    pub policy: Option<&'a Policy>,
 }
 
 impl CalloutHost for MainCallouts<'_> {
@@ -66,6 +69,10 @@ impl CalloutHost for MainCallouts<'_> {
     fn ledgers(&self) -> &dyn LedgerStore {
         &process().ledgers
     }
+
+    fn knows_budget(&self, budget: &str) -> bool {
+        self.policy.is_some_and(|policy| policy.has_budget(budget))
+    }
 }
 
 /// The sender's host where no call may be made.
@@ -86,6 +93,11 @@ impl CalloutHost for NoCallouts<'_> {
 
     fn ledgers(&self) -> &dyn LedgerStore {
         &process().ledgers
+    }
+
+    /// No answer arrives here (no call is made), so no total is ever taken in.
+    fn knows_budget(&self, _budget: &str) -> bool {
+        false
     }
 }
 

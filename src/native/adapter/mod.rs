@@ -1,7 +1,7 @@
 //! Tollgate's native adapter: the core's [`crate::core::exchange`] driven from dynamic-module
-//! hooks. `process` holds what all workers share (ledgers, the spend sender, counters waiting
+//! hooks. `process` holds what all workers share (ledgers, the spend senders, counters waiting
 //! for the main thread); `version_config` is one config version (a [`FilterConfig`]: compile once,
-//! tick the spend sender from the main thread); `stream` is one exchange (a [`Filter`], with
+//! tick the spend senders from the main thread); `stream` is one exchange (a [`Filter`], with
 //! `NativeStream` as its [`crate::core::exchange::host::StreamHost`]); `counters` maps the
 //! core's counters onto the stats each config defines.
 //!

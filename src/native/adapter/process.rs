@@ -1,12 +1,13 @@
 //! What every worker of the Envoy process shares: one set of budget ledgers (exact within the
-//! process: no per-worker copies, no compare-and-swap retries), one spend sender for all config
-//! versions, and the ids that name each version's callouts.
+//! process: no per-worker copies, no compare-and-swap retries), the spend senders of every
+//! config (one per accounting settings in use, so two configs never send each other's events),
+//! and the ids that name each version's callouts.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use super::counters::Totals;
-use crate::core::exchange::spend_sender::SpendSender;
+use crate::core::exchange::spend_senders::SpendSenders;
 use crate::core::money::process_ledgers::ProcessLedgers;
 
 /// The process-wide state.
@@ -15,7 +16,7 @@ pub struct Process {
     pub ledgers: ProcessLedgers,
     /// Counts waiting for the main-thread tick.
     pub totals: Totals,
-    sender: Mutex<SpendSender>,
+    sender: Mutex<SpendSenders>,
     next_owner: AtomicU32,
     /// The label of the newest accepted version (its `tollgate_config_active` gauge is 1).
     newest_label: Mutex<Option<String>>,
@@ -28,7 +29,7 @@ pub fn process() -> &'static Process {
     PROCESS.get_or_init(|| Process {
         ledgers: ProcessLedgers::default(),
         totals: Totals::default(),
-        sender: Mutex::new(SpendSender::new(unique_nonce())),
+        sender: Mutex::new(SpendSenders::new(unique_nonce())),
         next_owner: AtomicU32::new(1),
         newest_label: Mutex::new(None),
     })
@@ -47,9 +48,10 @@ fn unique_nonce() -> u64 {
 }
 
 impl Process {
-    /// The spend sender, or `None` if a thread panicked holding it (spend is then only counted
-    /// in the ledgers; the panic itself was logged by the module's hook).
-    pub fn sender(&self) -> Option<MutexGuard<'_, SpendSender>> {
+    /// The spend senders (one per accounting settings in use), or `None` if a thread panicked
+    /// holding them (spend is then only counted in the ledgers; the panic itself was logged by
+    /// the module's hook).
+    pub fn sender(&self) -> Option<MutexGuard<'_, SpendSenders>> {
         self.sender.lock().ok()
     }
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use super::callouts::{level_of, NoCallouts};
 use super::counters::{Collected, StatIds};
 use super::process::{now_ms, process};
+use crate::core::config::index::Accounting;
 use crate::core::exchange::host::{self, xorshift64star, HeaderBlock, LogLevel, Step, StreamHost};
 use crate::core::exchange::stream::Exchange;
 use crate::core::exchange::telemetry::Telemetry;
@@ -161,10 +162,12 @@ impl StreamHost for NativeStream<'_> {
         self.counts
     }
 
-    fn record_spend(&mut self, finished: Finished) {
+    fn record_spend(&mut self, finished: Finished, accounting: Option<&Accounting>) {
         let now = now_ms();
         match process().sender() {
-            Some(mut sender) => sender.record(&mut NoCallouts(self.counts), finished, now),
+            Some(mut sender) => {
+                sender.record(&mut NoCallouts(self.counts), accounting, finished, now)
+            }
             None => log(Level::Error, || {
                 "tollgate: the spend sender is unavailable; this request's spend is counted \
                  only in the local ledgers"

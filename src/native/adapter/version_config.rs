@@ -1,6 +1,6 @@
 //! One config version in the native module: compiled once in `config_new` (Envoy's main thread)
 //! into one [`Version`] that every worker's streams share through an `Arc`, with its stats
-//! defined and the process-wide spend sender told that this version now sends. A ticker thread
+//! defined and the spend sender of its accounting settings told that this version now sends. A ticker thread
 //! posts a tick to this config's main-thread scheduler, where batches and polls are sent.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -188,7 +188,9 @@ fn compiled(document: &[u8], config: &mut ConfigHandle, stats: &StatIds) -> Opti
     outcome
 }
 
-/// Makes this version the one whose accounting settings the process-wide sender uses.
+/// Makes this version a sender of its own accounting settings (see [`SpendSenders`]).
+///
+/// [`SpendSenders`]: crate::core::exchange::spend_senders::SpendSenders
 fn adopt(policy: &Policy, owner: u32, counts: &Collected, now: u64) {
     let accounting = policy.accounting.as_ref();
     let token = accounting_token(accounting, &process_env).unwrap_or_else(|line| {
@@ -231,6 +233,7 @@ impl FilterConfig for VersionConfig {
                 config,
                 owner: self.owner,
                 counts: &counts,
+                policy: self.shared.version.policy.as_deref(),
             };
             sender.tick(&mut host, now_ms(), self.owner);
         }
@@ -252,6 +255,7 @@ impl FilterConfig for VersionConfig {
                 config,
                 owner: self.owner,
                 counts: &counts,
+                policy: self.shared.version.policy.as_deref(),
             };
             let call = token(self.owner, callout_id);
             sender.on_response(&mut host, call, status, &body, now_ms());
