@@ -221,7 +221,18 @@ pub fn check_event(event: &SpendEvent) -> Result<(), String> {
             "an event counts against at most {MAX_EVENT_BUDGETS} budgets"
         ));
     }
-    for budget in &d.budgets {
+    for (i, budget) in d.budgets.iter().enumerate() {
+        let counted_before = d.budgets[..i]
+            .iter()
+            .any(|b| (&b.budget, b.window_start) == (&budget.budget, budget.window_start));
+        if counted_before {
+            // One request counts once against a window: listed twice, it would be added twice.
+            return Err(format!(
+                "budget {:?} window {} is listed twice",
+                truncated(&budget.budget, 64),
+                budget.window_start
+            ));
+        }
         if budget.budget.len() > MAX_FIELD_BYTES {
             return Err(format!("a budget is longer than {MAX_FIELD_BYTES} bytes"));
         }
@@ -296,11 +307,15 @@ mod tests {
         let bad_window = event_json(|e| e.data.budgets[0].window_start = -1);
         let wrong_type = event_json(|e| e.kind = "other".into());
         let too_big = event_json(|e| e.data.key_alias = Some("a".repeat(MAX_EVENT_BYTES)));
+        let twice = event_json(|e| {
+            let first = e.data.budgets[0].clone();
+            e.data.budgets.push(first);
+        });
         let body = format!(
-            "[{ok},{negative},{huge_cost},{huge_tokens},{long_user},{bad_budget},{bad_window},{wrong_type},{too_big},{{\"id\":\"x\"}},3]"
+            "[{ok},{negative},{huge_cost},{huge_tokens},{long_user},{bad_budget},{bad_window},{wrong_type},{too_big},{{\"id\":\"x\"}},3,{twice}]"
         );
         let items = read_batch(body.as_bytes()).unwrap();
-        assert_eq!(items.len(), 11);
+        assert_eq!(items.len(), 12);
         assert!(items[0].is_ok());
         for (i, item) in items.iter().enumerate().skip(1) {
             let rejected = item
