@@ -156,13 +156,35 @@ fn build_config_turns_yaml_and_the_litellm_map_into_a_smaller_valid_plugin_confi
     std::fs::remove_file(&out_path).unwrap();
 
     let bad = std::env::temp_dir().join(format!("tollgate-bad-{}.yaml", std::process::id()));
-    std::fs::write(&bad, "version: v1\nkeys: [{key_hash: sk-plaintext}]\n").unwrap();
+    std::fs::write(
+        &bad,
+        "version: v1\nkeys:\n  - key_alias: a\n    key_hash: sk-plaintext\n",
+    )
+    .unwrap();
     let refused = tollgate(&["build-config", "--policy", bad.to_str().unwrap()]);
     assert_eq!(refused.status.code(), Some(1));
+    // The error names the YAML line and column of the bad value, and its path.
+    let at = format!("{}:4:15: keys[0].key_hash", bad.to_str().unwrap());
+    assert!(stderr(&refused).contains(&at), "{}", stderr(&refused));
+    std::fs::write(&bad, "version: v1\nkeys: [\n  {key_hash: x\n").unwrap();
+    let unparsable = tollgate(&["build-config", "--policy", bad.to_str().unwrap()]);
+    assert_ne!(unparsable.status.code(), Some(0));
     assert!(
-        stderr(&refused).contains("keys[0].key_hash"),
+        stderr(&unparsable).contains("not valid YAML") && stderr(&unparsable).contains("line "),
         "{}",
-        stderr(&refused)
+        stderr(&unparsable)
+    );
+    // YAML 1.1 numbers, as LiteLLM's PyYAML reads them.
+    std::fs::write(
+        &bad,
+        "version: v1\nkeys:\n  - key_hash: sk-plaintext\n    max_budget: 20_000\n",
+    )
+    .unwrap();
+    let numbered = tollgate(&["build-config", "--policy", bad.to_str().unwrap()]);
+    assert!(
+        !stderr(&numbered).contains("max_budget"),
+        "20_000 is a number: {}",
+        stderr(&numbered)
     );
     std::fs::remove_file(&bad).unwrap();
 }

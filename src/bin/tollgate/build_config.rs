@@ -6,6 +6,7 @@
 //! the filter's own compiler before it is written, and its size is reported against the limit
 //! of an Istio `WasmPlugin` (a Kubernetes object; etcd refuses requests over 1.5 MiB).
 
+use crate::yaml_doc::{Positions, YamlDoc};
 use std::process::ExitCode;
 
 use serde_json::{Map, Value};
@@ -65,12 +66,16 @@ pub fn trim_cost_map(map: &Map<String, Value>) -> Map<String, Value> {
     out
 }
 
-fn read_document(path: &str) -> Result<Value, String> {
+/// A YAML or JSON file, with the YAML positions of its nodes (none for JSON).
+fn read_document(path: &str) -> Result<(Value, Positions), String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
     if path.ends_with(".yaml") || path.ends_with(".yml") {
-        serde_yaml::from_str(&text).map_err(|e| format!("{path}: not valid YAML: {e}"))
+        let doc = YamlDoc::parse(&text, path)?;
+        Ok((doc.value, doc.positions))
     } else {
-        serde_json::from_str(&text).map_err(|e| format!("{path}: not valid JSON: {e}"))
+        let value =
+            serde_json::from_str(&text).map_err(|e| format!("{path}: not valid JSON: {e}"))?;
+        Ok((value, Positions::default()))
     }
 }
 
@@ -87,14 +92,14 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
         }
     }
     let policy_path = policy_path.ok_or_else(|| USAGE.to_string())?;
-    let mut policy = read_document(&policy_path)?;
+    let (mut policy, positions) = read_document(&policy_path)?;
     let Some(object) = policy.as_object_mut() else {
         return Err(format!(
             "{policy_path}: the policy must be a mapping/object"
         ));
     };
     let mut cost_map = match &cost_map_path {
-        Some(path) => match read_document(path)? {
+        Some(path) => match read_document(path)?.0 {
             Value::Object(map) => trim_cost_map(&map),
             _ => return Err(format!("{path}: the cost map must be a JSON object")),
         },
@@ -112,7 +117,12 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
         Ok(compiled) => compiled,
         Err(errors) => {
             for error in &errors.0 {
-                eprintln!("error: {error}");
+                match positions.of(&error.path) {
+                    Some((line, column)) => {
+                        eprintln!("error: {policy_path}:{line}:{column}: {error}")
+                    }
+                    None => eprintln!("error: {error}"),
+                }
             }
             eprintln!(
                 "{policy_path}: refused ({} errors); nothing written",

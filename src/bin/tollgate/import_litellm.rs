@@ -288,8 +288,7 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
     let config_path = config_path.ok_or_else(|| USAGE.to_string())?;
     let config_text = std::fs::read_to_string(&config_path)
         .map_err(|e| format!("cannot read {config_path}: {e}"))?;
-    let config: Value = serde_yaml::from_str(&config_text)
-        .map_err(|e| format!("{config_path}: not valid YAML: {e}"))?;
+    let config = crate::yaml_doc::YamlDoc::parse(&config_text, &config_path)?.value;
     let export: Option<Value> = match &keys_path {
         Some(path) => {
             let text =
@@ -364,7 +363,9 @@ litellm_settings:
 
     #[test]
     fn a_litellm_config_and_keys_export_become_a_policy_with_a_report() {
-        let config: Value = serde_yaml::from_str(CONFIG).unwrap();
+        let config = crate::yaml_doc::YamlDoc::parse(CONFIG, "test.yaml")
+            .unwrap()
+            .value;
         let export = json!({
             "keys": [
                 {"token": "A".repeat(64), "key_alias": "k", "team_id": "t", "models": ["fast"],

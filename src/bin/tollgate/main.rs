@@ -13,6 +13,7 @@ mod accounting;
 mod build_config;
 mod explain;
 mod import_litellm;
+mod yaml_doc;
 
 use std::process::ExitCode;
 
