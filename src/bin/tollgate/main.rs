@@ -7,7 +7,8 @@
 //! - `tollgate accounting --listen ADDR --db PATH --writer-token-file F [--reader-token-file F]`:
 //!   the reference accounting server.
 //! - `tollgate build-config --policy P [--cost-map MAP] [--output OUT]`: the plugin-config JSON.
-//! - `tollgate import-litellm CONFIG.yaml [--keys EXPORT.json]`: a policy from a LiteLLM setup.
+//! - `tollgate import-litellm CONFIG.yaml [--keys EXPORT.json] [--cost-map MAP] [--strict]`: a
+//!   policy from a LiteLLM setup.
 
 mod accounting;
 mod build_config;
@@ -26,7 +27,7 @@ const USAGE: &str = "usage:
   tollgate hash-key sk-...      (or '-' to read the key from standard input)
   tollgate accounting --listen 127.0.0.1:PORT --db PATH --writer-token-file F [--reader-token-file F] [--no-auth]
   tollgate build-config --policy POLICY.(yaml|json) [--cost-map MAP.json] [--output OUT.json]
-  tollgate import-litellm CONFIG.yaml [--keys EXPORT.json] [--output POLICY.json]";
+  tollgate import-litellm CONFIG.yaml [--keys EXPORT.json] [--cost-map MAP.json] [--output POLICY.json] [--strict]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

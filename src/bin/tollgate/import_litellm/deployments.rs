@@ -1,0 +1,171 @@
+//! LiteLLM's `model_list` as Tollgate deployments: the provider inferred as LiteLLM infers it,
+//! one Envoy cluster per distinct upstream, and a deployment id derived from everything that
+//! tells two deployments apart (model, upstream, credential, every other parameter), so that a
+//! load-balanced group (one model in several regions, keys or ports) stays several deployments.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Map, Value};
+use tollgate::core::config::key_hash;
+
+use super::providers::Providers;
+use super::upstream::{resolve_env, Upstream};
+use super::{text, Import};
+
+/// What an import reads besides the config: the providers LiteLLM knows and the environment
+/// its `os.environ/` references name.
+pub struct Context<'a> {
+    /// Provider inference (LiteLLM's provider names and this cost map).
+    pub providers: &'a Providers,
+    /// The importing shell's environment.
+    pub env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+/// `litellm_params` Tollgate reads (everything else is named as not carried).
+const PRICE_FIELDS: [&str; 5] = [
+    "input_cost_per_token",
+    "output_cost_per_token",
+    "cache_read_input_token_cost",
+    "cache_creation_input_token_cost",
+    "output_cost_per_reasoning_token",
+];
+
+/// A derived id: a short hash of the deployment's public name, its cluster and its every
+/// parameter (canonical JSON: `serde_json` maps are sorted), so distinct deployments never share
+/// one and the same deployment keeps its id across imports.
+fn derived_id(name: &str, cluster: &str, params: &Map<String, Value>) -> String {
+    let material = format!("{name}\n{cluster}\n{}", Value::Object(params.clone()));
+    let hex = key_hash::to_hex(&key_hash::digest(&material));
+    format!("d-{}", &hex[..12])
+}
+
+/// Converts `model_list` into `out.policy["model_list"]`.
+pub fn import_model_list(config: &Value, cx: &Context<'_>, out: &mut Import) {
+    let mut model_list: Vec<Value> = Vec::new();
+    // Derived id → (index in model_list, the config entry it came from).
+    let mut by_id: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    let deployments = config.get("model_list").and_then(Value::as_array);
+    for (i, deployment) in deployments.into_iter().flatten().enumerate() {
+        let at = format!("model_list[{i}]");
+        let params = deployment.get("litellm_params").and_then(Value::as_object);
+        let (Some(name), Some(params)) = (text(deployment.get("model_name")), params) else {
+            out.not_carried
+                .push(format!("{at}: no model_name or litellm_params; skipped"));
+            continue;
+        };
+        let Some(model) = text(params.get("model")) else {
+            out.not_carried
+                .push(format!("{at}.litellm_params: no model; skipped"));
+            continue;
+        };
+        let (provider, upstream_model) = match cx.providers.split(&model) {
+            Ok(split) => split,
+            Err(why) => {
+                out.errors.push(format!("{at}.litellm_params.model: {why}"));
+                continue;
+            }
+        };
+        if !model.starts_with(&format!("{provider}/")) {
+            out.notes.push(format!(
+                "{at}: {model:?} is {provider}/{upstream_model} (provider from the cost map, as \
+                 LiteLLM infers it)"
+            ));
+        }
+        let upstream = match params.get("api_base").and_then(Value::as_str) {
+            None => None,
+            Some(base) => {
+                let resolved = resolve_env(base, cx.env, &format!("{at}.litellm_params.api_base"))
+                    .and_then(|b| {
+                        Upstream::parse(&b)
+                            .map_err(|e| format!("{at}.litellm_params.api_base: {e}"))
+                    });
+                match resolved {
+                    Ok(upstream) => Some(upstream),
+                    Err(why) => {
+                        out.errors.push(why);
+                        continue;
+                    }
+                }
+            }
+        };
+        if let Some(u) = upstream
+            .as_ref()
+            .filter(|u| !u.path.is_empty() && u.path != "/v1")
+        {
+            out.not_carried.push(format!(
+                "{at}.litellm_params.api_base: the path {:?} is not carried: Tollgate forwards \
+                 the client's path (/v1/...) to the cluster; add a prefix_rewrite to that route",
+                u.path
+            ));
+        }
+        let cluster = out.clusters.cluster_for(&provider, upstream.as_ref());
+        let mut tg_params = json!({ "model": format!("{provider}/{upstream_model}") });
+        let mut model_info = Map::new();
+        for (key, value) in params {
+            match key.as_str() {
+                "model" | "api_base" => {}
+                "api_key" => match value.as_str().and_then(|v| v.strip_prefix("os.environ/")) {
+                    Some(env) => tg_params["api_key_env"] = json!(env),
+                    None => out.not_carried.push(format!(
+                        "{at}.litellm_params.api_key: a literal key is never copied; set \
+                         api_key_env to a variable holding it in the Envoy VM"
+                    )),
+                },
+                "weight" => tg_params["weight"] = value.clone(),
+                field if PRICE_FIELDS.contains(&field) => {
+                    model_info.insert(key.clone(), value.clone());
+                }
+                other => out.not_carried.push(format!(
+                    "{at}.litellm_params.{other}: no Tollgate equivalent"
+                )),
+            }
+        }
+        if let Some(info) = deployment.get("model_info").and_then(Value::as_object) {
+            for (key, value) in info {
+                match key.as_str() {
+                    "id" | "access_groups" | "max_output_tokens" => {
+                        model_info.insert(key.clone(), value.clone());
+                    }
+                    other => out
+                        .not_carried
+                        .push(format!("{at}.model_info.{other}: no Tollgate equivalent")),
+                }
+            }
+        }
+        for key in deployment
+            .as_object()
+            .into_iter()
+            .flat_map(|d| d.keys())
+            .filter(|k| !matches!(k.as_str(), "model_name" | "litellm_params" | "model_info"))
+        {
+            out.not_carried
+                .push(format!("{at}.{key}: no Tollgate equivalent"));
+        }
+        if !model_info.contains_key("id") {
+            let id = derived_id(&name, &cluster, params);
+            if let Some(&(index, first)) = by_id.get(&id) {
+                // The same deployment twice: LiteLLM balances over both copies, which is one
+                // upstream with twice the weight.
+                let weight = |v: &Value| v["litellm_params"]["weight"].as_f64().unwrap_or(1.0);
+                let added = params.get("weight").and_then(Value::as_f64).unwrap_or(1.0);
+                if let Some(kept) = model_list.get_mut(index) {
+                    let sum = weight(kept) + added;
+                    kept["litellm_params"]["weight"] = json!(sum);
+                    out.notes.push(format!(
+                        "{at} is the same deployment as model_list[{first}] (LiteLLM balances \
+                         over both): merged into one with weight {sum}"
+                    ));
+                }
+                continue;
+            }
+            by_id.insert(id.clone(), (model_list.len(), i));
+            model_info.insert("id".into(), json!(id));
+        }
+        let mut entry =
+            json!({ "model_name": name, "litellm_params": tg_params, "cluster": cluster });
+        entry["model_info"] = Value::Object(model_info);
+        model_list.push(entry);
+    }
+    out.policy
+        .insert("model_list".into(), Value::Array(model_list));
+}

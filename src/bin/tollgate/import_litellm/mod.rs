@@ -1,0 +1,283 @@
+//! `tollgate import-litellm CONFIG.yaml [--keys EXPORT.json] [--cost-map MAP] [--output POLICY]
+//! [--strict]`: a Tollgate policy from a LiteLLM proxy `config.yaml` (`model_list`,
+//! `router_settings.model_group_alias`, access groups) and an export of its keys and teams, with
+//! the Envoy clusters to define and a list of what could not be carried.
+//!
+//! `deployments` converts `model_list` (provider inference in `providers`, clusters and
+//! `os.environ/` addresses in `upstream`); `export` the keys and teams. A bare model name gets
+//! its provider from the cost map, as LiteLLM's does: the one given with `--cost-map`, else the
+//! LiteLLM map Tollgate ships (`tests/data/model_prices_and_context_window.json`, litellm 1.109.1).
+
+mod deployments;
+mod export;
+mod providers;
+mod upstream;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use serde_json::{json, Map, Value};
+
+use tollgate::core::compile;
+
+use deployments::{import_model_list, Context};
+use providers::Providers;
+use upstream::Clusters;
+
+/// The LiteLLM cost map Tollgate is tested with (litellm 1.109.1; see tests/data/README.md).
+const BUNDLED_COST_MAP: &str =
+    include_str!("../../../../tests/data/model_prices_and_context_window.json");
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tollgate import-litellm",
+    about = "A Tollgate policy from a LiteLLM proxy config and an export of its keys and teams"
+)]
+struct Args {
+    /// LiteLLM's proxy config (`config.yaml`).
+    config: String,
+    /// LiteLLM's keys and teams as JSON: `{"keys": [...], "teams": [...]}`.
+    #[arg(long)]
+    keys: Option<String>,
+    /// The LiteLLM cost map that infers providers of bare model names (default: the one
+    /// Tollgate ships, litellm 1.109.1's).
+    #[arg(long)]
+    cost_map: Option<String>,
+    /// Where to write the policy (default: standard output).
+    #[arg(long)]
+    output: Option<String>,
+    /// Exit 1 when anything could not be carried over.
+    #[arg(long)]
+    strict: bool,
+}
+
+/// What the import produced and what it left behind.
+#[derive(Debug, Default)]
+pub struct Import {
+    /// The Tollgate policy (without a cost map: add one with `build-config`).
+    pub policy: Map<String, Value>,
+    /// Settings that have no Tollgate equivalent, each with where it was.
+    pub not_carried: Vec<String>,
+    /// What was carried with a change worth knowing (an inferred provider, merged copies).
+    pub notes: Vec<String>,
+    /// What makes the import unusable (an unknown provider, an unset variable): exit 1.
+    pub errors: Vec<String>,
+    /// The Envoy clusters the policy routes to, with the address each must point to.
+    pub clusters: Clusters,
+}
+
+fn text(value: Option<&Value>) -> Option<String> {
+    value.and_then(Value::as_str).map(str::to_string)
+}
+
+/// Converts a parsed LiteLLM config (and optional keys export) into a policy.
+pub fn import(config: &Value, export: Option<&Value>, version: &str, cx: &Context<'_>) -> Import {
+    let mut out = Import::default();
+    out.policy.insert("version".into(), json!(version));
+    import_model_list(config, cx, &mut out);
+    let router = config.get("router_settings");
+    if let Some(aliases) = router.and_then(|r| r.get("model_group_alias")) {
+        out.policy
+            .insert("model_group_alias".into(), aliases.clone());
+    }
+    if let Some(settings) = router.and_then(Value::as_object) {
+        for key in settings.keys().filter(|k| *k != "model_group_alias") {
+            out.not_carried
+                .push(format!("router_settings.{key}: no Tollgate equivalent"));
+        }
+    }
+    for section in [
+        "litellm_settings",
+        "general_settings",
+        "guardrails",
+        "callback_settings",
+    ] {
+        if config.get(section).is_some() {
+            out.not_carried.push(format!(
+                "{section}: not read (only model_list and aliases are)"
+            ));
+        }
+    }
+    if let Some(export) = export {
+        export::import_teams(export, &mut out);
+        export::import_keys(export, &mut out);
+    }
+    out
+}
+
+fn read_cost_map(path: Option<&str>) -> Result<Map<String, Value>, String> {
+    let (name, text) = match path {
+        Some(path) => (
+            path,
+            std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?,
+        ),
+        None => ("the bundled cost map", BUNDLED_COST_MAP.to_string()),
+    };
+    serde_json::from_str(&text).map_err(|e| format!("{name}: not a JSON object: {e}"))
+}
+
+fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// Runs the command.
+pub fn run(args: &[String]) -> Result<ExitCode, String> {
+    let args = Args::try_parse_from(
+        std::iter::once("tollgate import-litellm".to_string()).chain(args.iter().cloned()),
+    )
+    .map_err(|e| e.to_string())?;
+    let config_text = std::fs::read_to_string(&args.config)
+        .map_err(|e| format!("cannot read {}: {e}", args.config))?;
+    let config = crate::yaml_doc::YamlDoc::parse(&config_text, &args.config)?.value;
+    let export: Option<Value> = match &args.keys {
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+            Some(serde_json::from_str(&text).map_err(|e| format!("{path}: not valid JSON: {e}"))?)
+        }
+        None => None,
+    };
+    let providers = Providers::from_cost_map(&read_cost_map(args.cost_map.as_deref())?);
+    let cx = Context {
+        providers: &providers,
+        env: &process_env,
+    };
+    let imported = import(&config, export.as_ref(), "imported-from-litellm", &cx);
+    if !imported.errors.is_empty() {
+        eprintln!("{}: cannot be imported as it is:", args.config);
+        for error in &imported.errors {
+            eprintln!("  error: {error}");
+        }
+        return Ok(ExitCode::FAILURE);
+    }
+    let document =
+        serde_json::to_string_pretty(&Value::Object(imported.policy)).map_err(|e| e.to_string())?;
+    match &args.output {
+        Some(path) => {
+            std::fs::write(path, &document).map_err(|e| format!("cannot write {path}: {e}"))?
+        }
+        None => println!("{document}"),
+    }
+    eprintln!("Envoy clusters the policy routes to (define them in the Envoy config):");
+    for (cluster, target) in &imported.clusters.by_name {
+        eprintln!("  {cluster}: {target}");
+    }
+    for note in &imported.notes {
+        eprintln!("note: {note}");
+    }
+    if imported.not_carried.is_empty() {
+        eprintln!("everything was carried over");
+    } else {
+        eprintln!("not carried over ({}):", imported.not_carried.len());
+        for item in &imported.not_carried {
+            eprintln!("  {item}");
+        }
+    }
+    match compile(document.as_bytes()) {
+        Ok(policy) => eprintln!(
+            "ok: {} (add the cost map with build-config)",
+            policy.summary()
+        ),
+        Err(errors) => {
+            eprintln!("the imported policy does not compile yet; fix these before use:");
+            for error in &errors.0 {
+                eprintln!("  error: {error}");
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    if args.strict && !imported.not_carried.is_empty() {
+        eprintln!(
+            "--strict: {} setting(s) not carried over",
+            imported.not_carried.len()
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = r#"
+model_list:
+  - model_name: gpt-4o
+    litellm_params:
+      model: openai/gpt-4o
+      api_key: os.environ/OPENAI_API_KEY
+      rpm: 100
+    model_info:
+      id: gpt4o-main
+      access_groups: [general]
+  - model_name: gpt-4o
+    litellm_params:
+      model: azure/gpt-4o-eu
+      api_base: https://eu.openai.azure.com/
+      api_key: sk-plaintext-never-copied
+      weight: 2
+router_settings:
+  model_group_alias: {"fast": "gpt-4o"}
+  routing_strategy: latency-based-routing
+litellm_settings:
+  drop_params: true
+"#;
+
+    #[test]
+    fn a_litellm_config_and_keys_export_become_a_policy_with_a_report() {
+        let config = crate::yaml_doc::YamlDoc::parse(CONFIG, "test.yaml")
+            .unwrap()
+            .value;
+        let export = json!({
+            "keys": [
+                {"token": "A".repeat(64), "key_alias": "k", "team_id": "t", "models": ["fast"],
+                 "max_budget": 5.0, "budget_duration": "30d", "expires": "2027-01-01T00:00:00",
+                 "rpm_limit": 10, "spend": 1.5},
+                {"token": "sk-raw", "key_alias": "raw"}
+            ],
+            "teams": [{"team_id": "t", "team_alias": "Team", "models": [], "tpm_limit": null}]
+        });
+        let providers = Providers::from_cost_map(&read_cost_map(None).unwrap());
+        let no_env = |_: &str| None;
+        let cx = Context {
+            providers: &providers,
+            env: &no_env,
+        };
+        let imported = import(&config, Some(&export), "v1", &cx);
+        assert!(imported.errors.is_empty(), "{:?}", imported.errors);
+        let policy = Value::Object(imported.policy.clone());
+        assert_eq!(
+            policy["model_list"][0]["litellm_params"]["api_key_env"],
+            "OPENAI_API_KEY"
+        );
+        assert_eq!(policy["model_list"][0]["cluster"], "openai");
+        assert_eq!(
+            policy["model_list"][1]["cluster"],
+            "azure-eu-openai-azure-com"
+        );
+        assert!(policy["model_list"][1]["litellm_params"]
+            .get("api_key")
+            .is_none());
+        assert_eq!(policy["model_group_alias"]["fast"], "gpt-4o");
+        assert_eq!(policy["keys"][0]["key_hash"], "a".repeat(64));
+        assert_eq!(policy["keys"][0]["expires"], "2027-01-01T00:00:00Z");
+        assert_eq!(policy["keys"].as_array().unwrap().len(), 1);
+        let report = imported.not_carried.join("\n");
+        for expected in [
+            "litellm_params.rpm",
+            "literal key is never copied",
+            "router_settings.routing_strategy",
+            "litellm_settings",
+            "keys[0].rpm_limit",
+            "keys[0].spend",
+            "keys[1]: no SHA-256",
+        ] {
+            assert!(
+                report.contains(expected),
+                "{expected} missing from:\n{report}"
+            );
+        }
+        let document = serde_json::to_vec(&policy).unwrap();
+        compile(&document).unwrap();
+    }
+}
