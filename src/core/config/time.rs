@@ -11,8 +11,23 @@ pub enum BudgetWindow {
     Months(u32),
 }
 
-/// Parses `budget_duration`: a positive whole number followed by `s`, `m`, `h`, `d`, `w` or `mo`.
+/// LiteLLM's word spellings of a `budget_duration` and what they stand for (litellm 1.109.1,
+/// `litellm_core_utils/duration_parser.py`): `monthly` is 30 days there, not a calendar month.
+const DURATION_WORDS: [(&str, &str); 4] = [
+    ("hourly", "1h"),
+    ("daily", "24h"),
+    ("weekly", "7d"),
+    ("monthly", "30d"),
+];
+
+/// Parses `budget_duration`: a positive whole number followed by `s`, `m`, `h`, `d`, `w` or `mo`,
+/// or one of LiteLLM's words (`hourly`, `daily`, `weekly`, `monthly`, any case).
 pub fn parse_budget_window(text: &str) -> Result<BudgetWindow, String> {
+    let word = text.trim().to_ascii_lowercase();
+    let text = DURATION_WORDS
+        .iter()
+        .find(|(name, _)| *name == word)
+        .map_or(text, |(_, duration)| duration);
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .ok_or_else(|| format!("{text:?} has no unit (use s, m, h, d, w or mo, e.g. 30d)"))?;
@@ -243,6 +258,10 @@ mod tests {
             Ok(BudgetWindow::Seconds(604_800))
         );
         assert_eq!(parse_budget_window("1mo"), Ok(BudgetWindow::Months(1)));
+        assert_eq!(parse_budget_window("Monthly"), Ok(BudgetWindow::Seconds(30 * 86_400)));
+        assert_eq!(parse_budget_window("daily"), Ok(BudgetWindow::Seconds(86_400)));
+        assert_eq!(parse_budget_window("weekly"), parse_budget_window("7d"));
+        assert_eq!(parse_budget_window("hourly"), parse_budget_window("1h"));
         for bad in ["", "d", "0d", "1y", "-1d", "1.5d"] {
             assert!(parse_budget_window(bad).is_err(), "{bad}");
         }
