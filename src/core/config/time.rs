@@ -258,8 +258,14 @@ mod tests {
             Ok(BudgetWindow::Seconds(604_800))
         );
         assert_eq!(parse_budget_window("1mo"), Ok(BudgetWindow::Months(1)));
-        assert_eq!(parse_budget_window("Monthly"), Ok(BudgetWindow::Seconds(30 * 86_400)));
-        assert_eq!(parse_budget_window("daily"), Ok(BudgetWindow::Seconds(86_400)));
+        assert_eq!(
+            parse_budget_window("Monthly"),
+            Ok(BudgetWindow::Seconds(30 * 86_400))
+        );
+        assert_eq!(
+            parse_budget_window("daily"),
+            Ok(BudgetWindow::Seconds(86_400))
+        );
         assert_eq!(parse_budget_window("weekly"), parse_budget_window("7d"));
         assert_eq!(parse_budget_window("hourly"), parse_budget_window("1h"));
         for bad in ["", "d", "0d", "1y", "-1d", "1.5d"] {

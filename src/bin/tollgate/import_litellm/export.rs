@@ -119,6 +119,12 @@ pub fn import_keys(export: &Value, out: &mut Import) {
         keys.push(Value::Object(k));
     }
     if !keys.is_empty() {
-        out.policy.insert("keys".into(), Value::Array(keys));
+        // After any key the config itself made (the master key).
+        match out.policy.get_mut("keys") {
+            Some(Value::Array(earlier)) => earlier.extend(keys),
+            _ => {
+                out.policy.insert("keys".into(), Value::Array(keys));
+            }
+        }
     }
 }

@@ -86,12 +86,8 @@ pub fn import(config: &Value, export: Option<&Value>, version: &str, cx: &Contex
                 .push(format!("router_settings.{key}: no Tollgate equivalent"));
         }
     }
-    for section in [
-        "litellm_settings",
-        "general_settings",
-        "guardrails",
-        "callback_settings",
-    ] {
+    import_general_settings(config, cx, &mut out);
+    for section in ["litellm_settings", "guardrails", "callback_settings"] {
         if config.get(section).is_some() {
             out.not_carried.push(format!(
                 "{section}: not read (only model_list and aliases are)"
@@ -103,6 +99,59 @@ pub fn import(config: &Value, export: Option<&Value>, version: &str, cx: &Contex
         export::import_keys(export, &mut out);
     }
     out
+}
+
+/// `general_settings`: the `master_key` becomes an all-models key (its hash only); the rest is
+/// named as not carried.
+fn import_general_settings(config: &Value, cx: &Context<'_>, out: &mut Import) {
+    let Some(settings) = config.get("general_settings").and_then(Value::as_object) else {
+        return;
+    };
+    for (key, value) in settings {
+        if key != "master_key" {
+            out.not_carried
+                .push(format!("general_settings.{key}: no Tollgate equivalent"));
+            continue;
+        }
+        let at = "general_settings.master_key";
+        let Some(written) = value.as_str() else {
+            out.not_carried.push(format!("{at}: not a string; skipped"));
+            continue;
+        };
+        let master = match upstream::resolve_env(written, cx.env, at) {
+            Ok(master) => master,
+            Err(why) => {
+                out.not_carried
+                    .push(format!("{why}; the master key was not carried"));
+                continue;
+            }
+        };
+        if !master.starts_with("sk-") {
+            out.not_carried.push(format!(
+                "{at}: does not start with sk- (LiteLLM requires that too); not carried"
+            ));
+            continue;
+        }
+        let hash = tollgate::core::config::key_hash::to_hex(
+            &tollgate::core::config::key_hash::digest(&master),
+        );
+        let keys = out
+            .policy
+            .entry("keys")
+            .or_insert_with(|| Value::Array(Vec::new()));
+        if let Value::Array(keys) = keys {
+            keys.push(json!({
+                "key_hash": hash,
+                "key_alias": "litellm-master-key",
+                "models": ["all-proxy-models"],
+            }));
+        }
+        out.notes.push(format!(
+            "{at}: carried (its SHA-256 only) as key \"litellm-master-key\", which may call \
+             every model with no budget; Tollgate has no admin API, so it is only a calling \
+             key: give it a budget or retire it"
+        ));
+    }
 }
 
 fn read_cost_map(path: Option<&str>) -> Result<Map<String, Value>, String> {
@@ -279,5 +328,58 @@ litellm_settings:
         }
         let document = serde_json::to_vec(&policy).unwrap();
         compile(&document).unwrap();
+    }
+
+    #[test]
+    fn the_master_key_becomes_an_all_models_key_known_by_its_hash_only() {
+        let config = crate::yaml_doc::YamlDoc::parse(
+            "model_list: []\ngeneral_settings:\n  master_key: os.environ/LITELLM_MASTER_KEY\n  \
+             database_url: os.environ/DATABASE_URL\n",
+            "c.yaml",
+        )
+        .unwrap()
+        .value;
+        let providers = Providers::from_cost_map(&Map::new());
+        let env = |name: &str| (name == "LITELLM_MASTER_KEY").then(|| "sk-master-1".to_string());
+        let cx = Context {
+            providers: &providers,
+            env: &env,
+        };
+        let export = json!({"keys": [{"token": "c".repeat(64), "key_alias": "k"}]});
+        let imported = import(&config, Some(&export), "v1", &cx);
+        let keys = imported.policy["keys"].as_array().unwrap();
+        assert_eq!(keys.len(), 2, "the master key and the export's key");
+        let digest = tollgate::core::config::key_hash::digest("sk-master-1");
+        assert_eq!(
+            keys[0]["key_hash"],
+            tollgate::core::config::key_hash::to_hex(&digest)
+        );
+        assert_eq!(keys[0]["models"], json!(["all-proxy-models"]));
+        assert!(!serde_json::to_string(&imported.policy)
+            .unwrap()
+            .contains("sk-master-1"));
+        assert!(imported
+            .notes
+            .iter()
+            .any(|n| n.contains("litellm-master-key")));
+        assert!(imported
+            .not_carried
+            .iter()
+            .any(|n| n.starts_with("general_settings.database_url")));
+        compile(&serde_json::to_vec(&Value::Object(imported.policy)).unwrap()).unwrap();
+        let unset = import(
+            &config,
+            None,
+            "v1",
+            &Context {
+                providers: &providers,
+                env: &|_| None,
+            },
+        );
+        assert!(unset.policy.get("keys").is_none());
+        assert!(unset
+            .not_carried
+            .iter()
+            .any(|n| n.contains("set LITELLM_MASTER_KEY")));
     }
 }
