@@ -302,3 +302,65 @@ fn explain_routes_a_group_grant_only_to_the_deployments_of_that_group() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_claude_newer_than_the_map_is_placed_by_its_fallback_rules_through_build_config() {
+    // Phase 2 · 3/5 item 3: LiteLLM 1.109.1 admits claude-<family>-<n> for an anthropic/* key
+    // through the cost map's fallback_generalizations; so does the built plugin config.
+    let hash = |key: &str| stdout(&tollgate(&["hash-key", key])).trim().to_string();
+    let dir = std::env::temp_dir().join(format!("tollgate-fallback-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let policy = dir.join("policy.json");
+    let doc = serde_json::json!({
+        "version": "v1",
+        "model_list": [
+            {"model_name": "anthropic/*", "litellm_params": {"model": "anthropic/*", "api_key_env": "ANTHROPIC_API_KEY"},
+             "cluster": "anthropic"},
+            {"model_name": "bedrock/*", "litellm_params": {"model": "bedrock/*"}, "cluster": "bedrock"}],
+        "keys": [
+            {"key_hash": hash("sk-anthropic"), "models": ["anthropic/*"]},
+            {"key_hash": hash("sk-bedrock"), "models": ["bedrock/*"]}]
+    });
+    std::fs::write(&policy, doc.to_string()).unwrap();
+    let plugin = dir.join("plugin.json");
+    let built = tollgate(&[
+        "build-config",
+        "--policy",
+        policy.to_str().unwrap(),
+        "--cost-map",
+        "tests/data/model_prices_and_context_window.json",
+        "--output",
+        plugin.to_str().unwrap(),
+    ]);
+    assert_eq!(built.status.code(), Some(0), "{}", stderr(&built));
+    let explain = |key: &str, model: &str| {
+        tollgate(&[
+            "explain",
+            "--config",
+            plugin.to_str().unwrap(),
+            "--key",
+            key,
+            "--model",
+            model,
+        ])
+    };
+    let newer = explain("sk-anthropic", "claude-newfamily-9");
+    assert_eq!(newer.status.code(), Some(0), "{}", stdout(&newer));
+    assert!(
+        stdout(&newer).contains(r#"cluster "anthropic""#),
+        "{}",
+        stdout(&newer)
+    );
+    let not_bedrock = explain("sk-bedrock", "claude-newfamily-9");
+    assert_eq!(
+        not_bedrock.status.code(),
+        Some(1),
+        "{}",
+        stdout(&not_bedrock)
+    );
+    let bedrock_id = explain("sk-bedrock", "eu.anthropic.claude-newfamily-9");
+    assert_eq!(bedrock_id.status.code(), Some(0), "{}", stdout(&bedrock_id));
+    let not_claude = explain("sk-anthropic", "claude-newfamily-preview");
+    assert_eq!(not_claude.status.code(), Some(1), "{}", stdout(&not_claude));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -30,7 +30,25 @@ fn provider_sets_come_from_the_same_map() {
         policy.cost_map.provider_of_bare("gemini-2.5-pro"),
         Some("vertex_ai")
     );
-    assert_eq!(policy.cost_map.provider_of_bare("claude-opus-5-0"), None);
+    // Not in the map: the map's own fallback_generalizations rules place it, as LiteLLM does.
+    assert_eq!(
+        policy.cost_map.provider_of_bare("claude-opus-5-0"),
+        Some("anthropic")
+    );
+    assert_eq!(
+        policy
+            .cost_map
+            .provider_of_bare("us.anthropic.claude-opus-5-0"),
+        Some("bedrock")
+    );
+    assert_eq!(
+        policy.cost_map.provider_of_bare("claude-opus-5-preview"),
+        None
+    );
+    assert!(
+        policy.cost_map.get("claude-opus-5-0").is_none(),
+        "so it stays unpriced"
+    );
     let entry = policy.cost_map.get("claude-sonnet-4-6").unwrap();
     assert_eq!(entry.input_cost_per_token, Some(3e-6));
     assert_eq!(entry.cache_read_input_token_cost, Some(3e-7));

@@ -50,7 +50,11 @@ fn kept_field(name: &str) -> bool {
 pub fn trim_cost_map(map: &Map<String, Value>) -> Map<String, Value> {
     let mut out = Map::new();
     for (model, entry) in map {
-        if model == "sample_spec" || model == "fallback_generalizations" {
+        if model == "fallback_generalizations" {
+            out.insert(model.clone(), trim_fallback_rules(entry));
+            continue;
+        }
+        if model == "sample_spec" {
             continue;
         }
         let Some(fields) = entry.as_object() else {
@@ -67,6 +71,25 @@ pub fn trim_cost_map(map: &Map<String, Value>) -> Map<String, Value> {
 }
 
 /// A YAML or JSON file, with the YAML positions of its nodes (none for JSON).
+/// LiteLLM's `fallback_generalizations` with only the rules the filter uses (those naming a
+/// provider), each with only its name, pattern and provider.
+fn trim_fallback_rules(entry: &Value) -> Value {
+    let rules: Vec<Value> = entry["rules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|rule| {
+            let provider = rule["model_info"]["litellm_provider"].as_str()?;
+            Some(serde_json::json!({
+                "name": rule["name"],
+                "pattern": rule["pattern"],
+                "model_info": { "litellm_provider": provider },
+            }))
+        })
+        .collect();
+    serde_json::json!({ "rules": rules })
+}
+
 fn read_document(path: &str) -> Result<(Value, Positions), String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
     if path.ends_with(".yaml") || path.ends_with(".yml") {

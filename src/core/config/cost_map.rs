@@ -1,14 +1,15 @@
 //! The LiteLLM cost map (`model_prices_and_context_window.json`), read in one pass.
 //!
-//! The document is accepted as-is: `sample_spec` (documentation) and `fallback_generalizations`
-//! (routing rules, not a model) are skipped, every other entry is a model. Only the fields the
+//! The document is accepted as-is: `sample_spec` (documentation) is skipped,
+//! `fallback_generalizations` (LiteLLM's provider rules for names the map lacks) is compiled into
+//! [`FallbackRules`], every other entry is a model. Only the fields the
 //! filter uses are kept; every other field whose name contains `cost` is still checked to be a
 //! finite, non-negative number (or a nested object/array, such as `search_context_cost_per_query`),
 //! so a map with a price that is not a number is refused with the path of that price.
 //!
 //! Provider sets (which bare model names belong to which provider) are *derived* from these
-//! entries at compile time ([`CostMap::provider_of_bare`]); they are never delivered separately,
-//! so they cannot be stale relative to the prices.
+//! entries and rules at compile time ([`CostMap::provider_of_bare`]); they are never delivered
+//! separately, so they cannot be stale relative to the prices.
 
 use std::fmt;
 
@@ -17,10 +18,14 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 
 use crate::core::config::config::as_whole_number;
+use crate::core::config::fallback_rules::FallbackRules;
 use crate::core::money::cost_fields::priced_field;
 
 /// Entries of the cost map that are not models.
-const NON_MODEL_ENTRIES: [&str; 2] = ["sample_spec", "fallback_generalizations"];
+const NON_MODEL_ENTRIES: [&str; 2] = ["sample_spec", FALLBACK_RULES];
+
+/// The entry holding LiteLLM's provider rules.
+const FALLBACK_RULES: &str = "fallback_generalizations";
 
 /// Prices and limits of one model, in USD per token.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -114,6 +119,7 @@ pub struct ThresholdPrice {
 #[derive(Debug, Default)]
 pub struct CostMap {
     entries: HashMap<String, CostEntry>,
+    fallback: FallbackRules,
 }
 
 impl CostMap {
@@ -121,6 +127,7 @@ impl CostMap {
     pub fn from_entries<I: IntoIterator<Item = (String, CostEntry)>>(entries: I) -> Self {
         CostMap {
             entries: entries.into_iter().collect(),
+            fallback: FallbackRules::default(),
         }
     }
 
@@ -164,12 +171,22 @@ impl CostMap {
             .map(|(name, entry)| (name.as_str(), entry))
     }
 
-    /// The provider of a bare model name (no `/`), from this map's entry for it.
+    /// The provider of a bare model name (no `/`): this map's entry for it, else the first of
+    /// its `fallback_generalizations` rules that matches (a name in the map without a provider
+    /// stays without one).
     pub fn provider_of_bare(&self, model: &str) -> Option<&str> {
         if model.contains('/') {
             return None;
         }
-        self.entries.get(model)?.provider.as_deref()
+        match self.entries.get(model) {
+            Some(entry) => entry.provider.as_deref(),
+            None => self.fallback.provider_of(model),
+        }
+    }
+
+    /// The provider-naming `fallback_generalizations` rules.
+    pub fn fallback_rules(&self) -> &FallbackRules {
+        &self.fallback
     }
 }
 
@@ -201,7 +218,12 @@ impl<'de> Visitor<'de> for CostMapVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<CostMap, A::Error> {
         let mut entries = HashMap::with_capacity(map.size_hint().unwrap_or(0));
+        let mut fallback = FallbackRules::default();
         while let Some(name) = map.next_key::<String>()? {
+            if name == FALLBACK_RULES {
+                fallback = map.next_value()?;
+                continue;
+            }
             if NON_MODEL_ENTRIES.contains(&name.as_str()) {
                 map.next_value::<IgnoredAny>()?;
                 continue;
@@ -209,7 +231,7 @@ impl<'de> Visitor<'de> for CostMapVisitor {
             let entry: CostEntry = map.next_value()?;
             entries.insert(name, entry);
         }
-        Ok(CostMap { entries })
+        Ok(CostMap { entries, fallback })
     }
 }
 

@@ -154,7 +154,7 @@ fn import_general_settings(config: &Value, cx: &Context<'_>, out: &mut Import) {
     }
 }
 
-fn read_cost_map(path: Option<&str>) -> Result<Map<String, Value>, String> {
+fn read_cost_map(path: Option<&str>) -> Result<Providers, String> {
     let (name, text) = match path {
         Some(path) => (
             path,
@@ -162,7 +162,8 @@ fn read_cost_map(path: Option<&str>) -> Result<Map<String, Value>, String> {
         ),
         None => ("the bundled cost map", BUNDLED_COST_MAP.to_string()),
     };
-    serde_json::from_str(&text).map_err(|e| format!("{name}: not a JSON object: {e}"))
+    let map = serde_json::from_str(&text).map_err(|e| format!("{name}: not a cost map: {e}"))?;
+    Ok(Providers::new(map))
 }
 
 fn process_env(name: &str) -> Option<String> {
@@ -186,7 +187,7 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
         }
         None => None,
     };
-    let providers = Providers::from_cost_map(&read_cost_map(args.cost_map.as_deref())?);
+    let providers = read_cost_map(args.cost_map.as_deref())?;
     let cx = Context {
         providers: &providers,
         env: &process_env,
@@ -286,7 +287,7 @@ litellm_settings:
             ],
             "teams": [{"team_id": "t", "team_alias": "Team", "models": [], "tpm_limit": null}]
         });
-        let providers = Providers::from_cost_map(&read_cost_map(None).unwrap());
+        let providers = read_cost_map(None).unwrap();
         let no_env = |_: &str| None;
         let cx = Context {
             providers: &providers,
@@ -339,7 +340,7 @@ litellm_settings:
         )
         .unwrap()
         .value;
-        let providers = Providers::from_cost_map(&Map::new());
+        let providers = Providers::new(Default::default());
         let env = |name: &str| (name == "LITELLM_MASTER_KEY").then(|| "sk-master-1".to_string());
         let cx = Context {
             providers: &providers,

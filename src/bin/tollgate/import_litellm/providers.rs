@@ -1,12 +1,11 @@
 //! Which provider a LiteLLM `model` string names, inferred as LiteLLM infers it: a prefix that
 //! is one of LiteLLM's provider names (`anthropic/claude-…`, `hosted_vllm/…`), else the cost
-//! map's provider of the whole name (`gpt-4o` → `openai`), from the same cost map the policy
-//! is built with.
+//! map's provider of the whole name (`gpt-4o` → `openai`; a name it lacks through its
+//! `fallback_generalizations` rules), read by the same code the filter's compiler uses.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
-use serde_json::{Map, Value};
-use tollgate::core::config::cost_map::normalize_provider;
+use tollgate::core::config::cost_map::CostMap;
 
 /// LiteLLM's provider names (`LlmProviders`, litellm 1.109.1), one per line.
 const LITELLM_PROVIDERS: &str = include_str!("litellm_providers.txt");
@@ -14,27 +13,19 @@ const LITELLM_PROVIDERS: &str = include_str!("litellm_providers.txt");
 /// Provider names and the cost map's bare model names.
 pub struct Providers {
     known: HashSet<String>,
-    bare: HashMap<String, String>,
+    map: CostMap,
 }
 
 impl Providers {
-    /// From a LiteLLM cost map (`model_prices_and_context_window.json`).
-    pub fn from_cost_map(map: &Map<String, Value>) -> Providers {
+    /// From a LiteLLM cost map (`model_prices_and_context_window.json`), already parsed.
+    pub fn new(map: CostMap) -> Providers {
         let mut known: HashSet<String> = LITELLM_PROVIDERS
             .lines()
             .filter(|line| !line.is_empty() && !line.starts_with('#'))
             .map(str::to_string)
             .collect();
-        let mut bare = HashMap::new();
-        for (model, entry) in map {
-            let Some(provider) = entry.get("litellm_provider").and_then(Value::as_str) else {
-                continue;
-            };
-            let provider = normalize_provider(provider).to_string();
-            known.insert(provider.clone());
-            bare.insert(model.clone(), provider);
-        }
-        Providers { known, bare }
+        known.extend(map.iter().filter_map(|(_, e)| e.provider.clone()));
+        Providers { known, map }
     }
 
     /// `(provider, the model name the provider sees)`, or why LiteLLM could not tell either.
@@ -44,15 +35,20 @@ impl Providers {
                 return Ok((prefix.to_string(), rest.to_string()));
             }
         }
-        match self.bare.get(model) {
-            // A cost-map name that carries its provider (`openrouter/…`) keeps it whole only if
-            // the prefix is not the provider itself.
+        let provider = match self.map.provider_of_bare(model) {
+            Some(provider) => Some(provider),
+            // A cost-map name that carries a namespace that is not a provider
+            // (`openrouter`-style entries are keyed with their provider prefix).
+            None => self.map.get(model).and_then(|e| e.provider.as_deref()),
+        };
+        match provider {
+            // A cost-map name that starts with its provider (`openrouter/…`) loses that prefix.
             Some(provider) => {
                 let upstream = model
-                    .strip_prefix(provider.as_str())
+                    .strip_prefix(provider)
                     .and_then(|rest| rest.strip_prefix('/'))
                     .unwrap_or(model);
-                Ok((provider.clone(), upstream.to_string()))
+                Ok((provider.to_string(), upstream.to_string()))
             }
             None => Err(match model.split_once('/') {
                 Some((prefix, _)) => format!(
@@ -74,17 +70,24 @@ mod tests {
 
     #[test]
     fn prefixes_then_the_cost_map_name_the_provider() {
-        let map: Map<String, Value> = serde_json::from_str(
+        let map: CostMap = serde_json::from_str(
             r#"{"gpt-4o":{"litellm_provider":"openai"},
                 "claude-sonnet-4-6":{"litellm_provider":"anthropic"},
-                "text-bison":{"litellm_provider":"vertex_ai-text-models"}}"#,
+                "text-bison":{"litellm_provider":"vertex_ai-text-models"},
+                "fallback_generalizations":{"rules":[{"name":"c","pattern":"^claude-[a-z]+-\\d+$",
+                    "model_info":{"litellm_provider":"anthropic"}}]}}"#,
         )
         .unwrap();
-        let p = Providers::from_cost_map(&map);
+        let p = Providers::new(map);
         let split = |m: &str| p.split(m).unwrap();
         assert_eq!(split("gpt-4o"), ("openai".into(), "gpt-4o".into()));
         assert_eq!(split("claude-sonnet-4-6").0, "anthropic");
         assert_eq!(split("text-bison").0, "vertex_ai");
+        assert_eq!(
+            split("claude-newfamily-9").0,
+            "anthropic",
+            "the map's fallback rules"
+        );
         assert_eq!(
             split("anthropic/claude-new-9"),
             ("anthropic".into(), "claude-new-9".into())
