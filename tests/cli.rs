@@ -364,3 +364,61 @@ fn a_claude_newer_than_the_map_is_placed_by_its_fallback_rules_through_build_con
     assert_eq!(not_claude.status.code(), Some(1), "{}", stdout(&not_claude));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn base_model_prices_a_custom_deployment_and_build_config_names_the_unpriced_ones() {
+    // Phase 2 · 3/5 item 6: an Azure deployment name is priced through model_info.base_model;
+    // one without it would 403 every budgeted key, so build-config warns about it.
+    let dir = std::env::temp_dir().join(format!("tollgate-base-model-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.yaml");
+    std::fs::write(
+        &config,
+        "model_list:\n\
+         - model_name: gpt-4o\n  litellm_params: {model: azure/my-prod, api_base: 'https://eu.openai.azure.com/', api_key: os.environ/EU}\n  model_info: {base_model: azure/gpt-4o}\n\
+         - model_name: gpt-4o\n  litellm_params: {model: azure/my-us, api_base: 'https://us.openai.azure.com/', api_key: os.environ/US}\n\
+         - model_name: own\n  litellm_params: {model: openai/own, api_base: 'http://127.0.0.1:8000/v1'}\n  model_info: {input_cost_per_token: 1.0e-6, output_cost_per_token: 2.0e-6}\n",
+    )
+    .unwrap();
+    let keys = dir.join("keys.json");
+    let export = format!(
+        r#"{{"keys":[{{"token":"{}","models":[],"max_budget":10,"budget_duration":"monthly"}}]}}"#,
+        "d".repeat(64)
+    );
+    std::fs::write(&keys, export).unwrap();
+    let policy = dir.join("policy.json");
+    let imported = tollgate(&[
+        "import-litellm",
+        config.to_str().unwrap(),
+        "--keys",
+        keys.to_str().unwrap(),
+        "--output",
+        policy.to_str().unwrap(),
+    ]);
+    assert_eq!(imported.status.code(), Some(0), "{}", stderr(&imported));
+    let written: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&policy).unwrap()).unwrap();
+    assert_eq!(
+        written["model_list"][0]["model_info"]["base_model"],
+        "azure/gpt-4o"
+    );
+    assert_eq!(
+        written["model_list"][2]["model_info"]["input_cost_per_token"],
+        1.0e-6
+    );
+    let built = tollgate(&[
+        "build-config",
+        "--policy",
+        policy.to_str().unwrap(),
+        "--cost-map",
+        "tests/data/model_prices_and_context_window.json",
+        "--output",
+        dir.join("plugin.json").to_str().unwrap(),
+    ]);
+    let log = stderr(&built);
+    assert_eq!(built.status.code(), Some(0), "{log}");
+    let warnings: Vec<&str> = log.lines().filter(|l| l.starts_with("warning:")).collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    assert!(warnings[0].contains("model_list[1]") && warnings[0].contains("azure/my-us"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

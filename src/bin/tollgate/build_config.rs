@@ -160,6 +160,7 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
         }
         None => println!("{document}"),
     }
+    crate::warn_unpriced(&compiled);
     let size = document.len();
     eprintln!(
         "ok: {}; plugin config {size} bytes ({:.2} MiB)",

@@ -78,12 +78,25 @@ pub fn load(path: &str) -> Result<Result<Policy, ()>, String> {
     }
 }
 
+/// Warns about every deployment budgeted keys could not call for want of a price.
+pub fn warn_unpriced(policy: &Policy) {
+    for (i, d) in tollgate::core::money::cost::unpriced_under_budget(policy) {
+        eprintln!(
+            "warning: model_list[{i}] ({:?} -> {}/{}): no price is known, so keys, teams or \
+             users with a budget get 403 model_unpriced on it; set model_info.base_model to the \
+             cost-map model it runs, or its prices",
+            d.model_name, d.provider, d.upstream_model
+        );
+    }
+}
+
 fn validate(args: &[String]) -> Result<ExitCode, String> {
     let [path] = args else {
         return Err(USAGE.to_string());
     };
     Ok(match load(path)? {
         Ok(policy) => {
+            warn_unpriced(&policy);
             println!("ok: {}", policy.summary());
             ExitCode::SUCCESS
         }

@@ -9,6 +9,9 @@ use crate::core::config::index::{Deployment, DeploymentId, DeploymentPrices, Gro
 use crate::core::config::key_hash;
 use crate::core::config::pattern::Pattern;
 
+/// Longest `model_info.base_model` accepted.
+const MAX_BASE_MODEL_BYTES: usize = 512;
+
 impl Compiler {
     pub(super) fn add_deployments(
         &mut self,
@@ -127,6 +130,14 @@ impl Compiler {
                 ),
                 max_output_tokens: info.max_output_tokens,
             };
+            if let Some(base) = &info.base_model {
+                if base.is_empty() || base.len() > MAX_BASE_MODEL_BYTES {
+                    self.error(
+                        &format!("{path}.model_info.base_model"),
+                        format!("must be 1 to {MAX_BASE_MODEL_BYTES} bytes"),
+                    );
+                }
+            }
             let id = match &info.id {
                 Some(id) if id.is_empty() => {
                     self.error(&format!("{path}.model_info.id"), "must be non-empty".into());
@@ -189,6 +200,7 @@ impl Compiler {
                 groups,
                 prices,
                 affinity_group: d.model_info.affinity_group,
+                base_model: d.model_info.base_model,
             });
         }
         let deployments = &policy.deployments;

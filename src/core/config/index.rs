@@ -222,6 +222,9 @@ pub struct Deployment {
     pub prices: DeploymentPrices,
     /// Explicit encryption-boundary group (Responses affinity).
     pub affinity_group: Option<String>,
+    /// The cost-map model it is priced as (`model_info.base_model`), instead of its upstream
+    /// model.
+    pub base_model: Option<String>,
     /// This deployment's affinity tag (its id and encryption boundary), computed once.
     pub affinity: AffinityTag,
 }

@@ -192,11 +192,14 @@ pub fn worst_case(policy: &Policy, deployment: &Deployment, model: &str, ask: &A
     cost
 }
 
+/// The cost-map entry whose limits (`max_output_tokens`, `max_input_tokens`) apply: the
+/// deployment's `base_model` if it names one, else the upstream model.
 fn cost_entry<'p>(
     policy: &'p Policy,
     deployment: &Deployment,
     model: &str,
 ) -> Option<&'p CostEntry> {
+    let model = deployment.base_model.as_deref().unwrap_or(model);
     policy
         .cost_map
         .get_qualified(&deployment.provider, model)

@@ -14,6 +14,7 @@
 //! `model_info` prices apply to every tier. Anthropic's one-hour cache writes are priced at
 //! `cache_creation_input_token_cost_above_1hr` (falling back to the five-minute rate).
 
+use crate::core::config::config::UnpricedMode;
 use crate::core::config::cost_map::{CostEntry, RateKind, ThresholdPrice, TierPrices};
 use crate::core::config::index::{Deployment, Policy};
 use crate::core::metering::usage::Usage;
@@ -193,9 +194,11 @@ pub fn deployment_rates(deployment: &Deployment) -> Option<Rates> {
 }
 
 /// The rates for a request that `deployment` served as upstream model `model`: the deployment's
-/// own prices first, then this version's cost map entry for `provider/model`, then the bare
-/// `model` (only when that entry belongs to the same provider, as LiteLLM requires), in
-/// service tier `tier`.
+/// own prices first; then, with a `base_model`, the cost map's entry of that name under the
+/// deployment's provider, else as written (as LiteLLM looks it up; the operator chose it, so
+/// any provider's entry counts); else this version's cost map entry for `provider/model`, then the bare `model`
+/// (only when that entry belongs to the same provider, as LiteLLM requires), in service tier
+/// `tier`.
 pub fn rates_for(
     policy: &Policy,
     deployment: &Deployment,
@@ -206,15 +209,16 @@ pub fn rates_for(
     if let Some(rates) = deployment_rates(deployment) {
         return (rates, PriceSource::Deployment);
     }
-    let entry = policy
-        .cost_map
-        .get_qualified(&deployment.provider, model)
-        .or_else(|| {
-            policy
-                .cost_map
-                .get(model)
+    let map = &policy.cost_map;
+    let entry = match deployment.base_model.as_deref() {
+        Some(base) => map
+            .get_qualified(&deployment.provider, base)
+            .or_else(|| map.get(base)),
+        None => map.get_qualified(&deployment.provider, model).or_else(|| {
+            map.get(model)
                 .filter(|e| e.provider.as_deref() == Some(deployment.provider.as_str()))
-        });
+        }),
+    };
     match entry {
         Some(entry) => (
             entry_rates(entry, prompt_tokens, tier),
@@ -222,6 +226,26 @@ pub fn rates_for(
         ),
         None => (Rates::default(), PriceSource::Unpriced),
     }
+}
+
+/// Deployments (by index in `model_list`) that budgeted keys could not call because no price
+/// is known for them: the policy has a budget, refuses unpriced models (`unpriced_models.mode:
+/// deny`), and the deployment (not a wildcard, which is priced per request) has neither its own
+/// prices nor a cost-map entry for its model or `base_model`. Tools warn about each.
+pub fn unpriced_under_budget(policy: &Policy) -> Vec<(usize, &Deployment)> {
+    if policy.budget_ids.is_empty() || policy.spending.unpriced != UnpricedMode::Deny {
+        return Vec::new();
+    }
+    policy
+        .deployments
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| d.pattern.is_none())
+        .filter(|(_, d)| {
+            let (_, source) = rates_for(policy, d, &d.upstream_model, 0, ServiceTier::Standard);
+            source == PriceSource::Unpriced
+        })
+        .collect()
 }
 
 /// A priced request.
@@ -504,7 +528,14 @@ mod tests {
                 {"model_name":"b","litellm_params":{"model":"azure/gpt-4o"},"cluster":"c"},
                 {"model_name":"c","litellm_params":{"model":"openrouter/gpt-4o"},"cluster":"c"},
                 {"model_name":"d","litellm_params":{"model":"openai/gpt-4o"},"cluster":"c",
-                 "model_info":{"input_cost_per_token":0,"output_cost_per_token":0}}]}"#,
+                 "model_info":{"input_cost_per_token":0,"output_cost_per_token":0}},
+                {"model_name":"e","litellm_params":{"model":"azure/my-prod-deployment"},"cluster":"c",
+                 "model_info":{"base_model":"azure/gpt-4o"}},
+                {"model_name":"f","litellm_params":{"model":"azure/my-eu-deployment"},"cluster":"c",
+                 "model_info":{"base_model":"gpt-4o"}},
+                {"model_name":"g","litellm_params":{"model":"azure/my-deployment"},"cluster":"c"},
+                {"model_name":"h","litellm_params":{"model":"azure/gpt-4o"},"cluster":"c",
+                 "model_info":{"base_model":"no-such-model"}}]}"#,
         )
         .unwrap();
         let rates = |i: usize| {
@@ -526,6 +557,27 @@ mod tests {
                 },
                 PriceSource::Deployment
             )
+        );
+        // base_model: a custom deployment name priced as the model it runs.
+        assert_eq!(
+            rates(4).0.input,
+            Some(2_750_000_000_000),
+            "azure/gpt-4o as written"
+        );
+        assert_eq!(
+            rates(5).0.input,
+            Some(2_750_000_000_000),
+            "gpt-4o under azure first"
+        );
+        assert_eq!(
+            rates(6).1,
+            PriceSource::Unpriced,
+            "without base_model, unpriced"
+        );
+        assert_eq!(
+            rates(7).1,
+            PriceSource::Unpriced,
+            "an unknown base_model is not free"
         );
     }
 

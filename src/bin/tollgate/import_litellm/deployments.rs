@@ -21,7 +21,7 @@ pub struct Context<'a> {
     pub env: &'a dyn Fn(&str) -> Option<String>,
 }
 
-/// `litellm_params` Tollgate reads (everything else is named as not carried).
+/// Prices Tollgate reads from `litellm_params` or `model_info` (carried into `model_info`).
 const PRICE_FIELDS: [&str; 5] = [
     "input_cost_per_token",
     "output_cost_per_token",
@@ -123,7 +123,10 @@ pub fn import_model_list(config: &Value, cx: &Context<'_>, out: &mut Import) {
         if let Some(info) = deployment.get("model_info").and_then(Value::as_object) {
             for (key, value) in info {
                 match key.as_str() {
-                    "id" | "access_groups" | "max_output_tokens" => {
+                    "id" | "access_groups" | "max_output_tokens" | "base_model" => {
+                        model_info.insert(key.clone(), value.clone());
+                    }
+                    field if PRICE_FIELDS.contains(&field) => {
                         model_info.insert(key.clone(), value.clone());
                     }
                     other => out
