@@ -20,7 +20,7 @@ thread_local! {
         Rc::new(RefCell::new(SpendSenders::new(unique_nonce())));
 }
 
-/// The spend senders of this VM (one per accounting settings in use), shared by all its root
+/// The spend senders of this VM (one per accounting destination in use), shared by all its root
 /// contexts.
 pub fn vm_sink() -> Rc<RefCell<SpendSenders>> {
     VM_SINK.with(Rc::clone)

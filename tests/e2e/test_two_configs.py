@@ -1,7 +1,7 @@
 """Two Tollgate filter configs in one Envoy process (two listeners, each with its own policy,
 accounting cluster, writer token and `source`: e.g. a public and an internal gateway on one
 Envoy). Each listener's spend must go to its own accounting cluster with its own token: the
-process keeps one spend sender per set of accounting settings (core/exchange/spend_senders.rs).
+process keeps one spend sender per accounting destination (core/exchange/spend_senders.rs).
 Native form only: the Wasm form separates such configs by `vm_id` (and, in one VM, uses the
 same per-settings senders, covered by the core's unit tests). Found by the Phase 2 · 2/5 review:
 before the fix, the newest config's settings applied to every event of the process."""

@@ -6,7 +6,7 @@
 //! with `version` (what every stream of one config version shares) and `telemetry` (the
 //! counters every adapter emits). `spend_sender` ([`spend_sender::SpendSender`]) batches
 //! finished requests to the accounting cluster over [`spend_sender::CalloutHost`], one per set of
-//! accounting settings in use (`spend_senders`).
+//! accounting destination in use (`spend_senders`).
 //! Nothing here knows which adapter calls it.
 
 pub mod host;

@@ -216,18 +216,25 @@ impl SpendSender {
         self.live_roots.last() == Some(&root)
     }
 
-    /// Queues the spend event of a finished request (sent by the root context's next tick).
-    pub fn record(&mut self, host: &mut dyn CalloutHost, finished: Finished, now_ms: u64) {
+    /// Queues the spend event of a finished request (sent by the root context's next tick),
+    /// with the `source` of the version that served it.
+    pub fn record(
+        &mut self,
+        host: &mut dyn CalloutHost,
+        source: &str,
+        finished: Finished,
+        now_ms: u64,
+    ) {
         host.telemetry().spend_recorded(&finished);
-        let Some(accounting) = self.accounting.as_ref().filter(|_| self.recording) else {
+        if self.accounting.is_none() || !self.recording {
             return;
-        };
+        }
         self.seq += 1;
         let id = format!("{:016x}-{}", self.nonce, self.seq);
         // Sized for a typical event (about 1 KiB), so the text is not regrown as it is written.
         let mut json = String::with_capacity(1024);
         let ended_at = i64::try_from(now_ms).unwrap_or(i64::MAX);
-        write_event(&mut json, &id, &accounting.source, ended_at, &finished.data);
+        write_event(&mut json, &id, source, ended_at, &finished.data);
         let outgoing = Outgoing {
             id,
             json,

@@ -1,18 +1,26 @@
-//! Spend senders by destination: one [`SpendSender`] per set of accounting settings in use, so
-//! two configs served by one process (or one VM) never send each other's events, nor with each
-//! other's token or `source`.
+//! Spend senders by destination: one [`SpendSender`] per accounting destination in use (cluster,
+//! authority, path prefix and token variable), so two configs served by one process (or one VM)
+//! that report to different accounting clusters never send each other's events, nor with each
+//! other's token. Each event carries the `source` of the version that served it.
 //!
-//! A version adopts the sender of its own settings (made on first use; a new version with the
-//! same settings keeps the same sender, its queue and its poll cursor). A request's event goes to
-//! the sender of the version that served it. A sender whose versions are all gone while events
-//! still wait is *orphaned*: the next tick of any live version takes it over and finishes its
-//! work with the sender's own settings, so a swap that changes the accounting settings loses
-//! nothing. Senders are never dropped (a stream of an old version may still record), so their
-//! number is the count of distinct accounting settings the process has served.
+//! A version adopts the sender of its destination (made on first use; a new version with the
+//! same destination keeps the same sender, its queue and its poll cursor, and its batching
+//! settings become the sender's). A request's event goes to the sender of the version that
+//! served it. A sender whose versions are all gone while events still wait is *orphaned*: the
+//! next tick of any live version takes it over and finishes its work with the sender's own
+//! settings, so a swap to another accounting cluster loses nothing. Senders are never dropped (a
+//! stream of an old version may still record), so their number is the count of distinct
+//! destinations the process has served.
 
 use crate::core::config::index::Accounting;
 use crate::core::exchange::spend_sender::{CalloutHost, SpendSender};
 use crate::core::money::settlement::Finished;
+
+/// Whether two versions' settings report to the same accounting destination.
+fn same_destination(a: &Accounting, b: &Accounting) -> bool {
+    (&a.cluster, &a.authority, &a.path_prefix, &a.token_env)
+        == (&b.cluster, &b.authority, &b.path_prefix, &b.token_env)
+}
 
 /// Every spend sender of one process or VM.
 pub struct SpendSenders {
@@ -31,9 +39,10 @@ impl SpendSenders {
     }
 
     fn index_of(&self, accounting: &Accounting) -> Option<usize> {
-        self.senders
-            .iter()
-            .position(|s| s.accounting() == Some(accounting))
+        self.senders.iter().position(|s| {
+            s.accounting()
+                .is_some_and(|own| same_destination(own, accounting))
+        })
     }
 
     /// Root context `root` serves a newly accepted version with `accounting` (`token`: the
@@ -73,10 +82,11 @@ impl SpendSenders {
         finished: Finished,
         now_ms: u64,
     ) {
-        match accounting.and_then(|a| self.index_of(a)) {
-            Some(index) => {
+        let found = accounting.and_then(|a| Some((a, self.index_of(a)?)));
+        match found {
+            Some((accounting, index)) => {
                 if let Some(sender) = self.senders.get_mut(index) {
-                    sender.record(host, finished, now_ms);
+                    sender.record(host, &accounting.source, finished, now_ms);
                 }
             }
             None => host.telemetry().spend_recorded(&finished),
@@ -333,6 +343,36 @@ mod tests {
         assert_eq!(sent.len(), 1, "{made:?}");
         assert_eq!(sent[0].0, "acct-old");
         assert_eq!(sent[0].1, "Bearer token-old");
+    }
+
+    #[test]
+    fn a_new_version_on_the_same_destination_sends_the_queue_with_its_own_settings() {
+        let slow = accounting("acct", 60_000);
+        let mut fast = accounting("acct", 100);
+        fast.source = "tollgate/fast".into();
+        let mut host = Calls::default();
+        let mut senders = SpendSenders::new(1);
+        senders.adopt(&mut host, 1, Some(&slow), None, 0);
+        senders.record(&mut host, Some(&slow), finished("queued-slow"), 10);
+        senders.adopt(&mut host, 2, Some(&fast), None, 20);
+        senders.record(&mut host, Some(&fast), finished("queued-fast"), 30);
+        senders.tick(&mut host, 200, 2);
+        let made = host.made.borrow();
+        assert_eq!(
+            made.len(),
+            1,
+            "one batch, at the new flush interval: {made:?}"
+        );
+        let body = &made[0].2;
+        assert!(
+            body.contains("queued-slow") && body.contains("queued-fast"),
+            "{body}"
+        );
+        // Each event keeps the source of the version that served it.
+        assert!(
+            body.contains("tollgate/acct") && body.contains("tollgate/fast"),
+            "{body}"
+        );
     }
 
     #[test]

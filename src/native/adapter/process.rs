@@ -1,6 +1,6 @@
 //! What every worker of the Envoy process shares: one set of budget ledgers (exact within the
 //! process: no per-worker copies, no compare-and-swap retries), the spend senders of every
-//! config (one per accounting settings in use, so two configs never send each other's events),
+//! config (one per accounting destination in use, so two configs never send each other's events),
 //! and the ids that name each version's callouts.
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -48,7 +48,7 @@ fn unique_nonce() -> u64 {
 }
 
 impl Process {
-    /// The spend senders (one per accounting settings in use), or `None` if a thread panicked
+    /// The spend senders (one per accounting destination in use), or `None` if a thread panicked
     /// holding them (spend is then only counted in the ledgers; the panic itself was logged by
     /// the module's hook).
     pub fn sender(&self) -> Option<MutexGuard<'_, SpendSenders>> {

@@ -1,6 +1,6 @@
 //! One config version in the native module: compiled once in `config_new` (Envoy's main thread)
 //! into one [`Version`] that every worker's streams share through an `Arc`, with its stats
-//! defined and the spend sender of its accounting settings told that this version now sends. A ticker thread
+//! defined and the spend sender of its accounting destination told that this version now sends. A ticker thread
 //! posts a tick to this config's main-thread scheduler, where batches and polls are sent.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -188,7 +188,7 @@ fn compiled(document: &[u8], config: &mut ConfigHandle, stats: &StatIds) -> Opti
     outcome
 }
 
-/// Makes this version a sender of its own accounting settings (see [`SpendSenders`]).
+/// Makes this version a sender of its own accounting destination (see [`SpendSenders`]).
 ///
 /// [`SpendSenders`]: crate::core::exchange::spend_senders::SpendSenders
 fn adopt(policy: &Policy, owner: u32, counts: &Collected, now: u64) {
