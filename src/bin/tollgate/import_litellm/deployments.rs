@@ -39,13 +39,58 @@ fn derived_id(name: &str, cluster: &str, params: &Map<String, Value>) -> String 
     format!("d-{}", &hex[..12])
 }
 
+/// Routing weights as LiteLLM's default router (`simple_shuffle`) picks: within one
+/// `model_name`, the first of `litellm_params.weight`, `rpm`, `tpm` that any deployment sets
+/// decides, each deployment weighted by its own value of it (0 when it has none); `None` for
+/// the deployments of a group that sets none (all equal). Scaled so the largest is 1000.
+fn shuffle_weights(deployments: &[Value]) -> Vec<Option<f64>> {
+    let metric = |d: &Value, name: &str| {
+        d["litellm_params"][name]
+            .as_f64()
+            .filter(|v| v.is_finite() && *v > 0.0)
+    };
+    let mut weights = vec![None; deployments.len()];
+    let mut groups: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, d) in deployments.iter().enumerate() {
+        if let Some(name) = d["model_name"].as_str() {
+            groups.entry(name).or_default().push(i);
+        }
+    }
+    for members in groups.values() {
+        for name in ["weight", "rpm", "tpm"] {
+            let largest = members
+                .iter()
+                .filter_map(|&i| deployments.get(i).and_then(|d| metric(d, name)))
+                .fold(0.0_f64, f64::max);
+            if largest <= 0.0 {
+                continue;
+            }
+            for &i in members {
+                let own = deployments
+                    .get(i)
+                    .and_then(|d| metric(d, name))
+                    .unwrap_or(0.0);
+                if let Some(slot) = weights.get_mut(i) {
+                    *slot = Some((own / largest * 1000.0 * 1000.0).round() / 1000.0);
+                }
+            }
+            break;
+        }
+    }
+    weights
+}
+
 /// Converts `model_list` into `out.policy["model_list"]`.
 pub fn import_model_list(config: &Value, cx: &Context<'_>, out: &mut Import) {
     let mut model_list: Vec<Value> = Vec::new();
     // Derived id → (index in model_list, the config entry it came from).
     let mut by_id: BTreeMap<String, (usize, usize)> = BTreeMap::new();
-    let deployments = config.get("model_list").and_then(Value::as_array);
-    for (i, deployment) in deployments.into_iter().flatten().enumerate() {
+    let deployments = config
+        .get("model_list")
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice);
+    let weights = shuffle_weights(deployments);
+    for (i, deployment) in deployments.iter().enumerate() {
         let at = format!("model_list[{i}]");
         let params = deployment.get("litellm_params").and_then(Value::as_object);
         let (Some(name), Some(params)) = (text(deployment.get("model_name")), params) else {
@@ -111,7 +156,11 @@ pub fn import_model_list(config: &Value, cx: &Context<'_>, out: &mut Import) {
                          api_key_env to a variable holding it in the Envoy VM"
                     )),
                 },
-                "weight" => tg_params["weight"] = value.clone(),
+                "weight" => {}
+                "rpm" | "tpm" => out.not_carried.push(format!(
+                    "{at}.litellm_params.{key}: used as the routing weight (as LiteLLM's default \
+                     router does); the limit itself is not enforced"
+                )),
                 field if PRICE_FIELDS.contains(&field) => {
                     model_info.insert(key.clone(), value.clone());
                 }
@@ -144,13 +193,16 @@ pub fn import_model_list(config: &Value, cx: &Context<'_>, out: &mut Import) {
             out.not_carried
                 .push(format!("{at}.{key}: no Tollgate equivalent"));
         }
+        if let Some(weight) = weights.get(i).copied().flatten() {
+            tg_params["weight"] = json!(weight);
+        }
         if !model_info.contains_key("id") {
             let id = derived_id(&name, &cluster, params);
             if let Some(&(index, first)) = by_id.get(&id) {
                 // The same deployment twice: LiteLLM balances over both copies, which is one
                 // upstream with twice the weight.
                 let weight = |v: &Value| v["litellm_params"]["weight"].as_f64().unwrap_or(1.0);
-                let added = params.get("weight").and_then(Value::as_f64).unwrap_or(1.0);
+                let added = weight(&tg_params);
                 if let Some(kept) = model_list.get_mut(index) {
                     let sum = weight(kept) + added;
                     kept["litellm_params"]["weight"] = json!(sum);
@@ -171,4 +223,41 @@ pub fn import_model_list(config: &Value, cx: &Context<'_>, out: &mut Import) {
     }
     out.policy
         .insert("model_list".into(), Value::Array(model_list));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights_follow_litellm_simple_shuffle() {
+        let list: Vec<Value> = serde_json::from_str(
+            r#"[{"model_name":"a","litellm_params":{"rpm":300}},
+                {"model_name":"a","litellm_params":{"rpm":100,"tpm":5}},
+                {"model_name":"a","litellm_params":{}},
+                {"model_name":"b","litellm_params":{"tpm":20}},
+                {"model_name":"b","litellm_params":{"tpm":10,"weight":0}},
+                {"model_name":"c","litellm_params":{"weight":2}},
+                {"model_name":"c","litellm_params":{"weight":1,"rpm":1000}},
+                {"model_name":"d","litellm_params":{}}]"#,
+        )
+        .unwrap();
+        let w = shuffle_weights(&list);
+        assert_eq!(
+            &w[..3],
+            &[Some(1000.0), Some(333.333), Some(0.0)],
+            "rpm decides in a"
+        );
+        assert_eq!(
+            &w[3..5],
+            &[Some(1000.0), Some(500.0)],
+            "tpm in b: weight 0 is no weight"
+        );
+        assert_eq!(
+            &w[5..7],
+            &[Some(1000.0), Some(500.0)],
+            "weight wins over rpm in c"
+        );
+        assert_eq!(w[7], None, "no metric: all equal");
+    }
 }

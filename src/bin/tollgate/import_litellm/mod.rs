@@ -74,6 +74,31 @@ fn text(value: Option<&Value>) -> Option<String> {
 pub fn import(config: &Value, export: Option<&Value>, version: &str, cx: &Context<'_>) -> Import {
     let mut out = Import::default();
     out.policy.insert("version".into(), json!(version));
+    // LiteLLM sets the config's `environment_variables` into its environment at start, over
+    // what the shell had: `os.environ/` references resolve against them first.
+    let own_env = config
+        .get("environment_variables")
+        .and_then(Value::as_object);
+    for name in own_env.into_iter().flat_map(|vars| vars.keys()) {
+        out.not_carried.push(format!(
+            "environment_variables.{name}: used to resolve os.environ/{name} here; Tollgate \
+             reads credentials from the Envoy environment, so set it there if a credential names it"
+        ));
+    }
+    let env = |name: &str| {
+        own_env
+            .and_then(|vars| vars.get(name))
+            .and_then(|v| match v {
+                Value::String(s) => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            })
+            .or_else(|| (cx.env)(name))
+    };
+    let cx = &Context {
+        providers: cx.providers,
+        env: &env,
+    };
     import_model_list(config, cx, &mut out);
     let router = config.get("router_settings");
     if let Some(aliases) = router.and_then(|r| r.get("model_group_alias")) {
@@ -87,12 +112,23 @@ pub fn import(config: &Value, export: Option<&Value>, version: &str, cx: &Contex
         }
     }
     import_general_settings(config, cx, &mut out);
-    for section in ["litellm_settings", "guardrails", "callback_settings"] {
-        if config.get(section).is_some() {
-            out.not_carried.push(format!(
-                "{section}: not read (only model_list and aliases are)"
-            ));
-        }
+    // Every other top-level section is named (LiteLLM grows new ones; none is read).
+    const READ: [&str; 4] = [
+        "model_list",
+        "router_settings",
+        "general_settings",
+        "environment_variables",
+    ];
+    for section in config
+        .as_object()
+        .into_iter()
+        .flat_map(|c| c.keys())
+        .filter(|k| !READ.contains(&k.as_str()))
+    {
+        out.not_carried.push(format!(
+            "{section}: not read (only model_list, aliases, the master key and \
+             environment_variables are)"
+        ));
     }
     if let Some(export) = export {
         export::import_teams(export, &mut out);
@@ -382,5 +418,32 @@ litellm_settings:
             .not_carried
             .iter()
             .any(|n| n.contains("set LITELLM_MASTER_KEY")));
+    }
+
+    #[test]
+    fn the_configs_own_environment_variables_resolve_its_references_first() {
+        let config = crate::yaml_doc::YamlDoc::parse(
+            "model_list:\n  - model_name: m\n    litellm_params: {model: openai/m, api_base: \
+             os.environ/BASE}\nenvironment_variables:\n  BASE: http://127.0.0.1:9000\n\
+             include: [other.yaml]\n",
+            "c.yaml",
+        )
+        .unwrap()
+        .value;
+        let providers = Providers::new(Default::default());
+        let shell = |name: &str| (name == "BASE").then(|| "https://shell.example".to_string());
+        let cx = Context {
+            providers: &providers,
+            env: &shell,
+        };
+        let imported = import(&config, None, "v1", &cx);
+        assert!(imported.errors.is_empty(), "{:?}", imported.errors);
+        assert_eq!(
+            imported.policy["model_list"][0]["cluster"],
+            "openai-127-0-0-1-9000"
+        );
+        let report = imported.not_carried.join("\n");
+        assert!(report.contains("environment_variables.BASE"), "{report}");
+        assert!(report.contains("include: not read"), "{report}");
     }
 }
