@@ -9,6 +9,7 @@ use serde_json::{json, Map, Value};
 use tollgate::core::config::key_hash;
 
 use super::providers::Providers;
+use super::reach::{reach, Reach};
 use super::upstream::{resolve_env, Upstream};
 use super::{text, Import};
 
@@ -133,17 +134,18 @@ pub fn import_model_list(config: &Value, cx: &Context<'_>, out: &mut Import) {
                 }
             }
         };
-        if let Some(u) = upstream
-            .as_ref()
-            .filter(|u| !u.path.is_empty() && u.path != "/v1")
-        {
-            out.not_carried.push(format!(
-                "{at}.litellm_params.api_base: the path {:?} is not carried: Tollgate forwards \
-                 the client's path (/v1/...) to the cluster; add a prefix_rewrite to that route",
-                u.path
-            ));
-        }
-        let cluster = out.clusters.cluster_for(&provider, upstream.as_ref());
+        let default = match reach(&provider, &upstream_model) {
+            Reach::Needs(what) => {
+                out.not_carried
+                    .push(format!("{at}: not imported: {provider}: {what}"));
+                continue;
+            }
+            Reach::Known(base) => Upstream::parse(base).ok(),
+            Reach::Unknown => None,
+        };
+        let cluster = out
+            .clusters
+            .cluster_for(&provider, upstream.as_ref(), default.as_ref());
         let mut tg_params = json!({ "model": format!("{provider}/{upstream_model}") });
         let mut model_info = Map::new();
         for (key, value) in params {

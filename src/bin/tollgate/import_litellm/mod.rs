@@ -11,6 +11,7 @@
 mod deployments;
 mod export;
 mod providers;
+mod reach;
 mod upstream;
 
 use std::process::ExitCode;

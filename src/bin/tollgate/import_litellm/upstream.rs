@@ -115,23 +115,36 @@ pub struct Clusters {
 }
 
 impl Clusters {
-    /// The cluster of `provider` at `upstream` (`None`: the provider's own API).
-    pub fn cluster_for(&mut self, provider: &str, upstream: Option<&Upstream>) -> String {
+    /// The cluster of `provider` at `upstream` (`None`: the provider's own API, at `default`
+    /// when Tollgate knows it).
+    pub fn cluster_for(
+        &mut self,
+        provider: &str,
+        upstream: Option<&Upstream>,
+        default: Option<&Upstream>,
+    ) -> String {
         let key = (provider.to_string(), upstream.cloned());
         if let Some(name) = self.by_upstream.get(&key) {
             return name.clone();
         }
+        let with_route = |u: &Upstream| match super::reach::path_rewrite(provider, u) {
+            Some(rewrite) => format!("{} (route: {rewrite})", u.address()),
+            None => u.address(),
+        };
         let (base, target) = match upstream {
             None => (
                 sanitized(provider),
-                format!("{provider}'s API (its default address)"),
+                default.map_or_else(
+                    || format!("{provider}'s API: no default address known, define it"),
+                    with_route,
+                ),
             ),
             Some(u) => {
                 let mut name = format!("{}-{}", sanitized(provider), sanitized(&u.host));
                 if let Some(port) = u.explicit_port() {
                     name.push_str(&format!("-{port}"));
                 }
-                (name, u.address())
+                (name, with_route(u))
             }
         };
         let mut name = base.clone();
@@ -160,11 +173,11 @@ mod tests {
         assert_eq!(b.path, "/v1");
         assert_eq!((us.host.as_str(), us.port), ("us.openai.azure.com", 443));
         let names = [
-            clusters.cluster_for("openai", Some(&a)),
-            clusters.cluster_for("openai", Some(&b)),
-            clusters.cluster_for("azure", Some(&eu)),
-            clusters.cluster_for("azure", Some(&us)),
-            clusters.cluster_for("openai", None),
+            clusters.cluster_for("openai", Some(&a), None),
+            clusters.cluster_for("openai", Some(&b), None),
+            clusters.cluster_for("azure", Some(&eu), None),
+            clusters.cluster_for("azure", Some(&us), None),
+            clusters.cluster_for("openai", None, None),
         ];
         assert_eq!(
             names,
@@ -177,7 +190,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            clusters.cluster_for("openai", Some(&a)),
+            clusters.cluster_for("openai", Some(&a), None),
             names[0],
             "same upstream, same cluster"
         );
@@ -189,8 +202,8 @@ mod tests {
         let dotted = Upstream::parse("https://a.b").unwrap();
         let dashed = Upstream::parse("https://a-b").unwrap();
         assert_ne!(
-            clusters.cluster_for("openai", Some(&dotted)),
-            clusters.cluster_for("openai", Some(&dashed))
+            clusters.cluster_for("openai", Some(&dotted), None),
+            clusters.cluster_for("openai", Some(&dashed), None)
         );
         assert_eq!(Upstream::parse("http://[::1]:9000/v1").unwrap().port, 9000);
         assert!(Upstream::parse("ftp://x").is_err());
