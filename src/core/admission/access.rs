@@ -9,6 +9,10 @@
 //! holds a deployment both the key's and the team's lists grant, and is routed only among those
 //! granted deployments of that tier; with none, it is refused.
 //!
+//! A deployment with `model_info.team_id` (LiteLLM's team-scoped model) is left out for every
+//! key outside that team, whatever its lists say: another team's key, or one with no team, is
+//! refused (or served by other deployments of the model) as if it did not exist.
+//!
 //! A list that names exactly the alias the client sent admits it only when every alias hop was
 //! defined at that list's own level or globally (`model_group_alias`): a key's list is not
 //! widened by a team alias, and a team's list is not widened by a key alias. So a team alias
@@ -130,11 +134,20 @@ pub fn check_access<'p>(
             deployments: Vec::new(),
         });
     }
+    // A team-scoped deployment exists only for its team's keys.
+    let in_scope = |d: &Deployment| {
+        d.team_id
+            .as_deref()
+            .is_none_or(|owner| team.is_some_and(|t| t.id == owner))
+    };
     for tier in tiers {
         let mut grants = None;
         let mut granted = Vec::new();
         for id in tier {
             let deployment = policy.deployment(id);
+            if deployment.is_some_and(|d| !in_scope(d)) {
+                continue;
+            }
             if let (Some(k), Some(t)) = (key_grant(deployment), team_grant(deployment)) {
                 grants.get_or_insert(AccessGrants { key: k, team: t });
                 granted.push(id);
@@ -292,6 +305,39 @@ mod tests {
             keys.join(",")
         );
         compile(json.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn a_team_scoped_deployment_serves_only_its_teams_keys() {
+        // Phase 2 · 3/5 item 7: LiteLLM's model_info.team_id.
+        let json = format!(
+            r#"{{"version":"v1",
+              "model_list":[
+                {{"model_name":"gpt-4o","litellm_params":{{"model":"openai/gpt-4o","api_key_env":"T_KEY"}},"cluster":"t-only","model_info":{{"id":"t-only","team_id":"t"}}}},
+                {{"model_name":"secret","litellm_params":{{"model":"openai/gpt-4o"}},"cluster":"t-only","model_info":{{"id":"secret","team_id":"t"}}}},
+                {{"model_name":"gpt-4o","litellm_params":{{"model":"openai/gpt-4o"}},"cluster":"shared","model_info":{{"id":"shared"}}}}],
+              "teams":[{{"team_id":"t","models":[]}},{{"team_id":"u","models":[]}}],
+              "keys":[{{"key_hash":"{}","team_id":"t","models":[]}},
+                      {{"key_hash":"{}","team_id":"u","models":[]}},
+                      {{"key_hash":"{}","models":[]}}]}}"#,
+            to_hex(&digest("sk-0")),
+            to_hex(&digest("sk-1")),
+            to_hex(&digest("sk-2"))
+        );
+        let p = compile(json.as_bytes()).unwrap();
+        assert_eq!(routed(&p, 0, "gpt-4o").unwrap(), ["t-only", "shared"]);
+        assert_eq!(routed(&p, 1, "gpt-4o").unwrap(), ["shared"], "another team");
+        assert_eq!(routed(&p, 2, "gpt-4o").unwrap(), ["shared"], "no team");
+        assert_eq!(routed(&p, 0, "secret").unwrap(), ["secret"]);
+        for outsider in [1, 2] {
+            assert!(matches!(
+                routed(&p, outsider, "secret"),
+                Err(Denial::ModelNotAllowed { .. })
+            ));
+        }
+        let team_u = p.team(1);
+        let listed = crate::core::admission::listing::list_models(&p, &p.keys[1], team_u);
+        assert!(!listed.contains("secret"), "{listed}");
     }
 
     #[test]

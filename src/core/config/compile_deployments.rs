@@ -130,6 +130,12 @@ impl Compiler {
                 ),
                 max_output_tokens: info.max_output_tokens,
             };
+            if info.team_id.as_ref().is_some_and(String::is_empty) {
+                self.error(
+                    &format!("{path}.model_info.team_id"),
+                    "must be non-empty".into(),
+                );
+            }
             if let Some(base) = &info.base_model {
                 if base.is_empty() || base.len() > MAX_BASE_MODEL_BYTES {
                     self.error(
@@ -201,6 +207,7 @@ impl Compiler {
                 prices,
                 affinity_group: d.model_info.affinity_group,
                 base_model: d.model_info.base_model,
+                team_id: d.model_info.team_id,
             });
         }
         let deployments = &policy.deployments;

@@ -326,6 +326,8 @@ pub struct ModelInfo {
     pub max_output_tokens: Option<u64>,
     /// Deployments naming the same group share an encryption boundary (Responses affinity).
     pub affinity_group: Option<String>,
+    /// The team whose keys alone may use this deployment (LiteLLM's team-scoped models).
+    pub team_id: Option<String>,
     /// The cost-map model whose prices this deployment is charged at (LiteLLM's
     /// `model_info.base_model`: an Azure deployment name priced as `azure/gpt-4o`).
     pub base_model: Option<String>,

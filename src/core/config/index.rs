@@ -222,6 +222,9 @@ pub struct Deployment {
     pub prices: DeploymentPrices,
     /// Explicit encryption-boundary group (Responses affinity).
     pub affinity_group: Option<String>,
+    /// The team whose keys alone may use it (`model_info.team_id`); `None`: any key its lists
+    /// admit.
+    pub team_id: Option<String>,
     /// The cost-map model it is priced as (`model_info.base_model`), instead of its upstream
     /// model.
     pub base_model: Option<String>,

@@ -99,6 +99,9 @@ pub fn import_model_list(config: &Value, cx: &Context<'_>, out: &mut Import) {
                 .push(format!("{at}: no model_name or litellm_params; skipped"));
             continue;
         };
+        // A team's model is called by its team-public name (LiteLLM keeps a unique internal
+        // model_name for it).
+        let name = text(deployment["model_info"].get("team_public_model_name")).unwrap_or(name);
         let Some(model) = text(params.get("model")) else {
             out.not_carried
                 .push(format!("{at}.litellm_params: no model; skipped"));
@@ -174,12 +177,13 @@ pub fn import_model_list(config: &Value, cx: &Context<'_>, out: &mut Import) {
         if let Some(info) = deployment.get("model_info").and_then(Value::as_object) {
             for (key, value) in info {
                 match key.as_str() {
-                    "id" | "access_groups" | "max_output_tokens" | "base_model" => {
+                    "id" | "access_groups" | "max_output_tokens" | "base_model" | "team_id" => {
                         model_info.insert(key.clone(), value.clone());
                     }
                     field if PRICE_FIELDS.contains(&field) => {
                         model_info.insert(key.clone(), value.clone());
                     }
+                    "team_public_model_name" => {}
                     other => out
                         .not_carried
                         .push(format!("{at}.model_info.{other}: no Tollgate equivalent")),
@@ -261,5 +265,25 @@ mod tests {
             "weight wins over rpm in c"
         );
         assert_eq!(w[7], None, "no metric: all equal");
+    }
+
+    #[test]
+    fn a_team_model_keeps_its_team_and_is_called_by_its_public_name() {
+        let config: Value = serde_json::from_str(
+            r#"{"model_list":[{"model_name":"gpt-4o_team-a_3f2c","litellm_params":{"model":"openai/gpt-4o"},
+                "model_info":{"team_id":"team-a","team_public_model_name":"gpt-4o"}}]}"#,
+        )
+        .unwrap();
+        let providers = super::super::providers::Providers::new(Default::default());
+        let cx = Context {
+            providers: &providers,
+            env: &|_| None,
+        };
+        let mut out = Import::default();
+        import_model_list(&config, &cx, &mut out);
+        let d = &out.policy["model_list"][0];
+        assert_eq!(d["model_name"], "gpt-4o");
+        assert_eq!(d["model_info"]["team_id"], "team-a");
+        assert!(out.not_carried.is_empty(), "{:?}", out.not_carried);
     }
 }
