@@ -248,7 +248,12 @@ pub fn upstream_model(deployment: &Deployment, target: &ModelTarget) -> String {
     let captures = target
         .captures(pattern)
         .unwrap_or_else(|| vec![target.name]);
-    let filled = Pattern::substitute(&deployment.upstream_model, &captures);
+    // Fewer stars upstream than in model_name (`*meta.llama3*` → `bedrock/meta.llama3*`): the
+    // upstream's stars take the last captures, as LiteLLM documents (`hello-meta.llama3-70b` →
+    // `meta.llama3-70b`).
+    let stars = deployment.upstream_model.matches('*').count();
+    let captures = &captures[captures.len().saturating_sub(stars)..];
+    let filled = Pattern::substitute(&deployment.upstream_model, captures);
     match filled.strip_prefix(deployment.provider.as_str()) {
         Some(rest) if rest.starts_with('/') => rest[1..].to_string(),
         _ => filled,
@@ -285,6 +290,29 @@ mod tests {
         pin: Option<AffinityTag>,
     ) -> Result<Route<'p>, RouteError> {
         p.route(target, &p.candidates(target), c, random, pin)
+    }
+
+    #[test]
+    fn every_star_is_filled_as_litellm_fills_it() {
+        // Phase 2 · 3/5 item 11, LiteLLM's own examples (pattern_match_deployments.py).
+        let p = compile(
+            br#"{"version":"v1","model_list":[
+                {"model_name":"llmengine/fo::*::static::*","litellm_params":{"model":"openai/fo::*::static::*"},"cluster":"o"},
+                {"model_name":"*meta.llama3*","litellm_params":{"model":"bedrock/meta.llama3*"},"cluster":"b"}]}"#,
+        )
+        .unwrap();
+        let upstream = |name: &str| {
+            let target = ModelTarget::new(&p, name);
+            route_to(&p, &target, &creds(&[]), 0, None).map(|r| r.upstream_model)
+        };
+        assert_eq!(
+            upstream("llmengine/fo::bar::static::baz").unwrap(),
+            "fo::bar::static::baz"
+        );
+        assert_eq!(
+            upstream("hello-world-meta.llama3-70b").unwrap(),
+            "meta.llama3-70b"
+        );
     }
 
     fn creds(pairs: &[(&str, &str)]) -> HashMap<String, String> {

@@ -93,13 +93,13 @@ impl Compiler {
             }
             let upstream_stars = upstream_model.matches('*').count();
             if let Some(pattern) = pattern.as_ref().filter(|_| upstream_stars > 0) {
-                if upstream_stars != pattern.stars() {
+                if upstream_stars > pattern.stars() {
                     self.error(
                         &format!("{path}.litellm_params.model"),
                         format!(
                             "has {upstream_stars} '*' but model_name {:?} has {}: each '*' of the \
-                             upstream model is filled by the '*' of model_name in the same place, \
-                             so the counts must be equal (or the upstream model has none)",
+                             upstream model is filled by a '*' of model_name, so it cannot have \
+                             more",
                             d.model_name,
                             pattern.stars()
                         ),

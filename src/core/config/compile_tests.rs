@@ -225,7 +225,7 @@ fn wildcard_deployments_are_ordered_most_specific_first() {
 }
 
 #[test]
-fn a_wildcard_upstream_needs_as_many_stars_as_its_model_name() {
+fn a_wildcard_upstream_has_no_more_stars_than_its_model_name() {
     let json = r#"{"version":"v1","model_list":[
         {"model_name":"bedrock/*.anthropic.*","litellm_params":{"model":"bedrock/*.anthropic.*"},"cluster":"b"},
         {"model_name":"*-mini","litellm_params":{"model":"openai/*-*"},"cluster":"o"}]}"#;

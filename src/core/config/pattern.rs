@@ -49,8 +49,9 @@ impl Pattern {
             .map(|captures| captures.first().copied().unwrap_or(""))
     }
 
-    /// Matches `name` and returns what each `*` matched, in order (leftmost-shortest for every
-    /// star but the last, which takes the rest), or `None` when it does not match.
+    /// Matches the whole of `name` and returns what each `*` matched, in order, or `None` when
+    /// it does not match. Stars are greedy from the left, as LiteLLM's `(.*)` groups are: each
+    /// takes the most it can while the rest still matches (`a*b*c` on `aXbYbZc` is `XbY`, `Z`).
     pub fn captures<'n>(&self, name: &'n str) -> Option<Vec<&'n str>> {
         let (first, rest) = self.literals.split_first()?;
         let Some((last, middle)) = rest.split_last() else {
@@ -58,20 +59,29 @@ impl Pattern {
         };
         let body = name.strip_prefix(first.as_str())?;
         let body = body.strip_suffix(last.as_str())?;
+        // Each inner literal at its rightmost place that leaves room for those after it: the
+        // stars before it are then as long as they can be.
+        let mut spans = Vec::with_capacity(middle.len());
+        let mut end = body.len();
+        for literal in middle.iter().rev() {
+            let found = body.get(..end)?.rfind(literal.as_str())?;
+            spans.push((found, found + literal.len()));
+            end = found;
+        }
+        spans.reverse();
         let mut captures = Vec::with_capacity(middle.len() + 1);
         let mut cursor = 0;
-        for literal in middle {
-            let found = body.get(cursor..)?.find(literal.as_str())? + cursor;
-            captures.push(body.get(cursor..found)?);
-            cursor = found + literal.len();
+        for (start, stop) in spans {
+            captures.push(body.get(cursor..start)?);
+            cursor = stop;
         }
         captures.push(body.get(cursor..)?);
         Some(captures)
     }
 
     /// Replaces the n-th `*` of `template` with the n-th capture (for wildcard deployments whose
-    /// upstream model is `provider/*`). Compilation guarantees a template has either no `*` or
-    /// exactly as many as its `model_name`; a star without a capture is left as it is.
+    /// upstream model is `provider/*`). Compilation guarantees a template has no more `*` than
+    /// its `model_name`; a star without a capture is left as it is.
     pub fn substitute(template: &str, captures: &[&str]) -> String {
         let mut out =
             String::with_capacity(template.len() + captures.iter().map(|c| c.len()).sum::<usize>());
@@ -153,7 +163,23 @@ mod tests {
             Pattern::substitute("bedrock/*.anthropic.*-v1", &captures),
             "bedrock/us.anthropic.claude-3-v1"
         );
-        assert_eq!(p("a*b*c").captures("aXbYbZc").unwrap(), ["X", "YbZ"]);
+        assert_eq!(
+            p("a*b*c").captures("aXbYbZc").unwrap(),
+            ["XbY", "Z"],
+            "greedy, as LiteLLM"
+        );
+        assert_eq!(
+            p("fo::*::static::*")
+                .captures("fo::a::static::b::static::c")
+                .unwrap(),
+            ["a::static::b", "c"]
+        );
+        assert_eq!(
+            p("*meta.llama3*")
+                .captures("hello-meta.llama3-70b")
+                .unwrap(),
+            ["hello-", "-70b"]
+        );
         assert_eq!(p("*").captures("").unwrap(), [""]);
         assert_eq!(p("a*b*c").captures("acb"), None);
     }
