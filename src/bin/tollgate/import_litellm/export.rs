@@ -1,6 +1,12 @@
-//! The keys and teams of a LiteLLM export (`/key/list?return_full_object=true` or the
-//! `LiteLLM_VerificationToken` table, and `/team/list`): what carries over to Tollgate's keys and
-//! teams, and what is named as left behind.
+//! The keys, teams, users and end users of a LiteLLM export: what carries over to Tollgate's
+//! keys, teams, `users` and `end_users`, and what is named as left behind.
+//!
+//! Accepted shapes: `{"keys": [...], "teams": [...], "users": [...], "end_users": [...]}` (also
+//! `customers`, LiteLLM's name for end users), holding LiteLLM's objects as its API returns them
+//! (`/key/list?return_full_object=true` or the `LiteLLM_VerificationToken` table, `/team/list`,
+//! `/user/list`, `/customer/list`); or one raw list from one of those (`/team/list` returns a bare
+//! array), sorted by what its objects hold. A budget comes from the object itself, else from its
+//! budget tier (`litellm_budget_table`).
 
 use serde_json::{json, Map, Value};
 
@@ -14,38 +20,96 @@ fn copy(from: &Value, to: &mut Map<String, Value>, fields: &[&str]) {
     }
 }
 
+/// The export's list named `name` (or, for a bare array, its objects that are of that kind).
+fn list<'e>(export: &'e Value, name: &str) -> Vec<&'e Value> {
+    if let Some(items) = export.as_array() {
+        let kind = |item: &Value| {
+            if item.get("token").is_some() {
+                "keys"
+            } else if item.get("team_id").is_some() && item.get("user_id").is_none() {
+                "teams"
+            } else if item.get("user_id").is_some() && item.get("user_email").is_some() {
+                "users"
+            } else {
+                "end_users"
+            }
+        };
+        return items.iter().filter(|item| kind(item) == name).collect();
+    }
+    let alias = (name == "end_users").then_some("customers");
+    [Some(name), alias]
+        .into_iter()
+        .flatten()
+        .filter_map(|n| export.get(n).and_then(Value::as_array))
+        .flatten()
+        .collect()
+}
+
+/// `max_budget` and `budget_duration` of `item`, else of its budget tier.
+fn budget(item: &Value, to: &mut Map<String, Value>) {
+    let tier = item.get("litellm_budget_table").filter(|t| t.is_object());
+    for field in ["max_budget", "budget_duration"] {
+        let value = item
+            .get(field)
+            .filter(|v| !v.is_null())
+            .or_else(|| tier.and_then(|t| t.get(field)).filter(|v| !v.is_null()));
+        if let Some(value) = value {
+            to.insert(field.to_string(), value.clone());
+        }
+    }
+}
+
+/// What Tollgate does not enforce yet, named where it appears (directly or in the tier).
+fn name_unenforced(item: &Value, at: &str, out: &mut Import) {
+    let tier = item.get("litellm_budget_table");
+    for field in [
+        "tpm_limit",
+        "rpm_limit",
+        "max_parallel_requests",
+        "soft_budget",
+        "model_max_budget",
+        "model_rpm_limit",
+        "model_tpm_limit",
+    ] {
+        let set = |v: Option<&Value>| {
+            v.is_some_and(|v| !v.is_null() && v.as_object().is_none_or(|o| !o.is_empty()))
+        };
+        if set(item.get(field)) || set(tier.and_then(|t| t.get(field))) {
+            out.not_carried
+                .push(format!("{at}.{field}: not enforced by Tollgate yet"));
+        }
+    }
+}
+
 /// The export's teams.
 pub fn import_teams(export: &Value, out: &mut Import) {
     let mut teams = Vec::new();
-    for (i, team) in export
-        .get("teams")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
+    for (i, team) in list(export, "teams").into_iter().enumerate() {
+        let at = format!("teams[{i}]");
         let mut t = Map::new();
         copy(
             team,
             &mut t,
-            &[
-                "team_id",
-                "team_alias",
-                "models",
-                "max_budget",
-                "budget_duration",
-                "blocked",
-            ],
+            &["team_id", "team_alias", "models", "blocked"],
         );
-        if let Some(aliases) = team.get("model_aliases").filter(|v| v.is_object()) {
+        budget(team, &mut t);
+        // Team aliases live in `model_aliases`, or in the joined `litellm_model_table`.
+        let aliases = team
+            .get("model_aliases")
+            .or_else(|| team.get("litellm_model_table")?.get("model_aliases"))
+            .filter(|v| v.as_object().is_some_and(|o| !o.is_empty()));
+        if let Some(aliases) = aliases {
             t.insert("model_aliases".into(), aliases.clone());
         }
-        for limit in ["tpm_limit", "rpm_limit", "max_parallel_requests"] {
-            if team.get(limit).is_some_and(|v| !v.is_null()) {
-                out.not_carried.push(format!(
-                    "teams[{i}].{limit}: rate limits are not enforced by Tollgate"
-                ));
-            }
+        name_unenforced(team, &at, out);
+        let member_budgets = team
+            .get("team_member_budget_table")
+            .or_else(|| team.get("team_member_budget"))
+            .is_some_and(|v| !v.is_null());
+        if member_budgets {
+            out.not_carried.push(format!(
+                "{at}: per-member team budgets are not enforced by Tollgate yet"
+            ));
         }
         teams.push(Value::Object(t));
     }
@@ -54,16 +118,40 @@ pub fn import_teams(export: &Value, out: &mut Import) {
     }
 }
 
+/// The export's internal users and end users with a budget (`users`, `end_users`).
+pub fn import_budget_holders(export: &Value, out: &mut Import) {
+    for (kind, id_field) in [("users", "user_id"), ("end_users", "user_id")] {
+        let mut holders = Vec::new();
+        for (i, item) in list(export, kind).into_iter().enumerate() {
+            let at = format!("{kind}[{i}]");
+            let Some(id) = text(item.get(id_field)) else {
+                out.not_carried
+                    .push(format!("{at}: no {id_field}; skipped"));
+                continue;
+            };
+            let mut h = Map::new();
+            h.insert("user_id".into(), json!(id));
+            budget(item, &mut h);
+            name_unenforced(item, &at, out);
+            if item.get("blocked").and_then(Value::as_bool) == Some(true) {
+                out.not_carried.push(format!(
+                    "{at}.blocked: a blocked {kind} entry is not enforced by Tollgate yet"
+                ));
+            }
+            if h.contains_key("max_budget") {
+                holders.push(Value::Object(h));
+            }
+        }
+        if !holders.is_empty() {
+            out.policy.insert(kind.into(), Value::Array(holders));
+        }
+    }
+}
+
 /// The export's keys (only those with a SHA-256 `token`).
 pub fn import_keys(export: &Value, out: &mut Import) {
     let mut keys = Vec::new();
-    for (i, key) in export
-        .get("keys")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
+    for (i, key) in list(export, "keys").into_iter().enumerate() {
         let at = format!("keys[{i}]");
         let token = text(key.get("token")).unwrap_or_default();
         let hashed = token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit());
@@ -83,12 +171,11 @@ pub fn import_keys(export: &Value, out: &mut Import) {
                 "team_id",
                 "user_id",
                 "models",
-                "max_budget",
-                "budget_duration",
                 "blocked",
                 "aliases",
             ],
         );
+        budget(key, &mut k);
         if let Some(expires) = text(key.get("expires")) {
             // LiteLLM writes `2026-12-31T23:59:59.000000+00:00` or without a zone (UTC).
             let tail = expires.get(expires.len().saturating_sub(6)..).unwrap_or("");
@@ -100,13 +187,7 @@ pub fn import_keys(export: &Value, out: &mut Import) {
             };
             k.insert("expires".into(), json!(rfc3339));
         }
-        for limit in ["tpm_limit", "rpm_limit", "max_parallel_requests"] {
-            if key.get(limit).is_some_and(|v| !v.is_null()) {
-                out.not_carried.push(format!(
-                    "{at}.{limit}: rate limits are not enforced by Tollgate"
-                ));
-            }
-        }
+        name_unenforced(key, &at, out);
         if key
             .get("spend")
             .and_then(Value::as_f64)
@@ -126,5 +207,49 @@ pub fn import_keys(export: &Value, out: &mut Import) {
                 out.policy.insert("keys".into(), Value::Array(keys));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budgets_come_from_the_object_or_its_tier_and_raw_lists_are_sorted() {
+        let teams: Value = serde_json::from_str(
+            r#"[{"team_id":"t","team_alias":"T","models":[],"max_budget":null,
+                 "litellm_budget_table":{"max_budget":50,"budget_duration":"monthly","soft_budget":40},
+                 "litellm_model_table":{"model_aliases":{"fast":"gpt-4o-mini"}}}]"#,
+        )
+        .unwrap();
+        let mut out = Import::default();
+        import_teams(&teams, &mut out);
+        import_keys(&teams, &mut out);
+        let team = &out.policy["teams"][0];
+        assert_eq!(team["max_budget"], 50);
+        assert_eq!(team["budget_duration"], "monthly");
+        assert_eq!(team["model_aliases"]["fast"], "gpt-4o-mini");
+        assert!(out.policy.get("keys").is_none());
+        assert!(out
+            .not_carried
+            .iter()
+            .any(|n| n == "teams[0].soft_budget: not enforced by Tollgate yet"));
+
+        let export: Value = serde_json::from_str(
+            r#"{"users":[{"user_id":"alice","user_email":"a@x","max_budget":5,"budget_duration":"daily"},
+                         {"user_id":"bob","user_email":"b@x"}],
+                "customers":[{"user_id":"cust-1","litellm_budget_table":{"max_budget":1}}]}"#,
+        )
+        .unwrap();
+        let mut out = Import::default();
+        import_budget_holders(&export, &mut out);
+        assert_eq!(
+            out.policy["users"],
+            json!([{"user_id":"alice","max_budget":5,"budget_duration":"daily"}])
+        );
+        assert_eq!(
+            out.policy["end_users"],
+            json!([{"user_id":"cust-1","max_budget":1}])
+        );
     }
 }

@@ -134,6 +134,7 @@ pub fn import(config: &Value, export: Option<&Value>, version: &str, cx: &Contex
     if let Some(export) = export {
         export::import_teams(export, &mut out);
         export::import_keys(export, &mut out);
+        export::import_budget_holders(export, &mut out);
     }
     out
 }
