@@ -140,3 +140,60 @@ def test_a_monthly_budget_from_the_export_is_enforced(migrated):
             assert "tight" in error["message"], error
             break
     assert statuses[0] == 200 and statuses[-1] == 429, statuses
+
+
+CATCH_ALL = """
+model_list:
+  - model_name: "*"
+    litellm_params:
+      model: "*"
+"""
+ANY = "sk-migrated-any-model"
+CLAUDE_ONLY = "sk-migrated-claude-only"
+
+
+@pytest.fixture(scope="module")
+def catch_all(request, upstreams):
+    """LiteLLM's Quick Start catch-all, imported: the provider comes from the requested name."""
+    work = clean_dir(ROOT / ".run" / "e2e" / "litellm-catch-all")
+    (work / "config.yaml").write_text(CATCH_ALL)
+    (work / "export.json").write_text(json.dumps({"keys": [
+        {"token": sha(ANY), "key_alias": "any", "models": []},
+        {"token": sha(CLAUDE_ONLY), "key_alias": "claude-only", "models": ["anthropic/*"]}]}))
+    imported = subprocess.run([str(TOLLGATE_CLI), "import-litellm", str(work / "config.yaml"), "--keys",
+                               str(work / "export.json"), "--output", str(work / "policy.json")],
+                              capture_output=True, text=True, timeout=60)
+    assert imported.returncode == 0, imported.stderr
+    built = subprocess.run([str(TOLLGATE_CLI), "build-config", "--policy", str(work / "policy.json"), "--cost-map",
+                            str(ROOT / "tests" / "data" / "model_prices_and_context_window.json"), "--output",
+                            str(work / "plugin.json")], capture_output=True, text=True, timeout=60)
+    assert built.returncode == 0, built.stderr
+    # The e2e Envoy defines the openai, anthropic and openrouter clusters (the mocks); the other
+    # providers' keys are not set, so routing skips them.
+    stack = start_stack(request, upstreams, (work / "plugin.json").read_text(), name="litellm-catch-all")
+    yield stack
+    stack.stop()
+
+
+@pytest.mark.parametrize("model, upstream", [
+    ("gpt-4o", "openai"),                       # the cost map names openai
+    ("claude-sonnet-4-6", "anthropic"),         # the cost map names anthropic
+    ("claude-newfamily-9", "anthropic"),        # newer than the map: its fallback rule
+    ("openai/gpt-4o-mini", "openai"),           # provider-qualified
+])
+def test_the_catch_all_routes_each_name_to_the_provider_litellm_infers(catch_all, upstreams, model, upstream):
+    r = catch_all.request("POST", "/v1/chat/completions", bearer(ANY), chat(model))
+    assert r.status == 200, r
+    sent = upstreams[upstream].requests()[-1]
+    assert json.loads(sent["body"])["model"] == model.split("/")[-1]
+
+
+def test_the_catch_all_keeps_access_and_refuses_names_no_provider_owns(catch_all, upstreams):
+    r = catch_all.request("POST", "/v1/chat/completions", bearer(CLAUDE_ONLY), chat("claude-newfamily-9"))
+    assert r.status == 200, r
+    r = catch_all.request("POST", "/v1/chat/completions", bearer(CLAUDE_ONLY), chat("gpt-4o"))
+    assert r.status == 403 and r.json()["error"]["code"] == "model_not_allowed", r
+    r = catch_all.request("POST", "/v1/chat/completions", bearer(ANY), chat("no-such-model-anywhere"))
+    assert r.status in (400, 404) and r.status != 200, r
+    assert not any(json.loads(q["body"]).get("model") == "no-such-model-anywhere"
+                   for m in upstreams.values() for q in m.requests())

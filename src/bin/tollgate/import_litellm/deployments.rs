@@ -81,6 +81,59 @@ fn shuffle_weights(deployments: &[Value]) -> Vec<Option<f64>> {
     weights
 }
 
+/// LiteLLM's catch-all (`model: "*"`, its Quick Start): any model, its provider inferred from
+/// the requested name, called with that provider's own key. It becomes one `<provider>/*`
+/// deployment per provider Tollgate reaches at a known address, each with the key variable
+/// LiteLLM reads for that provider (or the catch-all's own `api_key`): a bare name such as
+/// `gpt-4o` or `claude-newfamily-9` matches `openai/*` or `anthropic/*` through this version's
+/// cost map and its fallback rules, as LiteLLM infers it. Providers whose key is not set in the
+/// Envoy environment are skipped by routing, as LiteLLM fails without one.
+fn catch_all(
+    at: &str,
+    name: &str,
+    params: &Map<String, Value>,
+    model_list: &mut Vec<Value>,
+    out: &mut Import,
+) {
+    if name != "*" {
+        out.not_carried.push(format!(
+            "{at}: model \"*\" under model_name {name:?} is not carried (only the \"*\" \
+             catch-all is)"
+        ));
+        return;
+    }
+    let shared_key = params
+        .get("api_key")
+        .and_then(Value::as_str)
+        .and_then(|v| v.strip_prefix("os.environ/"));
+    for (provider, base, key_env) in super::reach::DEFAULT_BASES {
+        if provider == "text-completion-openai" {
+            continue;
+        }
+        let default = Upstream::parse(base).ok();
+        let cluster = out.clusters.cluster_for(provider, None, default.as_ref());
+        model_list.push(json!({
+            "model_name": format!("{provider}/*"),
+            "litellm_params": {
+                "model": format!("{provider}/*"),
+                "api_key_env": shared_key.unwrap_or(key_env),
+            },
+            "cluster": cluster,
+            "model_info": { "id": format!("catch-all-{provider}") },
+        }));
+    }
+    out.notes.push(format!(
+        "{at}: the \"*\" catch-all is one <provider>/* deployment per provider with a known \
+         address ({}); a bare model name reaches the provider the cost map names",
+        super::reach::DEFAULT_BASES
+            .iter()
+            .filter(|(p, _, _)| *p != "text-completion-openai")
+            .map(|(p, _, _)| *p)
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+}
+
 /// Converts `model_list` into `out.policy["model_list"]`.
 pub fn import_model_list(config: &Value, cx: &Context<'_>, out: &mut Import) {
     let mut model_list: Vec<Value> = Vec::new();
@@ -107,6 +160,10 @@ pub fn import_model_list(config: &Value, cx: &Context<'_>, out: &mut Import) {
                 .push(format!("{at}.litellm_params: no model; skipped"));
             continue;
         };
+        if model == "*" {
+            catch_all(&at, &name, params, &mut model_list, out);
+            continue;
+        }
         let (provider, upstream_model) = match cx.providers.split(&model) {
             Ok(split) => split,
             Err(why) => {
@@ -285,5 +342,33 @@ mod tests {
         assert_eq!(d["model_name"], "gpt-4o");
         assert_eq!(d["model_info"]["team_id"], "team-a");
         assert!(out.not_carried.is_empty(), "{:?}", out.not_carried);
+    }
+
+    #[test]
+    fn the_catch_all_becomes_one_wildcard_per_reachable_provider() {
+        let config: Value = serde_json::from_str(
+            r#"{"model_list":[{"model_name":"*","litellm_params":{"model":"*"}}]}"#,
+        )
+        .unwrap();
+        let providers = super::super::providers::Providers::new(Default::default());
+        let cx = Context {
+            providers: &providers,
+            env: &|_| None,
+        };
+        let mut out = Import::default();
+        import_model_list(&config, &cx, &mut out);
+        let list = out.policy["model_list"].as_array().unwrap();
+        let anthropic = list
+            .iter()
+            .find(|d| d["model_name"] == "anthropic/*")
+            .unwrap();
+        assert_eq!(
+            anthropic["litellm_params"]["api_key_env"],
+            "ANTHROPIC_API_KEY"
+        );
+        assert_eq!(anthropic["cluster"], "anthropic");
+        assert!(list.iter().any(|d| d["model_name"] == "openai/*"));
+        assert_eq!(out.clusters.by_name["openai"], "https://api.openai.com:443");
+        assert!(out.notes.iter().any(|n| n.contains("catch-all")));
     }
 }

@@ -19,24 +19,58 @@ pub enum Reach {
     Needs(&'static str),
 }
 
-/// Default API bases of OpenAI-compatible (or Anthropic) providers, as their docs publish them.
-const DEFAULT_BASES: [(&str, &str); 14] = [
-    ("openai", "https://api.openai.com/v1"),
-    ("text-completion-openai", "https://api.openai.com/v1"),
-    ("anthropic", "https://api.anthropic.com/v1"),
-    ("groq", "https://api.groq.com/openai/v1"),
-    ("mistral", "https://api.mistral.ai/v1"),
-    ("deepseek", "https://api.deepseek.com/v1"),
-    ("together_ai", "https://api.together.xyz/v1"),
-    ("fireworks_ai", "https://api.fireworks.ai/inference/v1"),
-    ("openrouter", "https://openrouter.ai/api/v1"),
-    ("xai", "https://api.x.ai/v1"),
-    ("perplexity", "https://api.perplexity.ai"),
-    ("cerebras", "https://api.cerebras.ai/v1"),
-    ("deepinfra", "https://api.deepinfra.com/v1/openai"),
+/// Providers Tollgate reaches at their published API base, with the variable LiteLLM reads
+/// their key from (litellm 1.109.1's provider code): `(provider, base, key variable)`.
+pub const DEFAULT_BASES: [(&str, &str, &str); 14] = [
+    ("openai", "https://api.openai.com/v1", "OPENAI_API_KEY"),
+    (
+        "text-completion-openai",
+        "https://api.openai.com/v1",
+        "OPENAI_API_KEY",
+    ),
+    (
+        "anthropic",
+        "https://api.anthropic.com/v1",
+        "ANTHROPIC_API_KEY",
+    ),
+    ("groq", "https://api.groq.com/openai/v1", "GROQ_API_KEY"),
+    ("mistral", "https://api.mistral.ai/v1", "MISTRAL_API_KEY"),
+    (
+        "deepseek",
+        "https://api.deepseek.com/v1",
+        "DEEPSEEK_API_KEY",
+    ),
+    (
+        "together_ai",
+        "https://api.together.xyz/v1",
+        "TOGETHERAI_API_KEY",
+    ),
+    (
+        "fireworks_ai",
+        "https://api.fireworks.ai/inference/v1",
+        "FIREWORKS_AI_API_KEY",
+    ),
+    (
+        "openrouter",
+        "https://openrouter.ai/api/v1",
+        "OPENROUTER_API_KEY",
+    ),
+    ("xai", "https://api.x.ai/v1", "XAI_API_KEY"),
+    (
+        "perplexity",
+        "https://api.perplexity.ai",
+        "PERPLEXITYAI_API_KEY",
+    ),
+    ("cerebras", "https://api.cerebras.ai/v1", "CEREBRAS_API_KEY"),
+    (
+        "deepinfra",
+        "https://api.deepinfra.com/v1/openai",
+        "DEEPINFRA_API_KEY",
+    ),
     (
         "gemini",
         "https://generativelanguage.googleapis.com/v1beta/openai",
+        "GEMINI_API_KEY",
     ),
 ];
 
@@ -65,8 +99,8 @@ pub fn reach(provider: &str, upstream_model: &str) -> Reach {
         ),
         _ => DEFAULT_BASES
             .iter()
-            .find(|(name, _)| *name == provider)
-            .map_or(Reach::Unknown, |(_, base)| Reach::Known(base)),
+            .find(|(name, _, _)| *name == provider)
+            .map_or(Reach::Unknown, |(_, base, _)| Reach::Known(base)),
     }
 }
 
