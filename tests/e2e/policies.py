@@ -36,7 +36,9 @@ KEYS = {
 
 AGENT_ALIAS = "AgentX-LLM"
 AGENT_TARGET = "openrouter/qwen/qwen3.5-flash-02-23"
-NEW_MODEL = "claude-opus-5-0"  # not in the real cost map; version 2 adds it
+# Not in the real cost map, and none of its fallback_generalizations rules places it (a bare
+# claude-<family>-<n> such as claude-opus-5-0 would be placed under anthropic); version 2 adds it.
+NEW_MODEL = "claude-5-opus-preview"
 
 
 def base_policy(version="v1", cost_map=None):
