@@ -78,8 +78,12 @@ pub fn load(path: &str) -> Result<Result<Policy, ()>, String> {
     }
 }
 
-/// Warns about every deployment budgeted keys could not call for want of a price.
+/// Prints the policy's warnings: what compiled but is not used (LiteLLM-only fields), and every
+/// deployment budgeted keys could not call for want of a price.
 pub fn warn_unpriced(policy: &Policy) {
+    for warning in &policy.warnings {
+        eprintln!("warning: {warning}");
+    }
     for (i, d) in tollgate::core::money::cost::unpriced_under_budget(policy) {
         eprintln!(
             "warning: model_list[{i}] ({:?} -> {}/{}): no price is known, so keys, teams or \

@@ -125,6 +125,7 @@ pub fn compile_config(config: Config) -> Result<Policy, ConfigErrors> {
         users: HashMap::new(),
         end_users: HashMap::new(),
         budget_ids: HashSet::new(),
+        warnings: Vec::new(),
         provider_count: count_providers(&config.cost_map),
         cost_map: config.cost_map,
         spending,
@@ -157,6 +158,7 @@ pub fn compile_config(config: Config) -> Result<Policy, ConfigErrors> {
     policy.users = cx.budget_holders("users", Scope::User, config.users);
     policy.end_users = cx.budget_holders("end_users", Scope::EndUser, config.end_users);
     policy.budget_ids = budget_ids(&policy);
+    policy.warnings = std::mem::take(&mut cx.warnings);
 
     if cx.errors.is_empty() {
         Ok(policy)
@@ -187,9 +189,18 @@ fn count_providers(cost_map: &CostMap) -> usize {
 #[derive(Default)]
 struct Compiler {
     errors: Vec<ConfigError>,
+    warnings: Vec<ConfigError>,
 }
 
 impl Compiler {
+    /// Something accepted that does not do what its author may expect: logged on accept.
+    fn warn(&mut self, path: &str, message: String) {
+        self.warnings.push(ConfigError {
+            path: path.to_string(),
+            message,
+        });
+    }
+
     fn error(&mut self, path: &str, message: String) {
         self.errors.push(ConfigError {
             path: path.to_string(),

@@ -19,7 +19,7 @@ impl Compiler {
         model_list: Vec<DeploymentConfig>,
     ) {
         let mut seen_ids: HashMap<String, usize> = HashMap::new();
-        for (i, d) in model_list.into_iter().enumerate() {
+        for (i, mut d) in model_list.into_iter().enumerate() {
             let path = format!("model_list[{i}]");
             let before = self.errors.len();
             if d.model_name.is_empty() {
@@ -31,15 +31,38 @@ impl Compiler {
                     "must name an Envoy cluster (printable ASCII, no spaces)".into(),
                 );
             }
-            let params = &d.litellm_params;
-            if params.api_key.is_some() {
-                self.error(
-                    &format!("{path}.litellm_params.api_key"),
-                    "plain-text upstream credentials are refused; name the VM environment \
-                     variable that holds it in api_key_env"
-                        .into(),
+            // LiteLLM's `api_key: os.environ/NAME` is `api_key_env: NAME`.
+            let from_api_key = match &d.litellm_params.api_key {
+                None => None,
+                Some(serde_json::Value::String(v)) if v.starts_with("os.environ/") => {
+                    v.strip_prefix("os.environ/").map(str::to_string)
+                }
+                Some(_) => {
+                    self.error(
+                        &format!("{path}.litellm_params.api_key"),
+                        "plain-text upstream credentials are refused; name the VM environment \
+                         variable that holds it in api_key_env (or write os.environ/NAME)"
+                            .into(),
+                    );
+                    None
+                }
+            };
+            if let Some(env) = from_api_key {
+                match &d.litellm_params.api_key_env {
+                    Some(own) if *own != env => self.error(
+                        &format!("{path}.litellm_params.api_key"),
+                        format!("names {env} but api_key_env names {own}; keep one"),
+                    ),
+                    _ => d.litellm_params.api_key_env = Some(env),
+                }
+            }
+            for (field, meaning) in d.litellm_params.litellm_only() {
+                self.warn(
+                    &format!("{path}.litellm_params.{field}"),
+                    format!("LiteLLM's field, not used by the filter ({meaning})"),
                 );
             }
+            let params = &d.litellm_params;
             if let Some(env) = &params.api_key_env {
                 let valid = env.bytes().enumerate().all(|(j, b)| {
                     b == b'_' || b.is_ascii_alphabetic() || (j > 0 && b.is_ascii_digit())
@@ -108,14 +131,28 @@ impl Compiler {
             }
             let info = &d.model_info;
             let prices = DeploymentPrices {
-                input: self.price(
-                    &format!("{path}.model_info.input_cost_per_token"),
-                    info.input_cost_per_token,
-                ),
-                output: self.price(
-                    &format!("{path}.model_info.output_cost_per_token"),
-                    info.output_cost_per_token,
-                ),
+                input: self
+                    .price(
+                        &format!("{path}.model_info.input_cost_per_token"),
+                        info.input_cost_per_token,
+                    )
+                    .or_else(|| {
+                        self.price(
+                            &format!("{path}.litellm_params.input_cost_per_token"),
+                            d.litellm_params.input_cost_per_token,
+                        )
+                    }),
+                output: self
+                    .price(
+                        &format!("{path}.model_info.output_cost_per_token"),
+                        info.output_cost_per_token,
+                    )
+                    .or_else(|| {
+                        self.price(
+                            &format!("{path}.litellm_params.output_cost_per_token"),
+                            d.litellm_params.output_cost_per_token,
+                        )
+                    }),
                 cache_read: self.price(
                     &format!("{path}.model_info.cache_read_input_token_cost"),
                     info.cache_read_input_token_cost,

@@ -277,3 +277,53 @@ fn accounting_byte_bound_and_token_env_are_validated_with_their_paths() {
         );
     }
 }
+
+#[test]
+fn litellm_spelling_of_a_deployment_is_read_and_its_litellm_only_fields_are_warned_about() {
+    // Phase 2 · 3/5 item 13.
+    let policy = compile(
+        br#"{"version":"v1","model_list":[
+            {"model_name":"m","cluster":"c","litellm_params":{"model":"openai/m",
+              "api_key":"os.environ/OPENAI_API_KEY","api_base":"https://x.example/v1",
+              "api_version":"2024-10-21","rpm":100,"timeout":30,
+              "input_cost_per_token":1e-6,"output_cost_per_token":2e-6}}]}"#,
+    )
+    .unwrap();
+    let d = &policy.deployments[0];
+    assert_eq!(d.credential_env.as_deref(), Some("OPENAI_API_KEY"));
+    assert_eq!((d.prices.input, d.prices.output), (Some(1e-6), Some(2e-6)));
+    let warned: Vec<&str> = policy.warnings.iter().map(|w| w.path.as_str()).collect();
+    assert_eq!(
+        warned,
+        [
+            "model_list[0].litellm_params.api_base",
+            "model_list[0].litellm_params.api_version",
+            "model_list[0].litellm_params.rpm",
+            "model_list[0].litellm_params.timeout"
+        ]
+    );
+    let plain = errors(
+        r#"{"version":"v1","model_list":[{"model_name":"m","cluster":"c",
+            "litellm_params":{"model":"openai/m","api_key":"sk-live-secret"}}]}"#,
+    );
+    assert!(
+        plain[0].starts_with("model_list[0].litellm_params.api_key: plain-text"),
+        "{plain:?}"
+    );
+    let both = errors(
+        r#"{"version":"v1","model_list":[{"model_name":"m","cluster":"c",
+            "litellm_params":{"model":"openai/m","api_key":"os.environ/A","api_key_env":"B"}}]}"#,
+    );
+    assert!(
+        both[0].contains("names A but api_key_env names B"),
+        "{both:?}"
+    );
+    let typo = errors(
+        r#"{"version":"v1","model_list":[{"model_name":"m","cluster":"c",
+            "litellm_params":{"model":"openai/m","api_bsae":"x"}}]}"#,
+    );
+    assert!(
+        typo[0].contains("unknown field"),
+        "a real typo is still an error: {typo:?}"
+    );
+}

@@ -296,10 +296,84 @@ pub struct LitellmParams {
     pub model: String,
     /// Name of the VM environment variable holding the upstream credential.
     pub api_key_env: Option<String>,
-    /// Plain-text credentials are refused; present only so the error can say why.
-    pub api_key: Option<serde::de::IgnoredAny>,
+    /// LiteLLM's spelling: `os.environ/NAME` is `api_key_env: NAME`; a plain-text credential is
+    /// refused (the error says why).
+    pub api_key: Option<serde_json::Value>,
     /// Relative routing weight among equally specific deployments (default 1, 0 drains).
     pub weight: Option<f64>,
+    /// Prices written where LiteLLM also reads them (`model_info`'s win).
+    pub input_cost_per_token: Option<f64>,
+    /// See `input_cost_per_token`.
+    pub output_cost_per_token: Option<f64>,
+    /// LiteLLM fields that mean nothing to the filter (the Envoy cluster and route carry the
+    /// address, path, timeouts and retries): accepted so a LiteLLM deployment reads as written,
+    /// each with a warning naming where its meaning lives ([`LitellmParams::litellm_only`]).
+    pub api_base: Option<serde::de::IgnoredAny>,
+    /// See `api_base`: Azure's API version (a query parameter on the Envoy route).
+    pub api_version: Option<serde::de::IgnoredAny>,
+    /// See `api_base`: a rate limit (not enforced yet).
+    pub rpm: Option<serde::de::IgnoredAny>,
+    /// See `rpm`.
+    pub tpm: Option<serde::de::IgnoredAny>,
+    /// See `api_base`: the route's timeout.
+    pub timeout: Option<serde::de::IgnoredAny>,
+    /// See `api_base`: the route's timeout for streams.
+    pub stream_timeout: Option<serde::de::IgnoredAny>,
+    /// See `api_base`: the route's retry policy.
+    pub max_retries: Option<serde::de::IgnoredAny>,
+    /// See `api_base`: LiteLLM-side parameter handling.
+    pub drop_params: Option<serde::de::IgnoredAny>,
+    /// See `api_base`: OpenAI's organization header (a header on the Envoy route).
+    pub organization: Option<serde::de::IgnoredAny>,
+}
+
+impl LitellmParams {
+    /// `(field, where its meaning lives)` for each LiteLLM-only field present.
+    pub fn litellm_only(&self) -> Vec<(&'static str, &'static str)> {
+        [
+            (
+                self.api_base.is_some(),
+                "api_base",
+                "the Envoy cluster's address",
+            ),
+            (
+                self.api_version.is_some(),
+                "api_version",
+                "a query parameter on the Envoy route",
+            ),
+            (self.rpm.is_some(), "rpm", "not enforced yet"),
+            (self.tpm.is_some(), "tpm", "not enforced yet"),
+            (
+                self.timeout.is_some(),
+                "timeout",
+                "the Envoy route's timeout",
+            ),
+            (
+                self.stream_timeout.is_some(),
+                "stream_timeout",
+                "the Envoy route's timeout",
+            ),
+            (
+                self.max_retries.is_some(),
+                "max_retries",
+                "the Envoy route's retry policy",
+            ),
+            (
+                self.drop_params.is_some(),
+                "drop_params",
+                "nothing: requests go as sent",
+            ),
+            (
+                self.organization.is_some(),
+                "organization",
+                "a header on the Envoy route",
+            ),
+        ]
+        .into_iter()
+        .filter(|(set, _, _)| *set)
+        .map(|(_, name, meaning)| (name, meaning))
+        .collect()
+    }
 }
 
 /// `model_info` of a deployment.

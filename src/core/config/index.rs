@@ -58,6 +58,9 @@ pub struct Policy {
     /// The name (`scope:id`) of every budget above: totals the accounting cluster reports for
     /// any other name are ignored, so a peer cannot make the ledgers grow with made-up names.
     pub(crate) budget_ids: HashSet<Arc<str>>,
+    /// What compiled but may not do what its author expects (LiteLLM fields the filter does not
+    /// use): every adapter logs them when it accepts the version, and the tools print them.
+    pub warnings: Vec<crate::core::config::compile::ConfigError>,
     /// The cost map of this version (prices and provider sets).
     pub cost_map: CostMap,
     /// Distinct providers named by the cost map.

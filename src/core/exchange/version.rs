@@ -28,7 +28,13 @@ impl Version {
     /// The version of `policy`, with what it names read from `env`. Returns the warnings to
     /// log (a missing credential or secret is not fatal: only what needs it fails).
     pub fn new(policy: Policy, env: EnvLookup<'_>, debug: bool) -> (Version, Vec<String>) {
-        let (credentials, warnings) = read_credentials(&policy, env);
+        let (credentials, mut warnings) = read_credentials(&policy, env);
+        warnings.extend(
+            policy
+                .warnings
+                .iter()
+                .map(|w| format!("tollgate: warning: {w}")),
+        );
         let version = Version {
             policy: Some(Arc::new(policy)),
             credentials,
