@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from policies import AGENT_ALIAS, AGENT_TARGET, KEYS, UPSTREAM_ENV, bearer, chat
 
 
@@ -73,6 +75,23 @@ def test_models_endpoint_lists_what_the_key_may_use(envoy):
     ids = {m["id"] for m in wild["data"]}
     assert "claude-sonnet-4-6" in ids and "gpt-4o" not in ids
     assert all(m["object"] == "model" for m in wild["data"])
+
+
+def test_models_retrieve_answers_only_what_the_key_may_use(envoy, upstreams):
+    # Phase 2 · 3/5 item 16: the SDKs' models.retrieve (GET /v1/models/{id}), with the OpenAI SDK.
+    import openai
+    client = openai.OpenAI(api_key=KEYS["anthropic_wild"], base_url=f"http://127.0.0.1:{envoy.listen_port}/v1",
+                           max_retries=0)
+    model = client.models.retrieve("claude-sonnet-4-6")
+    assert (model.id, model.object, model.owned_by) == ("claude-sonnet-4-6", "model", "anthropic")
+    with pytest.raises(openai.NotFoundError) as refused:
+        client.models.retrieve("gpt-4o")  # exists, but not for this key: indistinguishable from absent
+    assert refused.value.body["code"] == "model_not_found", refused.value.body
+    slashed = envoy.request("GET", "/v1/models/anthropic%2Fclaude-sonnet-4-6", bearer(KEYS["anthropic_wild"]))
+    assert slashed.status == 200 and slashed.json()["id"] == "anthropic/claude-sonnet-4-6", slashed
+    unknown = envoy.request("GET", "/v1/models/sk-not-a-key", {})
+    assert unknown.status == 401, unknown
+    assert all(m.requests() == [] for m in upstreams.values())
 
 
 def test_non_utf8_authorization_is_malformed_and_never_forwarded(envoy, upstreams):

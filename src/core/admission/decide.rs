@@ -5,7 +5,7 @@ use crate::core::admission::access::{check_access, AccessGrants};
 use crate::core::admission::alias::{resolve, AliasLayer};
 use crate::core::admission::auth::authenticate;
 use crate::core::admission::denial::Denial;
-use crate::core::admission::listing::list_models;
+use crate::core::admission::listing::{list_models, retrieve_model};
 use crate::core::admission::request::{
     model_edit, read_body, splice, BodyProblem, Endpoint, RequestHead, MAX_END_USER_BYTES,
 };
@@ -63,6 +63,34 @@ impl BodyTicket {
     }
 }
 
+/// The model id of `GET /v1/models/{id}`: the rest of the path (ids hold `/`, as in
+/// `openai/gpt-4o`), percent-decoded, bounded like a body's `model`.
+fn requested_model_id(path: &str) -> String {
+    let path = path.split(['?', '#']).next().unwrap_or(path);
+    let raw = path.split_once("/models/").map_or("", |(_, id)| id);
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() && out.len() < crate::core::admission::request::MAX_MODEL_NAME_BYTES {
+        let escaped = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(value) => {
+                out.push(value);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Decides what can be decided from headers: policy loaded, key valid, endpoint served.
 pub fn decide_head(policy: Option<&Policy>, head: &RequestHead, now: i64) -> HeadOutcome {
     let Some(policy) = policy else {
@@ -85,6 +113,13 @@ pub fn decide_head(policy: Option<&Policy>, head: &RequestHead, now: i64) -> Hea
         return HeadOutcome::Respond {
             status: 200,
             body: list_models(policy, auth.key, auth.team),
+        };
+    }
+    if endpoint == Endpoint::RetrieveModel {
+        let id = requested_model_id(head.path);
+        return match retrieve_model(policy, auth.key, auth.team, &id) {
+            Some(body) => HeadOutcome::Respond { status: 200, body },
+            None => HeadOutcome::Deny(Denial::ModelNotFound { model: id }),
         };
     }
     let ticket = BodyTicket {

@@ -14,6 +14,32 @@ use crate::core::admission::alias::resolve;
 use crate::core::admission::routing::ModelTarget;
 use crate::core::config::index::{Policy, Team, VirtualKey};
 
+/// The OpenAI model object for `GET /v1/models/{id}` (the SDKs' `models.retrieve`), when this
+/// key may call `id` (the same rule as a request and the listing); `None` answers 404, as for a
+/// model that does not exist, so the answer never tells which models others may use.
+pub fn retrieve_model(
+    policy: &Policy,
+    key: &VirtualKey,
+    team: Option<&Team>,
+    id: &str,
+) -> Option<String> {
+    let resolution = resolve(policy, key, team, id);
+    let target = ModelTarget::new(policy, resolution.resolved());
+    let access = check_access(policy, key, team, &resolution, &target).ok()?;
+    let owner = access
+        .deployments
+        .first()
+        .and_then(|&d| policy.deployment(d))
+        .map(|d| {
+            if resolution.resolved() == id {
+                d.provider.as_str()
+            } else {
+                "tollgate"
+            }
+        })?;
+    Some(json!({"id": id, "object": "model", "created": 0, "owned_by": owner}).to_string())
+}
+
 /// The OpenAI `{"object":"list","data":[...]}` body for this key.
 pub fn list_models(policy: &Policy, key: &VirtualKey, team: Option<&Team>) -> String {
     let mut names: BTreeMap<String, String> = BTreeMap::new();

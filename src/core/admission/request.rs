@@ -41,6 +41,8 @@ pub enum Endpoint {
     Messages,
     /// `GET /v1/models`, answered by the filter.
     ListModels,
+    /// `GET /v1/models/{id}` (the SDKs' `models.retrieve`), answered by the filter.
+    RetrieveModel,
     /// Anything else.
     Unsupported,
 }
@@ -58,6 +60,12 @@ impl Endpoint {
             "/responses" => Endpoint::Responses,
             "/messages" => Endpoint::Messages,
             "/models" => Endpoint::ListModels,
+            _ if path
+                .strip_prefix("/models/")
+                .is_some_and(|id| !id.is_empty()) =>
+            {
+                Endpoint::RetrieveModel
+            }
             _ => Endpoint::Unsupported,
         }
     }
@@ -65,7 +73,7 @@ impl Endpoint {
     /// The HTTP method the endpoint is served on.
     pub fn method(self) -> &'static str {
         match self {
-            Endpoint::ListModels => "GET",
+            Endpoint::ListModels | Endpoint::RetrieveModel => "GET",
             _ => "POST",
         }
     }
@@ -79,6 +87,7 @@ impl Endpoint {
             Endpoint::Responses => "responses",
             Endpoint::Messages => "messages",
             Endpoint::ListModels => "list_models",
+            Endpoint::RetrieveModel => "retrieve_model",
             Endpoint::Unsupported => "unsupported",
         }
     }
@@ -407,6 +416,15 @@ mod tests {
         assert_eq!(Endpoint::classify("/v1/embeddings"), Endpoint::Embeddings);
         assert_eq!(Endpoint::classify("/completions"), Endpoint::Completions);
         assert_eq!(Endpoint::classify("/v1/models"), Endpoint::ListModels);
+        assert_eq!(
+            Endpoint::classify("/v1/models/gpt-4o"),
+            Endpoint::RetrieveModel
+        );
+        assert_eq!(
+            Endpoint::classify("/v1/models/openai/gpt-4o?x=1"),
+            Endpoint::RetrieveModel
+        );
+        assert_eq!(Endpoint::classify("/v1/models/"), Endpoint::ListModels);
         assert_eq!(Endpoint::classify("/v1/files"), Endpoint::Unsupported);
         assert_eq!(
             Endpoint::classify("/v1/chat/completionsX"),

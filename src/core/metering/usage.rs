@@ -271,7 +271,7 @@ pub fn usage_from_json(endpoint: Endpoint, body: &[u8]) -> Option<Usage> {
             parsed.usage?.merge_into(&mut usage);
             Some(usage)
         }
-        Endpoint::ListModels | Endpoint::Unsupported => None,
+        Endpoint::ListModels | Endpoint::RetrieveModel | Endpoint::Unsupported => None,
     }
 }
 
@@ -290,7 +290,7 @@ pub fn merge_usage_object(endpoint: Endpoint, object: &[u8], usage: &mut Usage) 
         Endpoint::Messages => serde_json::from_slice::<AnthropicUsage>(object)
             .map(|u| u.merge_into(usage))
             .is_ok(),
-        Endpoint::ListModels | Endpoint::Unsupported => false,
+        Endpoint::ListModels | Endpoint::RetrieveModel | Endpoint::Unsupported => false,
     }
 }
 
@@ -349,7 +349,10 @@ pub fn merge_stream_event(endpoint: Endpoint, data: &[u8], usage: &mut Usage) ->
                 None => false,
             }
         }
-        Endpoint::Embeddings | Endpoint::ListModels | Endpoint::Unsupported => false,
+        Endpoint::Embeddings
+        | Endpoint::ListModels
+        | Endpoint::RetrieveModel
+        | Endpoint::Unsupported => false,
     }
 }
 
