@@ -239,9 +239,23 @@ impl Compiler {
         &mut self,
         path: &str,
         max_budget: Option<f64>,
-        duration: Option<&str>,
+        (duration, reset_at): (Option<&str>, Option<&str>),
         (scope, id, label): (Scope, &str, &str),
     ) -> Option<Budget> {
+        let anchor = match reset_at {
+            None => 0,
+            Some(_) if duration.is_none() => {
+                self.error(
+                    &format!("{path}.budget_reset_at"),
+                    "a window boundary needs budget_duration".into(),
+                );
+                0
+            }
+            Some(text) => parse_rfc3339(text).unwrap_or_else(|message| {
+                self.error(&format!("{path}.budget_reset_at"), message);
+                0
+            }),
+        };
         let window = match duration {
             None => None,
             Some(text) => match parse_budget_window(text) {
@@ -268,6 +282,7 @@ impl Compiler {
                 max_usd: max,
                 limit_nano: (max * 1e9).round() as u64,
                 window,
+                anchor,
             }),
             Some(max) => {
                 self.error(
@@ -518,7 +533,8 @@ impl Compiler {
             );
             let label = t.team_alias.as_deref().unwrap_or(&t.team_id);
             let holder = (Scope::Team, t.team_id.as_str(), label);
-            let budget = self.budget(&path, t.max_budget, t.budget_duration.as_deref(), holder);
+            let window = (t.budget_duration.as_deref(), t.budget_reset_at.as_deref());
+            let budget = self.budget(&path, t.max_budget, window, holder);
             ids.insert(t.team_id.clone(), policy.teams.len() as TeamId);
             policy.teams.push(Team {
                 id: t.team_id,
@@ -605,7 +621,8 @@ impl Compiler {
                 None => format!("key {}…", hex.get(..12).unwrap_or_default()),
             };
             let holder = (Scope::Key, hex.as_str(), label.as_str());
-            let budget = self.budget(&path, k.max_budget, k.budget_duration.as_deref(), holder);
+            let window = (k.budget_duration.as_deref(), k.budget_reset_at.as_deref());
+            let budget = self.budget(&path, k.max_budget, window, holder);
             let Some(digest) = digest else { continue };
             if self.errors.len() > before {
                 continue;
@@ -646,8 +663,8 @@ impl Compiler {
                 continue;
             }
             let holder = (scope, h.user_id.as_str(), h.user_id.as_str());
-            let duration = h.budget_duration.as_deref();
-            if let Some(budget) = self.budget(&path, h.max_budget, duration, holder) {
+            let window = (h.budget_duration.as_deref(), h.budget_reset_at.as_deref());
+            if let Some(budget) = self.budget(&path, h.max_budget, window, holder) {
                 out.insert(h.user_id, budget);
             }
         }

@@ -327,3 +327,28 @@ fn litellm_spelling_of_a_deployment_is_read_and_its_litellm_only_fields_are_warn
         "a real typo is still an error: {typo:?}"
     );
 }
+
+#[test]
+fn budget_reset_at_anchors_windows_and_is_checked_with_its_path() {
+    let key = |extra: &str| {
+        format!(
+            r#"{{"version":"v1","keys":[{{"key_hash":"{}","models":[],"max_budget":1{extra}}}]}}"#,
+            to_hex(&digest("sk-a"))
+        )
+    };
+    let policy = compile(
+        key(r#","budget_duration":"7d","budget_reset_at":"2026-11-20T15:30:00Z""#).as_bytes(),
+    )
+    .unwrap();
+    let budget = policy.keys[0].budget.as_ref().unwrap();
+    assert_eq!(budget.anchor, 1_795_188_600);
+    let lonely = errors(&key(r#","budget_reset_at":"2026-11-20T15:30:00Z""#));
+    assert!(
+        lonely[0].starts_with("keys[0].budget_reset_at: a window boundary needs"),
+        "{lonely:?}"
+    );
+    let bad = errors(&key(
+        r#","budget_duration":"1d","budget_reset_at":"tomorrow""#,
+    ));
+    assert!(bad[0].starts_with("keys[0].budget_reset_at:"), "{bad:?}");
+}

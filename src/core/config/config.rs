@@ -428,6 +428,9 @@ pub struct TeamConfig {
     pub max_budget: Option<f64>,
     /// Budget window, e.g. `30d` or `1mo`.
     pub budget_duration: Option<String>,
+    /// An instant a window boundary falls on (LiteLLM's `budget_reset_at`; RFC 3339): windows
+    /// run from the budget's own start instead of the Unix epoch.
+    pub budget_reset_at: Option<String>,
 }
 
 /// One virtual key.
@@ -457,6 +460,8 @@ pub struct KeyConfig {
     pub max_budget: Option<f64>,
     /// Budget window, e.g. `1d`.
     pub budget_duration: Option<String>,
+    /// An instant a window boundary falls on (see [`TeamConfig::budget_reset_at`]).
+    pub budget_reset_at: Option<String>,
 }
 
 /// A user or end user that may carry a budget.
@@ -469,6 +474,8 @@ pub struct BudgetHolderConfig {
     pub max_budget: Option<f64>,
     /// Budget window.
     pub budget_duration: Option<String>,
+    /// An instant a window boundary falls on (see [`TeamConfig::budget_reset_at`]).
+    pub budget_reset_at: Option<String>,
 }
 
 /// Accepts a whole number written as an integer or as an integral float.

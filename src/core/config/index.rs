@@ -174,6 +174,8 @@ pub struct Budget {
     pub limit_nano: u64,
     /// Reset window; `None` means the budget never resets.
     pub window: Option<BudgetWindow>,
+    /// Unix seconds a window boundary falls on (`budget_reset_at`; 0: the Unix epoch).
+    pub anchor: i64,
 }
 
 /// A global alias.

@@ -161,21 +161,26 @@ pub fn format_rfc3339(unix: i64) -> String {
 }
 
 /// The budget window containing `now`: `[start, end)` in Unix seconds; `end` is `None` for a
-/// budget that never resets. Second-based windows are aligned to multiples of their length since
-/// the Unix epoch (so `1d` resets at 00:00 UTC); month windows start on the first of a month,
-/// counted in whole windows from January 1970.
-pub fn window_bounds(window: Option<BudgetWindow>, now: i64) -> (i64, Option<i64>) {
+/// budget that never resets. Windows are counted from `anchor` (a boundary instant, Unix
+/// seconds: 0 for the epoch, or the budget's `budget_reset_at`, as LiteLLM counts from a
+/// budget's own start). Second-based windows are multiples of their length from the anchor (so
+/// `1d` from the epoch resets at 00:00 UTC); month windows start on the first of a month, UTC,
+/// counted in whole windows from the anchor's month.
+pub fn window_bounds(window: Option<BudgetWindow>, anchor: i64, now: i64) -> (i64, Option<i64>) {
     match window {
         None => (0, None),
         Some(BudgetWindow::Seconds(length)) => {
             let length = i64::try_from(length).unwrap_or(i64::MAX);
-            let start = now - now.rem_euclid(length);
+            let start = now - now.saturating_sub(anchor).rem_euclid(length);
             (start, Some(start.saturating_add(length)))
         }
         Some(BudgetWindow::Months(months)) => {
-            let (year, month, _) = civil_from_days(now.div_euclid(86_400));
-            let index = (year - 1970) * 12 + (month - 1);
-            let start_index = index - index.rem_euclid(i64::from(months));
+            let month_index = |t: i64| {
+                let (year, month, _) = civil_from_days(t.div_euclid(86_400));
+                (year - 1970) * 12 + (month - 1)
+            };
+            let index = month_index(now);
+            let start_index = index - (index - month_index(anchor)).rem_euclid(i64::from(months));
             let end_index = start_index + i64::from(months);
             let month_start =
                 |i: i64| days_from_civil(1970 + i.div_euclid(12), i.rem_euclid(12) + 1, 1) * 86_400;
@@ -195,23 +200,42 @@ mod tests {
     fn budget_windows_align_to_utc_and_calendar_months() {
         let now = parse_rfc3339("2026-11-23T04:48:36Z").unwrap();
         let day = parse_budget_window("1d").ok();
-        let (start, end) = window_bounds(day, now);
+        let (start, end) = window_bounds(day, 0, now);
         assert_eq!(format_rfc3339(start), "2026-11-23T00:00:00Z");
         assert_eq!(format_rfc3339(end.unwrap()), "2026-11-24T00:00:00Z");
-        let (start, end) = window_bounds(parse_budget_window("30s").ok(), now);
+        let (start, end) = window_bounds(parse_budget_window("30s").ok(), 0, now);
         assert_eq!(format_rfc3339(start), "2026-11-23T04:48:30Z");
         assert_eq!(end, Some(start + 30));
-        let (start, end) = window_bounds(parse_budget_window("1mo").ok(), now);
+        let (start, end) = window_bounds(parse_budget_window("1mo").ok(), 0, now);
         assert_eq!(format_rfc3339(start), "2026-11-01T00:00:00Z");
         assert_eq!(format_rfc3339(end.unwrap()), "2026-12-01T00:00:00Z");
         let dec = parse_rfc3339("2026-12-31T23:59:59Z").unwrap();
-        let (start, end) = window_bounds(parse_budget_window("1mo").ok(), dec);
+        let (start, end) = window_bounds(parse_budget_window("1mo").ok(), 0, dec);
         assert_eq!(format_rfc3339(start), "2026-12-01T00:00:00Z");
         assert_eq!(format_rfc3339(end.unwrap()), "2027-01-01T00:00:00Z");
-        let (start, end) = window_bounds(parse_budget_window("3mo").ok(), now);
+        let (start, end) = window_bounds(parse_budget_window("3mo").ok(), 0, now);
         assert_eq!(format_rfc3339(start), "2026-10-01T00:00:00Z");
         assert_eq!(format_rfc3339(end.unwrap()), "2027-01-01T00:00:00Z");
-        assert_eq!(window_bounds(None, now), (0, None));
+        assert_eq!(window_bounds(None, 0, now), (0, None));
+        // From the budget's own start (LiteLLM's budget_reset_at), not the epoch.
+        let reset_at = parse_rfc3339("2026-11-20T15:30:00Z").unwrap();
+        let (start, end) = window_bounds(parse_budget_window("7d").ok(), reset_at, now);
+        assert_eq!(format_rfc3339(start), "2026-11-20T15:30:00Z");
+        assert_eq!(format_rfc3339(end.unwrap()), "2026-11-27T15:30:00Z");
+        let earlier = parse_rfc3339("2026-11-19T00:00:00Z").unwrap();
+        let (start, _) = window_bounds(parse_budget_window("7d").ok(), reset_at, earlier);
+        assert_eq!(
+            format_rfc3339(start),
+            "2026-11-13T15:30:00Z",
+            "before the anchor too"
+        );
+        let (start, end) = window_bounds(parse_budget_window("3mo").ok(), reset_at, now);
+        assert_eq!(
+            format_rfc3339(start),
+            "2026-11-01T00:00:00Z",
+            "months count from its month"
+        );
+        assert_eq!(format_rfc3339(end.unwrap()), "2027-02-01T00:00:00Z");
     }
 
     #[test]

@@ -194,6 +194,7 @@ mod tests {
             max_usd: limit as f64 / 1e9,
             limit_nano: limit,
             window: None,
+            anchor: 0,
         };
         BudgetLine::new(Scope::Key, &budget, window_start, Some(window_start + 30))
     }

@@ -227,6 +227,7 @@ mod tests {
             max_usd: limit as f64 / 1e9,
             limit_nano: limit,
             window: None,
+            anchor: 0,
         };
         BudgetLine::new(scope, &budget, 0, None)
     }

@@ -45,9 +45,28 @@ fn list<'e>(export: &'e Value, name: &str) -> Vec<&'e Value> {
         .collect()
 }
 
-/// `max_budget` and `budget_duration` of `item`, else of its budget tier.
+/// A LiteLLM timestamp (`2026-12-31T23:59:59.000000+00:00`, or without a zone: UTC) as RFC 3339.
+fn rfc3339(text: String) -> String {
+    let tail = text.get(text.len().saturating_sub(6)..).unwrap_or("");
+    let has_zone = text.ends_with('Z') || tail.contains(['+', '-']);
+    if has_zone {
+        text
+    } else {
+        format!("{text}Z")
+    }
+}
+
+/// `max_budget` and `budget_duration` of `item`, else of its budget tier, and where its window
+/// resets (`budget_reset_at`: windows then run from the budget's own start, as in LiteLLM).
 fn budget(item: &Value, to: &mut Map<String, Value>) {
     let tier = item.get("litellm_budget_table").filter(|t| t.is_object());
+    if let Some(reset) = text(item.get("budget_reset_at")) {
+        if item.get("budget_duration").is_some_and(|d| !d.is_null())
+            || tier.is_some_and(|t| t.get("budget_duration").is_some_and(|d| !d.is_null()))
+        {
+            to.insert("budget_reset_at".into(), json!(rfc3339(reset)));
+        }
+    }
     for field in ["max_budget", "budget_duration"] {
         let value = item
             .get(field)
@@ -177,15 +196,7 @@ pub fn import_keys(export: &Value, out: &mut Import) {
         );
         budget(key, &mut k);
         if let Some(expires) = text(key.get("expires")) {
-            // LiteLLM writes `2026-12-31T23:59:59.000000+00:00` or without a zone (UTC).
-            let tail = expires.get(expires.len().saturating_sub(6)..).unwrap_or("");
-            let has_zone = expires.ends_with('Z') || tail.contains(['+', '-']);
-            let rfc3339 = if has_zone {
-                expires
-            } else {
-                format!("{expires}Z")
-            };
-            k.insert("expires".into(), json!(rfc3339));
+            k.insert("expires".into(), json!(rfc3339(expires)));
         }
         name_unenforced(key, &at, out);
         if key
@@ -218,6 +229,7 @@ mod tests {
     fn budgets_come_from_the_object_or_its_tier_and_raw_lists_are_sorted() {
         let teams: Value = serde_json::from_str(
             r#"[{"team_id":"t","team_alias":"T","models":[],"max_budget":null,
+                 "budget_reset_at":"2026-12-20T08:00:00.000000",
                  "litellm_budget_table":{"max_budget":50,"budget_duration":"monthly","soft_budget":40},
                  "litellm_model_table":{"model_aliases":{"fast":"gpt-4o-mini"}}}]"#,
         )
@@ -228,6 +240,7 @@ mod tests {
         let team = &out.policy["teams"][0];
         assert_eq!(team["max_budget"], 50);
         assert_eq!(team["budget_duration"], "monthly");
+        assert_eq!(team["budget_reset_at"], "2026-12-20T08:00:00.000000Z");
         assert_eq!(team["model_aliases"]["fast"], "gpt-4o-mini");
         assert!(out.policy.get("keys").is_none());
         assert!(out
