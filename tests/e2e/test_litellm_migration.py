@@ -136,7 +136,7 @@ def test_a_monthly_budget_from_the_export_is_enforced(migrated):
         if r.status == 429:
             error = r.json()["error"]
             assert error["code"] == "budget_exceeded", error
-            # LiteLLM's "monthly" is 30 days: the message names when the window resets.
+            # LiteLLM's "monthly" (30d) is a calendar month: the message names when it resets.
             assert "tight" in error["message"], error
             break
     assert statuses[0] == 200 and statuses[-1] == 429, statuses

@@ -79,7 +79,12 @@ fn trim_fallback_rules(entry: &Value) -> Value {
         .into_iter()
         .flatten()
         .filter_map(|rule| {
-            let provider = rule["model_info"]["litellm_provider"].as_str()?;
+            // A routing rule, as LiteLLM defines one: model_info is only its provider.
+            let info = rule["model_info"].as_object()?;
+            if info.len() != 1 || rule.get("extends").is_some() {
+                return None;
+            }
+            let provider = info.get("litellm_provider")?.as_str()?;
             Some(serde_json::json!({
                 "name": rule["name"],
                 "pattern": rule["pattern"],

@@ -11,7 +11,8 @@
 //!
 //! A deployment with `model_info.team_id` (LiteLLM's team-scoped model) is left out for every
 //! key outside that team, whatever its lists say: another team's key, or one with no team, is
-//! refused (or served by other deployments of the model) as if it did not exist.
+//! refused (or served by other deployments of the model) as if it did not exist. For the team's
+//! own keys, a tier holding one of its deployments is served by the team's deployments alone.
 //!
 //! A list that names exactly the alias the client sent admits it only when every alias hop was
 //! defined at that list's own level or globally (`model_group_alias`): a key's list is not
@@ -140,12 +141,22 @@ pub fn check_access<'p>(
             .as_deref()
             .is_none_or(|owner| team.is_some_and(|t| t.id == owner))
     };
+    let own_team = |d: &Deployment| {
+        d.team_id
+            .as_deref()
+            .is_some_and(|owner| team.is_some_and(|t| t.id == owner))
+    };
     for tier in tiers {
         let mut grants = None;
         let mut granted = Vec::new();
+        // A tier holding the key's team's own deployments serves the team from them alone, as
+        // LiteLLM routes a team's model name to that team's deployments only.
+        let team_owned = tier
+            .iter()
+            .any(|&id| policy.deployment(id).is_some_and(own_team));
         for id in tier {
             let deployment = policy.deployment(id);
-            if deployment.is_some_and(|d| !in_scope(d)) {
+            if deployment.is_some_and(|d| !in_scope(d) || (team_owned && !own_team(d))) {
                 continue;
             }
             if let (Some(k), Some(t)) = (key_grant(deployment), team_grant(deployment)) {
@@ -325,7 +336,11 @@ mod tests {
             to_hex(&digest("sk-2"))
         );
         let p = compile(json.as_bytes()).unwrap();
-        assert_eq!(routed(&p, 0, "gpt-4o").unwrap(), ["t-only", "shared"]);
+        assert_eq!(
+            routed(&p, 0, "gpt-4o").unwrap(),
+            ["t-only"],
+            "the team's own, alone"
+        );
         assert_eq!(routed(&p, 1, "gpt-4o").unwrap(), ["shared"], "another team");
         assert_eq!(routed(&p, 2, "gpt-4o").unwrap(), ["shared"], "no team");
         assert_eq!(routed(&p, 0, "secret").unwrap(), ["secret"]);

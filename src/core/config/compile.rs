@@ -158,6 +158,9 @@ pub fn compile_config(config: Config) -> Result<Policy, ConfigErrors> {
     policy.users = cx.budget_holders("users", Scope::User, config.users);
     policy.end_users = cx.budget_holders("end_users", Scope::EndUser, config.end_users);
     policy.budget_ids = budget_ids(&policy);
+    for skipped in policy.cost_map.fallback_rules().skipped() {
+        cx.warn("cost_map.fallback_generalizations", skipped.clone());
+    }
     policy.warnings = std::mem::take(&mut cx.warnings);
 
     if cx.errors.is_empty() {
@@ -242,7 +245,11 @@ impl Compiler {
         (duration, reset_at): (Option<&str>, Option<&str>),
         (scope, id, label): (Scope, &str, &str),
     ) -> Option<Budget> {
+        let weekly = duration.is_some_and(|d| {
+            parse_budget_window(d) == Ok(crate::core::config::time::BudgetWindow::Seconds(604_800))
+        });
         let anchor = match reset_at {
+            None if weekly => crate::core::config::time::WEEK_ANCHOR,
             None => 0,
             Some(_) if duration.is_none() => {
                 self.error(

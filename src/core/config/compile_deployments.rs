@@ -173,6 +173,15 @@ impl Compiler {
                     "must be non-empty".into(),
                 );
             }
+            if let (Some(base), Some(_)) = (&info.base_model, &pattern) {
+                self.warn(
+                    &format!("{path}.model_info.base_model"),
+                    format!(
+                        "on a wildcard deployment, every model it serves is priced as {base:?} \
+                         (an unpriced one too)"
+                    ),
+                );
+            }
             if let Some(base) = &info.base_model {
                 if base.is_empty() || base.len() > MAX_BASE_MODEL_BYTES {
                     self.error(

@@ -5,14 +5,16 @@
 /// A budget window as written in `budget_duration`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BudgetWindow {
-    /// A fixed number of seconds (`30s`, `5m`, `1h`, `1d`, `7d`, `30d`), aligned to the Unix epoch (UTC).
+    /// A fixed number of seconds (`30s`, `5m`, `1h`, `1d`, `7d`), counted from an anchor (the Unix
+    /// epoch; Monday 1970-01-05 for a week; or the budget's `budget_reset_at`).
     Seconds(u64),
     /// A number of calendar months (`1mo`), aligned to the first of the month, UTC.
     Months(u32),
 }
 
 /// LiteLLM's word spellings of a `budget_duration` and what they stand for (litellm 1.109.1,
-/// `litellm_core_utils/duration_parser.py`): `monthly` is 30 days there, not a calendar month.
+/// `litellm_core_utils/duration_parser.py`); its resets then treat `30d` as a calendar month and
+/// `7d` as a week from Monday (see [`parse_budget_window`]).
 const DURATION_WORDS: [(&str, &str); 4] = [
     ("hourly", "1h"),
     ("daily", "24h"),
@@ -21,7 +23,8 @@ const DURATION_WORDS: [(&str, &str); 4] = [
 ];
 
 /// Parses `budget_duration`: a positive whole number followed by `s`, `m`, `h`, `d`, `w` or `mo`,
-/// or one of LiteLLM's words (`hourly`, `daily`, `weekly`, `monthly`, any case).
+/// or one of LiteLLM's words (`hourly`, `daily`, `weekly`, `monthly`, any case). As LiteLLM's
+/// standardized resets do, `30d` (and `monthly`) is a calendar month, starting on the first.
 pub fn parse_budget_window(text: &str) -> Result<BudgetWindow, String> {
     let word = text.trim().to_ascii_lowercase();
     let text = DURATION_WORDS
@@ -37,6 +40,9 @@ pub fn parse_budget_window(text: &str) -> Result<BudgetWindow, String> {
         .map_err(|_| format!("{text:?} must start with a whole number"))?;
     if n == 0 {
         return Err(format!("{text:?} must be longer than zero"));
+    }
+    if (n, unit) == (30, "d") {
+        return Ok(BudgetWindow::Months(1));
     }
     let seconds_per_unit = match unit {
         "s" => 1,
@@ -159,6 +165,10 @@ pub fn format_rfc3339(unix: i64) -> String {
         secs % 60
     )
 }
+
+/// Where weekly windows start without a `budget_reset_at`: Monday 1970-01-05 00:00 UTC (the epoch
+/// was a Thursday), as LiteLLM's weekly resets land on Mondays.
+pub const WEEK_ANCHOR: i64 = 4 * 86_400;
 
 /// The budget window containing `now`: `[start, end)` in Unix seconds; `end` is `None` for a
 /// budget that never resets. Windows are counted from `anchor` (a boundary instant, Unix
@@ -284,7 +294,17 @@ mod tests {
         assert_eq!(parse_budget_window("1mo"), Ok(BudgetWindow::Months(1)));
         assert_eq!(
             parse_budget_window("Monthly"),
-            Ok(BudgetWindow::Seconds(30 * 86_400))
+            Ok(BudgetWindow::Months(1)),
+            "as LiteLLM"
+        );
+        assert_eq!(
+            parse_budget_window("30d"),
+            Ok(BudgetWindow::Months(1)),
+            "as LiteLLM"
+        );
+        assert_eq!(
+            parse_budget_window("31d"),
+            Ok(BudgetWindow::Seconds(31 * 86_400))
         );
         assert_eq!(
             parse_budget_window("daily"),

@@ -92,6 +92,7 @@ fn catch_all(
     at: &str,
     name: &str,
     params: &Map<String, Value>,
+    model_info: Option<&Value>,
     model_list: &mut Vec<Value>,
     out: &mut Import,
 ) {
@@ -102,16 +103,56 @@ fn catch_all(
         ));
         return;
     }
-    let shared_key = params
-        .get("api_key")
-        .and_then(Value::as_str)
-        .and_then(|v| v.strip_prefix("os.environ/"));
+    // A catch-all that names its own upstream (an OpenAI-compatible server) is not expanded:
+    // sending its prompts to the providers' public APIs instead would be a leak, not a move.
+    if params.contains_key("api_base") {
+        out.not_carried.push(format!(
+            "{at}: not imported: a \"*\" catch-all with its own api_base sends every model to \
+             that server; write it as model_name \"*\", model \"openai/*\" with that api_base \
+             if it speaks OpenAI's API"
+        ));
+        return;
+    }
+    let key = params.get("api_key").and_then(Value::as_str);
+    let shared_key = key.and_then(|v| v.strip_prefix("os.environ/"));
+    if key.is_some() && shared_key.is_none() {
+        out.not_carried.push(format!(
+            "{at}.litellm_params.api_key: a literal key is never copied; the catch-all uses each \
+             provider's own variable instead"
+        ));
+    }
+    // Who may use it and how it is grouped carry to every expanded deployment; prices and
+    // anything else do not (one price for every model of every provider is not a price).
+    let mut shared_info = Map::new();
+    if let Some(info) = model_info.and_then(Value::as_object) {
+        for (field, value) in info {
+            match field.as_str() {
+                "team_id" | "access_groups" => {
+                    shared_info.insert(field.clone(), value.clone());
+                }
+                other => out.not_carried.push(format!(
+                    "{at}.model_info.{other}: not carried to the catch-all's per-provider \
+                     deployments"
+                )),
+            }
+        }
+    }
+    for key in params
+        .keys()
+        .filter(|k| !matches!(k.as_str(), "model" | "api_key"))
+    {
+        out.not_carried.push(format!(
+            "{at}.litellm_params.{key}: not carried to the catch-all"
+        ));
+    }
     for (provider, base, key_env) in super::reach::DEFAULT_BASES {
         if provider == "text-completion-openai" {
             continue;
         }
         let default = Upstream::parse(base).ok();
         let cluster = out.clusters.cluster_for(provider, None, default.as_ref());
+        let mut info = shared_info.clone();
+        info.insert("id".into(), json!(format!("catch-all-{provider}")));
         model_list.push(json!({
             "model_name": format!("{provider}/*"),
             "litellm_params": {
@@ -119,7 +160,7 @@ fn catch_all(
                 "api_key_env": shared_key.unwrap_or(key_env),
             },
             "cluster": cluster,
-            "model_info": { "id": format!("catch-all-{provider}") },
+            "model_info": Value::Object(info),
         }));
     }
     out.notes.push(format!(
@@ -161,7 +202,14 @@ pub fn import_model_list(config: &Value, cx: &Context<'_>, out: &mut Import) {
             continue;
         };
         if model == "*" {
-            catch_all(&at, &name, params, &mut model_list, out);
+            catch_all(
+                &at,
+                &name,
+                params,
+                deployment.get("model_info"),
+                &mut model_list,
+                out,
+            );
             continue;
         }
         let (provider, upstream_model) = match cx.providers.split(&model) {
@@ -255,6 +303,18 @@ pub fn import_model_list(config: &Value, cx: &Context<'_>, out: &mut Import) {
         {
             out.not_carried
                 .push(format!("{at}.{key}: no Tollgate equivalent"));
+        }
+        // Without an api_key LiteLLM reads the provider's own variable (OPENAI_API_KEY, ...).
+        if !params.contains_key("api_key") {
+            if let Some((_, _, env)) = super::reach::DEFAULT_BASES
+                .iter()
+                .find(|(p, _, _)| *p == provider)
+            {
+                tg_params["api_key_env"] = json!(env);
+                out.notes.push(format!(
+                    "{at}: no api_key: the key is read from {env}, as LiteLLM reads it"
+                ));
+            }
         }
         if let Some(weight) = weights.get(i).copied().flatten() {
             tg_params["weight"] = json!(weight);

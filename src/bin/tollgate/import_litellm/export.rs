@@ -152,6 +152,23 @@ pub fn import_budget_holders(export: &Value, out: &mut Import) {
             h.insert("user_id".into(), json!(id));
             budget(item, &mut h);
             name_unenforced(item, &at, out);
+            // LiteLLM also limits what a user's (or customer's) keys may call; Tollgate's users
+            // and end users hold budgets only, so a limit left behind widens access: named.
+            let restricts = |field: &str| {
+                item.get(field).is_some_and(|v| match v {
+                    Value::Array(list) => !list.is_empty(),
+                    Value::Null => false,
+                    _ => true,
+                })
+            };
+            for field in ["models", "allowed_model_region"] {
+                if restricts(field) {
+                    out.not_carried.push(format!(
+                        "{at}.{field}: not enforced by Tollgate (its keys may call what their own \
+                         and their team's lists allow): carry the restriction into those lists"
+                    ));
+                }
+            }
             if item.get("blocked").and_then(Value::as_bool) == Some(true) {
                 out.not_carried.push(format!(
                     "{at}.blocked: a blocked {kind} entry is not enforced by Tollgate yet"
@@ -263,6 +280,19 @@ mod tests {
         assert_eq!(
             out.policy["end_users"],
             json!([{"user_id":"cust-1","max_budget":1}])
+        );
+        let limited: Value = serde_json::from_str(
+            r#"{"users":[{"user_id":"alice","user_email":"a@x","models":["gpt-4o-mini"]}]}"#,
+        )
+        .unwrap();
+        let mut out = Import::default();
+        import_budget_holders(&limited, &mut out);
+        assert!(
+            out.not_carried
+                .iter()
+                .any(|n| n.starts_with("users[0].models: not enforced")),
+            "a model restriction left behind is named: {:?}",
+            out.not_carried
         );
     }
 }
