@@ -84,7 +84,7 @@ pub fn warn_unpriced(policy: &Policy) {
     for warning in &policy.warnings {
         eprintln!("warning: {warning}");
     }
-    for (i, d) in tollgate::core::money::cost::unpriced_under_budget(policy) {
+    for (i, d) in tollgate::core::money::unpriced::unpriced_under_budget(policy) {
         eprintln!(
             "warning: model_list[{i}] ({:?} -> {}/{}): no price is known, so keys, teams or \
              users with a budget get 403 model_unpriced on it; set model_info.base_model to the \

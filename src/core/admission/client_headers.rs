@@ -201,10 +201,16 @@ fn is_credential_param(raw_name: &str) -> bool {
 /// `raw` with `%XX` escapes and `+` decoded (invalid escapes stay as they are). Only used to
 /// compare parameter names and look for the presented key in values.
 fn percent_decode(raw: &str) -> Vec<u8> {
+    percent_decode_with(raw, true, usize::MAX)
+}
+
+/// `raw` with `%XX` escapes decoded (invalid ones stay as they are), and `+` as a space when
+/// `plus_is_space` (query strings, not paths); at most `limit` bytes of output.
+pub(crate) fn percent_decode_with(raw: &str, plus_is_space: bool, limit: usize) -> Vec<u8> {
     let bytes = raw.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
-    while i < bytes.len() {
+    while i < bytes.len() && out.len() < limit {
         let b = bytes[i];
         let escaped = (b == b'%')
             .then(|| bytes.get(i + 1..i + 3))
@@ -216,7 +222,7 @@ fn percent_decode(raw: &str) -> Vec<u8> {
                 out.push(value);
                 i += 3;
             }
-            (b'+', None) => {
+            (b'+', None) if plus_is_space => {
                 out.push(b' ');
                 i += 1;
             }

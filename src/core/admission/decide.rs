@@ -68,27 +68,9 @@ impl BodyTicket {
 fn requested_model_id(path: &str) -> String {
     let path = path.split(['?', '#']).next().unwrap_or(path);
     let raw = path.split_once("/models/").map_or("", |(_, id)| id);
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() && out.len() < crate::core::admission::request::MAX_MODEL_NAME_BYTES {
-        let escaped = (bytes[i] == b'%')
-            .then(|| bytes.get(i + 1..i + 3))
-            .flatten()
-            .and_then(|hex| std::str::from_utf8(hex).ok())
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-        match escaped {
-            Some(value) => {
-                out.push(value);
-                i += 3;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    let limit = crate::core::admission::request::MAX_MODEL_NAME_BYTES;
+    let id = crate::core::admission::client_headers::percent_decode_with(raw, false, limit);
+    String::from_utf8_lossy(&id).into_owned()
 }
 
 /// Decides what can be decided from headers: policy loaded, key valid, endpoint served.

@@ -164,7 +164,8 @@ mod tests {
     use crate::core::exchange::telemetry::Telemetry;
     use crate::core::money::cost::{Cost, PriceSource};
     use crate::core::money::reservation::{LedgerStore, MemoryLedgers};
-    use crate::core::spend::event::{SpendData, UsageData};
+    use crate::core::spend::event::tests::sample_data;
+    use crate::core::spend::event::SpendData;
 
     struct NoCounts;
     impl Telemetry for NoCounts {
@@ -234,25 +235,9 @@ mod tests {
     fn finished(user: &str) -> Finished {
         Finished {
             data: SpendData {
-                policy_version: "v1".into(),
-                key_hash: "ab".repeat(32),
-                key_alias: None,
-                team_id: None,
-                user_id: None,
                 end_user: Some(user.into()),
-                endpoint: "chat_completions".into(),
-                requested_model: "m".into(),
-                resolved_model: "m".into(),
-                deployment: "d".into(),
-                provider: "openai".into(),
-                upstream_model: "m".into(),
-                stream: false,
-                usage: UsageData::default(),
-                cost_nano_usd: 5,
-                cost_source: "cost_map".into(),
-                status: "ok".into(),
-                http_status: 200,
                 budgets: Vec::new(),
+                ..sample_data()
             },
             cost: Cost {
                 nano_usd: 5,

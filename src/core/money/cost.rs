@@ -14,7 +14,6 @@
 //! `model_info` prices apply to every tier. Anthropic's one-hour cache writes are priced at
 //! `cache_creation_input_token_cost_above_1hr` (falling back to the five-minute rate).
 
-use crate::core::config::config::UnpricedMode;
 use crate::core::config::cost_map::{CostEntry, RateKind, ThresholdPrice, TierPrices};
 use crate::core::config::index::{Deployment, Policy};
 use crate::core::metering::usage::Usage;
@@ -226,26 +225,6 @@ pub fn rates_for(
         ),
         None => (Rates::default(), PriceSource::Unpriced),
     }
-}
-
-/// Deployments (by index in `model_list`) that budgeted keys could not call because no price
-/// is known for them: the policy has a budget, refuses unpriced models (`unpriced_models.mode:
-/// deny`), and the deployment (not a wildcard, which is priced per request) has neither its own
-/// prices nor a cost-map entry for its model or `base_model`. Tools warn about each.
-pub fn unpriced_under_budget(policy: &Policy) -> Vec<(usize, &Deployment)> {
-    if policy.budget_ids.is_empty() || policy.spending.unpriced != UnpricedMode::Deny {
-        return Vec::new();
-    }
-    policy
-        .deployments
-        .iter()
-        .enumerate()
-        .filter(|(_, d)| d.pattern.is_none())
-        .filter(|(_, d)| {
-            let (_, source) = rates_for(policy, d, &d.upstream_model, 0, ServiceTier::Standard);
-            source == PriceSource::Unpriced
-        })
-        .collect()
 }
 
 /// A priced request.

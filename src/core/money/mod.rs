@@ -4,7 +4,8 @@
 //! request reserves before it goes and is charged after) → `budget` (which budgets apply, the
 //! per-window ledger) → `reservation` (reserve on every budget, settle, release) over a
 //! `LedgerStore` (`ledger_slots`: a compare-and-swap slot store) → `settlement` (from an
-//! admitted request to its priced, finished record).
+//! admitted request to its priced, finished record). `unpriced` finds, at compile time, the
+//! deployments budgeted keys could never call for want of a price.
 
 pub mod budget;
 pub mod charge;
@@ -14,3 +15,4 @@ pub mod ledger_slots;
 pub mod process_ledgers;
 pub mod reservation;
 pub mod settlement;
+pub mod unpriced;

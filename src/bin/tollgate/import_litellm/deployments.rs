@@ -352,6 +352,18 @@ pub fn import_model_list(config: &Value, cx: &Context<'_>, out: &mut Import) {
 mod tests {
     use super::*;
 
+    /// `config`'s model_list imported with an empty cost map and no environment.
+    fn imported(config: &Value) -> Import {
+        let providers = super::super::providers::Providers::new(Default::default());
+        let cx = Context {
+            providers: &providers,
+            env: &|_| None,
+        };
+        let mut out = Import::default();
+        import_model_list(config, &cx, &mut out);
+        out
+    }
+
     #[test]
     fn weights_follow_litellm_simple_shuffle() {
         let list: Vec<Value> = serde_json::from_str(
@@ -391,13 +403,7 @@ mod tests {
                 "model_info":{"team_id":"team-a","team_public_model_name":"gpt-4o"}}]}"#,
         )
         .unwrap();
-        let providers = super::super::providers::Providers::new(Default::default());
-        let cx = Context {
-            providers: &providers,
-            env: &|_| None,
-        };
-        let mut out = Import::default();
-        import_model_list(&config, &cx, &mut out);
+        let out = imported(&config);
         let d = &out.policy["model_list"][0];
         assert_eq!(d["model_name"], "gpt-4o");
         assert_eq!(d["model_info"]["team_id"], "team-a");
@@ -410,13 +416,7 @@ mod tests {
             r#"{"model_list":[{"model_name":"*","litellm_params":{"model":"*"}}]}"#,
         )
         .unwrap();
-        let providers = super::super::providers::Providers::new(Default::default());
-        let cx = Context {
-            providers: &providers,
-            env: &|_| None,
-        };
-        let mut out = Import::default();
-        import_model_list(&config, &cx, &mut out);
+        let out = imported(&config);
         let list = out.policy["model_list"].as_array().unwrap();
         let anthropic = list
             .iter()
