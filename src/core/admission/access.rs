@@ -13,6 +13,8 @@
 //! key outside that team, whatever its lists say: another team's key, or one with no team, is
 //! refused (or served by other deployments of the model) as if it did not exist. For the team's
 //! own keys, a tier holding one of its deployments is served by the team's deployments alone.
+//! Outsiders asking for a name only team deployments serve get the answer for a name nothing
+//! serves (404), so the answer does not tell them the name exists.
 //!
 //! A list that names exactly the alias the client sent admits it only when every alias hop was
 //! defined at that list's own level or globally (`model_group_alias`): a key's list is not
@@ -123,7 +125,24 @@ pub fn check_access<'p>(
             list_grant(policy, &team.allow, ListLevel::Team, resolution, target, d).map(Some)
         }
     };
-    let tiers = policy.serving_tiers(target);
+    // A team-scoped deployment exists only for its team's keys.
+    let in_scope = |d: &Deployment| {
+        d.team_id
+            .as_deref()
+            .is_none_or(|owner| team.is_some_and(|t| t.id == owner))
+    };
+    // Out-of-scope deployments are dropped before anything is decided, so a name only another
+    // team's deployments serve answers as a name nothing serves (no 403 telling it exists).
+    let tiers: Vec<Vec<DeploymentId>> = policy
+        .serving_tiers(target)
+        .into_iter()
+        .map(|tier| {
+            tier.into_iter()
+                .filter(|&id| policy.deployment(id).is_some_and(in_scope))
+                .collect::<Vec<_>>()
+        })
+        .filter(|tier| !tier.is_empty())
+        .collect();
     if tiers.is_empty() {
         // Nothing serves the model: only a grant of the model itself admits it (then 404).
         let grants = AccessGrants {
@@ -135,12 +154,6 @@ pub fn check_access<'p>(
             deployments: Vec::new(),
         });
     }
-    // A team-scoped deployment exists only for its team's keys.
-    let in_scope = |d: &Deployment| {
-        d.team_id
-            .as_deref()
-            .is_none_or(|owner| team.is_some_and(|t| t.id == owner))
-    };
     let own_team = |d: &Deployment| {
         d.team_id
             .as_deref()
@@ -156,7 +169,7 @@ pub fn check_access<'p>(
             .any(|&id| policy.deployment(id).is_some_and(own_team));
         for id in tier {
             let deployment = policy.deployment(id);
-            if deployment.is_some_and(|d| !in_scope(d) || (team_owned && !own_team(d))) {
+            if deployment.is_some_and(|d| team_owned && !own_team(d)) {
                 continue;
             }
             if let (Some(k), Some(t)) = (key_grant(deployment), team_grant(deployment)) {
@@ -345,10 +358,11 @@ mod tests {
         assert_eq!(routed(&p, 2, "gpt-4o").unwrap(), ["shared"], "no team");
         assert_eq!(routed(&p, 0, "secret").unwrap(), ["secret"]);
         for outsider in [1, 2] {
-            assert!(matches!(
-                routed(&p, outsider, "secret"),
-                Err(Denial::ModelNotAllowed { .. })
-            ));
+            // As for a name nothing serves: admitted on the name, with nothing to route to (404).
+            assert_eq!(
+                routed(&p, outsider, "secret").unwrap(),
+                Vec::<String>::new()
+            );
         }
         let team_u = p.team(1);
         let listed = crate::core::admission::listing::list_models(&p, &p.keys[1], team_u);

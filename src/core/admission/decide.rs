@@ -68,6 +68,7 @@ impl BodyTicket {
 fn requested_model_id(path: &str) -> String {
     let path = path.split(['?', '#']).next().unwrap_or(path);
     let raw = path.split_once("/models/").map_or("", |(_, id)| id);
+    let raw = raw.strip_suffix('/').unwrap_or(raw);
     let limit = crate::core::admission::request::MAX_MODEL_NAME_BYTES;
     let id = crate::core::admission::client_headers::percent_decode_with(raw, false, limit);
     String::from_utf8_lossy(&id).into_owned()

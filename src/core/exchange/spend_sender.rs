@@ -177,6 +177,24 @@ impl SpendSender {
         }
     }
 
+    /// Root context `root` stops sending here without a final flush: another live root (of
+    /// another destination) takes over what is left on its next tick. True when none of its own
+    /// calls is unanswered.
+    pub fn release(&mut self, root: u32) -> bool {
+        self.live_roots.retain(|r| *r != root);
+        !self.awaits_answer_for(root)
+    }
+
+    /// Whether any root context serves this sender.
+    pub fn has_live_root(&self) -> bool {
+        !self.live_roots.is_empty()
+    }
+
+    /// Whether `root` is the only root context serving this sender.
+    pub fn live_roots_are(&self, root: u32) -> bool {
+        self.live_roots.iter().all(|r| *r == root)
+    }
+
     /// Whether a call made by root context `root` is still unanswered.
     pub fn awaits_answer_for(&self, root: u32) -> bool {
         self.calls.values().any(|(_, owner)| *owner == root)

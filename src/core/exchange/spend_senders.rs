@@ -26,6 +26,8 @@ fn same_destination(a: &Accounting, b: &Accounting) -> bool {
 pub struct SpendSenders {
     nonce: u64,
     senders: Vec<SpendSender>,
+    /// Roots that retired while answers were pending: they no longer tick or take over.
+    retired: Vec<u32>,
 }
 
 impl SpendSenders {
@@ -35,6 +37,7 @@ impl SpendSenders {
         SpendSenders {
             nonce,
             senders: Vec::new(),
+            retired: Vec::new(),
         }
     }
 
@@ -95,6 +98,9 @@ impl SpendSenders {
 
     /// Periodic work of root context `root`: its own senders, then any orphaned one.
     pub fn tick(&mut self, host: &mut dyn CalloutHost, now_ms: u64, root: u32) {
+        if self.retired.contains(&root) {
+            return;
+        }
         for sender in &mut self.senders {
             if sender.is_orphaned() {
                 sender.take_over(root);
@@ -105,15 +111,31 @@ impl SpendSenders {
         }
     }
 
-    /// Root context `root` finishes. True when it may go now (see [`SpendSender::retire`]).
+    /// Root context `root` finishes. True when it may go now. While another root of the VM or
+    /// process lives, `root` only lets go of its senders (that root's next tick takes over what
+    /// is left, with each sender's own settings); the last root makes the final flush (see
+    /// [`SpendSender::retire`]).
     pub fn retire(&mut self, host: &mut dyn CalloutHost, root: u32, now_ms: u64) -> bool {
+        let others_live = self
+            .senders
+            .iter()
+            .any(|s| s.has_live_root() && !s.live_roots_are(root));
         let mut done = true;
         for sender in &mut self.senders {
-            if sender.serves(root) {
-                done &= sender.retire(host, root, now_ms);
+            if !sender.serves(root) {
+                continue;
             }
+            done &= if others_live {
+                sender.release(root)
+            } else {
+                sender.retire(host, root, now_ms)
+            };
         }
-        done && !self.awaits_answer_for(root)
+        let done = done && !self.awaits_answer_for(root);
+        if !done && !self.retired.contains(&root) {
+            self.retired.push(root);
+        }
+        done
     }
 
     /// Handles the answer to call `token`. True when the root context that made it has retired
@@ -134,7 +156,11 @@ impl SpendSenders {
             return false;
         };
         let done = sender.on_response(host, token, status, body, now_ms);
-        done && !self.awaits_answer_for(root)
+        let done = done && !self.awaits_answer_for(root);
+        if done {
+            self.retired.retain(|r| *r != root);
+        }
+        done
     }
 
     fn awaits_answer_for(&self, root: u32) -> bool {
@@ -313,9 +339,13 @@ mod tests {
         senders.adopt(&mut host, 1, Some(&old), token("old"), 0);
         senders.record(&mut host, Some(&old), finished("queued-before-swap"), 10);
         senders.adopt(&mut host, 2, Some(&new), token("new"), 20);
-        // The old version goes before its flush interval, where no call can be made.
+        // The old version goes before its flush interval, where no call can be made; another
+        // root lives, so it may go at once (that root takes over).
         host.refuse = true;
-        senders.retire(&mut host, 1, 30);
+        assert!(
+            senders.retire(&mut host, 1, 30),
+            "not held by events another root sends"
+        );
         host.refuse = false;
         assert!(host.made.borrow().is_empty());
         // The new version's tick, after the old sender's interval, sends the old events.
@@ -328,6 +358,26 @@ mod tests {
         assert_eq!(sent.len(), 1, "{made:?}");
         assert_eq!(sent[0].0, "acct-old");
         assert_eq!(sent[0].1, "Bearer token-old");
+    }
+
+    #[test]
+    fn the_last_root_flushes_before_it_goes_and_a_retired_root_never_ticks_again() {
+        let a = accounting("acct", 60_000);
+        let mut host = Calls::default();
+        let mut senders = SpendSenders::new(1);
+        senders.adopt(&mut host, 1, Some(&a), None, 0);
+        senders.record(&mut host, Some(&a), finished("last"), 10);
+        assert!(
+            !senders.retire(&mut host, 1, 20),
+            "waits for its final flush's answer"
+        );
+        assert_eq!(host.made.borrow().len(), 1, "the final flush was sent");
+        senders.tick(&mut host, 120_000, 1);
+        assert_eq!(
+            host.made.borrow().len(),
+            1,
+            "a retired root does not tick or take over"
+        );
     }
 
     #[test]
