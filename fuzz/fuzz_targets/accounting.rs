@@ -83,6 +83,7 @@ fn outbox_ops(data: &[u8]) {
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     if let Ok(items) = read_batch(data) {
         for (event, json) in items.into_iter().flatten() {
+            // Both kinds (spend and threshold events) read back as themselves.
             let again = read_batch(format!("[{json}]").as_bytes()).map(|mut v| v.pop());
             match again {
                 Ok(Some(Ok((back, _)))) => assert_eq!(back, event),

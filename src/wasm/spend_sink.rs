@@ -10,6 +10,8 @@ use crate::core::exchange::spend_sender::CalloutHost;
 use crate::core::exchange::spend_senders::SpendSenders;
 use crate::core::exchange::telemetry::Telemetry;
 use crate::core::money::reservation::LedgerStore;
+use crate::core::spend::accounting_api::BudgetTotal;
+use crate::core::spend::threshold::{soft_threshold_of, ThresholdData};
 use crate::core::Policy;
 use crate::wasm::host;
 use crate::wasm::ledgers::SharedLedgers;
@@ -65,5 +67,9 @@ impl CalloutHost for RootCallouts<'_> {
 
     fn knows_budget(&self, budget: &str) -> bool {
         self.0.is_some_and(|policy| policy.has_budget(budget))
+    }
+
+    fn soft_threshold(&self, total: &BudgetTotal) -> Option<ThresholdData> {
+        soft_threshold_of(self.0?, total)
     }
 }

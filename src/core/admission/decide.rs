@@ -17,7 +17,7 @@ use crate::core::config::config::UnpricedMode;
 use crate::core::config::index::{Deployment, KeyId, Policy, Team, VirtualKey};
 use crate::core::metering::response_meter::prompt_estimate;
 use crate::core::metering::stream_usage::include_usage_edit;
-use crate::core::money::budget::applicable_budgets;
+use crate::core::money::budget::{applicable_budgets, Reached};
 use crate::core::money::charge::worst_case_input;
 use crate::core::money::charge::{worst_case, Ask};
 use crate::core::money::cost::{PriceSource, ServiceTier};
@@ -322,18 +322,23 @@ fn decide_steps<'p, C: Credentials + ?Sized>(
     }
 
     let prompt = prompt_estimate(body.len());
+    let reached = Reached {
+        model: target.name,
+        deployment: route.deployment,
+    };
     let lines = applicable_budgets(
         policy,
-        trace.key,
-        trace.team,
+        (trace.key, trace.team),
         facts.end_user.as_deref(),
+        Some(reached),
         around.now,
     );
     let ask = Ask::of_request(ticket.endpoint, prompt, &facts);
     let worst = worst_case(policy, route.deployment, &route.upstream_model, &ask);
     let billed_input = worst_case_input(policy, route.deployment, &route.upstream_model, &ask);
     let unpriced = worst.source == PriceSource::Unpriced;
-    if unpriced && policy.spending.unpriced == UnpricedMode::Deny && !lines.is_empty() {
+    let budgeted = lines.iter().any(|line| line.enforced);
+    if unpriced && policy.spending.unpriced == UnpricedMode::Deny && budgeted {
         return Err(Denial::UnpricedModel {
             model: requested.to_string(),
         });

@@ -69,6 +69,8 @@ pub enum Denial {
         scope: &'static str,
         /// The budget holder's name (key alias, team alias, user id).
         name: String,
+        /// For a per-model budget, the model (or access group, or wildcard) it is written for.
+        model: Option<std::sync::Arc<str>>,
         /// Limit in nano-dollars.
         limit_nano: u64,
         /// Spend counted so far in this window, in nano-dollars.
@@ -255,18 +257,22 @@ impl Denial {
             Denial::BudgetExceeded {
                 scope,
                 name,
+                model,
                 limit_nano,
                 spend_nano,
                 reserved_nano,
                 resets_at,
                 ..
             } => {
-                let holder = match *scope {
+                let mut holder = match *scope {
                     "key" => format!("key '{name}'"),
                     "team" => format!("team '{name}'"),
                     "user" => format!("user '{name}'"),
                     _ => format!("end user '{name}'"),
                 };
+                if let Some(model) = model {
+                    holder.push_str(&format!(" on model '{model}'"));
+                }
                 let mut message = format!(
                     "Budget exceeded for {holder}: spend ${} of a ${} budget",
                     usd(*spend_nano),
@@ -388,6 +394,7 @@ mod tests {
         Denial::BudgetExceeded {
             scope: "key",
             name: "k".into(),
+            model: None,
             limit_nano: 100,
             spend_nano,
             reserved_nano: 50,
@@ -455,6 +462,7 @@ mod tests {
         let denial = Denial::BudgetExceeded {
             scope: "team",
             name: "search".into(),
+            model: None,
             limit_nano: 5_000_000_000,
             spend_nano: 5_000_123_000,
             reserved_nano: 0,

@@ -22,7 +22,7 @@ use crate::core::config::index::{
 };
 use crate::core::config::key_hash::{self, KeyDigest};
 use crate::core::config::pattern::Pattern;
-use crate::core::config::time::{parse_budget_window, parse_rfc3339};
+use crate::core::config::time::parse_rfc3339;
 use crate::core::money::budget::Scope;
 use crate::core::money::cost::{atto_per_token, Rates};
 
@@ -125,6 +125,8 @@ pub fn compile_config(config: Config) -> Result<Policy, ConfigErrors> {
         users: HashMap::new(),
         end_users: HashMap::new(),
         budget_ids: HashSet::new(),
+        enforces_budgets: false,
+        soft_budgets: HashMap::new(),
         warnings: Vec::new(),
         provider_count: count_providers(&config.cost_map),
         cost_map: config.cost_map,
@@ -158,6 +160,15 @@ pub fn compile_config(config: Config) -> Result<Policy, ConfigErrors> {
     policy.users = cx.budget_holders("users", Scope::User, config.users);
     policy.end_users = cx.budget_holders("end_users", Scope::EndUser, config.end_users);
     policy.budget_ids = budget_ids(&policy);
+    let enforces_budgets = all_budgets(&policy).any(|b| b.enforced);
+    policy.enforces_budgets = enforces_budgets;
+    policy.soft_budgets = all_budgets(&policy)
+        .filter(|b| b.soft_limit_nano.is_some())
+        .filter_map(|b| {
+            let scope = Scope::parse(b.id.split(':').next().unwrap_or_default())?;
+            Some((Arc::clone(&b.id), (scope, b.clone())))
+        })
+        .collect();
     for skipped in policy.cost_map.fallback_rules().skipped() {
         cx.warn("cost_map.fallback_generalizations", skipped.clone());
     }
@@ -172,13 +183,25 @@ pub fn compile_config(config: Config) -> Result<Policy, ConfigErrors> {
 
 /// The names of every budget in `policy` (keys', teams', users', end users').
 fn budget_ids(policy: &Policy) -> HashSet<Arc<str>> {
-    let keys = policy.keys.iter().filter_map(|k| k.budget.as_ref());
-    let teams = policy.teams.iter().filter_map(|t| t.budget.as_ref());
+    all_budgets(policy)
+        .map(|budget| Arc::clone(&budget.id))
+        .collect()
+}
+
+/// Every budget of `policy`: keys' and teams' (with their per-model budgets), users', end
+/// users'.
+fn all_budgets(policy: &Policy) -> impl Iterator<Item = &Budget> {
+    let keys = policy
+        .keys
+        .iter()
+        .flat_map(|k| k.budget.iter().chain(k.model_budgets.all()));
+    let teams = policy
+        .teams
+        .iter()
+        .flat_map(|t| t.budget.iter().chain(t.model_budgets.all()));
     keys.chain(teams)
         .chain(policy.users.values())
         .chain(policy.end_users.values())
-        .map(|budget| Arc::clone(&budget.id))
-        .collect()
 }
 
 fn count_providers(cost_map: &CostMap) -> usize {
@@ -234,72 +257,6 @@ impl Compiler {
                 ),
             );
             None
-        }
-    }
-
-    /// The budget of holder `id` in `scope`, named for ledgers and messages once per version.
-    fn budget(
-        &mut self,
-        path: &str,
-        max_budget: Option<f64>,
-        (duration, reset_at): (Option<&str>, Option<&str>),
-        (scope, id, label): (Scope, &str, &str),
-    ) -> Option<Budget> {
-        let weekly = duration.is_some_and(|d| {
-            parse_budget_window(d) == Ok(crate::core::config::time::BudgetWindow::Seconds(604_800))
-        });
-        let anchor = match reset_at {
-            None if weekly => crate::core::config::time::WEEK_ANCHOR,
-            None => 0,
-            Some(_) if duration.is_none() => {
-                self.error(
-                    &format!("{path}.budget_reset_at"),
-                    "a window boundary needs budget_duration".into(),
-                );
-                0
-            }
-            Some(text) => parse_rfc3339(text).unwrap_or_else(|message| {
-                self.error(&format!("{path}.budget_reset_at"), message);
-                0
-            }),
-        };
-        let window = match duration {
-            None => None,
-            Some(text) => match parse_budget_window(text) {
-                Ok(window) => Some(window),
-                Err(message) => {
-                    self.error(&format!("{path}.budget_duration"), message);
-                    None
-                }
-            },
-        };
-        match max_budget {
-            None => {
-                if duration.is_some() {
-                    self.error(
-                        &format!("{path}.budget_duration"),
-                        "a budget window needs max_budget".into(),
-                    );
-                }
-                None
-            }
-            Some(max) if max.is_finite() && (0.0..=MAX_BUDGET_USD).contains(&max) => Some(Budget {
-                id: format!("{}:{id}", scope.name()).into(),
-                label: label.into(),
-                max_usd: max,
-                limit_nano: (max * 1e9).round() as u64,
-                window,
-                anchor,
-            }),
-            Some(max) => {
-                self.error(
-                    &format!("{path}.max_budget"),
-                    format!(
-                        "must be a finite number of USD from 0 to {MAX_BUDGET_USD:e}, found {max}"
-                    ),
-                );
-                None
-            }
         }
     }
 
@@ -540,8 +497,15 @@ impl Compiler {
             );
             let label = t.team_alias.as_deref().unwrap_or(&t.team_id);
             let holder = (Scope::Team, t.team_id.as_str(), label);
-            let window = (t.budget_duration.as_deref(), t.budget_reset_at.as_deref());
-            let budget = self.budget(&path, t.max_budget, window, holder);
+            let spec = BudgetSpec {
+                max_usd: t.max_budget,
+                soft_usd: t.soft_budget,
+                duration: t.budget_duration.as_deref(),
+                reset_at: t.budget_reset_at.as_deref(),
+                fields: HOLDER_FIELDS,
+            };
+            let budget = self.budget(&path, spec, holder);
+            let model_budgets = self.model_budgets(policy, &path, &t.model_max_budget, holder);
             ids.insert(t.team_id.clone(), policy.teams.len() as TeamId);
             policy.teams.push(Team {
                 id: t.team_id,
@@ -550,6 +514,7 @@ impl Compiler {
                 aliases,
                 blocked: t.blocked,
                 budget,
+                model_budgets,
             });
         }
         ids
@@ -628,8 +593,15 @@ impl Compiler {
                 None => format!("key {}…", hex.get(..12).unwrap_or_default()),
             };
             let holder = (Scope::Key, hex.as_str(), label.as_str());
-            let window = (k.budget_duration.as_deref(), k.budget_reset_at.as_deref());
-            let budget = self.budget(&path, k.max_budget, window, holder);
+            let spec = BudgetSpec {
+                max_usd: k.max_budget,
+                soft_usd: k.soft_budget,
+                duration: k.budget_duration.as_deref(),
+                reset_at: k.budget_reset_at.as_deref(),
+                fields: HOLDER_FIELDS,
+            };
+            let budget = self.budget(&path, spec, holder);
+            let model_budgets = self.model_budgets(policy, &path, &k.model_max_budget, holder);
             let Some(digest) = digest else { continue };
             if self.errors.len() > before {
                 continue;
@@ -645,6 +617,7 @@ impl Compiler {
                 expires_at,
                 blocked: k.blocked,
                 budget,
+                model_budgets,
             });
         }
     }
@@ -670,8 +643,14 @@ impl Compiler {
                 continue;
             }
             let holder = (scope, h.user_id.as_str(), h.user_id.as_str());
-            let window = (h.budget_duration.as_deref(), h.budget_reset_at.as_deref());
-            if let Some(budget) = self.budget(&path, h.max_budget, window, holder) {
+            let spec = BudgetSpec {
+                max_usd: h.max_budget,
+                soft_usd: None,
+                duration: h.budget_duration.as_deref(),
+                reset_at: h.budget_reset_at.as_deref(),
+                fields: HOLDER_FIELDS,
+            };
+            if let Some(budget) = self.budget(&path, spec, holder) {
                 out.insert(h.user_id, budget);
             }
         }
@@ -681,6 +660,10 @@ impl Compiler {
 
 #[path = "compile_deployments.rs"]
 mod deployments;
+
+#[path = "compile_budgets.rs"]
+mod budgets;
+use budgets::{BudgetSpec, HOLDER_FIELDS};
 
 #[cfg(test)]
 #[path = "compile_tests.rs"]

@@ -431,6 +431,12 @@ pub struct TeamConfig {
     /// An instant a window boundary falls on (LiteLLM's `budget_reset_at`; RFC 3339): windows
     /// run from the budget's own start instead of the Unix epoch.
     pub budget_reset_at: Option<String>,
+    /// Soft budget in USD over the same window: reaching it raises one threshold event per
+    /// window on the spend channel; it never refuses.
+    pub soft_budget: Option<f64>,
+    /// Per-model budgets (LiteLLM's `model_max_budget`), by model, access group or wildcard.
+    #[serde(default)]
+    pub model_max_budget: BTreeMap<String, ModelBudgetConfig>,
 }
 
 /// One virtual key.
@@ -460,6 +466,26 @@ pub struct KeyConfig {
     pub max_budget: Option<f64>,
     /// Budget window, e.g. `1d`.
     pub budget_duration: Option<String>,
+    /// An instant a window boundary falls on (see [`TeamConfig::budget_reset_at`]).
+    pub budget_reset_at: Option<String>,
+    /// Soft budget in USD (see [`TeamConfig::soft_budget`]).
+    pub soft_budget: Option<f64>,
+    /// Per-model budgets (see [`TeamConfig::model_max_budget`]).
+    #[serde(default)]
+    pub model_max_budget: BTreeMap<String, ModelBudgetConfig>,
+}
+
+/// One per-model budget, in LiteLLM's spelling (`budget_limit`, `time_period`) or Tollgate's
+/// (`max_budget`, `budget_duration`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelBudgetConfig {
+    /// Budget in USD for this model.
+    #[serde(alias = "max_budget")]
+    pub budget_limit: f64,
+    /// Budget window, e.g. `1d`; absent: the budget never resets.
+    #[serde(default, alias = "budget_duration")]
+    pub time_period: Option<String>,
     /// An instant a window boundary falls on (see [`TeamConfig::budget_reset_at`]).
     pub budget_reset_at: Option<String>,
 }

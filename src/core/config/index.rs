@@ -15,7 +15,9 @@ use crate::core::config::cost_map::CostMap;
 use crate::core::config::key_hash::KeyDigest;
 use crate::core::config::pattern::Pattern;
 use crate::core::config::time::BudgetWindow;
+use crate::core::money::budget::Scope;
 use crate::core::money::cost::Rates;
+pub use crate::core::money::model_budgets::ModelBudgets;
 
 /// Index of a key in [`Policy::keys`].
 pub type KeyId = u32;
@@ -58,6 +60,10 @@ pub struct Policy {
     /// The name (`scope:id`) of every budget above: totals the accounting cluster reports for
     /// any other name are ignored, so a peer cannot make the ledgers grow with made-up names.
     pub(crate) budget_ids: HashSet<Arc<str>>,
+    /// Whether any budget of this version can refuse a request (soft budgets alone never do).
+    pub(crate) enforces_budgets: bool,
+    /// The budgets with a soft budget, by name (`scope:id`), with their scope.
+    pub(crate) soft_budgets: HashMap<Arc<str>, (Scope, Budget)>,
     /// What compiled but may not do what its author expects (LiteLLM fields the filter does not
     /// use): every adapter logs them when it accepts the version, and the tools print them.
     pub warnings: Vec<crate::core::config::compile::ConfigError>,
@@ -142,6 +148,8 @@ pub struct VirtualKey {
     pub blocked: bool,
     /// The key's own budget.
     pub budget: Option<Budget>,
+    /// The key's per-model budgets (`model_max_budget`).
+    pub model_budgets: ModelBudgets,
 }
 
 /// A team.
@@ -159,6 +167,8 @@ pub struct Team {
     pub blocked: bool,
     /// The team's budget.
     pub budget: Option<Budget>,
+    /// The team's per-model budgets (`model_max_budget`).
+    pub model_budgets: ModelBudgets,
 }
 
 /// A spending limit.
@@ -176,6 +186,15 @@ pub struct Budget {
     pub window: Option<BudgetWindow>,
     /// Unix seconds a window boundary falls on (`budget_reset_at`; 0: the Unix epoch).
     pub anchor: i64,
+    /// False for a soft budget alone (`soft_budget` without `max_budget`): it never refuses,
+    /// and `limit_nano` is `u64::MAX`.
+    pub enforced: bool,
+    /// The soft budget (`soft_budget`) in nano-dollars: reaching it raises one threshold event
+    /// per window, never a refusal.
+    pub soft_limit_nano: Option<u64>,
+    /// For a per-model budget (`model_max_budget`), the entry it was written under (a model,
+    /// an access group or a wildcard).
+    pub model: Option<Arc<str>>,
 }
 
 /// A global alias.
@@ -303,6 +322,13 @@ impl Policy {
     /// version.
     pub fn has_budget(&self, id: &str) -> bool {
         self.budget_ids.contains(id)
+    }
+
+    /// The budget named `id` and its scope, when it has a soft budget.
+    pub fn soft_budget(&self, id: &str) -> Option<(Scope, &Budget)> {
+        self.soft_budgets
+            .get(id)
+            .map(|(scope, budget)| (*scope, budget))
     }
 
     /// The key with this digest.

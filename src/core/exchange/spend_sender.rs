@@ -18,11 +18,13 @@ use crate::core::config::index::Accounting;
 use crate::core::money::reservation::{confirm, confirm_acknowledged, LedgerStore};
 use crate::core::money::settlement::Finished;
 use crate::core::spend::accounting_api::{
-    truncated, BatchReply, BudgetsReply, BATCH_ID_HEADER, BATCH_PATH, BUDGETS_PATH, MAX_EVENT_BYTES,
+    truncated, BatchReply, BudgetTotal, BudgetsReply, BATCH_ID_HEADER, BATCH_PATH, BUDGETS_PATH,
+    MAX_EVENT_BYTES,
 };
 use crate::core::spend::event::BATCH_CONTENT_TYPE;
 use crate::core::spend::event_writer::write_event;
 use crate::core::spend::outbox::{Outbox, Outgoing, Settled};
+use crate::core::spend::threshold::{ThresholdData, ThresholdEvent};
 
 /// How many immediate re-sends a draining sender tries before giving up.
 const DRAIN_ATTEMPTS: u32 = 3;
@@ -52,6 +54,11 @@ pub trait CalloutHost {
     /// Whether the version making this call has a budget named `budget` (`scope:id`): totals
     /// the accounting cluster reports for other names are ignored.
     fn knows_budget(&self, budget: &str) -> bool;
+    /// For a window of a budget of this version that has a soft budget, the threshold event's
+    /// data (the caller fills in the spend); `None` otherwise.
+    fn soft_threshold(&self, _total: &BudgetTotal) -> Option<ThresholdData> {
+        None
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -266,6 +273,43 @@ impl SpendSender {
         }
         let dropped = self.outbox.push(outgoing);
         report_dropped(host, &dropped, "the spend buffer is full");
+        for data in finished.soft_reached {
+            self.report_threshold(host, source, ended_at, data);
+        }
+    }
+
+    /// Queues the threshold event of a soft budget found reached. Its id is the same from
+    /// every replica, so the accounting cluster keeps one per window; it moves no money.
+    fn report_threshold(
+        &mut self,
+        host: &mut dyn CalloutHost,
+        source: &str,
+        at_ms: i64,
+        data: ThresholdData,
+    ) {
+        let event = ThresholdEvent::new(source, at_ms, data);
+        host.log(
+            LogLevel::Info,
+            &format!(
+                "tollgate: budget {} reached its soft budget of ${} in the window starting {}",
+                event.data.budget,
+                event.data.threshold_nano_usd as f64 / 1e9,
+                event.data.window_start
+            ),
+        );
+        let outgoing = Outgoing {
+            json: event.to_json(),
+            id: event.id,
+            cost_nano: 0,
+            ledger_keys: Vec::new(),
+        };
+        if outgoing.json.len() > MAX_EVENT_BYTES || outgoing.json.is_empty() {
+            let why = format!("the event is empty or larger than {MAX_EVENT_BYTES} bytes");
+            report_quarantined(host, &[(outgoing, why)]);
+            return;
+        }
+        let dropped = self.outbox.push(outgoing);
+        report_dropped(host, &dropped, "the spend buffer is full");
     }
 
     /// Periodic work, done by root context `root`: send a filled batch, or whatever waits once
@@ -329,7 +373,7 @@ impl SpendSender {
                 root
             }
             Some((Call::Poll, root)) => {
-                self.on_poll_response(host, status, body);
+                self.on_poll_response(host, status, body, now_ms);
                 root
             }
             None => return false,
@@ -579,7 +623,13 @@ impl SpendSender {
         }
     }
 
-    fn on_poll_response(&mut self, host: &mut dyn CalloutHost, status: u16, body: &[u8]) {
+    fn on_poll_response(
+        &mut self,
+        host: &mut dyn CalloutHost,
+        status: u16,
+        body: &[u8],
+        now_ms: u64,
+    ) {
         if !(200..300).contains(&status) {
             host.telemetry().spend_poll_failed();
             return;
@@ -599,6 +649,35 @@ impl SpendSender {
             confirm(ledgers, &total.ledger_key(), 0, Some(total.spend_nano_usd));
         }
         self.cursor = self.cursor.max(reply.cursor);
+        // A soft budget the replicas reached together, though no request here saw it reached:
+        // reported now (once per window and process; the event id is the same everywhere).
+        let reached: Vec<ThresholdData> = reply
+            .budgets
+            .iter()
+            .filter_map(|total| {
+                let mut data = host.soft_threshold(total)?;
+                let mut spent = None;
+                let _ = host.ledgers().update(&total.ledger_key(), &mut |ledger| {
+                    spent = ledger
+                        .reach_soft(Some(data.threshold_nano_usd))
+                        .then(|| ledger.spent());
+                    spent.is_some()
+                });
+                data.spend_nano_usd = spent?;
+                Some(data)
+            })
+            .collect();
+        if !reached.is_empty() {
+            let source = self
+                .accounting
+                .as_ref()
+                .map(|a| a.source.clone())
+                .unwrap_or_default();
+            let at = i64::try_from(now_ms).unwrap_or(i64::MAX);
+            for data in reached {
+                self.report_threshold(host, &source, at, data);
+            }
+        }
     }
 }
 

@@ -272,6 +272,7 @@ mod tests {
             ledger_keys: Vec::new(),
             ledger_ok: true,
             unpriced_tool_calls: false,
+            soft_reached: Vec::new(),
         }
     }
 

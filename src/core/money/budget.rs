@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use crate::core::admission::denial::Denial;
-use crate::core::config::index::{Budget, Policy, Team, VirtualKey};
+use crate::core::config::index::{Budget, Deployment, Policy, Team, VirtualKey};
 use crate::core::config::time::{format_rfc3339, window_bounds};
 
 /// Whose budget.
@@ -61,8 +61,14 @@ pub struct BudgetLine {
     budget_id: Arc<str>,
     /// Name for messages: key alias, team alias, user id.
     pub label: Arc<str>,
-    /// Limit in nano-dollars.
+    /// Limit in nano-dollars (`u64::MAX` for a soft budget alone).
     pub limit_nano: u64,
+    /// False for a soft budget alone: it never refuses, and no unpriced model is refused for it.
+    pub enforced: bool,
+    /// The soft budget in nano-dollars: reaching it raises one threshold event per window.
+    pub soft_limit_nano: Option<u64>,
+    /// For a per-model budget, the entry it is written under.
+    pub model: Option<Arc<str>>,
     /// Window start, Unix seconds (0 for a budget that never resets).
     pub window_start: i64,
     /// Window end, Unix seconds (`None` for a budget that never resets).
@@ -85,6 +91,9 @@ impl BudgetLine {
             budget_id: Arc::clone(&budget.id),
             label: Arc::clone(&budget.label),
             limit_nano: budget.limit_nano,
+            enforced: budget.enforced,
+            soft_limit_nano: budget.soft_limit_nano,
+            model: budget.model.clone(),
             window_start,
             window_end,
         }
@@ -105,6 +114,7 @@ impl BudgetLine {
         Denial::BudgetExceeded {
             scope: self.scope.name(),
             name: self.label.to_string(),
+            model: self.model.clone(),
             limit_nano: self.limit_nano,
             spend_nano: ledger.spent(),
             reserved_nano: ledger.reserved(now),
@@ -116,12 +126,24 @@ impl BudgetLine {
     }
 }
 
-/// The budgets that apply to a request of `key` (in `team`) for `end_user`, at `now`.
+/// The model a request reaches: the name after aliases and the deployment that serves it
+/// (what per-model budgets are matched on).
+#[derive(Debug, Clone, Copy)]
+pub struct Reached<'a> {
+    /// The model after aliases.
+    pub model: &'a str,
+    /// The deployment chosen to serve it.
+    pub deployment: &'a Deployment,
+}
+
+/// The budgets that apply to a request of `key` (in `team`) for `end_user`, reaching
+/// `reached`, at `now`: the key's, the team's, the user's, the end user's, then the key's and
+/// the team's per-model budgets for what it reaches.
 pub fn applicable_budgets(
     policy: &Policy,
-    key: &VirtualKey,
-    team: Option<&Team>,
+    (key, team): (&VirtualKey, Option<&Team>),
     end_user: Option<&str>,
+    reached: Option<Reached<'_>>,
     now: i64,
 ) -> Vec<BudgetLine> {
     let mut lines = Vec::new();
@@ -141,6 +163,15 @@ pub fn applicable_budgets(
     if let Some(budget) = end_user.and_then(|u| policy.end_users.get(u)) {
         push(Scope::EndUser, budget);
     }
+    if let Some(reached) = reached {
+        let (model, deployment) = (reached.model, reached.deployment);
+        if let Some(budget) = key.model_budgets.find(model, deployment) {
+            push(Scope::Key, budget);
+        }
+        if let Some(budget) = team.and_then(|team| team.model_budgets.find(model, deployment)) {
+            push(Scope::Team, budget);
+        }
+    }
     lines
 }
 
@@ -156,7 +187,15 @@ pub struct Ledger {
     pub unconfirmed: u64,
     /// Open reservations: `(expires_at, amount)`, one bucket per expiry minute.
     pub reservations: Vec<(i64, u64)>,
+    /// This process already reported the window's soft budget reached (once per window).
+    pub soft_reported: bool,
 }
+
+/// An encoded ledger's flags travel as a last record with this expiry (no reservation lives
+/// that long); bit 0 of its amount is [`Ledger::soft_reported`].
+const FLAGS_RECORD: i64 = i64::MAX;
+/// The flag bit of [`Ledger::soft_reported`].
+const SOFT_REPORTED: u64 = 1;
 
 impl Ledger {
     /// Decodes a shared-data value; an empty or damaged value is an empty ledger.
@@ -171,11 +210,15 @@ impl Ledger {
         let mut ledger = Ledger {
             confirmed: word(0).unwrap_or(0),
             unconfirmed: word(1).unwrap_or(0),
-            reservations: Vec::new(),
+            ..Ledger::default()
         };
         for i in 1..bytes.len() / 16 {
             if let (Some(at), Some(amount)) = (word(2 * i), word(2 * i + 1)) {
-                ledger.reservations.push((at as i64, amount));
+                if at as i64 == FLAGS_RECORD {
+                    ledger.soft_reported = amount & SOFT_REPORTED != 0;
+                } else {
+                    ledger.reservations.push((at as i64, amount));
+                }
             }
         }
         ledger
@@ -189,6 +232,10 @@ impl Ledger {
         for (at, amount) in &self.reservations {
             out.extend_from_slice(&(*at as u64).to_le_bytes());
             out.extend_from_slice(&amount.to_le_bytes());
+        }
+        if self.soft_reported {
+            out.extend_from_slice(&(FLAGS_RECORD as u64).to_le_bytes());
+            out.extend_from_slice(&SOFT_REPORTED.to_le_bytes());
         }
         out
     }
@@ -258,6 +305,17 @@ impl Ledger {
         self.unconfirmed = self.unconfirmed.saturating_add(cost);
     }
 
+    /// True, once per window, when the spend counted here has reached `soft_limit`: the caller
+    /// reports the threshold (and this ledger remembers that it was reported).
+    pub fn reach_soft(&mut self, soft_limit: Option<u64>) -> bool {
+        let reached = soft_limit.is_some_and(|soft| self.spent() >= soft);
+        if reached && !self.soft_reported {
+            self.soft_reported = true;
+            return true;
+        }
+        false
+    }
+
     /// The accounting cluster acknowledged `acknowledged` of our unconfirmed spend and reports
     /// `authoritative` for the window. Spend never decreases within a window, so an older
     /// report arriving late cannot lower it.
@@ -298,7 +356,7 @@ mod tests {
         let key = &policy.keys[0];
         let team = policy.team(0);
         let now = 1_795_000_000; // 2026-11-18T...
-        let lines = applicable_budgets(&policy, key, team, Some("cust"), now);
+        let lines = applicable_budgets(&policy, (key, team), Some("cust"), None, now);
         let scopes: Vec<_> = lines.iter().map(|l| (l.scope, l.limit_nano)).collect();
         assert_eq!(
             scopes,
@@ -315,9 +373,12 @@ mod tests {
         assert_eq!(lines[1].budget_id(), "team:t1");
         assert_eq!(&*lines[1].label, "search");
         assert!(lines[0].ledger_key().starts_with("tollgate/budget/key:"));
-        assert!(applicable_budgets(&policy, key, team, Some("stranger"), now).len() == 3);
+        assert!(applicable_budgets(&policy, (key, team), Some("stranger"), None, now).len() == 3);
         let plain = &policy.keys[1];
-        assert_eq!(applicable_budgets(&policy, plain, None, None, now), vec![]);
+        assert_eq!(
+            applicable_budgets(&policy, (plain, None), None, None, now),
+            vec![]
+        );
     }
 
     #[test]
@@ -326,8 +387,15 @@ mod tests {
             confirmed: 7,
             unconfirmed: 3,
             reservations: vec![(120, 5), (180, 9)],
+            soft_reported: false,
         };
         assert_eq!(Ledger::decode(&ledger.encode()), ledger);
+        let reported = Ledger {
+            soft_reported: true,
+            ..ledger.clone()
+        };
+        assert_eq!(reported.encode().len(), ledger.encode().len() + 16);
+        assert_eq!(Ledger::decode(&reported.encode()), reported);
         assert_eq!(Ledger::decode(b""), Ledger::default());
         assert_eq!(Ledger::decode(&[1, 2, 3]), Ledger::default());
     }
@@ -362,6 +430,26 @@ mod tests {
     }
 
     #[test]
+    fn a_soft_budget_is_reported_once_per_window() {
+        let mut ledger = Ledger::default();
+        ledger.record(40);
+        assert!(!ledger.reach_soft(Some(50)));
+        assert!(!ledger.reach_soft(None));
+        ledger.record(10);
+        assert!(
+            ledger.reach_soft(Some(50)),
+            "reached at exactly the threshold"
+        );
+        ledger.record(10);
+        assert!(!ledger.reach_soft(Some(50)), "once");
+        let mut decoded = Ledger::decode(&ledger.encode());
+        assert!(
+            !decoded.reach_soft(Some(50)),
+            "the flag survives the shared-data value"
+        );
+    }
+
+    #[test]
     fn confirmation_moves_spend_and_never_lowers_it() {
         let mut ledger = Ledger::default();
         ledger.record(30);
@@ -376,11 +464,12 @@ mod tests {
     #[test]
     fn refusal_reports_spend_and_reservations() {
         let policy = policy();
-        let lines = applicable_budgets(&policy, &policy.keys[0], policy.team(0), None, 0);
+        let lines = applicable_budgets(&policy, (&policy.keys[0], policy.team(0)), None, None, 0);
         let ledger = Ledger {
             confirmed: 1_000_000_000,
             unconfirmed: 600_000_000,
             reservations: vec![(60, 5)],
+            soft_reported: false,
         };
         match lines[0].refusal(&ledger, 0) {
             Denial::BudgetExceeded {

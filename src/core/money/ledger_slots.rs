@@ -193,6 +193,9 @@ mod tests {
             label: "k".into(),
             max_usd: limit as f64 / 1e9,
             limit_nano: limit,
+            enforced: true,
+            soft_limit_nano: None,
+            model: None,
             window: None,
             anchor: 0,
         };
@@ -252,20 +255,20 @@ mod tests {
         let ledgers = SlotLedgers(&store);
         let first = budget_line(100, 0);
         let reservation = reserve(&ledgers, vec![first.clone()], 40, 900, 5).unwrap();
-        assert!(settle(&ledgers, &reservation, 90, 6));
+        assert!(settle(&ledgers, &reservation, 90, 6).ledger_ok);
         assert!(reserve(&ledgers, vec![first.clone()], 40, 900, 7).is_ok());
         assert!(reserve(&ledgers, vec![first.clone()], 40, 900, 7).is_err());
         // Windows of 30 s, a hundred of them: still one slot.
         for window in 1..=100 {
             let line = budget_line(100, window * 30);
             let held = reserve(&ledgers, vec![line], 40, 900, window * 30).unwrap();
-            assert!(settle(&ledgers, &held, 10, window * 30 + 1));
+            assert!(settle(&ledgers, &held, 10, window * 30 + 1).ledger_ok);
         }
         assert_eq!(store.map.borrow().len(), 1);
         let (start, ledger) = ledger_in(&store, slot_of(first.ledger_key()).0);
         assert_eq!((start, ledger.unconfirmed), (3_000, 10));
         // A late settle of the first window leaves the current window alone.
-        assert!(settle(&ledgers, &reservation, 90, 3_001));
+        assert!(settle(&ledgers, &reservation, 90, 3_001).ledger_ok);
         assert_eq!(
             ledger_in(&store, slot_of(first.ledger_key()).0)
                 .1
@@ -286,6 +289,7 @@ mod tests {
             confirmed: 1,
             unconfirmed: 2,
             reservations: vec![(60, 3)],
+            soft_reported: false,
         };
         assert_eq!(
             decode_slot(&encode_slot(-5, &ledger)),

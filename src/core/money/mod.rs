@@ -12,6 +12,7 @@ pub mod charge;
 pub mod cost;
 pub mod cost_fields;
 pub mod ledger_slots;
+pub mod model_budgets;
 pub mod process_ledgers;
 pub mod reservation;
 pub mod settlement;

@@ -129,25 +129,45 @@ fn release_lines(
     }
 }
 
+/// What settling a reservation did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Settled {
+    /// False if a ledger could not be written.
+    pub ledger_ok: bool,
+    /// The lines whose soft budget this settlement found reached, first in this process and
+    /// window, with the spend seen (indices into the reservation's lines).
+    pub soft_reached: Vec<(usize, u64)>,
+}
+
 /// Replaces the reservation with the request's real cost (unconfirmed until the accounting
-/// cluster acknowledges the spend event). Returns false if a ledger could not be written.
+/// cluster acknowledges the spend event), and notes each soft budget it finds reached.
 pub fn settle(
     store: &dyn LedgerStore,
     reservation: &Reservation,
     cost_nano: u64,
     now: i64,
-) -> bool {
-    let mut all = true;
-    for line in &reservation.lines {
-        all &= store
+) -> Settled {
+    let mut settled = Settled {
+        ledger_ok: true,
+        soft_reached: Vec::new(),
+    };
+    for (i, line) in reservation.lines.iter().enumerate() {
+        let mut reached = None;
+        settled.ledger_ok &= store
             .update(line.ledger_key(), &mut |ledger| {
                 ledger.release(held(line, reservation.amount), reservation.expires_at, now);
                 ledger.record(cost_nano);
+                reached = ledger
+                    .reach_soft(line.soft_limit_nano)
+                    .then(|| ledger.spent());
                 true
             })
             .is_ok();
+        if let Some(spent) = reached {
+            settled.soft_reached.push((i, spent));
+        }
     }
-    all
+    settled
 }
 
 /// Applies the accounting cluster's acknowledgement of one event (its cost leaves
@@ -226,6 +246,9 @@ mod tests {
             label: id.into(),
             max_usd: limit as f64 / 1e9,
             limit_nano: limit,
+            enforced: true,
+            soft_limit_nano: None,
+            model: None,
             window: None,
             anchor: 0,
         };
@@ -274,13 +297,13 @@ mod tests {
         let ledger = |store: &MemoryLedgers| store.0.borrow()[lines[0].ledger_key()].clone();
         assert_eq!(ledger(&store).reserved(1000), 1_010);
         assert!(reserve(&store, lines.clone(), 1, 900, 1000).is_err());
-        assert!(settle(&store, &huge, 80, 1001));
+        assert!(settle(&store, &huge, 80, 1001).ledger_ok);
         assert_eq!(
             ledger(&store).reserved(1001),
             10,
             "the other request's hold survives"
         );
-        assert!(settle(&store, &small, 5, 1002));
+        assert!(settle(&store, &small, 5, 1002).ledger_ok);
         assert_eq!(ledger(&store).committed(1002), 85);
     }
 
@@ -298,7 +321,7 @@ mod tests {
             .filter_map(|_| reserve(&store, lines.clone(), 20, 900, 1000).ok())
             .collect();
         assert_eq!(admitted.len(), 1);
-        assert!(settle(&store, &admitted[0], 3, 1001));
+        assert!(settle(&store, &admitted[0], 3, 1001).ledger_ok);
         let ledger = store
             .0
             .borrow()

@@ -13,6 +13,7 @@ use crate::core::money::cost::Cost;
 use crate::core::money::reservation::{settle, LedgerStore, Reservation};
 use crate::core::spend::accounting_api::MAX_EVENT_COST_NANO;
 use crate::core::spend::event::{BudgetRef, SpendData, UsageData};
+use crate::core::spend::threshold::ThresholdData;
 
 /// What an admitted request carries until its response ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,7 +103,15 @@ impl Settlement {
                 self.plan.service_tier,
             )
         });
-        let ledger_ok = settle(ledgers, &self.reservation, cost.nano_usd, now);
+        let settled = settle(ledgers, &self.reservation, cost.nano_usd, now);
+        let soft_reached = settled
+            .soft_reached
+            .iter()
+            .filter_map(|(i, spent)| {
+                let line = self.reservation.lines.get(*i)?;
+                Some(threshold_data(policy, line, *spent))
+            })
+            .collect();
         let usage = metered.usage;
         let data = SpendData {
             policy_version: policy.version.clone(),
@@ -144,9 +153,27 @@ impl Settlement {
                 .iter()
                 .map(|line| line.ledger_key().to_string())
                 .collect(),
-            ledger_ok,
+            ledger_ok: settled.ledger_ok,
             unpriced_tool_calls,
+            soft_reached,
         }
+    }
+}
+
+/// The threshold event's data for `line`, whose soft budget was found reached at `spent`.
+fn threshold_data(policy: &Policy, line: &BudgetLine, spent: u64) -> ThresholdData {
+    ThresholdData {
+        policy_version: policy.version.clone(),
+        threshold: Cow::Borrowed("soft_budget"),
+        budget: line.budget_id().to_string(),
+        scope: Cow::Borrowed(line.scope.name()),
+        holder: line.label.to_string(),
+        model: line.model.as_deref().map(str::to_string),
+        window_start: line.window_start,
+        window_end: line.window_end,
+        threshold_nano_usd: line.soft_limit_nano.unwrap_or(0),
+        limit_nano_usd: line.enforced.then_some(line.limit_nano),
+        spend_nano_usd: spent,
     }
 }
 
@@ -164,6 +191,9 @@ pub struct Finished {
     /// The answer reports server-side tool calls (web searches) without a known price: the
     /// cost leaves them out and the event is flagged estimated.
     pub unpriced_tool_calls: bool,
+    /// Soft budgets this request found reached (first in this process and window): each is
+    /// reported with a threshold event.
+    pub soft_reached: Vec<ThresholdData>,
 }
 
 fn budget_ref(line: &BudgetLine) -> BudgetRef {
@@ -316,5 +346,112 @@ mod tests {
         let metered = meter.finish(settlement.plan.prompt_estimate, EarlyEnd::Upstream);
         let finished = settlement.finish(&policy, &metered, &ledgers, 102);
         assert_eq!(finished.cost.nano_usd, 13 * 3_000);
+    }
+}
+
+#[cfg(test)]
+mod soft_and_model_budget_tests {
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+    use crate::core::admission::decide::{decide_body, decide_head, HeadOutcome, Surroundings};
+    use crate::core::admission::denial::Denial;
+    use crate::core::admission::request::{Endpoint, RequestHead};
+    use crate::core::compile;
+    use crate::core::config::key_hash::digest;
+    use crate::core::metering::response_meter::{EarlyEnd, ResponseMeter};
+    use crate::core::money::reservation::MemoryLedgers;
+    use hashbrown::HashMap;
+
+    /// One Messages request for `model` that reports 1000 output tokens at $1e-6 ($0.001).
+    fn call(policy: &Policy, ledgers: &MemoryLedgers, model: &str) -> Result<Finished, Denial> {
+        let head = RequestHead {
+            method: "POST",
+            path: "/v1/messages",
+            x_api_key: Some("sk-k"),
+            ..RequestHead::default()
+        };
+        let HeadOutcome::ReadBody(ticket) = decide_head(Some(policy), &head, 0) else {
+            panic!("not admitted")
+        };
+        let none: HashMap<String, String> = HashMap::new();
+        let around = Surroundings {
+            credentials: &none,
+            ledgers,
+            random: 0,
+            now: 100,
+        };
+        let body = format!(r#"{{"model":"{model}","max_tokens":1000}}"#);
+        let verdict = decide_body(policy, ticket, body.as_bytes(), &around);
+        let verdict = verdict.ok_or(Denial::UnknownEndpoint)?;
+        let requested = verdict.trace.requested.clone().unwrap();
+        let admission = verdict.outcome?;
+        let settlement = Settlement::new(policy, ticket.key_id, requested, admission).unwrap();
+        let mut meter = ResponseMeter::new(Endpoint::Messages, 200, Some("application/json"));
+        meter.feed(
+            br#"{"type":"message","usage":{"input_tokens":0,"output_tokens":1000}}"#,
+            true,
+        );
+        let metered = meter.finish(settlement.plan.prompt_estimate, EarlyEnd::Upstream);
+        Ok(settlement.finish(policy, &metered, ledgers, 101))
+    }
+
+    fn policy(key_budgets: &str) -> Policy {
+        let json = format!(
+            r#"{{"version":"v1",
+              "cost_map":{{
+                "claude-sonnet-4-6":{{"litellm_provider":"anthropic","input_cost_per_token":1e-06,"output_cost_per_token":1e-06}},
+                "claude-haiku-4-5":{{"litellm_provider":"anthropic","input_cost_per_token":1e-06,"output_cost_per_token":1e-06}}}},
+              "model_list":[{{"model_name":"anthropic/*","litellm_params":{{"model":"anthropic/*"}},"cluster":"a"}}],
+              "model_group_alias":{{"fast":"claude-sonnet-4-6"}},
+              "keys":[{{"key_hash":"{}","key_alias":"k",{key_budgets}}}]}}"#,
+            to_hex(&digest("sk-k"))
+        );
+        compile(json.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn a_soft_budget_is_reported_once_and_never_refuses() {
+        // $0.0025 soft: the third $0.001 request reaches it; none is refused.
+        let policy = policy(r#""soft_budget":0.0025,"budget_duration":"1d""#);
+        let ledgers = MemoryLedgers::default();
+        let mut reported = Vec::new();
+        for _ in 0..5 {
+            let finished = call(&policy, &ledgers, "claude-sonnet-4-6").unwrap();
+            reported.push(finished.soft_reached.len());
+            if let Some(data) = finished.soft_reached.first() {
+                assert_eq!(data.threshold_nano_usd, 2_500_000);
+                assert_eq!(data.spend_nano_usd, 3_000_000);
+                assert_eq!(data.limit_nano_usd, None);
+                assert_eq!((data.window_start, data.window_end), (0, Some(86_400)));
+                assert_eq!(data.holder, "k");
+            }
+        }
+        assert_eq!(reported, [0, 0, 1, 0, 0]);
+    }
+
+    #[test]
+    fn a_per_model_budget_counts_what_an_alias_reaches() {
+        let policy = policy(
+            r#""model_max_budget":{"claude-sonnet-4-6":{"budget_limit":0.002,"time_period":"1d"}}"#,
+        );
+        let ledgers = MemoryLedgers::default();
+        call(&policy, &ledgers, "claude-sonnet-4-6").unwrap();
+        // The alias reaches the budgeted model: it counts, and the third call is refused.
+        call(&policy, &ledgers, "fast").unwrap();
+        match call(&policy, &ledgers, "fast") {
+            Err(Denial::BudgetExceeded { model, scope, .. }) => {
+                assert_eq!(
+                    (scope, model.as_deref()),
+                    ("key", Some("claude-sonnet-4-6"))
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // Another model has no per-model budget.
+        let other = call(&policy, &ledgers, "claude-haiku-4-5").unwrap();
+        assert!(other.data.budgets.is_empty());
+        assert!(call(&policy, &ledgers, "anthropic/claude-sonnet-4-6").is_err());
     }
 }

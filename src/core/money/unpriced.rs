@@ -10,7 +10,7 @@ use crate::core::money::cost::{rates_for, PriceSource, ServiceTier};
 /// deny`), and the deployment (not a wildcard, which is priced per request) has neither its own
 /// prices nor a cost-map entry for its model or `base_model`. Tools warn about each.
 pub fn unpriced_under_budget(policy: &Policy) -> Vec<(usize, &Deployment)> {
-    if policy.budget_ids.is_empty() || policy.spending.unpriced != UnpricedMode::Deny {
+    if !policy.enforces_budgets || policy.spending.unpriced != UnpricedMode::Deny {
         return Vec::new();
     }
     policy

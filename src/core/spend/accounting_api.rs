@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::core::spend::event::{SpendEvent, EVENT_TYPE};
+use crate::core::spend::threshold::{check_threshold, ThresholdEvent, THRESHOLD_EVENT_TYPE};
 
 /// Request header carrying a batch's identity; the reply must echo it as `batch_id`.
 pub const BATCH_ID_HEADER: &str = "x-tollgate-batch-id";
@@ -115,7 +116,26 @@ pub fn truncated(text: &str, max: usize) -> &str {
 }
 
 /// One element of an incoming batch: a valid event with its JSON text, or why it is refused.
-pub type BatchItem = Result<(SpendEvent, String), RejectedEvent>;
+pub type BatchItem = Result<(Incoming, String), RejectedEvent>;
+
+/// One event of a batch: a request's spend, or a budget threshold reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Incoming {
+    /// A [`crate::core::spend::event::EVENT_TYPE`] event.
+    Spend(Box<SpendEvent>),
+    /// A [`THRESHOLD_EVENT_TYPE`] event.
+    Threshold(Box<ThresholdEvent>),
+}
+
+impl Incoming {
+    /// The event's id.
+    pub fn id(&self) -> &str {
+        match self {
+            Incoming::Spend(event) => &event.id,
+            Incoming::Threshold(event) => &event.id,
+        }
+    }
+}
 
 /// Reads a batch body (a JSON array of events), each element on its own, so that one invalid
 /// event is refused alone. `Err` only when the body as a whole is not a JSON array.
@@ -129,14 +149,18 @@ pub fn read_batch(body: &[u8]) -> Result<Vec<BatchItem>, String> {
 struct IdOnly<'a> {
     #[serde(borrow)]
     id: Option<&'a RawValue>,
+    #[serde(borrow, rename = "type")]
+    kind: Option<&'a RawValue>,
 }
 
 fn read_event(raw: &RawValue) -> BatchItem {
     let text = raw.get();
-    let id = serde_json::from_str::<IdOnly>(text)
-        .ok()
-        .and_then(|v| v.id)
-        .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
+    let envelope = serde_json::from_str::<IdOnly>(text).ok();
+    let field =
+        |raw: Option<&RawValue>| raw.and_then(|raw| serde_json::from_str::<String>(raw.get()).ok());
+    let id = envelope
+        .as_ref()
+        .and_then(|v| field(v.id))
         .map(|id| truncated(&id, MAX_EVENT_ID_BYTES).to_string());
     let reject = |reason: String| RejectedEvent {
         id: id.clone(),
@@ -147,9 +171,15 @@ fn read_event(raw: &RawValue) -> BatchItem {
             "the event is larger than {MAX_EVENT_BYTES} bytes"
         )));
     }
+    if envelope.and_then(|v| field(v.kind)).as_deref() == Some(THRESHOLD_EVENT_TYPE) {
+        let event: ThresholdEvent =
+            serde_json::from_str(text).map_err(|e| reject(e.to_string()))?;
+        check_threshold(&event).map_err(reject)?;
+        return Ok((Incoming::Threshold(Box::new(event)), text.to_string()));
+    }
     let event: SpendEvent = serde_json::from_str(text).map_err(|e| reject(e.to_string()))?;
     check_event(&event).map_err(reject)?;
-    Ok((event, text.to_string()))
+    Ok((Incoming::Spend(Box::new(event)), text.to_string()))
 }
 
 /// Checks an event's values: envelope, bounded strings, counts and cost, budgets `scope:id`.

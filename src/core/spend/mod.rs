@@ -10,3 +10,4 @@ pub mod accounting_api;
 pub mod event;
 pub mod event_writer;
 pub mod outbox;
+pub mod threshold;

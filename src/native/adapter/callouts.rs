@@ -8,6 +8,8 @@ use crate::core::exchange::host::LogLevel;
 use crate::core::exchange::spend_sender::CalloutHost;
 use crate::core::exchange::telemetry::Telemetry;
 use crate::core::money::reservation::LedgerStore;
+use crate::core::spend::accounting_api::BudgetTotal;
+use crate::core::spend::threshold::{soft_threshold_of, ThresholdData};
 use crate::core::Policy;
 use crate::native::config::{log, ConfigHandle, Level};
 
@@ -72,6 +74,10 @@ impl CalloutHost for MainCallouts<'_> {
 
     fn knows_budget(&self, budget: &str) -> bool {
         self.policy.is_some_and(|policy| policy.has_budget(budget))
+    }
+
+    fn soft_threshold(&self, total: &BudgetTotal) -> Option<ThresholdData> {
+        soft_threshold_of(self.policy?, total)
     }
 }
 

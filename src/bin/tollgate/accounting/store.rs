@@ -7,7 +7,10 @@
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde_json::Value;
 
-use tollgate::core::spend::accounting_api::{read_batch, BatchReply, BudgetTotal, BudgetsReply};
+use tollgate::core::spend::accounting_api::{
+    read_batch, BatchReply, BudgetTotal, BudgetsReply, Incoming,
+};
+use tollgate::core::spend::threshold::ThresholdEvent;
 
 /// The SQLite store.
 pub struct Store {
@@ -50,6 +53,23 @@ CREATE TABLE IF NOT EXISTS budget_windows (
 );
 CREATE INDEX IF NOT EXISTS budget_windows_changed ON budget_windows (changed);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS alerts (
+    id TEXT PRIMARY KEY,
+    source TEXT NOT NULL,
+    time TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    threshold TEXT NOT NULL,
+    budget TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    holder TEXT NOT NULL,
+    model TEXT,
+    window_start INTEGER NOT NULL,
+    window_end INTEGER,
+    threshold_nano_usd INTEGER NOT NULL,
+    limit_nano_usd INTEGER,
+    spend_nano_usd INTEGER NOT NULL,
+    json TEXT NOT NULL
+);
 ";
 
 impl Store {
@@ -98,7 +118,17 @@ impl Store {
         let mut change = change_counter(&tx).map_err(internal)?;
         for item in items {
             let (event, json) = match item {
-                Ok(valid) => valid,
+                Ok((Incoming::Spend(event), json)) => (*event, json),
+                Ok((Incoming::Threshold(alert), json)) => {
+                    let inserted = store_alert(&tx, &alert, &json, now).map_err(internal)?;
+                    reply.acknowledged.push(alert.id);
+                    if inserted {
+                        reply.accepted += 1;
+                    } else {
+                        reply.duplicates += 1;
+                    }
+                    continue;
+                }
                 Err(rejected) => {
                     reply.rejected.push(rejected);
                     continue;
@@ -256,6 +286,7 @@ impl Store {
             .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
             .map_err(|e| e.to_string())?;
         let budgets = self.budgets_since(0, i64::MIN)?;
+        let alerts = self.alerts().map_err(|e| e.to_string())?;
         Ok(serde_json::json!({
             "events": events,
             "by_key": group("COALESCE(key_alias, key_hash)")?,
@@ -263,8 +294,71 @@ impl Store {
             "by_model": group("resolved_model")?,
             "by_status": group("status")?,
             "budget_windows": budgets.budgets,
+            "alerts": alerts,
         }))
     }
+
+    /// Every threshold reached, one per budget window, oldest first.
+    fn alerts(&self) -> rusqlite::Result<Vec<Value>> {
+        let mut statement = self.db.prepare(
+            "SELECT threshold, budget, scope, holder, model, window_start, window_end,
+                    threshold_nano_usd, limit_nano_usd, spend_nano_usd, time, source
+             FROM alerts ORDER BY time, id",
+        )?;
+        let rows = statement.query_map([], |r| {
+            Ok(serde_json::json!({
+                "threshold": r.get::<_, String>(0)?,
+                "budget": r.get::<_, String>(1)?,
+                "scope": r.get::<_, String>(2)?,
+                "holder": r.get::<_, String>(3)?,
+                "model": r.get::<_, Option<String>>(4)?,
+                "window_start": r.get::<_, i64>(5)?,
+                "window_end": r.get::<_, Option<i64>>(6)?,
+                "threshold_nano_usd": r.get::<_, i64>(7)?,
+                "limit_nano_usd": r.get::<_, Option<i64>>(8)?,
+                "spend_nano_usd": r.get::<_, i64>(9)?,
+                "time": r.get::<_, String>(10)?,
+                "source": r.get::<_, String>(11)?,
+            }))
+        })?;
+        rows.collect()
+    }
+}
+
+/// Stores a threshold event once (by id: every replica sends the same id for a window).
+/// Returns whether it was new.
+fn store_alert(
+    tx: &Connection,
+    alert: &ThresholdEvent,
+    json: &str,
+    now: i64,
+) -> rusqlite::Result<bool> {
+    let d = &alert.data;
+    let inserted = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO alerts (id, source, time, received_at, threshold, budget, scope,
+                holder, model, window_start, window_end, threshold_nano_usd, limit_nano_usd,
+                spend_nano_usd, json)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+        )?
+        .execute(params![
+            alert.id,
+            alert.source,
+            alert.time,
+            now,
+            d.threshold,
+            d.budget,
+            d.scope,
+            d.holder,
+            d.model,
+            d.window_start,
+            d.window_end,
+            d.threshold_nano_usd as i64,
+            d.limit_nano_usd.map(|n| n as i64),
+            d.spend_nano_usd as i64,
+            json,
+        ])?;
+    Ok(inserted > 0)
 }
 
 /// The change cursor: bumped each time spend is added to a window.
@@ -330,6 +424,43 @@ mod tests {
 
     fn batch(events: &[String]) -> Vec<u8> {
         batch_body(events.iter().map(String::as_str))
+    }
+
+    #[test]
+    fn a_threshold_from_several_replicas_is_stored_once_and_moves_no_money() {
+        use tollgate::core::spend::threshold::{ThresholdData, ThresholdEvent};
+        let threshold = |source: &str, spend: u64| {
+            let data = ThresholdData {
+                policy_version: "v1".into(),
+                threshold: "soft_budget".into(),
+                budget: "team:t".into(),
+                scope: "team".into(),
+                holder: "search".into(),
+                model: None,
+                window_start: 100,
+                window_end: Some(200),
+                threshold_nano_usd: 10,
+                limit_nano_usd: None,
+                spend_nano_usd: spend,
+            };
+            ThresholdEvent::new(source, 1_000, data).to_json()
+        };
+        let mut store = Store::open(":memory:").unwrap();
+        let body = batch(&[event("a", 12, "team:t"), threshold("replica-a", 12)]);
+        let reply = store.ingest(&body, "b1", 1).unwrap();
+        assert_eq!((reply.accepted, reply.duplicates), (2, 0));
+        assert!(reply.rejected.is_empty(), "{:?}", reply.rejected);
+        let other = batch(&[threshold("replica-b", 15), threshold("replica-b", 15)]);
+        let reply = store.ingest(&other, "b2", 2).unwrap();
+        assert_eq!((reply.accepted, reply.duplicates), (0, 2));
+        assert_eq!(reply.acknowledged.len(), 2);
+        let report = store.report().unwrap();
+        let alerts = report["alerts"].as_array().unwrap();
+        assert_eq!(alerts.len(), 1);
+        assert_eq!(alerts[0]["budget"], "team:t");
+        assert_eq!(alerts[0]["source"], "replica-a");
+        assert_eq!(report["budget_windows"][0]["spend_nano_usd"], 12);
+        assert_eq!(report["events"], 1);
     }
 
     #[test]

@@ -78,10 +78,72 @@ fn budget(item: &Value, to: &mut Map<String, Value>) {
     }
 }
 
-/// What Tollgate does not enforce yet, named where it appears (directly or in the tier).
-fn name_unenforced(item: &Value, at: &str, out: &mut Import) {
+/// A key's or team's `soft_budget` and `model_max_budget` (directly or in its tier). A
+/// per-model budget written as a bare number (older LiteLLM) is a limit that never resets.
+fn soft_and_model_budgets(item: &Value, at: &str, to: &mut Map<String, Value>, out: &mut Import) {
+    let tier = item.get("litellm_budget_table").filter(|t| t.is_object());
+    let field = |name: &str| {
+        item.get(name)
+            .filter(|v| !v.is_null())
+            .or_else(|| tier.and_then(|t| t.get(name)).filter(|v| !v.is_null()))
+    };
+    if let Some(soft) = field("soft_budget") {
+        to.insert("soft_budget".into(), soft.clone());
+    }
+    let Some(entries) = field("model_max_budget") else {
+        return;
+    };
+    let Some(entries) = entries.as_object() else {
+        out.not_carried
+            .push(format!("{at}.model_max_budget: not an object; skipped"));
+        return;
+    };
+    let mut carried = Map::new();
+    for (model, entry) in entries {
+        let budget = match entry {
+            Value::Number(limit) => Some(json!({ "budget_limit": limit })),
+            Value::Object(fields) => {
+                let limit = fields
+                    .get("budget_limit")
+                    .or_else(|| fields.get("max_budget"));
+                let limit = limit.and_then(|l| match l {
+                    Value::String(text) => text.trim().parse::<f64>().ok().map(|n| json!(n)),
+                    Value::Number(_) => Some(l.clone()),
+                    _ => None,
+                });
+                let period = fields
+                    .get("time_period")
+                    .or_else(|| fields.get("budget_duration"))
+                    .filter(|p| !p.is_null());
+                limit.map(|limit| match period {
+                    Some(period) => json!({ "budget_limit": limit, "time_period": period }),
+                    None => json!({ "budget_limit": limit }),
+                })
+            }
+            _ => None,
+        };
+        match budget {
+            Some(budget) => {
+                carried.insert(model.clone(), budget);
+            }
+            None => out.not_carried.push(format!(
+                "{at}.model_max_budget.{model}: no budget_limit; skipped"
+            )),
+        }
+    }
+    if !carried.is_empty() {
+        to.insert("model_max_budget".into(), Value::Object(carried));
+    }
+}
+
+/// Budget fields Tollgate carries for keys and teams but not for users and end users.
+const KEY_AND_TEAM_BUDGETS: [&str; 2] = ["soft_budget", "model_max_budget"];
+
+/// What Tollgate does not enforce yet, named where it appears (directly or in the tier);
+/// `carried` are fields the caller carries.
+fn name_unenforced(item: &Value, at: &str, carried: &[&str], out: &mut Import) {
     let tier = item.get("litellm_budget_table");
-    for field in [
+    let fields = [
         "tpm_limit",
         "rpm_limit",
         "max_parallel_requests",
@@ -89,7 +151,8 @@ fn name_unenforced(item: &Value, at: &str, out: &mut Import) {
         "model_max_budget",
         "model_rpm_limit",
         "model_tpm_limit",
-    ] {
+    ];
+    for field in fields.into_iter().filter(|f| !carried.contains(f)) {
         let set = |v: Option<&Value>| {
             v.is_some_and(|v| !v.is_null() && v.as_object().is_none_or(|o| !o.is_empty()))
         };
@@ -120,7 +183,8 @@ pub fn import_teams(export: &Value, out: &mut Import) {
         if let Some(aliases) = aliases {
             t.insert("model_aliases".into(), aliases.clone());
         }
-        name_unenforced(team, &at, out);
+        soft_and_model_budgets(team, &at, &mut t, out);
+        name_unenforced(team, &at, &KEY_AND_TEAM_BUDGETS, out);
         let member_budgets = team
             .get("team_member_budget_table")
             .or_else(|| team.get("team_member_budget"))
@@ -151,7 +215,7 @@ pub fn import_budget_holders(export: &Value, out: &mut Import) {
             let mut h = Map::new();
             h.insert("user_id".into(), json!(id));
             budget(item, &mut h);
-            name_unenforced(item, &at, out);
+            name_unenforced(item, &at, &[], out);
             // LiteLLM also limits what a user's (or customer's) keys may call; Tollgate's users
             // and end users hold budgets only, so a limit left behind widens access: named.
             let restricts = |field: &str| {
@@ -215,7 +279,8 @@ pub fn import_keys(export: &Value, out: &mut Import) {
         if let Some(expires) = text(key.get("expires")) {
             k.insert("expires".into(), json!(rfc3339(expires)));
         }
-        name_unenforced(key, &at, out);
+        soft_and_model_budgets(key, &at, &mut k, out);
+        name_unenforced(key, &at, &KEY_AND_TEAM_BUDGETS, out);
         if key
             .get("spend")
             .and_then(Value::as_f64)
@@ -243,6 +308,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn per_model_budgets_are_carried_in_every_spelling_litellm_stored() {
+        let keys: Value = serde_json::from_str(&format!(
+            r#"{{"keys":[{{"token":"{}","soft_budget":2,
+                 "model_max_budget":{{"gpt-4o":{{"budget_limit":"0.5","time_period":"1d"}},
+                   "o3":1.5,"claude-*":{{"max_budget":3}},"bad":{{"time_period":"1d"}}}}}}]}}"#,
+            "ab".repeat(32)
+        ))
+        .unwrap();
+        let mut out = Import::default();
+        import_keys(&keys, &mut out);
+        let key = &out.policy["keys"][0];
+        assert_eq!(key["soft_budget"], 2);
+        assert_eq!(
+            key["model_max_budget"],
+            json!({"gpt-4o":{"budget_limit":0.5,"time_period":"1d"},"o3":{"budget_limit":1.5},
+                   "claude-*":{"budget_limit":3}})
+        );
+        assert_eq!(
+            out.not_carried,
+            ["keys[0].model_max_budget.bad: no budget_limit; skipped"]
+        );
+    }
+
+    #[test]
     fn budgets_come_from_the_object_or_its_tier_and_raw_lists_are_sorted() {
         let teams: Value = serde_json::from_str(
             r#"[{"team_id":"t","team_alias":"T","models":[],"max_budget":null,
@@ -260,10 +349,8 @@ mod tests {
         assert_eq!(team["budget_reset_at"], "2026-12-20T08:00:00.000000Z");
         assert_eq!(team["model_aliases"]["fast"], "gpt-4o-mini");
         assert!(out.policy.get("keys").is_none());
-        assert!(out
-            .not_carried
-            .iter()
-            .any(|n| n == "teams[0].soft_budget: not enforced by Tollgate yet"));
+        assert_eq!(team["soft_budget"], 40);
+        assert!(!out.not_carried.iter().any(|n| n.contains("soft_budget")));
 
         let export: Value = serde_json::from_str(
             r#"{"users":[{"user_id":"alice","user_email":"a@x","max_budget":5,"budget_duration":"daily"},
