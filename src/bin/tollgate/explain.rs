@@ -94,7 +94,7 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
         random: 0,
         now,
     };
-    let Some(verdict) = decide_body(&policy, ticket, body.as_bytes(), &around) else {
+    let Some(verdict) = decide_body(&policy, &ticket, body.as_bytes(), &around) else {
         return Err("internal error: key vanished from the policy".to_string());
     };
     print_trace(&policy, &verdict);

@@ -218,7 +218,7 @@ mod tests {
             now: 100,
         };
         let body = br#"{"model":"claude-sonnet-4-6","max_tokens":100,"stream":true}"#;
-        let verdict = decide_body(&policy, ticket, body, &around).unwrap();
+        let verdict = decide_body(&policy, &ticket, body, &around).unwrap();
         let requested = verdict.trace.requested.clone().unwrap();
         let admission = verdict.outcome.unwrap();
         let settlement = Settlement::new(&policy, ticket.key_id, requested, admission).unwrap();
@@ -289,7 +289,7 @@ mod tests {
             now: 100,
         };
         let body = br#"{"model":"claude-sonnet-4-6","max_tokens":100000}"#;
-        let verdict = decide_body(&policy, ticket, body, &around).unwrap();
+        let verdict = decide_body(&policy, &ticket, body, &around).unwrap();
         let requested = verdict.trace.requested.clone().unwrap();
         let admission = verdict.outcome.unwrap();
         let settlement = Settlement::new(&policy, ticket.key_id, requested, admission).unwrap();
