@@ -87,9 +87,9 @@ pub fn decide_head(policy: Option<&Policy>, head: &RequestHead, now: i64) -> Hea
                 code: "invalid_model",
                 message: format!(
                     "The deployment name in the path must be one model name of at most \
-                     {MAX_MODEL_NAME_BYTES} bytes: not empty, without empty, '.' or '..' \
-                     segments, encoded '/' or '\\', and no '\\', '?', '#', '%' or control \
-                     characters once decoded."
+                     {MAX_MODEL_NAME_BYTES} bytes once percent-decoded: not empty, without \
+                     empty, '.' or '..' segments, and without '\\', '?', '#', '%' or control \
+                     characters."
                 ),
             })
         }

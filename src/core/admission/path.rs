@@ -26,9 +26,9 @@ const RESPONSES_SUBRESOURCES: [&str; 2] = ["input_tokens", "compact"];
 /// A path that names its model in a way no model name can be read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PathProblem {
-    /// The Azure form's deployment name is empty, too long, not UTF-8, has an empty, `.` or
-    /// `..` segment, an encoded `/` or `\`, or a `\`, `?`, `#`, `%` or control character once
-    /// decoded.
+    /// The Azure form's deployment name, once percent-decoded, is empty, longer than a model
+    /// name may be, not UTF-8, has an empty, `.` or `..` segment, or holds a `\`, `?`, `#`,
+    /// `%` (double encoding) or control character.
     InvalidDeploymentName,
 }
 
@@ -166,14 +166,12 @@ fn without_api_version(query: &str) -> String {
     kept.join("&")
 }
 
-/// The Azure form's deployment name: percent-decoded, and refused when it could read as
-/// anything but one model name.
+/// The Azure form's deployment name: percent-decoded (an encoded `/` is a `/` of the name, as
+/// the SDKs encode it), and refused when it could read as anything but one model name. It is
+/// only ever a model name: the upstream path is canonical, never built from it.
 fn deployment_name(raw: &str) -> Result<String, PathProblem> {
     let bad = PathProblem::InvalidDeploymentName;
-    let lower = raw.to_ascii_lowercase();
-    if lower.contains("%2f") || lower.contains("%5c") {
-        return Err(bad); // an encoded separator reads as one segment here, two elsewhere
-    }
+    // `%2F` is a `/` of the name: the OpenAI SDKs write `openai/gpt-4o` as `openai%2Fgpt-4o`.
     let decoded = percent_decode_with(raw, false, MAX_MODEL_NAME_BYTES + 1);
     if decoded.len() > MAX_MODEL_NAME_BYTES {
         return Err(bad);
@@ -223,6 +221,9 @@ mod tests {
         assert_eq!(p.endpoint, Endpoint::ChatCompletions);
         let p = parse("/openai/deployments/gpt%2D4o/chat/completions");
         assert_eq!(p.model.as_deref(), Some("gpt-4o"));
+        // How the OpenAI SDK writes a provider-qualified name.
+        let p = parse("/openai/deployments/openai%2Fgpt-4o/embeddings");
+        assert_eq!(p.model.as_deref(), Some("openai/gpt-4o"));
         let p = parse("/openai/deployments/x/images/generations");
         assert_eq!(p.endpoint, Endpoint::Unsupported);
     }
@@ -239,8 +240,9 @@ mod tests {
             "/openai/deployments/a/../b/chat/completions",
             "/openai/deployments/./chat/completions",
             "/openai/deployments/a//b/chat/completions",
-            "/openai/deployments/gpt-4o%2Fx/chat/completions",
-            "/openai/deployments/gpt-4o%2fx/embeddings",
+            "/openai/deployments/..%2Fx/chat/completions",
+            "/openai/deployments/gpt-4o%2f%2fx/embeddings",
+            "/openai/deployments/a%2F.%2Fb/embeddings",
             "/openai/deployments/a%5Cb/chat/completions",
             "/openai/deployments/a%252Fb/chat/completions",
             "/openai/deployments/a%00b/chat/completions",
