@@ -120,7 +120,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             random: u64::from(i),
             now,
         };
-        let verdict = decide_body(&policy, ticket, &body, &around).ok_or("no verdict")?;
+        let verdict = decide_body(&policy, &ticket, &body, &around).ok_or("no verdict")?;
         let admission = verdict.outcome.map_err(|d| d.body())?;
         let requested = verdict.trace.requested.unwrap_or_default();
         let settlement = Settlement::new(&policy, ticket.key_id, requested, admission)

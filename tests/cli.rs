@@ -114,6 +114,58 @@ fn explain_exits_one_with_the_exact_denial() {
 }
 
 #[test]
+fn explain_classifies_the_azure_path_count_tokens_and_stored_responses_as_the_filter_does() {
+    let at = |path: &str, model: Option<&str>| {
+        let mut args = vec![
+            "explain",
+            "--config",
+            EXAMPLE,
+            "--key",
+            "sk-demo-search-1",
+            "--path",
+            path,
+        ];
+        args.extend(model.map(|m| ["--model", m]).into_iter().flatten());
+        tollgate(&args)
+    };
+    // The path names the model: "fast" is admitted whatever --model says, "smart" is not.
+    let azure = at(
+        "/openai/deployments/fast/chat/completions?api-version=2024-10-21",
+        Some("smart"),
+    );
+    let text = stdout(&azure);
+    assert_eq!(azure.status.code(), Some(0), "{text}");
+    assert!(text.contains(r#"naming model "fast""#), "{text}");
+    assert!(
+        text.contains("upstream path: /v1/chat/completions"),
+        "{text}"
+    );
+    let refused = at("/openai/deployments/smart/chat/completions", Some("fast"));
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(stdout(&refused).contains("DENY 403 model_not_allowed: The model 'smart'"));
+    let hostile = at("/openai/deployments/..%2Fx/embeddings", None);
+    assert!(
+        stdout(&hostile).contains("DENY 400 invalid_model"),
+        "{}",
+        stdout(&hostile)
+    );
+    let count = at("/v1/messages/count_tokens", Some("fast"));
+    let text = stdout(&count);
+    assert_eq!(count.status.code(), Some(0), "{text}");
+    assert!(text.contains("nothing reserved or metered"), "{text}");
+    // A stored response is a GET; explain has no marked id, so it is not found.
+    let stored = at("/v1/responses/resp_123", None);
+    assert!(
+        stdout(&stored).contains("response_not_found") || stdout(&stored).contains("503"),
+        "{}",
+        stdout(&stored)
+    );
+    // models.retrieve is a GET too.
+    let retrieve = at("/v1/models/fast", Some("fast"));
+    assert_eq!(retrieve.status.code(), Some(0), "{}", stdout(&retrieve));
+}
+
+#[test]
 fn hash_key_prints_the_sha256_to_store() {
     let out = tollgate(&["hash-key", "sk-demo-search-1"]);
     assert_eq!(

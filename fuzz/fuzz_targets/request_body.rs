@@ -48,6 +48,6 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
             panic!("the fuzz key is refused");
         };
         let around = Surroundings { credentials: &credentials, ledgers: &ledgers, random: 7, now: 1_800_000_000 };
-        let _ = decide_body(policy, ticket, data, &around);
+        let _ = decide_body(policy, &ticket, data, &around);
     }
 });

@@ -1,7 +1,9 @@
 """Mock OpenAI/Anthropic-compatible upstream that records every request it receives.
 
 Answers with real response shapes (JSON, or SSE when the body says "stream": true) for
-/v1/chat/completions, /v1/completions, /v1/embeddings, /v1/responses and /v1/messages.
+/v1/chat/completions, /v1/completions, /v1/embeddings, /v1/responses, /v1/messages and
+/v1/messages/count_tokens; stored responses answer GET and DELETE /v1/responses/{id} and
+GET /v1/responses/{id}/input_items, for the credential that created them only (404 otherwise).
 GET /__requests returns what was received; DELETE /__requests forgets it.
 
 Test controls, sent as request headers (Envoy passes them through):
@@ -230,6 +232,26 @@ def text_completion(model):
             "usage": usage_openai(model)}
 
 
+def response_not_found(response_id):
+    """OpenAI's answer for a response id this credential does not know."""
+    return {"error": {"message": f"Response with id '{response_id}' not found.",
+                      "type": "invalid_request_error", "param": None, "code": None}}
+
+
+def input_items(stored):
+    """GET /v1/responses/{id}/input_items: the stored request's input as items (OpenAI's shape)."""
+    given = stored.get("input_items") or []
+    data = [dict({"id": f"msg_mockin{i:04d}", "type": "message", "status": "completed"}, **item)
+            for i, item in enumerate(given)]
+    return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None, "has_more": False}
+
+
+def count_tokens(req):
+    """Anthropic's POST /v1/messages/count_tokens answer."""
+    return {"input_tokens": 10 + len(json.dumps(req.get("messages", []))) // 4}
+
+
 class Recorder:
     def __init__(self):
         self._lock = threading.Lock()
@@ -248,7 +270,7 @@ class Recorder:
             self._items.clear()
 
 
-def make_handler(name, recorder):
+def make_handler(name, recorder, stored):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -289,12 +311,42 @@ def make_handler(name, recorder):
         def do_GET(self):
             if self.path == "/__requests":
                 return self._send(200, recorder.items())
+            if self._stored_response():
+                return None
             return self._send(404, {"error": {"message": "not found", "type": "invalid_request_error",
                                               "param": None, "code": None}})
 
         def do_DELETE(self):
-            recorder.clear()
-            return self._send(200, {})
+            if self.path == "/__requests":
+                recorder.clear()
+                return self._send(200, {})
+            if self._stored_response():
+                return None
+            return self._send(404, response_not_found(self.path))
+
+        def _stored_response(self):
+            """GET/DELETE /v1/responses/{id}[/input_items], answered for the credential that created
+            the response only (its id is signed with it). False when the path is not one of these."""
+            parts = self.path.split("?")[0].split("/")
+            if parts[:3] != ["", "v1", "responses"] or len(parts) not in (4, 5):
+                return False
+            if len(parts) == 5 and (parts[4] != "input_items" or self.command != "GET"):
+                return False
+            recorder.add({"upstream": name, "method": self.command, "path": self.path,
+                          "headers": {k.lower(): v for k, v in self.headers.items()}, "body": ""})
+            response_id = parts[3]
+            secret = self.headers.get("authorization", "").removeprefix("Bearer ").strip()
+            entry = stored.get(response_id)
+            if entry is None or entry["secret"] != secret or not id_valid(response_id, "resp", secret):
+                self._send(404, response_not_found(response_id))
+            elif len(parts) == 5:
+                self._send(200, input_items(entry))
+            elif self.command == "DELETE":
+                stored.pop(response_id, None)
+                self._send(200, {"id": response_id, "object": "response", "deleted": True})
+            else:
+                self._send(200, entry["response"])
+            return True
 
         def do_POST(self):
             raw = self._read_body()
@@ -313,6 +365,8 @@ def make_handler(name, recorder):
             if forced:
                 return self._send(int(forced), {"error": {"message": "mock failure", "type": "server_error",
                                                           "param": None, "code": "mock"}})
+            if path.endswith("/messages/count_tokens"):
+                return self._send(200, count_tokens(req))
             if path.endswith("/messages"):
                 if stream:
                     return self._stream(money_stream(self.headers, req, anthropic_events(model)))
@@ -324,6 +378,12 @@ def make_handler(name, recorder):
                     return self._send(400, {"error": {"message": problem, "type": "invalid_request_error",
                                                       "param": None, "code": "invalid_encrypted_content"}})
                 final = signed_response(model, secret)
+                if req.get("store", True) is not False:
+                    given = req.get("input")
+                    items = given if isinstance(given, list) else [
+                        {"role": "user", "content": [{"type": "input_text", "text": str(given)}]}]
+                    stored[final["id"]] = {"secret": secret, "response": final,
+                                           "input_items": [i for i in items if isinstance(i, dict)]}
                 if stream:
                     return self._stream(money_stream(self.headers, req, response_events(model, final)))
                 return self._send(200, money_overrides(self.headers, req, final))
@@ -386,7 +446,9 @@ class MockUpstream:
     def __init__(self, name, port=0, bind="127.0.0.1"):
         self.name = name
         self.recorder = Recorder()
-        self.server = MockServer((bind, port), make_handler(name, self.recorder))
+        # Responses created with `store` (the default), by id: what GET /v1/responses/{id} reads.
+        self.stored = {}
+        self.server = MockServer((bind, port), make_handler(name, self.recorder, self.stored))
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)

@@ -10,6 +10,8 @@ use tollgate::core::admission::decide::{
     decide_body, decide_head, HeadOutcome, Surroundings, Verdict,
 };
 use tollgate::core::admission::denial::usd;
+use tollgate::core::admission::path::RequestPath;
+use tollgate::core::admission::request::Endpoint;
 use tollgate::core::admission::routing::ModelTarget;
 use tollgate::core::money::reservation::MemoryLedgers;
 use tollgate::core::{Denial, Policy, RequestHead};
@@ -17,7 +19,8 @@ use tollgate::core::{Denial, Policy, RequestHead};
 struct Args {
     config: String,
     key: String,
-    model: String,
+    /// The body's `model` (optional when the path names the model or a stored response).
+    model: Option<String>,
     path: String,
 }
 
@@ -39,8 +42,12 @@ fn parse(args: &[String]) -> Result<Args, String> {
             _ => return Err(format!("unknown option {flag}\n{}", super::USAGE)),
         }
     }
+    // A path that names the model (the Azure form) or a stored response needs no --model (nor
+    // does one refused for its path).
+    let named =
+        RequestPath::parse(&path).map_or(true, |p| p.model.is_some() || p.response_id.is_some());
     match (config, key, model) {
-        (Some(config), Some(key), Some(model)) => Ok(Args {
+        (Some(config), Some(key), model) if model.is_some() || named => Ok(Args {
             config,
             key,
             model,
@@ -60,9 +67,9 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
     let authorization = format!("Bearer {}", args.key);
-    let is_listing = args.path.trim_end_matches('/').ends_with("/models");
+    let endpoint = Endpoint::classify(&args.path);
     let head = RequestHead {
-        method: if is_listing { "GET" } else { "POST" },
+        method: endpoint.method(),
         path: &args.path,
         authorization: Some(&authorization),
         ..RequestHead::default()
@@ -85,7 +92,18 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
         .filter_map(|d| d.credential_env.clone())
         .map(|name| (name.clone(), format!("${name}")))
         .collect();
-    let body = serde_json::json!({ "model": args.model }).to_string();
+    if let Some(model) = &ticket.path.model {
+        println!(
+            "  path:   {} form naming model {model:?} (the body's model is replaced with the \
+             upstream model)",
+            endpoint.name()
+        );
+    }
+    let body = match (&args.model, ticket.path.response_id.is_some()) {
+        (_, true) => String::new(),
+        (Some(model), false) => serde_json::json!({ "model": model }).to_string(),
+        (None, false) => "{}".to_string(),
+    };
     // Budgets are checked against empty ledgers: explain shows policy, not live spend.
     let ledgers = MemoryLedgers::default();
     let around = Surroundings {
@@ -94,7 +112,7 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
         random: 0,
         now,
     };
-    let Some(verdict) = decide_body(&policy, ticket, body.as_bytes(), &around) else {
+    let Some(verdict) = decide_body(&policy, &ticket, body.as_bytes(), &around) else {
         return Err("internal error: key vanished from the policy".to_string());
     };
     print_trace(&policy, &verdict);
@@ -111,8 +129,17 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
                 }
                 _ => println!("  upstream credential: none (deployment has no api_key_env)"),
             }
+            if let Some(path) = &admission.upstream_path {
+                println!("  upstream path: {path}");
+            }
             let reservation = &admission.reservation;
-            if !reservation.lines.is_empty() {
+            if !admission.metering.metered {
+                println!(
+                    "  budget: checked (a used-up budget refuses), nothing reserved or metered \
+                     ({} is free at the provider)",
+                    endpoint.name()
+                );
+            } else if !reservation.lines.is_empty() {
                 let names: Vec<&str> = reservation.lines.iter().map(|l| l.budget_id()).collect();
                 println!(
                     "  budget: would reserve ${} (worst case) on {}",

@@ -2,7 +2,8 @@
 //!
 //! - `tollgate validate CONFIG`: every error with its JSON path, or a one-line summary.
 //! - `tollgate explain --config CONFIG --key sk-... --model M [--path P]`: the decision and why;
-//!   exits 0 when the request would be admitted, 1 when refused.
+//!   exits 0 when the request would be admitted, 1 when refused (`--model` may be left out when
+//!   the path names the model, as Azure's `/openai/deployments/<name>/…` does).
 //! - `tollgate hash-key sk-...` (or `-` to read the key from stdin): the SHA-256 to store.
 //! - `tollgate accounting --listen ADDR --db PATH --writer-token-file F [--reader-token-file F]`:
 //!   the reference accounting server.
@@ -24,6 +25,7 @@ use tollgate::core::{compile, Policy};
 const USAGE: &str = "usage:
   tollgate validate CONFIG
   tollgate explain --config CONFIG --key sk-... --model MODEL [--path /v1/chat/completions]
+                   (--model may be left out when the path names it: /openai/deployments/<name>/...)
   tollgate hash-key sk-...      (or '-' to read the key from standard input)
   tollgate accounting --listen 127.0.0.1:PORT --db PATH --writer-token-file F [--reader-token-file F] [--no-auth]
   tollgate build-config --policy POLICY.(yaml|json) [--cost-map MAP.json] [--output OUT.json]

@@ -6,10 +6,13 @@ use crate::core::admission::alias::{resolve, AliasLayer};
 use crate::core::admission::auth::authenticate;
 use crate::core::admission::denial::Denial;
 use crate::core::admission::listing::{list_models, retrieve_model};
+use crate::core::admission::path::{PathProblem, RequestPath};
 use crate::core::admission::request::{
-    model_edit, read_body, splice, BodyProblem, Endpoint, RequestHead, MAX_END_USER_BYTES,
+    read_body_as, splice, BodyProblem, Endpoint, RequestHead, MAX_END_USER_BYTES,
+    MAX_MODEL_NAME_BYTES,
 };
 use crate::core::admission::routing::{Credentials, ModelTarget, Pinning, RouteError};
+use crate::core::admission::stored::decide_stored;
 use crate::core::affinity::mark::{MarkWith, Seal, MIN_AFFINITY_SECRET_BYTES};
 use crate::core::affinity::request::{read_marks, MarkProblem, Marks};
 use crate::core::config::config::AffinityFallback;
@@ -21,7 +24,9 @@ use crate::core::money::budget::{applicable_budgets, Reached};
 use crate::core::money::charge::worst_case_input;
 use crate::core::money::charge::{worst_case, Ask};
 use crate::core::money::cost::{PriceSource, ServiceTier};
-use crate::core::money::reservation::{reserve, LedgerStore, Reservation};
+use crate::core::money::reservation::{
+    check_room, nothing_reserved, reserve, LedgerStore, Reservation,
+};
 
 /// What to do after the request headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,7 +45,7 @@ pub enum HeadOutcome {
 }
 
 /// What the body step needs to remember from the headers step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BodyTicket {
     /// The authenticated key.
     pub key_id: KeyId,
@@ -48,6 +53,9 @@ pub struct BodyTicket {
     pub endpoint: Endpoint,
     /// Largest body accepted.
     pub max_body_bytes: u64,
+    /// What the path names (the Azure form's model, a stored response's id) and which path
+    /// goes upstream.
+    pub path: RequestPath,
 }
 
 impl BodyTicket {
@@ -63,17 +71,6 @@ impl BodyTicket {
     }
 }
 
-/// The model id of `GET /v1/models/{id}`: the rest of the path (ids hold `/`, as in
-/// `openai/gpt-4o`), percent-decoded, bounded like a body's `model`.
-fn requested_model_id(path: &str) -> String {
-    let path = path.split(['?', '#']).next().unwrap_or(path);
-    let raw = path.split_once("/models/").map_or("", |(_, id)| id);
-    let raw = raw.strip_suffix('/').unwrap_or(raw);
-    let limit = crate::core::admission::request::MAX_MODEL_NAME_BYTES;
-    let id = crate::core::admission::client_headers::percent_decode_with(raw, false, limit);
-    String::from_utf8_lossy(&id).into_owned()
-}
-
 /// Decides what can be decided from headers: policy loaded, key valid, endpoint served.
 pub fn decide_head(policy: Option<&Policy>, head: &RequestHead, now: i64) -> HeadOutcome {
     let Some(policy) = policy else {
@@ -83,13 +80,27 @@ pub fn decide_head(policy: Option<&Policy>, head: &RequestHead, now: i64) -> Hea
         Ok(auth) => auth,
         Err(denial) => return HeadOutcome::Deny(denial),
     };
-    let endpoint = Endpoint::classify(head.path);
+    let path = match RequestPath::parse(head.path) {
+        Ok(path) => path,
+        Err(PathProblem::InvalidDeploymentName) => {
+            return HeadOutcome::Deny(Denial::InvalidRequest {
+                code: "invalid_model",
+                message: format!(
+                    "The deployment name in the path must be one model name of at most \
+                     {MAX_MODEL_NAME_BYTES} bytes once percent-decoded: not empty, without \
+                     empty, '.' or '..' segments, and without '\\', '?', '#', '%' or control \
+                     characters."
+                ),
+            })
+        }
+    };
+    let endpoint = path.endpoint;
     if endpoint == Endpoint::Unsupported {
         return HeadOutcome::Deny(Denial::UnknownEndpoint);
     }
-    if !head.method.eq_ignore_ascii_case(endpoint.method()) {
+    if !endpoint.accepts(head.method) {
         return HeadOutcome::Deny(Denial::MethodNotAllowed {
-            allowed: endpoint.method(),
+            allowed: endpoint.methods(),
         });
     }
     if endpoint == Endpoint::ListModels {
@@ -99,7 +110,7 @@ pub fn decide_head(policy: Option<&Policy>, head: &RequestHead, now: i64) -> Hea
         };
     }
     if endpoint == Endpoint::RetrieveModel {
-        let id = requested_model_id(head.path);
+        let id = path.model.unwrap_or_default();
         return match retrieve_model(policy, auth.key, auth.team, &id) {
             Some(body) => HeadOutcome::Respond { status: 200, body },
             None => HeadOutcome::Deny(Denial::ModelNotFound { model: id }),
@@ -109,6 +120,7 @@ pub fn decide_head(policy: Option<&Policy>, head: &RequestHead, now: i64) -> Hea
         key_id: auth.key_id,
         endpoint,
         max_body_bytes: policy.max_request_body_bytes,
+        path,
     };
     if let Some(length) = head.content_length {
         if let Err(denial) = ticket.check_size(length) {
@@ -177,6 +189,9 @@ pub struct Admission<'p> {
     pub credential: Option<(&'static str, String)>,
     /// The rewritten body, when the model name changed or usage reporting was switched on.
     pub new_body: Option<Vec<u8>>,
+    /// The `:path` to send upstream in place of the client's (the Azure and stored-response
+    /// forms go on their canonical `/v1/…` path).
+    pub upstream_path: Option<String>,
     /// How to meter the response.
     pub metering: MeteringPlan,
     /// The budget hold to settle when the response ends (or release if it is never sent).
@@ -188,6 +203,8 @@ pub struct Admission<'p> {
 pub struct MeteringPlan {
     /// The API called.
     pub endpoint: Endpoint,
+    /// The answer is metered and charged (false: free at the provider, nothing is recorded).
+    pub metered: bool,
     /// The client asked for a stream.
     pub stream: bool,
     /// Usage reporting was switched on for this stream: strip it from what the client sees.
@@ -228,7 +245,7 @@ pub struct Verdict<'p> {
 /// resolved target, route, check and reserve budgets, and prepare the upstream edits.
 pub fn decide_body<'p, C: Credentials + ?Sized>(
     policy: &'p Policy,
-    ticket: BodyTicket,
+    ticket: &BodyTicket,
     body: &[u8],
     around: &Surroundings<'_, C>,
 ) -> Option<Verdict<'p>> {
@@ -245,19 +262,24 @@ pub fn decide_body<'p, C: Credentials + ?Sized>(
         candidates: 0,
         pinning: Pinning::Unpinned,
     };
-    let outcome = decide_steps(policy, ticket, body, around, &mut trace);
+    let outcome = match ticket.endpoint {
+        Endpoint::StoredResponse | Endpoint::ResponseInputItems => ticket
+            .check_size(body.len() as u64)
+            .and_then(|()| decide_stored(policy, ticket, body, around, &mut trace)),
+        _ => decide_steps(policy, ticket, body, around, &mut trace),
+    };
     Some(Verdict { trace, outcome })
 }
 
 fn decide_steps<'p, C: Credentials + ?Sized>(
     policy: &'p Policy,
-    ticket: BodyTicket,
+    ticket: &BodyTicket,
     body: &[u8],
     around: &Surroundings<'_, C>,
     trace: &mut Trace<'p>,
 ) -> Result<Admission<'p>, Denial> {
     ticket.check_size(body.len() as u64)?;
-    let facts = read_body(body).map_err(body_denial)?;
+    let facts = read_body_as(body, ticket.path.model.as_deref()).map_err(body_denial)?;
     if facts.background {
         // Its result is fetched later (GET /v1/responses/{id}), outside metering and budgets.
         return Err(Denial::UnsupportedParameter {
@@ -334,22 +356,30 @@ fn decide_steps<'p, C: Credentials + ?Sized>(
         around.now,
     );
     let ask = Ask::of_request(ticket.endpoint, prompt, &facts);
-    let worst = worst_case(policy, route.deployment, &route.upstream_model, &ask);
-    let billed_input = worst_case_input(policy, route.deployment, &route.upstream_model, &ask);
-    let unpriced = worst.source == PriceSource::Unpriced;
-    let budgeted = lines.iter().any(|line| line.enforced);
-    if unpriced && policy.spending.unpriced == UnpricedMode::Deny && budgeted {
-        return Err(Denial::UnpricedModel {
-            model: requested.to_string(),
-        });
-    }
-    let reservation = reserve(
-        around.ledgers,
-        lines,
-        worst.nano_usd,
-        policy.spending.reservation_ttl_seconds,
-        around.now,
-    )?;
+    let metered = ticket.endpoint.is_metered();
+    let (reservation, billed_input) = if metered {
+        let worst = worst_case(policy, route.deployment, &route.upstream_model, &ask);
+        let billed_input = worst_case_input(policy, route.deployment, &route.upstream_model, &ask);
+        let unpriced = worst.source == PriceSource::Unpriced;
+        let budgeted = lines.iter().any(|line| line.enforced);
+        if unpriced && policy.spending.unpriced == UnpricedMode::Deny && budgeted {
+            return Err(Denial::UnpricedModel {
+                model: requested.to_string(),
+            });
+        }
+        let reservation = reserve(
+            around.ledgers,
+            lines,
+            worst.nano_usd,
+            policy.spending.reservation_ttl_seconds,
+            around.now,
+        )?;
+        (reservation, billed_input)
+    } else {
+        // Free at the provider (count_tokens): nothing is held, but a used-up budget refuses.
+        check_room(around.ledgers, &lines, around.now)?;
+        (nothing_reserved(), 0)
+    };
 
     // Unvouched items always go, undecryptable reasoning too when its boundary is lost;
     // restores inside removed items are skipped by splice.
@@ -359,9 +389,7 @@ fn decide_steps<'p, C: Credentials + ?Sized>(
         .map(|span| (span, Vec::new()))
         .collect();
     edits.extend(marks.restores);
-    if route.upstream_model != requested {
-        edits.push(model_edit(facts.model_span.clone(), &route.upstream_model));
-    }
+    edits.extend(facts.model_edit(&route.upstream_model));
     let usage_edit = include_usage_edit(ticket.endpoint, body, &facts);
     let strip_usage = usage_edit.is_some();
     edits.extend(usage_edit);
@@ -376,8 +404,10 @@ fn decide_steps<'p, C: Credentials + ?Sized>(
         upstream_model: route.upstream_model,
         credential,
         new_body,
+        upstream_path: ticket.path.upstream(None),
         metering: MeteringPlan {
             endpoint: ticket.endpoint,
+            metered,
             stream: facts.stream,
             strip_usage,
             // A cut stream of a follow-up is billed its stored conversation, not the new bytes.
@@ -451,3 +481,7 @@ fn body_denial(problem: BodyProblem) -> Denial {
 #[cfg(test)]
 #[path = "decide_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "decide_path_tests.rs"]
+mod path_tests;

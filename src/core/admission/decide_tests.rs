@@ -52,7 +52,7 @@ fn decide<'p>(
         random,
         now: 0,
     };
-    decide_body(p, ticket(p), body, &around)
+    decide_body(p, &ticket(p), body, &around)
 }
 
 fn ticket(p: &Policy) -> BodyTicket {
@@ -236,7 +236,7 @@ fn decide_with<'p>(p: &'p Policy, body: &[u8], ledgers: &MemoryLedgers) -> Verdi
         random: 0,
         now: 1000,
     };
-    decide_body(p, ticket(p), body, &around).unwrap()
+    decide_body(p, &ticket(p), body, &around).unwrap()
 }
 
 #[test]
@@ -358,7 +358,7 @@ fn respond<'p>(
         random: 0,
         now: 0,
     };
-    decide_body(p, ticket, body.as_bytes(), &around)
+    decide_body(p, &ticket, body.as_bytes(), &around)
         .unwrap()
         .outcome
 }

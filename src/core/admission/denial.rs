@@ -100,10 +100,11 @@ pub enum Denial {
     /// fail`).
     AffinityUnavailable,
     /// A Responses follow-up names state (`previous_response_id`, or an input item's id or
-    /// encrypted content) that was not issued to this tenant: refused as the provider refuses an
-    /// unknown id, revealing nothing about whose it is.
+    /// encrypted content), or `GET /v1/responses/{id}` an id, that was not issued to this
+    /// tenant: refused as the provider refuses an unknown id, revealing nothing about whose it
+    /// is.
     ResponseStateNotFound {
-        /// `previous_response_id` or `input`.
+        /// `previous_response_id`, `input` or `response_id` (the path's id).
         param: &'static str,
     },
     /// A Responses follow-up carries state, but no affinity secret is configured to verify it.
@@ -179,6 +180,9 @@ impl Denial {
             Denial::ResponseStateNotFound {
                 param: "previous_response_id",
             } => "previous_response_not_found",
+            Denial::ResponseStateNotFound {
+                param: "response_id",
+            } => "response_not_found",
             Denial::ResponseStateNotFound { .. } => "item_not_found",
             Denial::AffinitySecretUnavailable => "affinity_secret_unavailable",
             Denial::UnpricedModel { .. } => "model_unpriced",
@@ -304,6 +308,11 @@ impl Denial {
                 param: "previous_response_id",
             } => "Previous response not found: it does not exist or was not issued to this \
                   API key's team (or key)."
+                .into(),
+            Denial::ResponseStateNotFound {
+                param: "response_id",
+            } => "Response not found: it does not exist or was not issued to this API key's \
+                  team (or key) by this gateway."
                 .into(),
             Denial::ResponseStateNotFound { .. } => {
                 "An input item refers to reasoning or a response that does not exist or was not \

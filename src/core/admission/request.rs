@@ -26,7 +26,7 @@ pub const MAX_END_USER_BYTES: usize = 256;
 /// Longest credential accepted in a header.
 const MAX_KEY_BYTES: usize = 512;
 
-/// The API a request path belongs to.
+/// The API a request path belongs to (see [`crate::core::admission::path`] for the forms).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
     /// OpenAI `POST /v1/chat/completions`.
@@ -39,6 +39,12 @@ pub enum Endpoint {
     Responses,
     /// Anthropic `POST /v1/messages`.
     Messages,
+    /// Anthropic `POST /v1/messages/count_tokens`: free, so neither reserved nor metered.
+    CountTokens,
+    /// `GET` / `DELETE /v1/responses/{id}`: routed by the id's affinity mark, not metered.
+    StoredResponse,
+    /// `GET /v1/responses/{id}/input_items`: routed by the id's affinity mark, not metered.
+    ResponseInputItems,
     /// `GET /v1/models`, answered by the filter.
     ListModels,
     /// `GET /v1/models/{id}` (the SDKs' `models.retrieve`), answered by the filter.
@@ -48,34 +54,46 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    /// Classifies a request path (query string ignored; the `/v1` prefix is optional).
+    /// Classifies a request path (query string ignored; the `/v1` prefix is optional; a path
+    /// whose Azure deployment name cannot be read is `Unsupported` here, and refused with 400
+    /// by the decision).
     pub fn classify(path: &str) -> Endpoint {
-        let path = path.split(['?', '#']).next().unwrap_or(path);
-        let path = path.strip_suffix('/').unwrap_or(path);
-        let path = path.strip_prefix("/v1").unwrap_or(path);
-        match path {
-            "/chat/completions" => Endpoint::ChatCompletions,
-            "/completions" => Endpoint::Completions,
-            "/embeddings" => Endpoint::Embeddings,
-            "/responses" => Endpoint::Responses,
-            "/messages" => Endpoint::Messages,
-            "/models" => Endpoint::ListModels,
-            _ if path
-                .strip_prefix("/models/")
-                .is_some_and(|id| !id.is_empty()) =>
-            {
-                Endpoint::RetrieveModel
-            }
-            _ => Endpoint::Unsupported,
+        crate::core::admission::path::RequestPath::parse(path)
+            .map_or(Endpoint::Unsupported, |p| p.endpoint)
+    }
+
+    /// The HTTP method the endpoint is served on (the first, when it takes several).
+    pub fn method(self) -> &'static str {
+        match self {
+            Endpoint::ListModels
+            | Endpoint::RetrieveModel
+            | Endpoint::StoredResponse
+            | Endpoint::ResponseInputItems => "GET",
+            _ => "POST",
         }
     }
 
-    /// The HTTP method the endpoint is served on.
-    pub fn method(self) -> &'static str {
+    /// Every method the endpoint takes, as the 405 message names them.
+    pub fn methods(self) -> &'static str {
         match self {
-            Endpoint::ListModels | Endpoint::RetrieveModel => "GET",
-            _ => "POST",
+            Endpoint::StoredResponse => "GET or DELETE",
+            other => other.method(),
         }
+    }
+
+    /// Whether `method` is one the endpoint takes (any case).
+    pub fn accepts(self, method: &str) -> bool {
+        method.eq_ignore_ascii_case(self.method())
+            || (self == Endpoint::StoredResponse && method.eq_ignore_ascii_case("DELETE"))
+    }
+
+    /// Whether the answer is metered and charged (count_tokens and stored responses are free
+    /// at the provider, and a stored response's usage was charged when it was made).
+    pub fn is_metered(self) -> bool {
+        !matches!(
+            self,
+            Endpoint::CountTokens | Endpoint::StoredResponse | Endpoint::ResponseInputItems
+        )
     }
 
     /// A short stable name for logs and explain output.
@@ -86,6 +104,9 @@ impl Endpoint {
             Endpoint::Embeddings => "embeddings",
             Endpoint::Responses => "responses",
             Endpoint::Messages => "messages",
+            Endpoint::CountTokens => "count_tokens",
+            Endpoint::StoredResponse => "stored_response",
+            Endpoint::ResponseInputItems => "response_input_items",
             Endpoint::ListModels => "list_models",
             Endpoint::RetrieveModel => "retrieve_model",
             Endpoint::Unsupported => "unsupported",
@@ -150,10 +171,11 @@ impl<'a> RequestHead<'a> {
 /// What a decision needs from the JSON body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BodyFacts<'a> {
-    /// The `model` the client asked for (unescaped).
+    /// The model the client asked for: the body's `model` (unescaped), or the one the path
+    /// names (the Azure form).
     pub model: Cow<'a, str>,
-    /// Byte range of the `model` value (including its quotes) in the body, for rewriting.
-    pub model_span: Range<usize>,
+    /// Where the body's `model` is, for the edit that sets the upstream model.
+    pub model_slot: ModelSlot<'a>,
     /// `"stream": true`.
     pub stream: bool,
     /// Byte range of the `stream_options` value, when present.
@@ -182,6 +204,46 @@ pub struct BodyFacts<'a> {
     pub prompts: Option<u64>,
 }
 
+/// Where the body's `model` sits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelSlot<'a> {
+    /// The `model` value's byte range (quotes included) and, when it is a string, its text.
+    Value {
+        /// Byte range of the value.
+        span: Range<usize>,
+        /// The string it holds (None: not a string, so it is always replaced).
+        text: Option<Cow<'a, str>>,
+    },
+    /// No `model` member (the path named the model): it is inserted after the `{` at `at`.
+    Missing {
+        /// The offset just after the object's `{`.
+        at: usize,
+        /// The object has no members (no `,` after the inserted one).
+        empty: bool,
+    },
+}
+
+impl BodyFacts<'_> {
+    /// The edit that makes the body's `model` read `upstream`; None when it already does.
+    pub fn model_edit(&self, upstream: &str) -> Option<(Range<usize>, Vec<u8>)> {
+        match &self.model_slot {
+            ModelSlot::Value {
+                text: Some(text), ..
+            } if text == upstream => None,
+            ModelSlot::Value { span, .. } => Some(model_edit(span.clone(), upstream)),
+            ModelSlot::Missing { at, empty } => {
+                let (_, value) = model_edit(0..0, upstream);
+                let mut bytes = b"\"model\":".to_vec();
+                bytes.extend(value);
+                if !empty {
+                    bytes.push(b',');
+                }
+                Some((*at..*at, bytes))
+            }
+        }
+    }
+}
+
 /// Why a body could not be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BodyProblem {
@@ -199,7 +261,9 @@ pub enum BodyProblem {
 
 #[derive(Deserialize)]
 struct BodyView<'a> {
-    #[serde(borrow)]
+    /// Present (null included: a path-named model must replace a `"model":null` too, or the
+    /// upstream could read a second `model` member) or absent.
+    #[serde(borrow, default, deserialize_with = "present")]
     model: Option<&'a RawValue>,
     #[serde(borrow)]
     stream: Option<&'a RawValue>,
@@ -233,6 +297,11 @@ struct BodyView<'a> {
     input: Option<&'a RawValue>,
 }
 
+/// A member that is present, whatever its value (`null` too).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
 #[derive(Deserialize)]
 struct StreamOptionsView {
     include_usage: Option<bool>,
@@ -246,6 +315,16 @@ struct StreamOptionsView {
 /// The other fields are read leniently: a wrongly typed `stream` or `max_tokens` is the
 /// upstream's to refuse.
 pub fn read_body(body: &[u8]) -> Result<BodyFacts<'_>, BodyProblem> {
+    read_body_as(body, None)
+}
+
+/// [`read_body`] for a request whose path names its model (`path_model`, the Azure form): that
+/// is the model requested, checked and routed, and the body's own `model`, when present, is
+/// read only to be replaced with the upstream model (so the upstream acts on what was checked).
+pub fn read_body_as<'a>(
+    body: &'a [u8],
+    path_model: Option<&'a str>,
+) -> Result<BodyFacts<'a>, BodyProblem> {
     let first = body.iter().position(|b| !b.is_ascii_whitespace());
     if first.is_none() {
         return Err(BodyProblem::Empty);
@@ -259,12 +338,41 @@ pub fn read_body(body: &[u8]) -> Result<BodyFacts<'_>, BodyProblem> {
             "expected a JSON object at line 1".to_string(),
         ));
     }
-    let raw = view.model.ok_or(BodyProblem::MissingModel)?;
-    let model_span = span_of(body, raw).ok_or(BodyProblem::InvalidModel)?;
-    let model = json_string(raw).ok_or(BodyProblem::InvalidModel)?;
-    if model.trim().is_empty() || model.len() > MAX_MODEL_NAME_BYTES {
-        return Err(BodyProblem::InvalidModel);
-    }
+    let (model, model_slot) = match (path_model, view.model) {
+        (Some(named), raw) => {
+            let slot = match raw {
+                Some(raw) => ModelSlot::Value {
+                    span: span_of(body, raw).ok_or(BodyProblem::InvalidModel)?,
+                    text: json_string(raw),
+                },
+                None => {
+                    let at = first.map_or(0, |at| at + 1);
+                    let rest = body.get(at..).unwrap_or_default();
+                    let next = rest.iter().find(|b| !b.is_ascii_whitespace());
+                    ModelSlot::Missing {
+                        at,
+                        empty: next == Some(&b'}'),
+                    }
+                }
+            };
+            (Cow::Borrowed(named), slot)
+        }
+        (None, raw) => {
+            let raw = raw
+                .filter(|raw| raw.get() != "null")
+                .ok_or(BodyProblem::MissingModel)?;
+            let span = span_of(body, raw).ok_or(BodyProblem::InvalidModel)?;
+            let model = json_string(raw).ok_or(BodyProblem::InvalidModel)?;
+            if model.trim().is_empty() || model.len() > MAX_MODEL_NAME_BYTES {
+                return Err(BodyProblem::InvalidModel);
+            }
+            let slot = ModelSlot::Value {
+                span,
+                text: Some(model.clone()),
+            };
+            (model, slot)
+        }
+    };
     let stream = view.stream.is_some_and(|raw| raw.get() == "true");
     let include_usage = view
         .stream_options
@@ -292,7 +400,7 @@ pub fn read_body(body: &[u8]) -> Result<BodyFacts<'_>, BodyProblem> {
     .find_map(|raw| serde_json::from_str::<u64>(raw.get()).ok());
     Ok(BodyFacts {
         model,
-        model_span,
+        model_slot,
         stream,
         stream_options_span: view.stream_options.and_then(|raw| span_of(body, raw)),
         include_usage,
@@ -479,7 +587,11 @@ mod tests {
         let body = br#"{"messages":[],"model":"gpt-4o","stream":true}"#;
         let facts = read_body(body).unwrap();
         assert_eq!(facts.model, "gpt-4o");
-        assert_eq!(&body[facts.model_span.clone()], br#""gpt-4o""#);
+        let ModelSlot::Value { span, .. } = &facts.model_slot else {
+            panic!("{:?}", facts.model_slot)
+        };
+        assert_eq!(&body[span.clone()], br#""gpt-4o""#);
+        assert_eq!(facts.model_edit("gpt-4o"), None);
     }
 
     #[test]
@@ -496,6 +608,10 @@ mod tests {
             Err(BodyProblem::MissingModel)
         );
         assert_eq!(read_body(br#"{"model":4}"#), Err(BodyProblem::InvalidModel));
+        assert_eq!(
+            read_body(br#"{"model":null}"#),
+            Err(BodyProblem::MissingModel)
+        );
         assert_eq!(
             read_body(br#"{"model":""}"#),
             Err(BodyProblem::InvalidModel)
@@ -609,11 +725,48 @@ mod tests {
     fn rewrite_replaces_only_the_model_value() {
         let body = br#"{"model":"fast","messages":[{"content":"model"}]}"#;
         let facts = read_body(body).unwrap();
-        let out = rewrite_model(body, facts.model_span, "qwen/\"q\"");
+        let ModelSlot::Value { span, .. } = facts.model_slot else {
+            panic!()
+        };
+        let out = rewrite_model(body, span, "qwen/\"q\"");
         assert_eq!(
             out,
             br#"{"model":"qwen/\"q\"","messages":[{"content":"model"}]}"#
         );
+    }
+
+    #[test]
+    fn a_path_model_wins_and_the_body_model_is_replaced_or_inserted() {
+        let edited = |body: &[u8]| {
+            let facts = read_body_as(body, Some("gpt-4o")).unwrap();
+            assert_eq!(facts.model, "gpt-4o");
+            let edit = facts.model_edit("gpt-4o-2024").unwrap();
+            let out = splice(body, vec![edit]);
+            let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            (value["model"].clone(), value)
+        };
+        let (model, _) = edited(br#"{"model":"allowed-model","messages":[]}"#);
+        assert_eq!(model, "gpt-4o-2024");
+        let (model, value) = edited(br#" { "messages":[1] }"#);
+        assert_eq!(
+            (model, value["messages"][0].clone()),
+            ("gpt-4o-2024".into(), 1.into())
+        );
+        let (model, _) = edited(b"{ }");
+        assert_eq!(model, "gpt-4o-2024");
+        let (model, _) = edited(br#"{"model":{"x":1},"input":"a"}"#);
+        assert_eq!(
+            model, "gpt-4o-2024",
+            "a non-string body model is replaced too"
+        );
+        let same = read_body_as(br#"{"model":"gpt-4o"}"#, Some("gpt-4o")).unwrap();
+        assert_eq!(same.model_edit("gpt-4o"), None);
+        assert!(matches!(
+            read_body_as(br#"{"model":"a","model":"b"}"#, Some("gpt-4o")),
+            Err(BodyProblem::InvalidJson(_))
+        ));
+        assert_eq!(read_body_as(b"", Some("m")), Err(BodyProblem::Empty));
+        assert!(read_body_as(b"[]", Some("m")).is_err());
     }
 
     #[test]

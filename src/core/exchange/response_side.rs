@@ -32,6 +32,8 @@ pub struct Forwarded {
     settlement: Settlement,
     meter: Option<ResponseMeter>,
     rewriter: Option<Rewriter>,
+    /// The response headers were seen (a body before them is not read).
+    headers_seen: bool,
 }
 
 impl Forwarded {
@@ -41,7 +43,18 @@ impl Forwarded {
             settlement,
             meter: None,
             rewriter: None,
+            headers_seen: false,
         }
+    }
+
+    /// Whether the answer is metered and charged (false: relayed, only marked).
+    pub fn is_metered(&self) -> bool {
+        self.settlement.plan.metered
+    }
+
+    /// What the request was admitted with.
+    pub fn settlement(&self) -> &Settlement {
+        &self.settlement
     }
 
     /// Response headers: pick the meter and the body edit.
@@ -83,20 +96,24 @@ impl Forwarded {
             // The body will change length: let Envoy frame it.
             host.remove_header(HeaderMap::Response, b"content-length");
         }
-        self.meter = Some(meter);
+        // Free answers are not metered: a stored response's usage was charged when it was made.
+        self.meter = plan.metered.then_some(meter);
+        self.headers_seen = true;
     }
 
     /// A response body chunk: meter it, edit it if the plan says so.
     pub fn on_body<H: StreamHost + ?Sized>(&mut self, host: &mut H, size: usize, end: bool) {
-        let Some(meter) = &mut self.meter else {
+        if !self.headers_seen {
             return;
-        };
+        }
         // No host call for an empty chunk (an end-of-stream marker).
         let chunk = match size {
             0 => Vec::new(),
             _ => host.response_chunk(size).unwrap_or_default(),
         };
-        meter.feed(&chunk, end);
+        if let Some(meter) = &mut self.meter {
+            meter.feed(&chunk, end);
+        }
         if let Some(rewriter) = &mut self.rewriter {
             let out = rewriter.rewrite(&chunk, end);
             if out != chunk && !host.replace_response_chunk(size, &out) {

@@ -19,7 +19,7 @@ use crate::core::admission::decide::{decide_body, decide_head_at, BodyTicket, Su
 use crate::core::admission::request::{ROUTE_HEADER, VERSION_HEADER};
 use crate::core::money::reservation::release;
 use crate::core::money::settlement::Settlement;
-use crate::core::spend::access_log::{denied_line, forwarded_line};
+use crate::core::spend::access_log::{denied_line, forwarded_line, relayed_line};
 use crate::core::{Denial, HeadOutcome};
 
 enum Stage {
@@ -190,14 +190,18 @@ impl Exchange {
             .path
             .as_deref()
             .and_then(|path| scrub_query(path, self.presented_key.as_deref()));
-        if let Some(clean) = scrubbed {
+        if let Some(clean) = &scrubbed {
             host.telemetry().client_header_removed("query_credential");
-            if !host.set_header(HeaderMap::Request, ":path", &clean) {
+            if !host.set_header(HeaderMap::Request, ":path", clean) {
                 return self.gateway_error(host, "request_not_editable");
             }
         }
         self.has_content_length = facts.content_length.is_some();
-        let head = facts.head();
+        let mut head = facts.head();
+        if let Some(clean) = &scrubbed {
+            // Decided (and rewritten upstream) on the path without the credential parameters.
+            head.path = clean;
+        }
         let policy = self.version.policy.as_deref();
         match decide_head_at(policy, &head, host.clock_seconds()) {
             HeadOutcome::Respond { status, body } => {
@@ -224,22 +228,24 @@ impl Exchange {
         body_size: usize,
         end_of_stream: bool,
     ) -> Step {
-        let ticket = match self.stage {
-            Stage::Body { ticket, .. } => ticket,
+        match &mut self.stage {
+            Stage::Body { ticket, buffered } => {
+                let size = ticket.check_size(body_size as u64);
+                if let Err(denial) = size {
+                    return self.deny(host, &denial);
+                }
+                if !end_of_stream {
+                    *buffered = body_size;
+                    return Step::Pause;
+                }
+            }
             Stage::Head => return self.undecided(host, "a request body"),
             Stage::Forwarded(_) | Stage::Answered => return Step::Continue,
-        };
-        if let Err(denial) = ticket.check_size(body_size as u64) {
-            return self.deny(host, &denial);
         }
-        if !end_of_stream {
-            self.stage = Stage::Body {
-                ticket,
-                buffered: body_size,
-            };
-            return Step::Pause;
+        match std::mem::replace(&mut self.stage, Stage::Answered) {
+            Stage::Body { ticket, .. } => self.decide_with_body(host, ticket, body_size),
+            _ => Step::Continue,
         }
-        self.decide_with_body(host, ticket, body_size)
     }
 
     /// Request trailers arrived (the request ends here).
@@ -256,11 +262,17 @@ impl Exchange {
             );
             return self.gateway_error(host, "request_not_editable");
         }
-        match self.stage {
+        match std::mem::replace(&mut self.stage, Stage::Answered) {
             // The stream ends here: decide on the complete body Envoy buffered.
             Stage::Body { ticket, buffered } => self.decide_with_body(host, ticket, buffered),
-            Stage::Head => self.undecided(host, "request trailers"),
-            Stage::Forwarded(_) | Stage::Answered => Step::Continue,
+            Stage::Head => {
+                self.stage = Stage::Head;
+                self.undecided(host, "request trailers")
+            }
+            other => {
+                self.stage = other;
+                Step::Continue
+            }
         }
     }
 
@@ -281,6 +293,7 @@ impl Exchange {
             return self.gateway_error(host, "clock_unavailable");
         };
         let random = host.random();
+        let key_id = ticket.key_id;
         let verdict = {
             let around = Surroundings {
                 credentials: &self.version.credentials,
@@ -288,7 +301,7 @@ impl Exchange {
                 random,
                 now,
             };
-            decide_body(&policy, ticket, &body, &around)
+            decide_body(&policy, &ticket, &body, &around)
         };
         let Some(verdict) = verdict else {
             return self.gateway_error(host, "key_not_in_policy");
@@ -303,6 +316,9 @@ impl Exchange {
         applied &= host.set_header(request, "accept-encoding", UPSTREAM_ACCEPT_ENCODING);
         if let Some((name, value)) = &admission.credential {
             applied &= host.set_header(request, name, value);
+        }
+        if let Some(path) = &admission.upstream_path {
+            applied &= host.set_header(request, ":path", path);
         }
         if let Some(new_body) = &admission.new_body {
             applied &= host.replace_request_body(body.len(), new_body);
@@ -331,7 +347,7 @@ impl Exchange {
             host.log(LogLevel::Debug, &line);
         }
         let requested = verdict.trace.requested.unwrap_or_default();
-        self.stage = match Settlement::new(&policy, ticket.key_id, requested, admission) {
+        self.stage = match Settlement::new(&policy, key_id, requested, admission) {
             Some(settlement) => Stage::Forwarded(Box::new(Forwarded::new(settlement))),
             None => Stage::Answered,
         };
@@ -384,6 +400,13 @@ impl Exchange {
         let Some(policy) = self.version.policy.clone() else {
             return;
         };
+        if !forwarded.is_metered() {
+            // Free at the provider (count_tokens, stored responses): nothing to price or record.
+            if self.logs_access() {
+                self.log_line = Some(relayed_line(&policy, forwarded.settlement()));
+            }
+            return;
+        }
         let finished = forwarded.finish(host, &policy, self.version.debug);
         if self.logs_access() {
             self.log_line = Some(forwarded_line(&finished.data));

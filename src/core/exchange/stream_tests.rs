@@ -305,3 +305,53 @@ fn without_a_policy_every_request_is_refused_with_503() {
     exchange.on_request_body(&mut host, size, true);
     assert_eq!(host.reply.clone().unwrap().0, 503);
 }
+
+#[test]
+fn the_azure_form_goes_upstream_on_the_canonical_path_without_its_query_credentials() {
+    let mut host = ScriptedHost::default();
+    chat_request(&mut host);
+    host.request[1].1 =
+        "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21&api-key=sk-k".into();
+    host.body = br#"{"messages":[]}"#.to_vec();
+    let mut exchange = Exchange::new(version());
+    exchange.on_request_headers(&mut host, false);
+    let size = host.body.len();
+    assert_eq!(
+        exchange.on_request_body(&mut host, size, true),
+        Step::Continue
+    );
+    assert_eq!(header(&host.request, ":path"), Some("/v1/chat/completions"));
+    assert_eq!(host.body, br#"{"model":"gpt-4o","messages":[]}"#);
+    assert_eq!(header(&host.request, "content-length"), Some("32"));
+}
+
+#[test]
+fn a_free_answer_is_relayed_without_a_spend_event() {
+    let mut host = ScriptedHost::default();
+    chat_request(&mut host);
+    host.request[1].1 = "/v1/messages/count_tokens".into();
+    let mut exchange = Exchange::new(version());
+    exchange.on_request_headers(&mut host, false);
+    let size = host.body.len();
+    assert_eq!(
+        exchange.on_request_body(&mut host, size, true),
+        Step::Continue
+    );
+    assert_eq!(header(&host.request, "x-tollgate-cluster"), Some("openai"));
+    assert!(host.ledgers.0.borrow().is_empty(), "nothing reserved");
+    host.response = vec![
+        (":status".into(), "200".into()),
+        ("content-type".into(), "application/json".into()),
+    ];
+    exchange.on_response_headers(&mut host, false);
+    host.chunk = br#"{"input_tokens":12,"usage":{"input_tokens":12}}"#.to_vec();
+    let size = host.chunk.len();
+    exchange.on_response_body(&mut host, size, true);
+    exchange.on_complete(&mut host);
+    assert!(host.spend.is_empty(), "no spend event");
+    let line = host.log_line.clone().unwrap();
+    assert!(
+        line.contains("endpoint=count_tokens") && line.contains("metered=false"),
+        "{line}"
+    );
+}

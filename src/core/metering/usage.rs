@@ -271,7 +271,13 @@ pub fn usage_from_json(endpoint: Endpoint, body: &[u8]) -> Option<Usage> {
             parsed.usage?.merge_into(&mut usage);
             Some(usage)
         }
-        Endpoint::ListModels | Endpoint::RetrieveModel | Endpoint::Unsupported => None,
+        // Not metered (free, or answered by the filter).
+        Endpoint::CountTokens
+        | Endpoint::StoredResponse
+        | Endpoint::ResponseInputItems
+        | Endpoint::ListModels
+        | Endpoint::RetrieveModel
+        | Endpoint::Unsupported => None,
     }
 }
 
@@ -290,7 +296,12 @@ pub fn merge_usage_object(endpoint: Endpoint, object: &[u8], usage: &mut Usage) 
         Endpoint::Messages => serde_json::from_slice::<AnthropicUsage>(object)
             .map(|u| u.merge_into(usage))
             .is_ok(),
-        Endpoint::ListModels | Endpoint::RetrieveModel | Endpoint::Unsupported => false,
+        Endpoint::CountTokens
+        | Endpoint::StoredResponse
+        | Endpoint::ResponseInputItems
+        | Endpoint::ListModels
+        | Endpoint::RetrieveModel
+        | Endpoint::Unsupported => false,
     }
 }
 
@@ -350,6 +361,9 @@ pub fn merge_stream_event(endpoint: Endpoint, data: &[u8], usage: &mut Usage) ->
             }
         }
         Endpoint::Embeddings
+        | Endpoint::CountTokens
+        | Endpoint::StoredResponse
+        | Endpoint::ResponseInputItems
         | Endpoint::ListModels
         | Endpoint::RetrieveModel
         | Endpoint::Unsupported => false,

@@ -103,6 +103,38 @@ pub fn reserve(
     })
 }
 
+/// Refuses, as [`reserve`] would, when a budget is already used up (spent, or fully held by
+/// requests in flight), without holding anything: for requests that cost nothing
+/// (`count_tokens`, reading a stored response). Nothing is written.
+pub fn check_room(store: &dyn LedgerStore, lines: &[BudgetLine], now: i64) -> Result<(), Denial> {
+    for line in lines {
+        let mut seen = Ledger::default();
+        let read = store.update(line.ledger_key(), &mut |ledger| {
+            seen = ledger.clone();
+            false
+        });
+        match read {
+            Ok(_) if seen.committed(now) >= line.limit_nano => return Err(line.refusal(&seen, now)),
+            Ok(_) => {}
+            Err(StoreUnavailable) => {
+                return Err(Denial::GatewayError {
+                    code: "budget_store_unavailable",
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An empty reservation: a request that holds nothing on any budget.
+pub fn nothing_reserved() -> Reservation {
+    Reservation {
+        lines: Vec::new(),
+        amount: 0,
+        expires_at: 0,
+    }
+}
+
 /// Gives back a reservation whose request was not forwarded after all.
 pub fn release(store: &dyn LedgerStore, reservation: &Reservation, now: i64) {
     release_lines(
@@ -253,6 +285,38 @@ mod tests {
             anchor: 0,
         };
         BudgetLine::new(scope, &budget, 0, None)
+    }
+
+    #[test]
+    fn room_is_checked_without_holding_anything() {
+        let store = MemoryLedgers::default();
+        let lines = vec![line(Scope::Key, "k", 100)];
+        assert_eq!(check_room(&store, &lines, 1000), Ok(()));
+        assert!(store.0.borrow().is_empty(), "nothing written");
+        let held = reserve(&store, lines.clone(), 100, 900, 1000).unwrap();
+        let denial = check_room(&store, &lines, 1000).unwrap_err();
+        assert!(matches!(
+            denial,
+            Denial::BudgetExceeded {
+                reserved_nano: 100,
+                ..
+            }
+        ));
+        release(&store, &held, 1000);
+        assert_eq!(check_room(&store, &lines, 1000), Ok(()));
+        store
+            .update(lines[0].ledger_key(), &mut |l| {
+                l.record(100);
+                true
+            })
+            .unwrap();
+        assert!(matches!(
+            check_room(&store, &lines, 1000),
+            Err(Denial::BudgetExceeded {
+                spend_nano: 100,
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -248,7 +248,7 @@ mod tests {
             now: 100,
         };
         let body = br#"{"model":"claude-sonnet-4-6","max_tokens":100,"stream":true}"#;
-        let verdict = decide_body(&policy, ticket, body, &around).unwrap();
+        let verdict = decide_body(&policy, &ticket, body, &around).unwrap();
         let requested = verdict.trace.requested.clone().unwrap();
         let admission = verdict.outcome.unwrap();
         let settlement = Settlement::new(&policy, ticket.key_id, requested, admission).unwrap();
@@ -319,7 +319,7 @@ mod tests {
             now: 100,
         };
         let body = br#"{"model":"claude-sonnet-4-6","max_tokens":100000}"#;
-        let verdict = decide_body(&policy, ticket, body, &around).unwrap();
+        let verdict = decide_body(&policy, &ticket, body, &around).unwrap();
         let requested = verdict.trace.requested.clone().unwrap();
         let admission = verdict.outcome.unwrap();
         let settlement = Settlement::new(&policy, ticket.key_id, requested, admission).unwrap();
@@ -383,7 +383,7 @@ mod soft_and_model_budget_tests {
             now: 100,
         };
         let body = format!(r#"{{"model":"{model}","max_tokens":1000}}"#);
-        let verdict = decide_body(policy, ticket, body.as_bytes(), &around);
+        let verdict = decide_body(policy, &ticket, body.as_bytes(), &around);
         let verdict = verdict.ok_or(Denial::UnknownEndpoint)?;
         let requested = verdict.trace.requested.clone().unwrap();
         let admission = verdict.outcome?;

@@ -4,6 +4,8 @@
 use std::fmt::Write;
 
 use crate::core::admission::denial::{usd, Denial};
+use crate::core::config::index::Policy;
+use crate::core::money::settlement::Settlement;
 use crate::core::spend::event::SpendData;
 
 /// Filter-state name (Envoy prefixes it with `wasm.`).
@@ -58,6 +60,37 @@ pub fn forwarded_line(data: &SpendData) -> String {
     if data.usage.estimated {
         field(&mut out, "estimated", "true");
     }
+    out
+}
+
+/// The line of a forwarded request that is free and not metered (count_tokens, stored
+/// responses): who, what and where, without usage or cost.
+pub fn relayed_line(policy: &Policy, settlement: &Settlement) -> String {
+    let mut out = String::with_capacity(192);
+    let key = policy.keys.get(settlement.key_id as usize);
+    let team = key.and_then(|k| k.team).and_then(|t| policy.team(t));
+    field(&mut out, "decision", "allowed");
+    field(&mut out, "version", &policy.version);
+    let key_name = key.map_or_else(
+        || "-".to_string(),
+        |k| {
+            k.alias
+                .clone()
+                .unwrap_or_else(|| crate::core::config::key_hash::to_hex(&k.digest))
+        },
+    );
+    field(&mut out, "key", &key_name);
+    field(&mut out, "team", team.map_or("-", |t| t.id.as_str()));
+    field(&mut out, "endpoint", settlement.plan.endpoint.name());
+    field(&mut out, "model", &settlement.requested_model);
+    field(&mut out, "resolved", &settlement.resolved_model);
+    let deployment = policy.deployment(settlement.deployment);
+    field(
+        &mut out,
+        "deployment",
+        deployment.map_or("-", |d| d.id.as_str()),
+    );
+    field(&mut out, "metered", "false");
     out
 }
 
