@@ -441,14 +441,18 @@ def make_handler(name, recorder, stored):
 
 
 class MockUpstream:
-    """One named upstream on 127.0.0.1 (port 0 picks a free port), served from a thread."""
+    """One named upstream on 127.0.0.1 (port 0 picks a free port), served from a thread; over TLS
+    when `tls` (a server-side ssl.SSLContext) is given."""
 
-    def __init__(self, name, port=0, bind="127.0.0.1"):
+    def __init__(self, name, port=0, bind="127.0.0.1", tls=None):
         self.name = name
         self.recorder = Recorder()
         # Responses created with `store` (the default), by id: what GET /v1/responses/{id} reads.
         self.stored = {}
         self.server = MockServer((bind, port), make_handler(name, self.recorder, self.stored))
+        if tls is not None:
+            # The handshake runs in accept(); a failed one is an OSError, which the server skips.
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)

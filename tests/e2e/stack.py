@@ -10,6 +10,7 @@ watched one and rename it into place (Envoy only reloads on a rename). Every wai
 
 import hashlib
 import http.client
+import ipaddress
 import json
 import os
 import re
@@ -75,10 +76,29 @@ def key_hash(key):
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+# Debian's (and Ubuntu's) bundle of the system's trusted CAs (package ca-certificates).
+SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+
+
+class TlsUpstream:
+    """An upstream reached over TLS with its certificate checked: `host` is sent as SNI, must be a
+    DNS name in the certificate's subject alt names (a wildcard SAN covers it, as in a browser),
+    and is the Host the route writes (auto_host_rewrite); the chain must lead to a CA in the PEM
+    bundle `ca`. `address` is where to connect (default: `host`, resolved by DNS; the tests point
+    it at a TLS mock on 127.0.0.1). The upstream speaks HTTP/1.1 (ALPN http/1.1), as the mocks do."""
+
+    def __init__(self, host, port=443, ca=SYSTEM_CA_BUNDLE, address=None):
+        self.host, self.port, self.ca, self.address = host, port, str(ca), address or host
+
+
 def render_clusters(clusters):
-    """Clusters from {name: port} (127.0.0.1) or {name: (host, port)} (resolved by DNS)."""
+    """Clusters from {name: port} (127.0.0.1), {name: (host, port)} (resolved by DNS) or
+    {name: TlsUpstream}."""
     lines = []
     for name, target in sorted(clusters.items()):
+        if isinstance(target, TlsUpstream):
+            lines += render_tls_cluster(name, target)
+            continue
         host, port = target if isinstance(target, tuple) else ("127.0.0.1", target)
         lines += [
             f"  - name: {name}",
@@ -92,6 +112,42 @@ def render_clusters(clusters):
             f"            address: {{ socket_address: {{ address: {host}, port_value: {port} }} }}",
         ]
     return "\n".join(lines)
+
+
+def render_tls_cluster(name, target):
+    # LOGICAL_DNS (one connection target, re-resolved as DNS changes) is Envoy's advice for large
+    # web services behind DNS, as the providers' APIs are; IPv4 first, since many hosts resolve
+    # AAAA records they cannot reach.
+    try:
+        ipaddress.ip_address(target.address)
+        static = True
+    except ValueError:
+        static = False
+    host, ca = json.dumps(target.host), json.dumps(target.ca)
+    return [
+        f"  - name: {name}",
+        f"    type: {'STATIC' if static else 'LOGICAL_DNS'}",
+        *([] if static else ["    dns_lookup_family: V4_PREFERRED"]),
+        "    connect_timeout: 5s",
+        "    load_assignment:",
+        f"      cluster_name: {name}",
+        "      endpoints:",
+        "      - lb_endpoints:",
+        "        - endpoint:",
+        f"            address: {{ socket_address: {{ address: {target.address}, port_value: {target.port} }} }}",
+        f"            hostname: {host}",
+        "    transport_socket:",
+        "      name: envoy.transport_sockets.tls",
+        "      typed_config:",
+        '        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext',
+        f"        sni: {host}",
+        "        common_tls_context:",
+        "          alpn_protocols: [http/1.1]",
+        "          validation_context:",
+        f"            trusted_ca: {{ filename: {ca} }}",
+        "            match_typed_subject_alt_names:",
+        f"            - {{ san_type: DNS, matcher: {{ exact: {host} }} }}",
+    ]
 
 
 # The access log of the `llm` listener (envoy/access-log.yaml): Tollgate leaves a one-line
@@ -243,14 +299,20 @@ def request(port, method, path, headers=None, body=None, timeout=10):
 
 
 class EnvoyStack:
-    """One Envoy process with Tollgate loaded by ECDS from a file in `workdir`."""
+    """One Envoy process with Tollgate loaded by ECDS from a file in `workdir`.
+
+    `host_env`: the Wasm VM reads `env` from Envoy's own environment (`host_env_keys`) instead of
+    values written into the ECDS file, so no credential lands on disk (the native module always
+    reads Envoy's environment). `start=False` only writes the config (envoy.yaml, the ECDS file,
+    the content-addressed wasm) into `workdir`, e.g. for `envoy --mode validate`."""
 
     def __init__(self, workdir, clusters, policy, env, concurrency=1, listen_port=None, admin_port=None,
                  wasm_log_level="debug", access_log=True, static=False, route_timeout=None, form=None,
-                 native_module=None):
+                 native_module=None, host_env=False, start=True):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.env = env
+        self.host_env_keys = sorted(env) if host_env else None
         self.form = form or FORM
         self.listen_port = listen_port or free_port()
         self.admin_port = admin_port or free_port()
@@ -263,15 +325,19 @@ class EnvoyStack:
         self._write_ecds(policy, "initial")
         bootstrap = self.workdir / "envoy.yaml"
         self.access_log_path = self.workdir / "access.log" if access_log else None
-        static_filter = (ecds_resource(policy, self.wasm_path, self.env, "static", form=self.form)
-                         ["resources"][0]["typed_config"]
+        static_filter = (ecds_resource(policy, self.wasm_path, self.env, "static", self.host_env_keys,
+                                       form=self.form)["resources"][0]["typed_config"]
                          if static else None)
         bootstrap.write_text(render_bootstrap(self.listen_port, self.admin_port, self.ecds_path, clusters,
                                               self.access_log_path, static_filter=static_filter,
                                               route_timeout=route_timeout, form=self.form))
+        self.bootstrap_path = bootstrap
         self.log_path = self.workdir / "envoy.log"
+        self.process = None
+        if not start:
+            return
         self.log = open(self.log_path, "wb")
-        process_env = None
+        process_env = dict(os.environ, **env) if host_env else None
         if self.form == "native":
             # The module reads credentials from Envoy's environment (the Wasm VM gets them from
             # vm_config.environment_variables instead).
@@ -289,7 +355,8 @@ class EnvoyStack:
     def _write_ecds(self, policy, version_info):
         self.swaps += 1
         tmp = self.ecds_dir / f".tollgate-{self.swaps}.tmp"
-        tmp.write_text(json.dumps(ecds_resource(policy, self.wasm_path, self.env, version_info, form=self.form)))
+        tmp.write_text(json.dumps(ecds_resource(policy, self.wasm_path, self.env, version_info, self.host_env_keys,
+                                                form=self.form)))
         os.rename(tmp, self.ecds_path)
 
     def _wait_ready(self, timeout=30):
@@ -344,8 +411,9 @@ class EnvoyStack:
         return request(self.listen_port, method, path, headers, body, timeout)
 
     def stop(self):
-        stop_process(self.process)
-        self.log.close()
+        if self.process:
+            stop_process(self.process)
+            self.log.close()
 
 
 # The bearer tokens of the e2e accounting servers: the filter presents the writer token, read

@@ -56,13 +56,18 @@ def test_the_compose_form_is_generated_from_the_tested_config_and_envoy_accepts_
                            capture_output=True, text=True, timeout=60)
     assert check.returncode == 0, check.stdout + check.stderr
     # Envoy's validate mode wants the ECDS file to exist: point the bootstrap at the repo copy.
-    text = (ROOT / "envoy" / "compose" / "envoy.yaml").read_text()
-    bootstrap = tmp_path / "envoy.yaml"
-    bootstrap.write_text(text.replace("/etc/tollgate", str(ROOT / "envoy" / "compose")))
-    envoy = ROOT / ".venv" / "bin" / "envoy"
-    result = subprocess.run([str(envoy), "--mode", "validate", "-c", str(bootstrap)],
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    # envoy-mock.yaml is the default; TOLLGATE_UPSTREAMS=real picks envoy-real.yaml (the providers
+    # over TLS, checked against the CA bundle at the path the image and this machine share).
+    for upstreams in ("mock", "real"):
+        text = (ROOT / "envoy" / "compose" / f"envoy-{upstreams}.yaml").read_text()
+        bootstrap = tmp_path / f"envoy-{upstreams}.yaml"
+        bootstrap.write_text(text.replace("/etc/tollgate", str(ROOT / "envoy" / "compose")))
+        envoy = ROOT / ".venv" / "bin" / "envoy"
+        result = subprocess.run([str(envoy), "--mode", "validate", "-c", str(bootstrap)],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+        for host in ("api.openai.com", "api.anthropic.com"):
+            assert (f'sni: "{host}"' in text) == (upstreams == "real"), upstreams
     ecds = json.loads((ROOT / "envoy" / "compose" / "ecds" / "tollgate.json").read_text())
     config = ecds["resources"][0]["typed_config"]["config"]
     assert config["allow_on_headers_stop_iteration"] is True
@@ -70,6 +75,7 @@ def test_the_compose_form_is_generated_from_the_tested_config_and_envoy_accepts_
         "host_env_keys": ["OPENAI_API_KEY", "ANTHROPIC_API_KEY", "TOLLGATE_ACCOUNTING_TOKEN",
                           "TOLLGATE_AFFINITY_SECRET"]}
     compose = (ROOT / "envoy" / "docker-compose.yaml").read_text()
+    assert '"/etc/tollgate/envoy-${TOLLGATE_UPSTREAMS:-mock}.yaml"' in compose
     # Admin and accounting are never published on all interfaces.
     for port in ("9901", "9902"):
         published = [line for line in compose.splitlines() if "ports:" in line and port in line]
