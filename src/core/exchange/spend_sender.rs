@@ -266,13 +266,7 @@ impl SpendSender {
             cost_nano: finished.cost.nano_usd,
             ledger_keys: finished.ledger_keys,
         };
-        if outgoing.json.len() > MAX_EVENT_BYTES || outgoing.json.is_empty() {
-            let why = format!("the event is empty or larger than {MAX_EVENT_BYTES} bytes");
-            report_quarantined(host, &[(outgoing, why)]);
-            return;
-        }
-        let dropped = self.outbox.push(outgoing);
-        report_dropped(host, &dropped, "the spend buffer is full");
+        self.queue(host, outgoing);
         for data in finished.soft_reached {
             self.report_threshold(host, source, ended_at, data);
         }
@@ -303,6 +297,11 @@ impl SpendSender {
             cost_nano: 0,
             ledger_keys: Vec::new(),
         };
+        self.queue(host, outgoing);
+    }
+
+    /// Puts an event in the outbox, or quarantines it when it is empty or too large to send.
+    fn queue(&mut self, host: &mut dyn CalloutHost, outgoing: Outgoing) {
         if outgoing.json.len() > MAX_EVENT_BYTES || outgoing.json.is_empty() {
             let why = format!("the event is empty or larger than {MAX_EVENT_BYTES} bytes");
             report_quarantined(host, &[(outgoing, why)]);
