@@ -23,6 +23,7 @@ use crate::core::config::index::{
 use crate::core::config::key_hash::{self, KeyDigest};
 use crate::core::config::pattern::Pattern;
 use crate::core::config::time::parse_rfc3339;
+use crate::core::config::time_zone::BudgetZone;
 use crate::core::money::budget::Scope;
 use crate::core::money::cost::{atto_per_token, Rates};
 
@@ -108,6 +109,12 @@ pub fn compile_config(config: Config) -> Result<Policy, ConfigErrors> {
     }
 
     let spending = cx.spending(&config.settings);
+    if let Some(name) = &config.settings.budget_timezone {
+        match BudgetZone::named(name) {
+            Ok(zone) => cx.zone = zone,
+            Err(message) => cx.error("settings.budget_timezone", message),
+        }
+    }
     let accounting = config.accounting.map(|a| cx.accounting(a));
     let client_headers = cx.client_headers(&config.settings.client_headers);
     let mut policy = Policy {
@@ -136,6 +143,7 @@ pub fn compile_config(config: Config) -> Result<Policy, ConfigErrors> {
         client_headers,
         affinity_secret_env: config.settings.affinity_secret_env,
         access_log: config.settings.access_log,
+        budget_zone: BudgetZone::default(),
     };
 
     cx.add_deployments(&mut policy, config.model_list);
@@ -157,6 +165,7 @@ pub fn compile_config(config: Config) -> Result<Policy, ConfigErrors> {
 
     let team_ids = cx.add_teams(&mut policy, config.teams);
     cx.add_keys(&mut policy, config.keys, &team_ids);
+    policy.budget_zone = cx.zone.clone();
     policy.users = cx.budget_holders("users", Scope::User, config.users);
     policy.end_users = cx.budget_holders("end_users", Scope::EndUser, config.end_users);
     policy.budget_ids = budget_ids(&policy);
@@ -216,6 +225,8 @@ fn count_providers(cost_map: &CostMap) -> usize {
 struct Compiler {
     errors: Vec<ConfigError>,
     warnings: Vec<ConfigError>,
+    /// `settings.budget_timezone`, read before any budget: default anchors are its midnights.
+    zone: BudgetZone,
 }
 
 impl Compiler {

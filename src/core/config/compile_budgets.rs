@@ -8,7 +8,7 @@ use super::{Compiler, MAX_BUDGET_USD};
 use crate::core::config::config::ModelBudgetConfig;
 use crate::core::config::index::{Budget, ModelBudgets, Policy};
 use crate::core::config::pattern::Pattern;
-use crate::core::config::time::{parse_budget_window, parse_rfc3339, BudgetWindow, WEEK_ANCHOR};
+use crate::core::config::time::{default_anchor, parse_budget_window, parse_rfc3339, BudgetWindow};
 use crate::core::money::budget::Scope;
 
 /// Most per-model budgets one key or team may have.
@@ -109,8 +109,8 @@ impl Compiler {
         None
     }
 
-    /// The window and its anchor: a week counts from a Monday unless `budget_reset_at` says
-    /// otherwise.
+    /// The window and its anchor: local midnight in `settings.budget_timezone` (of a Monday for
+    /// weeks) unless `budget_reset_at` says otherwise.
     fn window(&mut self, path: &str, spec: BudgetSpec<'_>) -> (Option<BudgetWindow>, i64) {
         let window = match spec.duration {
             None => None,
@@ -123,8 +123,7 @@ impl Compiler {
             },
         };
         let anchor = match spec.reset_at {
-            None if window == Some(BudgetWindow::Seconds(604_800)) => WEEK_ANCHOR,
-            None => 0,
+            None => default_anchor(window, &self.zone),
             Some(_) if spec.duration.is_none() => {
                 self.error(
                     &format!("{path}.budget_reset_at"),

@@ -352,3 +352,42 @@ fn budget_reset_at_anchors_windows_and_is_checked_with_its_path() {
     ));
     assert!(bad[0].starts_with("keys[0].budget_reset_at:"), "{bad:?}");
 }
+
+#[test]
+fn budget_timezone_moves_window_boundaries_to_local_midnight() {
+    use crate::core::config::time::{format_rfc3339, parse_rfc3339};
+    use crate::core::money::budget::applicable_budgets;
+    let config = |zone: &str| {
+        format!(
+            r#"{{"version":"v1","settings":{{"budget_timezone":"{zone}"}},"keys":[
+                {{"key_hash":"{}","models":[],"max_budget":1,"budget_duration":"daily"}},
+                {{"key_hash":"{}","models":[],"max_budget":1,"budget_duration":"monthly"}}]}}"#,
+            to_hex(&digest("sk-a")),
+            to_hex(&digest("sk-b"))
+        )
+    };
+    let policy = compile(config("US/Eastern").as_bytes()).unwrap();
+    assert_eq!(policy.budget_zone.name(), "US/Eastern");
+    let now = parse_rfc3339("2026-12-01T03:00:00Z").unwrap();
+    let window = |key: usize| {
+        let lines = applicable_budgets(&policy, (&policy.keys[key], None), None, None, now);
+        (
+            format_rfc3339(lines[0].window_start),
+            format_rfc3339(lines[0].window_end.unwrap()),
+        )
+    };
+    assert_eq!(
+        window(0),
+        (
+            "2026-11-30T05:00:00Z".to_string(),
+            "2026-12-01T05:00:00Z".to_string()
+        ),
+        "22:00 on Nov 30 in New York"
+    );
+    assert_eq!(window(1).0, "2026-11-01T04:00:00Z", "still November there");
+    let bad = errors(&config("Mars/Olympus"));
+    assert!(
+        bad[0].starts_with("settings.budget_timezone: \"Mars/Olympus\" is not a time zone"),
+        "{bad:?}"
+    );
+}

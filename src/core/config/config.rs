@@ -88,6 +88,10 @@ pub struct Settings {
     /// logs (default false: formatting and storing it costs every request a few microseconds).
     #[serde(default)]
     pub access_log: bool,
+    /// The IANA time zone budget windows are counted in (LiteLLM's `litellm_settings.timezone`;
+    /// default UTC): days start at its midnight, weeks on its Mondays, months on its firsts.
+    #[serde(default)]
+    pub budget_timezone: Option<String>,
 }
 
 /// `settings.client_headers`: credentials and `x-tollgate-*` are always removed; provider
@@ -127,6 +131,7 @@ impl Default for Settings {
             client_headers: ClientHeadersConfig::default(),
             affinity_secret_env: default_affinity_secret_env(),
             access_log: false,
+            budget_timezone: None,
         }
     }
 }

@@ -71,6 +71,8 @@ pub struct Policy {
     pub cost_map: CostMap,
     /// Distinct providers named by the cost map.
     pub provider_count: usize,
+    /// The time zone budget windows are counted in (`settings.budget_timezone`, default UTC).
+    pub budget_zone: crate::core::config::time_zone::BudgetZone,
     /// How money is counted: unpriced models, reservations.
     pub spending: Spending,
     /// Where spend events go (`None`: counted only inside this Envoy process).

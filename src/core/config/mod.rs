@@ -5,7 +5,7 @@
 //! error names the JSON path of the bad field) → `index` (the [`index::Policy`]). Helpers:
 //! `cost_map` (LiteLLM prices, provider sets derived from them; `fallback_rules`, its provider
 //! rules for names it lacks), `pattern` (model wildcards),
-//! `time` (RFC 3339 instants, budget windows), `key_hash` (SHA-256 of virtual keys).
+//! `time` (RFC 3339 instants, budget windows), `time_zone` (the zone windows are counted in), `key_hash` (SHA-256 of virtual keys).
 
 pub mod compile;
 #[allow(clippy::module_inception)]
@@ -16,3 +16,4 @@ pub mod index;
 pub mod key_hash;
 pub mod pattern;
 pub mod time;
+pub mod time_zone;

@@ -148,7 +148,8 @@ pub fn applicable_budgets(
 ) -> Vec<BudgetLine> {
     let mut lines = Vec::new();
     let mut push = |scope: Scope, budget: &Budget| {
-        let (window_start, window_end) = window_bounds(budget.window, budget.anchor, now);
+        let (window_start, window_end) =
+            window_bounds(budget.window, budget.anchor, &policy.budget_zone, now);
         lines.push(BudgetLine::new(scope, budget, window_start, window_end));
     };
     if let Some(budget) = &key.budget {

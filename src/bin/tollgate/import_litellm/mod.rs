@@ -71,6 +71,32 @@ fn text(value: Option<&Value>) -> Option<String> {
     value.and_then(Value::as_str).map(str::to_string)
 }
 
+/// `litellm_settings.timezone` (the zone LiteLLM counts budget resets in) becomes
+/// `settings.budget_timezone`. A name the IANA database does not know is left out with a
+/// word: LiteLLM falls back to UTC for it, and so does the policy.
+fn import_timezone(timezone: Option<&Value>, out: &mut Import) {
+    let Some(timezone) = timezone else { return };
+    let Some(name) = timezone.as_str() else {
+        out.not_carried.push(format!(
+            "litellm_settings.timezone: {timezone} is not a zone name; LiteLLM falls back to \
+             UTC, and so does the policy"
+        ));
+        return;
+    };
+    match tollgate::core::config::time_zone::BudgetZone::named(name) {
+        Ok(_) => {
+            let settings = out.policy.entry("settings").or_insert_with(|| json!({}));
+            if let Some(settings) = settings.as_object_mut() {
+                settings.insert("budget_timezone".into(), json!(name));
+            }
+        }
+        Err(message) => out.not_carried.push(format!(
+            "litellm_settings.timezone: {message}; LiteLLM falls back to UTC for it, and so \
+             does the policy"
+        )),
+    }
+}
+
 /// Converts a parsed LiteLLM config (and optional keys export) into a policy.
 pub fn import(config: &Value, export: Option<&Value>, version: &str, cx: &Context<'_>) -> Import {
     let mut out = Import::default();
@@ -113,6 +139,8 @@ pub fn import(config: &Value, export: Option<&Value>, version: &str, cx: &Contex
         }
     }
     import_general_settings(config, cx, &mut out);
+    let settings = config.get("litellm_settings").and_then(Value::as_object);
+    import_timezone(settings.and_then(|s| s.get("timezone")), &mut out);
     // Every other top-level section is named (LiteLLM grows new ones; none is read).
     const READ: [&str; 4] = [
         "model_list",
@@ -126,10 +154,14 @@ pub fn import(config: &Value, export: Option<&Value>, version: &str, cx: &Contex
         .flat_map(|c| c.keys())
         .filter(|k| !READ.contains(&k.as_str()))
     {
-        out.not_carried.push(format!(
-            "{section}: not read (only model_list, aliases, the master key and \
-             environment_variables are)"
-        ));
+        let only_timezone = section == "litellm_settings"
+            && settings.is_some_and(|s| s.keys().all(|k| k == "timezone"));
+        if !only_timezone {
+            out.not_carried.push(format!(
+                "{section}: not read (only model_list, aliases, the master key, \
+                 environment_variables and litellm_settings.timezone are)"
+            ));
+        }
     }
     if let Some(export) = export {
         export::import_teams(export, &mut out);
@@ -367,6 +399,40 @@ litellm_settings:
         }
         let document = serde_json::to_vec(&policy).unwrap();
         compile(&document).unwrap();
+    }
+
+    #[test]
+    fn litellm_settings_timezone_becomes_the_budget_time_zone() {
+        let providers = Providers::new(Default::default());
+        let cx = Context {
+            providers: &providers,
+            env: &|_| None,
+        };
+        let read = |yaml: &str| {
+            let config = crate::yaml_doc::YamlDoc::parse(yaml, "c.yaml")
+                .unwrap()
+                .value;
+            import(&config, None, "v1", &cx)
+        };
+        let carried = read("model_list: []\nlitellm_settings:\n  timezone: US/Eastern\n");
+        assert_eq!(carried.policy["settings"]["budget_timezone"], "US/Eastern");
+        assert!(carried.not_carried.is_empty(), "{:?}", carried.not_carried);
+        compile(&serde_json::to_vec(&Value::Object(carried.policy)).unwrap()).unwrap();
+        let with_more =
+            read("model_list: []\nlitellm_settings:\n  timezone: UTC\n  drop_params: true\n");
+        assert_eq!(with_more.policy["settings"]["budget_timezone"], "UTC");
+        assert_eq!(
+            with_more.not_carried.len(),
+            1,
+            "the rest of litellm_settings"
+        );
+        let unknown = read("model_list: []\nlitellm_settings:\n  timezone: Mars/Olympus\n");
+        assert!(unknown.policy.get("settings").is_none());
+        assert!(
+            unknown.not_carried[0].contains("LiteLLM falls back to UTC"),
+            "{:?}",
+            unknown.not_carried
+        );
     }
 
     #[test]
