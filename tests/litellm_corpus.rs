@@ -10,9 +10,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-const COST_MAP: &str = "tests/data/model_prices_and_context_window.json";
+mod litellm_common;
+use litellm_common::{build_config, environment, tollgate};
 
 /// What importing a corpus config does: `None` for success, else a piece of the refusal (exit 1
 /// for a config that cannot be imported as it is, 2 for one that is not even valid YAML).
@@ -127,41 +128,6 @@ fn corpus() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/litellm")
 }
 
-/// Every `os.environ/NAME` the config names, each set to a made-up address.
-fn environment(text: &str) -> Vec<(String, String)> {
-    let mut names: Vec<String> = text
-        .split("os.environ/")
-        .skip(1)
-        .map(|rest| {
-            rest.chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect()
-        })
-        .collect();
-    names.sort();
-    names.dedup();
-    names
-        .into_iter()
-        .map(|name| {
-            let host = name.to_ascii_lowercase().replace('_', "-");
-            let value = if name.ends_with("MASTER_KEY") {
-                format!("sk-made-up-{host}")
-            } else {
-                format!("https://{host}.example.test")
-            };
-            (name, value)
-        })
-        .collect()
-}
-
-fn tollgate(args: &[&str], env: &[(String, String)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .output()
-        .unwrap()
-}
-
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -200,18 +166,7 @@ fn run(name: &str, scratch: &Path) -> (String, usize) {
         .take_while(|l| l.starts_with("  "))
         .count();
     let plugin = scratch.join("plugin.json");
-    let built = tollgate(
-        &[
-            "build-config",
-            "--policy",
-            policy.to_str().unwrap(),
-            "--cost-map",
-            COST_MAP,
-            "--output",
-            plugin.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let built = build_config(&policy, &plugin);
     assert_eq!(built.status.code(), Some(0), "{name}: {}", stderr(&built));
     let validated = tollgate(&["validate", plugin.to_str().unwrap()], &[]);
     assert_eq!(

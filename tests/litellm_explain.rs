@@ -10,11 +10,11 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use tollgate::core::config::key_hash::{digest, to_hex};
 
-const COST_MAP: &str = "tests/data/model_prices_and_context_window.json";
+mod litellm_common;
+use litellm_common::{build_config, environment, tollgate};
 
 /// What LiteLLM's docs say it does with the request (the text is the README's).
 #[derive(Clone, Copy)]
@@ -485,38 +485,6 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
 }
 
-fn tollgate(args: &[&str], env: &[(String, String)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .current_dir(root())
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .output()
-        .unwrap()
-}
-
-/// Every `os.environ/NAME` of the config, set to a made-up address (as `litellm_corpus.rs` does:
-/// `AZURE_API_BASE` is `https://azure-api-base.example.test`).
-fn environment(text: &str) -> Vec<(String, String)> {
-    let mut names: Vec<String> = text
-        .split("os.environ/")
-        .skip(1)
-        .map(|rest| {
-            rest.chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect()
-        })
-        .collect();
-    names.sort();
-    names.dedup();
-    names
-        .into_iter()
-        .map(|name| {
-            let host = name.to_ascii_lowercase().replace('_', "-");
-            (name, format!("https://{host}.example.test"))
-        })
-        .collect()
-}
-
 /// The export with each `{sk-…}` replaced by that key's SHA-256 hex.
 fn hashed(export: &str) -> String {
     let mut out = String::new();
@@ -553,18 +521,7 @@ fn build(config: &str, export: &str, scratch: &Path, n: usize) -> PathBuf {
     let imported = tollgate(&args, &env);
     let log = String::from_utf8_lossy(&imported.stderr);
     assert_eq!(imported.status.code(), Some(0), "{config}: {log}");
-    let built = tollgate(
-        &[
-            "build-config",
-            "--policy",
-            policy.to_str().unwrap(),
-            "--cost-map",
-            COST_MAP,
-            "--output",
-            plugin.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let built = build_config(&policy, &plugin);
     assert_eq!(
         built.status.code(),
         Some(0),
