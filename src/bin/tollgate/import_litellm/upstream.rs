@@ -19,11 +19,24 @@ pub struct Upstream {
 
 impl Upstream {
     /// Parses an `api_base` such as `https://eu.openai.azure.com/` or `http://0.0.0.0:8001/v1`.
+    /// A value without `http://` or `https://`, or whose host is not a host name or address
+    /// (`your_ollama_api_base`, `<your-azure-endpoint>`: placeholders copied from an example),
+    /// is refused: LiteLLM's HTTP client cannot call it either, and a cluster made from it
+    /// would point nowhere.
     pub fn parse(base: &str) -> Result<Upstream, String> {
-        let (scheme, rest) = match base.split_once("://") {
-            Some((scheme, rest)) => (scheme.to_ascii_lowercase(), rest),
-            None => ("https".to_string(), base),
+        let placeholder = if base.contains('<') || base.contains('>') {
+            " (it looks like a placeholder from an example)"
+        } else {
+            ""
         };
+        let Some((scheme, rest)) = base.split_once("://") else {
+            return Err(format!(
+                "{base:?} is not a URL{placeholder}: it has no http:// or https://, which \
+                 LiteLLM's HTTP client needs too; write the endpoint's address, such as \
+                 https://<host>[:<port>][/<path>]"
+            ));
+        };
+        let scheme = scheme.to_ascii_lowercase();
         if scheme != "http" && scheme != "https" {
             return Err(format!(
                 "{base:?}: only http and https upstreams can be routed"
@@ -54,6 +67,19 @@ impl Upstream {
         };
         if host.is_empty() {
             return Err(format!("{base:?} has no host"));
+        }
+        let valid = if authority.starts_with('[') {
+            host.chars()
+                .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
+        } else {
+            host.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+        };
+        if !valid {
+            return Err(format!(
+                "{base:?}: {host:?} is not a host name or address{placeholder}; write the \
+                 endpoint's address"
+            ));
         }
         Ok(Upstream {
             scheme,
@@ -208,6 +234,29 @@ mod tests {
         assert_eq!(Upstream::parse("http://[::1]:9000/v1").unwrap().port, 9000);
         assert!(Upstream::parse("ftp://x").is_err());
         assert!(Upstream::parse("http://x:port").is_err());
+        assert_eq!(
+            Upstream::parse("http://my_vllm:8000").unwrap().host,
+            "my_vllm",
+            "container names may hold underscores"
+        );
+    }
+
+    #[test]
+    fn placeholders_copied_from_examples_are_refused_naming_what_to_write() {
+        // LiteLLM's docs (configs.md, load_balancing.md) show these as api_base.
+        let bare = Upstream::parse("your_ollama_api_base").unwrap_err();
+        assert!(
+            bare.contains("is not a URL") && bare.contains("https://"),
+            "{bare}"
+        );
+        let angled = Upstream::parse("<your-azure-endpoint>").unwrap_err();
+        assert!(angled.contains("placeholder"), "{angled}");
+        let host = Upstream::parse("https://<your-azure-endpoint>/").unwrap_err();
+        assert!(
+            host.contains("is not a host name") && host.contains("placeholder"),
+            "{host}"
+        );
+        assert!(Upstream::parse("https://my host").is_err());
     }
 
     #[test]
