@@ -95,13 +95,10 @@ const ROWS: &[Row] = &[
         path: None,
         litellm: Litellm::Refuses("\"Rejected Request\""),
         source: WILDCARD_ACCESS,
-        ours: Ours::Admits(&[("openai", "o1-mini")]),
-        note: "Tollgate admits it on the less specific `openai/*` deployment, which the key's \
-               group grants: admission falls through to the next tier of matching wildcards \
-               (Decisions, \"Allow-lists\", from issue 10). LiteLLM looks only at the access \
-               groups of the most specific pattern (`openai/o1-*`, `restricted-models`) and \
-               answers 401. Not changed here: it reverses that decision and \
-               `test_adversarial_access.py`; it is issue 14's item 7.",
+        ours: Ours::Refuses(403, "model_not_allowed"),
+        note: "Only the most specific pattern's deployments decide, in both: `openai/o1-*` is in \
+               `restricted-models`, so the key's grant of `openai/*` does not reach o1 (Decisions, \
+               \"Allow-lists\"). LiteLLM answers 401, Tollgate 403.",
     },
     Row {
         config: "docs/proxy_model_access_groups__access_groups.yaml",

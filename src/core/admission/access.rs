@@ -5,9 +5,10 @@
 //! the resolved model come in tiers: the exact-named ones alone when there are any, else the
 //! matching wildcards, most specific first. A list grants a deployment when it admits the model
 //! itself (all models, its name, a wildcard over it, or the alias the client sent) or names an
-//! access group *of that deployment*. The request is admitted on the most specific tier that
-//! holds a deployment both the key's and the team's lists grant, and is routed only among those
-//! granted deployments of that tier; with none, it is refused.
+//! access group *of that deployment*. Only the most specific tier decides (as LiteLLM decides
+//! on the most specific pattern): the request is admitted when that tier holds a deployment both
+//! the key's and the team's lists grant, and is routed only among those; otherwise it is
+//! refused, even when a broader tier's deployments are granted.
 //!
 //! A deployment with `model_info.team_id` (LiteLLM's team-scoped model) is left out for every
 //! key outside that team, whatever its lists say: another team's key, or one with no team, is
@@ -92,7 +93,7 @@ pub struct Access<'p> {
     /// Why each list admitted the request.
     pub grants: AccessGrants<'p>,
     /// The deployments the request may be routed to: the granted deployments of the most
-    /// specific tier that has any. Empty only when no deployment serves the model at all (the
+    /// specific tier. Empty only when no deployment serves the model at all (the
     /// router then answers 404).
     pub deployments: Vec<DeploymentId>,
 }
@@ -159,7 +160,10 @@ pub fn check_access<'p>(
             .as_deref()
             .is_some_and(|owner| team.is_some_and(|t| t.id == owner))
     };
-    for tier in tiers {
+    // Only the most specific tier decides, as LiteLLM decides on the deployments of the most
+    // specific pattern: a grant of a broader pattern's deployments does not reach a model its
+    // operator carved out for a narrower one (`openai/o1-*` in `restricted-models`).
+    if let Some(tier) = tiers.into_iter().next() {
         let mut grants = None;
         let mut granted = Vec::new();
         // A tier holding the key's team's own deployments serves the team from them alone, as
@@ -376,12 +380,13 @@ mod tests {
             "[]",
             "{}",
         );
-        // The premium tier is more specific, but the key's group grants only the basic one.
-        assert_eq!(routed(&p, 0, "openai/o1-pro").unwrap(), ["basic"]);
-        assert_eq!(
-            check(&p, 0, "openai/o1-pro").unwrap().key,
-            Grant::Group("basic")
-        );
+        // The premium tier is more specific and decides: the key's group grants only the basic
+        // one, so o1 is refused (issue 14 item 7: LiteLLM's access-groups example).
+        let refused = Err(Denial::ModelNotAllowed {
+            model: "openai/o1-pro".into(),
+        });
+        assert_eq!(routed(&p, 0, "openai/o1-pro"), refused);
+        assert_eq!(routed(&p, 0, "openai/gpt-4.1").unwrap(), ["basic"]);
         assert_eq!(
             routed(&p, 1, "openai/o1-pro").unwrap(),
             ["premium", "premium-2"]
@@ -399,13 +404,15 @@ mod tests {
 
     #[test]
     fn key_and_team_must_grant_the_same_deployment() {
-        // The key may use premium deployments, the team only basic ones: o1 goes to basic.
+        // The key may use premium deployments, the team only basic ones: o1 is served only by
+        // premium (the most specific tier), which the team does not grant.
         let p = tiered(
             &[r#"["premium","basic"]"#, r#"["premium"]"#],
             r#"["basic"]"#,
             "{}",
         );
-        assert_eq!(routed(&p, 0, "openai/o1-pro").unwrap(), ["basic"]);
+        assert!(routed(&p, 0, "openai/o1-pro").is_err());
+        assert_eq!(routed(&p, 0, "openai/gpt-4.1").unwrap(), ["basic"]);
         assert!(routed(&p, 1, "openai/o1-pro").is_err());
     }
 
