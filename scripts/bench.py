@@ -209,6 +209,15 @@ def native_core(work, policy_json, json_body, sse_body):
                               str(work / "policy.json"), str(work / f"{kind}-body.json"), str(work / f"{kind}-response")],
                              capture_output=True, text=True, timeout=300, env=dict(os.environ, BENCH_KEY=f"sk-bench-{KEYS - 1}"))
         print(f"\n{kind}: " + (out.stdout.strip() or out.stderr.strip()))
+    if BUDGETS:
+        # The same JSON requests with budget windows counted in a DST zone instead of UTC.
+        zoned = json.loads(policy_json)
+        zoned.setdefault("settings", {})["budget_timezone"] = "US/Eastern"
+        (work / "policy-zoned.json").write_text(json.dumps(zoned))
+        out = subprocess.run([str(ROOT / "target" / "release" / "examples" / "core_per_request"),
+                              str(work / "policy-zoned.json"), str(work / "json-body.json"), str(work / "json-response")],
+                             capture_output=True, text=True, timeout=300, env=dict(os.environ, BENCH_KEY=f"sk-bench-{KEYS - 1}"))
+        print("\njson, budget_timezone US/Eastern: " + (out.stdout.strip() or out.stderr.strip()))
 
 
 TIMING_WASM = ROOT / "target" / "timing" / "wasm32-wasip1" / "release" / "tollgate.wasm"
