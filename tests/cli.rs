@@ -306,8 +306,9 @@ fn import_litellm_writes_a_policy_that_build_config_accepts() {
 
 #[test]
 fn explain_routes_a_group_grant_only_to_the_deployments_of_that_group() {
-    // Issue 10, item 8: `openai/o1*` (premium) is more specific than `openai/*` (basic), but a
-    // key granted only `basic` is explained as routed to the basic deployment, as the filter does.
+    // Issue 10, item 8, and issue 14, item 7: `openai/o1*` (premium) is more specific than
+    // `openai/*` (basic) and decides alone, so a key granted only `basic` is refused o1 (as
+    // LiteLLM refuses it) and routed to the basic deployment for what only `openai/*` serves.
     let hash = |key: &str| stdout(&tollgate(&["hash-key", key])).trim().to_string();
     let dir = std::env::temp_dir().join(format!("tollgate-explain-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -326,26 +327,22 @@ fn explain_routes_a_group_grant_only_to_the_deployments_of_that_group() {
     });
     std::fs::write(&config, policy.to_string()).unwrap();
     let path = config.to_str().unwrap();
-    let run = |key: &str| {
-        tollgate(&[
-            "explain",
-            "--config",
-            path,
-            "--key",
-            key,
-            "--model",
-            "openai/o1-pro",
-        ])
+    let run = |key: &str, model: &str| {
+        tollgate(&["explain", "--config", path, "--key", key, "--model", model])
     };
-    let basic = run("sk-basic");
+    let basic = run("sk-basic", "openai/o1-pro");
     let text = stdout(&basic);
-    assert_eq!(basic.status.code(), Some(0), "{text}");
+    assert_eq!(basic.status.code(), Some(1), "{text}");
+    assert!(text.contains("DENY 403 model_not_allowed"), "{text}");
+    let other = run("sk-basic", "openai/gpt-4.1");
+    let text = stdout(&other);
+    assert_eq!(other.status.code(), Some(0), "{text}");
     assert!(
         text.contains(r#"deployment "basic" -> cluster "openai""#),
         "{text}"
     );
     assert!(text.contains("access group \"basic\""), "{text}");
-    let split = run("sk-split");
+    let split = run("sk-split", "openai/o1-pro");
     assert_eq!(split.status.code(), Some(1));
     assert!(
         stdout(&split).contains("DENY 403 model_not_allowed"),
@@ -472,5 +469,69 @@ fn base_model_prices_a_custom_deployment_and_build_config_names_the_unpriced_one
     let warnings: Vec<&str> = log.lines().filter(|l| l.starts_with("warning:")).collect();
     assert_eq!(warnings.len(), 1, "{log}");
     assert!(warnings[0].contains("model_list[1]") && warnings[0].contains("azure/my-us"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn litellm_timezone_is_carried_and_explain_shows_windows_at_local_midnight() {
+    let dir = std::env::temp_dir().join(format!("tollgate-cli-tz-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.yaml");
+    std::fs::write(
+        &config,
+        "model_list:\n- model_name: gpt-4o\n  litellm_params: {model: openai/gpt-4o}\n\
+         litellm_settings:\n  timezone: US/Eastern\n",
+    )
+    .unwrap();
+    let hashed = tollgate(&["hash-key", "sk-tz-cli-1"]);
+    let hash = stdout(&hashed).trim().to_string();
+    let keys = dir.join("keys.json");
+    let export = format!(
+        r#"{{"keys":[{{"token":"{hash}","models":[],"max_budget":10,"budget_duration":"monthly"}}]}}"#
+    );
+    std::fs::write(&keys, export).unwrap();
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let imported = tollgate(&[
+        "import-litellm",
+        &path("config.yaml"),
+        "--keys",
+        &path("keys.json"),
+        "--output",
+        &path("policy.json"),
+        "--strict",
+    ]);
+    assert_eq!(imported.status.code(), Some(0), "{}", stderr(&imported));
+    let built = tollgate(&[
+        "build-config",
+        "--policy",
+        &path("policy.json"),
+        "--cost-map",
+        "tests/data/model_prices_and_context_window.json",
+        "--output",
+        &path("plugin.json"),
+    ]);
+    assert_eq!(built.status.code(), Some(0), "{}", stderr(&built));
+    let out = tollgate(&[
+        "explain",
+        "--config",
+        &path("plugin.json"),
+        "--key",
+        "sk-tz-cli-1",
+        "--model",
+        "gpt-4o",
+    ]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let window = text.lines().find(|l| l.contains("window:")).unwrap();
+    assert!(
+        window.ends_with("(windows counted in US/Eastern)"),
+        "{window}"
+    );
+    // The first of a month at midnight in New York is 04:00 or 05:00 UTC, never 00:00.
+    let starts = window.split(" from ").nth(1).unwrap();
+    assert!(
+        starts.get(7..20) == Some("-01T04:00:00Z") || starts.get(7..20) == Some("-01T05:00:00Z"),
+        "{window}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

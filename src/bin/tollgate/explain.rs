@@ -13,6 +13,7 @@ use tollgate::core::admission::denial::usd;
 use tollgate::core::admission::path::RequestPath;
 use tollgate::core::admission::request::Endpoint;
 use tollgate::core::admission::routing::ModelTarget;
+use tollgate::core::config::time::format_rfc3339;
 use tollgate::core::money::reservation::MemoryLedgers;
 use tollgate::core::{Denial, Policy, RequestHead};
 
@@ -146,6 +147,17 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
                     usd(reservation.amount),
                     names.join(", ")
                 );
+                for line in &reservation.lines {
+                    if let Some(end) = line.window_end {
+                        println!(
+                            "  window: {} from {} until {} (windows counted in {})",
+                            line.budget_id(),
+                            format_rfc3339(line.window_start),
+                            format_rfc3339(end),
+                            policy.budget_zone.name()
+                        );
+                    }
+                }
             }
             println!("ALLOW");
             ExitCode::SUCCESS
