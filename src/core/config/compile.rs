@@ -22,7 +22,7 @@ use crate::core::config::index::{
 };
 use crate::core::config::key_hash::{self, KeyDigest};
 use crate::core::config::pattern::Pattern;
-use crate::core::config::time::parse_rfc3339;
+use crate::core::config::time::{parse_rfc3339, BudgetWindow};
 use crate::core::money::budget::Scope;
 use crate::core::money::cost::{atto_per_token, Rates};
 
@@ -124,7 +124,7 @@ pub fn compile_config(config: Config) -> Result<Policy, ConfigErrors> {
         group_index: HashMap::new(),
         users: HashMap::new(),
         end_users: HashMap::new(),
-        budget_ids: HashSet::new(),
+        budget_windows: HashMap::new(),
         enforces_budgets: false,
         soft_budgets: HashMap::new(),
         warnings: Vec::new(),
@@ -159,7 +159,7 @@ pub fn compile_config(config: Config) -> Result<Policy, ConfigErrors> {
     cx.add_keys(&mut policy, config.keys, &team_ids);
     policy.users = cx.budget_holders("users", Scope::User, config.users);
     policy.end_users = cx.budget_holders("end_users", Scope::EndUser, config.end_users);
-    policy.budget_ids = budget_ids(&policy);
+    policy.budget_windows = budget_windows(&policy);
     let enforces_budgets = all_budgets(&policy).any(|b| b.enforced);
     policy.enforces_budgets = enforces_budgets;
     policy.soft_budgets = all_budgets(&policy)
@@ -181,10 +181,11 @@ pub fn compile_config(config: Config) -> Result<Policy, ConfigErrors> {
     }
 }
 
-/// The names of every budget in `policy` (keys', teams', users', end users').
-fn budget_ids(policy: &Policy) -> HashSet<Arc<str>> {
+/// The names of every budget in `policy` (keys', teams', users', end users'), with their
+/// windows.
+fn budget_windows(policy: &Policy) -> HashMap<Arc<str>, (Option<BudgetWindow>, i64)> {
     all_budgets(policy)
-        .map(|budget| Arc::clone(&budget.id))
+        .map(|budget| (Arc::clone(&budget.id), (budget.window, budget.anchor)))
         .collect()
 }
 
