@@ -25,8 +25,9 @@ use deployments::{import_model_list, Context};
 use providers::Providers;
 use upstream::Clusters;
 
-/// The LiteLLM cost map Tollgate is tested with (litellm 1.109.1; see tests/data/README.md).
-const BUNDLED_COST_MAP: &str =
+/// The LiteLLM cost map Tollgate is tested with (litellm 1.109.1; see tests/data/README.md):
+/// what `import-litellm` and `build-config` read without `--cost-map`.
+pub(crate) const BUNDLED_COST_MAP: &str =
     include_str!("../../../../tests/data/model_prices_and_context_window.json");
 
 #[derive(Parser, Debug)]
