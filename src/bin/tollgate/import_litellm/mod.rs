@@ -157,7 +157,7 @@ fn import_general_settings(config: &Value, cx: &Context<'_>, out: &mut Import) {
             out.not_carried.push(format!("{at}: not a string; skipped"));
             continue;
         };
-        let master = match upstream::resolve_env(written, cx.env, at) {
+        let master = match upstream::resolve_env(written, cx.env, at, "or write the key itself") {
             Ok(master) => master,
             Err(why) => {
                 out.not_carried
@@ -368,6 +368,33 @@ litellm_settings:
         }
         let document = serde_json::to_vec(&policy).unwrap();
         compile(&document).unwrap();
+    }
+
+    #[test]
+    fn an_unset_master_key_variable_is_named_without_talking_of_addresses() {
+        let config = crate::yaml_doc::YamlDoc::parse(
+            "model_list: []\ngeneral_settings:\n  master_key: os.environ/LITELLM_MASTER_KEY\n",
+            "c.yaml",
+        )
+        .unwrap()
+        .value;
+        let providers = Providers::new(Default::default());
+        let cx = Context {
+            providers: &providers,
+            env: &|_: &str| None,
+        };
+        let imported = import(&config, None, "v1", &cx);
+        let [why] = imported.not_carried.as_slice() else {
+            panic!("{:?}", imported.not_carried);
+        };
+        assert!(
+            why.contains("set LITELLM_MASTER_KEY before importing"),
+            "{why}"
+        );
+        assert!(
+            !why.contains("address") && !why.contains("cluster"),
+            "{why}"
+        );
     }
 
     #[test]
