@@ -137,6 +137,17 @@ pub fn import(config: &Value, export: Option<&Value>, version: &str, cx: &Contex
         export::import_keys(export, &mut out);
         export::import_budget_holders(export, &mut out);
     }
+    let no_keys = out
+        .policy
+        .get("keys")
+        .and_then(Value::as_array)
+        .is_none_or(Vec::is_empty);
+    if no_keys {
+        out.notes.push(
+            "the policy has no keys, so every request is refused (401) until it has some: pass              LiteLLM's key export with --keys, or set general_settings.master_key"
+                .into(),
+        );
+    }
     out
 }
 
@@ -368,6 +379,30 @@ litellm_settings:
         }
         let document = serde_json::to_vec(&policy).unwrap();
         compile(&document).unwrap();
+    }
+
+    #[test]
+    fn a_policy_without_keys_says_that_nobody_can_call() {
+        let config = crate::yaml_doc::YamlDoc::parse(
+            "model_list:\n  - model_name: gpt-4o\n    litellm_params: {model: openai/gpt-4o}\n",
+            "c.yaml",
+        )
+        .unwrap()
+        .value;
+        let providers = Providers::new(Default::default());
+        let cx = Context {
+            providers: &providers,
+            env: &|_: &str| None,
+        };
+        let imported = import(&config, None, "v1", &cx);
+        assert!(
+            imported.notes.iter().any(|n| n.contains("no keys")),
+            "{:?}",
+            imported.notes
+        );
+        let export = json!({"keys": [{"token": "c".repeat(64), "key_alias": "k"}]});
+        let imported = import(&config, Some(&export), "v1", &cx);
+        assert!(!imported.notes.iter().any(|n| n.contains("no keys")));
     }
 
     #[test]
