@@ -64,6 +64,21 @@ def credential_names(policy, clusters):
     return sorted(names)
 
 
+def undefined_clusters(policy, defined):
+    """The clusters the policy's deployments route to that this stack does not define (an
+    imported policy's `groq`, `openai-localhost-8000`, ...): Envoy answers their requests 503."""
+    named = {d.get("cluster") for d in policy.get("model_list", []) if isinstance(d, dict)}
+    return sorted(name for name in named - set(defined) if isinstance(name, str))
+
+
+def warn_undefined_clusters(policy, defined):
+    missing = undefined_clusters(policy, defined)
+    if missing:
+        print(f"warning: the policy routes to cluster(s) {', '.join(missing)}, which this stack does not define "
+              f"(it runs only {', '.join(sorted(defined))}): Envoy answers requests routed there 503. Define them "
+              f"in your own Envoy config (import-litellm lists their addresses)", file=sys.stderr, flush=True)
+
+
 def upstream_env(policy, real, environ):
     """The credentials the filter reads: the real ones a real provider needs (refusing to start
     without them), demo values for the mocks."""
@@ -116,6 +131,7 @@ def main(args):
         # Nothing is started: a mock's cluster (if any) is written with port 0, the port it takes when it starts.
         clusters = upstream_clusters(real, ca, {name: 0 for name in PROVIDERS})
         clusters["accounting"] = accounting_port
+        warn_undefined_clusters(json.loads(policy), clusters)
         stack = EnvoyStack(clean_dir(render), clusters, policy, env, listen_port=listen, admin_port=admin,
                            host_env=True, start=False)
         print(f"wrote {stack.bootstrap_path} (check it: .venv/bin/envoy --mode validate -c {stack.bootstrap_path})")
@@ -132,6 +148,7 @@ def main(args):
         raise
     clusters = upstream_clusters(real, ca, {name: mock.port for name, mock in mocks.items()})
     clusters["accounting"] = accounting.port
+    warn_undefined_clusters(json.loads(policy), clusters)
     try:
         # The credentials reach the filter through Envoy's environment, never a file under .run/.
         stack = EnvoyStack(work, clusters, policy, env, listen_port=listen, admin_port=admin, host_env=True)

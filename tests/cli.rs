@@ -535,3 +535,54 @@ fn litellm_timezone_is_carried_and_explain_shows_windows_at_local_midnight() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn build_config_without_a_cost_map_uses_the_bundled_one() {
+    // LiteLLM's Quick Start catch-all, imported then built as the importer's last line says
+    // ("add the cost map with build-config"), without naming a map: the built policy used to
+    // have no cost map at all, so no bare name reached any provider (404 for gpt-4o).
+    let dir = std::env::temp_dir().join(format!("tollgate-bundled-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.yaml");
+    std::fs::write(
+        &config,
+        "model_list:\n  - model_name: \"*\"\n    litellm_params:\n      model: \"*\"\n\
+         general_settings:\n  master_key: sk-1234\n",
+    )
+    .unwrap();
+    let policy = dir.join("policy.json");
+    let out = tollgate(&[
+        "import-litellm",
+        config.to_str().unwrap(),
+        "--output",
+        policy.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let built = dir.join("plugin.json");
+    let out = tollgate(&[
+        "build-config",
+        "--policy",
+        policy.to_str().unwrap(),
+        "--output",
+        built.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("bundled"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("4551 cost-map models"),
+        "{}",
+        stderr(&out)
+    );
+    let explained = tollgate(&[
+        "explain",
+        "--config",
+        built.to_str().unwrap(),
+        "--key",
+        "sk-1234",
+        "--model",
+        "gpt-4o",
+    ]);
+    assert_eq!(explained.status.code(), Some(0), "{}", stdout(&explained));
+    assert!(stdout(&explained).contains("cluster \"openai\""));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

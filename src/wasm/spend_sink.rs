@@ -65,8 +65,8 @@ impl CalloutHost for RootCallouts<'_> {
         &SharedLedgers
     }
 
-    fn knows_budget(&self, budget: &str) -> bool {
-        self.0.is_some_and(|policy| policy.has_budget(budget))
+    fn budget_window_start(&self, budget: &str, now: i64) -> Option<i64> {
+        self.0?.budget_window_start(budget, now)
     }
 
     fn soft_threshold(&self, total: &BudgetTotal) -> Option<ThresholdData> {

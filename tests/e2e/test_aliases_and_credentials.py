@@ -94,6 +94,19 @@ def test_models_retrieve_answers_only_what_the_key_may_use(envoy, upstreams):
     assert all(m.requests() == [] for m in upstreams.values())
 
 
+def test_models_retrieve_of_an_id_longer_than_a_model_name_is_not_found(envoy, upstreams):
+    # A request naming this model would be refused (400 invalid_model, over 512 bytes); the id was
+    # read as its first 512 bytes, so anthropic/* answered 200 for a model nobody can call.
+    for name in ["anthropic/" + "a" * 600, "anthropic%2F" + "a" * 600, "anthropic/" + "%61" * 600]:
+        r = envoy.request("GET", f"/v1/models/{name}", bearer(KEYS["anthropic_wild"]))
+        assert r.status == 404, (r.status, r.body[:200])
+        error = r.json()["error"]
+        assert error["code"] == "model_not_found" and len(error["message"]) < 300, error
+    r = envoy.request("POST", "/v1/chat/completions", bearer(KEYS["anthropic_wild"]), chat("anthropic/" + "a" * 600))
+    assert (r.status, r.json()["error"]["code"]) == (400, "invalid_model"), r
+    assert all(m.requests() == [] for m in upstreams.values())
+
+
 def test_non_utf8_authorization_is_malformed_and_never_forwarded(envoy, upstreams):
     # Authorization takes precedence; an undecodable one must not be skipped in favour of x-api-key.
     headers = {"authorization": b"Bearer sk-\xff\xfe", "x-api-key": KEYS["all"], "content-type": "application/json"}

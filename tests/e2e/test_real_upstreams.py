@@ -122,6 +122,21 @@ def test_real_mode_refuses_to_start_without_its_key_or_ca_bundle(tmp_path):
     assert result.returncode == 1 and "unknown provider azure" in result.stderr, result
 
 
+def test_a_policy_routing_to_clusters_the_stack_lacks_is_warned_about(tmp_path):
+    # An imported policy names clusters such as `groq`: ./scripts/run used to start without a
+    # word, and each request routed there got Envoy's 503 (found by the Phase 2 · 3/5 review).
+    policy = base_policy("clusters1")
+    policy["model_list"].append({"model_name": "llama", "cluster": "groq",
+                                 "litellm_params": {"model": "groq/llama-3.1-8b-instant", "api_key_env": "GROQ_API_KEY"}})
+    path = tmp_path / "policy.json"
+    path.write_text(json.dumps(policy))
+    result = local_stack("--render", str(tmp_path / "out"), TOLLGATE_POLICY=str(path))
+    assert result.returncode == 0, result.stderr
+    assert "cluster(s) groq, openrouter, which this stack does not define" in result.stderr, result.stderr
+    result = local_stack("--render", str(tmp_path / "out2"))
+    assert "warning" not in result.stderr, result.stderr
+
+
 def openssl(*args, cwd):
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
 

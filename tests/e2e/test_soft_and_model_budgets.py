@@ -12,6 +12,7 @@ from stack import key_hash, wait_until
 
 SOFT_KEY = "sk-e2e-soft-budget"
 MODEL_KEY = "sk-e2e-model-budget"
+WILD_KEY = "sk-e2e-model-budget-wildcard"
 PER_REQUEST = nano_cost("gpt-4o", 12, 5)  # what the mock upstream's answer costs
 
 
@@ -28,6 +29,9 @@ def policy(version):
         {"key_hash": key_hash(MODEL_KEY), "key_alias": "per-model", "models": ["gpt-4o", "gpt-4o-mini"],
          "aliases": {"fast": "gpt-4o"},
          "model_max_budget": {"gpt-4o": {"budget_limit": 3.1 * PER_REQUEST / 1e9, "time_period": "1d"}}},
+        # The per-model budget written as the allow-list entry, a provider-qualified wildcard.
+        {"key_hash": key_hash(WILD_KEY), "key_alias": "per-model-wildcard", "models": ["openai/gpt-4o*"],
+         "model_max_budget": {"openai/gpt-4o*": {"budget_limit": 3.1 * PER_REQUEST / 1e9, "time_period": "1d"}}},
     ]
     return policy
 
@@ -96,3 +100,19 @@ def test_a_per_model_budget_counts_what_an_alias_reaches(replicas):
     assert last.headers.get("retry-after")
     # Another model of the same key has no per-model budget.
     assert stack.request("POST", "/v1/chat/completions", bearer(MODEL_KEY), chat("gpt-4o-mini")).status == 200
+
+
+def test_a_wildcard_per_model_budget_counts_the_bare_name_its_wildcard_admits(replicas):
+    # "openai/gpt-4o*" admits the bare "gpt-4o" (the cost map puts it under openai); the budget
+    # written the same way must count it too (before the fix it matched only the name as sent,
+    # so the bare name walked around it for ever).
+    stack = replicas[0]
+    statuses = []
+    for _ in range(5):
+        r = stack.request("POST", "/v1/chat/completions", bearer(WILD_KEY), chat("gpt-4o"))
+        statuses.append(r.status)
+        last = r
+        if r.status != 200:
+            break
+    assert statuses == [200, 200, 200, 200, 429], f"{statuses}: the per-model budget never refused"
+    assert "on model 'openai/gpt-4o*'" in last.json()["error"]["message"], last

@@ -128,3 +128,20 @@ def test_a_partial_acceptance_keeps_what_was_not_taken(peer_stack):
         assert not later, "a rejected event is never sent again"
     assert counter(stack, "spend_events_acknowledged") == len(peer.stored_ids())
     assert counter(stack, "spend_events_rejected") == rejected
+
+
+def test_acknowledged_spend_still_counts_when_the_answer_has_no_totals(peer_stack):
+    # The peer acknowledges every event but reports no totals ("budgets": []). The events' cost
+    # used to leave `unconfirmed` without reaching `confirmed`, so the spend vanished from the
+    # ledger and a $0.001 budget never refused (found by the Phase 2 · 3/5 review).
+    peer, stack = peer_stack
+    statuses = []
+    for _ in range(30):
+        r = stack.request("POST", "/v1/chat/completions", bearer(MONEY_KEYS["small"]), chat("gpt-4o"))
+        statuses.append(r.status)
+        if r.status != 200:
+            break
+        time.sleep(0.15)  # a flush (and its acknowledgement) between requests
+    assert peer.stored_ids(), "the peer acknowledged events"
+    # 13 x $0.00008 is the first total at or above $0.001 (test_money.py).
+    assert statuses == [200] * 13 + [429], f"{statuses.count(200)} requests admitted under a $0.001 budget"

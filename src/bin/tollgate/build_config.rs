@@ -131,7 +131,19 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
             Value::Object(map) => trim_cost_map(&map),
             _ => return Err(format!("{path}: the cost map must be a JSON object")),
         },
-        None => Map::new(),
+        // Without a map there are no prices and no provider sets (a bare name would reach no
+        // provider/* deployment, the imported catch-all included): the bundled one, as
+        // import-litellm reads it.
+        None => {
+            eprintln!(
+                "cost map: the bundled litellm 1.109.1 map (--cost-map names another, such as \
+                 a newer model_prices_and_context_window.json)"
+            );
+            match serde_json::from_str(crate::import_litellm::BUNDLED_COST_MAP) {
+                Ok(Value::Object(map)) => trim_cost_map(&map),
+                _ => return Err("the bundled cost map is not a JSON object".into()),
+            }
+        }
     };
     // Entries written in the policy itself win over the LiteLLM map's.
     if let Some(Value::Object(own)) = object.remove("cost_map") {

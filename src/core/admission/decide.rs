@@ -111,6 +111,13 @@ pub fn decide_head(policy: Option<&Policy>, head: &RequestHead, now: i64) -> Hea
     }
     if endpoint == Endpoint::RetrieveModel {
         let id = path.model.unwrap_or_default();
+        if id.len() > MAX_MODEL_NAME_BYTES {
+            // Longer than any model name a request may send: it names no model.
+            let shown: String = id.chars().take(64).collect();
+            return HeadOutcome::Deny(Denial::ModelNotFound {
+                model: format!("{shown}..."),
+            });
+        }
         return match retrieve_model(policy, auth.key, auth.team, &id) {
             Some(body) => HeadOutcome::Respond { status: 200, body },
             None => HeadOutcome::Deny(Denial::ModelNotFound { model: id }),

@@ -116,7 +116,9 @@ impl RequestPath {
             "/models" => Endpoint::ListModels,
             _ => match rest.strip_prefix("/models/") {
                 Some(id) if !id.is_empty() => {
-                    let decoded = percent_decode_with(id, false, MAX_MODEL_NAME_BYTES);
+                    // One byte over the limit is kept, so that a longer id is not read as its
+                    // first 512 bytes (no model has a longer name: it is answered as absent).
+                    let decoded = percent_decode_with(id, false, MAX_MODEL_NAME_BYTES + 1);
                     out.model = Some(String::from_utf8_lossy(&decoded).into_owned());
                     Endpoint::RetrieveModel
                 }
@@ -320,5 +322,8 @@ mod tests {
             parse("/v1/chat/completions?api-version=1").upstream(None),
             None
         );
+        // A model id longer than a model name is not cut down to one.
+        let long = parse(&format!("/v1/models/openai/{}", "a".repeat(600)));
+        assert!(long.model.unwrap().len() > MAX_MODEL_NAME_BYTES);
     }
 }

@@ -22,7 +22,7 @@ use crate::core::config::index::{
 };
 use crate::core::config::key_hash::{self, KeyDigest};
 use crate::core::config::pattern::Pattern;
-use crate::core::config::time::parse_rfc3339;
+use crate::core::config::time::{parse_rfc3339, BudgetWindow};
 use crate::core::config::time_zone::BudgetZone;
 use crate::core::money::budget::Scope;
 use crate::core::money::cost::{atto_per_token, Rates};
@@ -131,7 +131,7 @@ pub fn compile_config(config: Config) -> Result<Policy, ConfigErrors> {
         group_index: HashMap::new(),
         users: HashMap::new(),
         end_users: HashMap::new(),
-        budget_ids: HashSet::new(),
+        budget_windows: HashMap::new(),
         enforces_budgets: false,
         soft_budgets: HashMap::new(),
         warnings: Vec::new(),
@@ -168,7 +168,7 @@ pub fn compile_config(config: Config) -> Result<Policy, ConfigErrors> {
     policy.budget_zone = cx.zone.clone();
     policy.users = cx.budget_holders("users", Scope::User, config.users);
     policy.end_users = cx.budget_holders("end_users", Scope::EndUser, config.end_users);
-    policy.budget_ids = budget_ids(&policy);
+    policy.budget_windows = budget_windows(&policy);
     let enforces_budgets = all_budgets(&policy).any(|b| b.enforced);
     policy.enforces_budgets = enforces_budgets;
     policy.soft_budgets = all_budgets(&policy)
@@ -190,10 +190,11 @@ pub fn compile_config(config: Config) -> Result<Policy, ConfigErrors> {
     }
 }
 
-/// The names of every budget in `policy` (keys', teams', users', end users').
-fn budget_ids(policy: &Policy) -> HashSet<Arc<str>> {
+/// The names of every budget in `policy` (keys', teams', users', end users'), with their
+/// windows.
+fn budget_windows(policy: &Policy) -> HashMap<Arc<str>, (Option<BudgetWindow>, i64)> {
     all_budgets(policy)
-        .map(|budget| Arc::clone(&budget.id))
+        .map(|budget| (Arc::clone(&budget.id), (budget.window, budget.anchor)))
         .collect()
 }
 

@@ -57,9 +57,11 @@ pub struct Policy {
     pub users: HashMap<String, Budget>,
     /// End users with budgets, by user id.
     pub end_users: HashMap<String, Budget>,
-    /// The name (`scope:id`) of every budget above: totals the accounting cluster reports for
-    /// any other name are ignored, so a peer cannot make the ledgers grow with made-up names.
-    pub(crate) budget_ids: HashSet<Arc<str>>,
+    /// The name (`scope:id`) of every budget above, with its window and anchor: totals the
+    /// accounting cluster reports for any other name, or for a window the budget is not in, are
+    /// ignored, so a peer cannot make the ledgers grow with made-up names nor move a budget's
+    /// ledger out of its current window.
+    pub(crate) budget_windows: HashMap<Arc<str>, (Option<BudgetWindow>, i64)>,
     /// Whether any budget of this version can refuse a request (soft budgets alone never do).
     pub(crate) enforces_budgets: bool,
     /// The budgets with a soft budget, by name (`scope:id`), with their scope.
@@ -323,7 +325,15 @@ impl Policy {
     /// Whether `id` (`scope:id`, as in spend events and ledger keys) names a budget of this
     /// version.
     pub fn has_budget(&self, id: &str) -> bool {
-        self.budget_ids.contains(id)
+        self.budget_windows.contains_key(id)
+    }
+
+    /// The start of the window budget `id` (`scope:id`) is in at `now` (Unix seconds; 0 for a
+    /// budget that never resets), `None` when this version has no such budget.
+    pub fn budget_window_start(&self, id: &str, now: i64) -> Option<i64> {
+        let &(window, anchor) = self.budget_windows.get(id)?;
+        let zone = &self.budget_zone;
+        Some(crate::core::config::time::window_bounds(window, anchor, zone, now).0)
     }
 
     /// The budget named `id` and its scope, when it has a soft budget.

@@ -51,9 +51,10 @@ pub trait CalloutHost {
     fn telemetry(&self) -> &dyn Telemetry;
     /// The budget ledgers of this process (or VM).
     fn ledgers(&self) -> &dyn LedgerStore;
-    /// Whether the version making this call has a budget named `budget` (`scope:id`): totals
-    /// the accounting cluster reports for other names are ignored.
-    fn knows_budget(&self, budget: &str) -> bool;
+    /// The start of the window the budget named `budget` (`scope:id`) of the version making
+    /// this call is in at `now` (Unix seconds), `None` when it has no such budget: totals the
+    /// accounting cluster reports for other names, or for other windows, are ignored.
+    fn budget_window_start(&self, budget: &str, now: i64) -> Option<i64>;
     /// For a window of a budget of this version that has a soft budget, the threshold event's
     /// data (the caller fills in the spend); `None` otherwise.
     fn soft_threshold(&self, _total: &BudgetTotal) -> Option<ThresholdData> {
@@ -639,21 +640,25 @@ impl SpendSender {
         };
         // Only budgets of this version: a peer naming budgets nobody has would otherwise add a
         // ledger per name (the ledgers hold one slot per budget, not per name a peer invents).
-        let ledgers = host.ledgers();
-        for total in reply
+        // And only in the window each is in now: a budget's slot holds one window and moves on
+        // to a newer one it is told of, so a total for a later (or made-up) window would drop
+        // the current window's spend and reservations, and the budget would stop refusing.
+        let now_s = i64::try_from(now_ms / 1000).unwrap_or(i64::MAX);
+        let current: Vec<&BudgetTotal> = reply
             .budgets
             .iter()
-            .filter(|t| host.knows_budget(&t.budget))
-        {
+            .filter(|t| host.budget_window_start(&t.budget, now_s) == Some(t.window_start))
+            .collect();
+        let ledgers = host.ledgers();
+        for total in &current {
             confirm(ledgers, &total.ledger_key(), 0, Some(total.spend_nano_usd));
         }
         self.cursor = self.cursor.max(reply.cursor);
         // A soft budget the replicas reached together, though no request here saw it reached:
         // reported now (once per window and process; the event id is the same everywhere).
-        let reached: Vec<ThresholdData> = reply
-            .budgets
+        let reached: Vec<ThresholdData> = current
             .iter()
-            .filter_map(|total| {
+            .filter_map(|&total| {
                 let mut data = host.soft_threshold(total)?;
                 let mut spent = None;
                 let _ = host.ledgers().update(&total.ledger_key(), &mut |ledger| {

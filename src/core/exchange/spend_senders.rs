@@ -237,8 +237,9 @@ mod tests {
         fn ledgers(&self) -> &dyn LedgerStore {
             &self.ledgers
         }
-        fn knows_budget(&self, budget: &str) -> bool {
-            self.known.contains(&budget)
+        fn budget_window_start(&self, budget: &str, _now: i64) -> Option<i64> {
+            // The test's budgets never reset: their one window starts at 0.
+            self.known.contains(&budget).then_some(0)
         }
     }
 
@@ -412,7 +413,7 @@ mod tests {
     }
 
     #[test]
-    fn polled_totals_of_budgets_the_version_does_not_have_are_ignored() {
+    fn polled_totals_of_budgets_or_windows_the_version_does_not_have_are_ignored() {
         let mut a = accounting("acct-a", 60_000);
         a.poll_interval_ms = 1000;
         let mut host = Calls {
@@ -426,12 +427,16 @@ mod tests {
         assert_eq!(poll, 1, "one poll");
         let body = br#"{"cursor":9,"budgets":[
             {"budget":"key:known","window_start":0,"window_end":null,"spend_nano_usd":7},
-            {"budget":"key:made-up","window_start":0,"window_end":null,"spend_nano_usd":7}]}"#;
+            {"budget":"key:made-up","window_start":0,"window_end":null,"spend_nano_usd":7},
+            {"budget":"key:known","window_start":1,"window_end":null,"spend_nano_usd":0},
+            {"budget":"key:known","window_start":9999999999,"spend_nano_usd":0}]}"#;
         senders.on_response(&mut host, poll, 200, body, 5_001);
         let ledgers = host.ledgers.0.borrow();
-        assert_eq!(ledgers.len(), 1, "{:?}", ledgers.keys().collect::<Vec<_>>());
-        assert!(ledgers
-            .keys()
-            .all(|k| k.starts_with("tollgate/budget/key:known/")));
+        // A window the budget is not in would move its ledger slot out of the current window
+        // (dropping its spend): only the current window's total is taken in.
+        assert_eq!(
+            ledgers.keys().collect::<Vec<_>>(),
+            ["tollgate/budget/key:known/0"]
+        );
     }
 }

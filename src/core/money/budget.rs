@@ -190,6 +190,10 @@ pub struct Ledger {
     pub reservations: Vec<(i64, u64)>,
     /// This process already reported the window's soft budget reached (once per window).
     pub soft_reported: bool,
+    /// Spend of this process that the accounting cluster acknowledged in this window: a floor
+    /// under `confirmed`, so an answer that acknowledges events without their totals (or with
+    /// lower ones) cannot make their spend disappear from the window.
+    pub acknowledged: u64,
 }
 
 /// An encoded ledger's flags travel as a last record with this expiry (no reservation lives
@@ -197,6 +201,9 @@ pub struct Ledger {
 const FLAGS_RECORD: i64 = i64::MAX;
 /// The flag bit of [`Ledger::soft_reported`].
 const SOFT_REPORTED: u64 = 1;
+/// [`Ledger::acknowledged`] travels as a record with this expiry (no reservation lives that
+/// long either).
+const ACKNOWLEDGED_RECORD: i64 = i64::MAX - 1;
 
 impl Ledger {
     /// Decodes a shared-data value; an empty or damaged value is an empty ledger.
@@ -217,6 +224,8 @@ impl Ledger {
             if let (Some(at), Some(amount)) = (word(2 * i), word(2 * i + 1)) {
                 if at as i64 == FLAGS_RECORD {
                     ledger.soft_reported = amount & SOFT_REPORTED != 0;
+                } else if at as i64 == ACKNOWLEDGED_RECORD {
+                    ledger.acknowledged = amount;
                 } else {
                     ledger.reservations.push((at as i64, amount));
                 }
@@ -234,6 +243,10 @@ impl Ledger {
             out.extend_from_slice(&(*at as u64).to_le_bytes());
             out.extend_from_slice(&amount.to_le_bytes());
         }
+        if self.acknowledged > 0 {
+            out.extend_from_slice(&(ACKNOWLEDGED_RECORD as u64).to_le_bytes());
+            out.extend_from_slice(&self.acknowledged.to_le_bytes());
+        }
         if self.soft_reported {
             out.extend_from_slice(&(FLAGS_RECORD as u64).to_le_bytes());
             out.extend_from_slice(&SOFT_REPORTED.to_le_bytes());
@@ -241,9 +254,12 @@ impl Ledger {
         out
     }
 
-    /// Spend counted so far (confirmed + unconfirmed).
+    /// Spend counted so far: the cluster's total (never below what it acknowledged of this
+    /// process's spend) plus what it has not acknowledged yet.
     pub fn spent(&self) -> u64 {
-        self.confirmed.saturating_add(self.unconfirmed)
+        self.confirmed
+            .max(self.acknowledged)
+            .saturating_add(self.unconfirmed)
     }
 
     /// Reservations still open at `now`.
@@ -320,8 +336,12 @@ impl Ledger {
     /// The accounting cluster acknowledged `acknowledged` of our unconfirmed spend and reports
     /// `authoritative` for the window. Spend never decreases within a window, so an older
     /// report arriving late cannot lower it.
+    /// The acknowledged spend stays counted even when no total (or a lower one) comes with it:
+    /// the cluster's total includes it, so the larger of the two is the window's spend.
     pub fn confirm(&mut self, acknowledged: u64, authoritative: Option<u64>) {
-        self.unconfirmed = self.unconfirmed.saturating_sub(acknowledged);
+        let moved = acknowledged.min(self.unconfirmed);
+        self.unconfirmed -= moved;
+        self.acknowledged = self.acknowledged.saturating_add(moved);
         if let Some(total) = authoritative {
             self.confirmed = self.confirmed.max(total);
         }
@@ -389,6 +409,7 @@ mod tests {
             unconfirmed: 3,
             reservations: vec![(120, 5), (180, 9)],
             soft_reported: false,
+            acknowledged: 0,
         };
         assert_eq!(Ledger::decode(&ledger.encode()), ledger);
         let reported = Ledger {
@@ -397,6 +418,11 @@ mod tests {
         };
         assert_eq!(reported.encode().len(), ledger.encode().len() + 16);
         assert_eq!(Ledger::decode(&reported.encode()), reported);
+        let acknowledged = Ledger {
+            acknowledged: 11,
+            ..reported.clone()
+        };
+        assert_eq!(Ledger::decode(&acknowledged.encode()), acknowledged);
         assert_eq!(Ledger::decode(b""), Ledger::default());
         assert_eq!(Ledger::decode(&[1, 2, 3]), Ledger::default());
     }
@@ -471,6 +497,7 @@ mod tests {
             unconfirmed: 600_000_000,
             reservations: vec![(60, 5)],
             soft_reported: false,
+            acknowledged: 0,
         };
         match lines[0].refusal(&ledger, 0) {
             Denial::BudgetExceeded {
@@ -487,5 +514,24 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn acknowledged_spend_stays_counted_whatever_total_comes_with_it() {
+        let mut ledger = Ledger::default();
+        ledger.record(100);
+        // Acknowledged without a total (or with a lower one): still spent.
+        ledger.confirm(100, None);
+        assert_eq!((ledger.unconfirmed, ledger.spent()), (0, 100));
+        ledger.record(50);
+        ledger.confirm(50, Some(10));
+        assert_eq!(ledger.spent(), 150);
+        // The cluster's total includes this process's spend: not counted twice.
+        ledger.confirm(0, Some(400));
+        assert_eq!(ledger.spent(), 400);
+        // An acknowledgement beyond what is unconfirmed moves only what there is.
+        ledger.record(5);
+        ledger.confirm(1_000, None);
+        assert_eq!((ledger.unconfirmed, ledger.acknowledged), (0, 155));
     }
 }

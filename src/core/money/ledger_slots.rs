@@ -290,6 +290,7 @@ mod tests {
             unconfirmed: 2,
             reservations: vec![(60, 3)],
             soft_reported: false,
+            acknowledged: 0,
         };
         assert_eq!(
             decode_slot(&encode_slot(-5, &ledger)),

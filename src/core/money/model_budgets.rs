@@ -52,7 +52,10 @@ impl ModelBudgets {
             Some(rest) if rest.starts_with('/') => rest.get(1..).map(str::to_string),
             _ => Some(format!("{provider}/{resolved}")),
         };
-        if let Some(budget) = other_spelling.and_then(|name| self.exact.get(&name)) {
+        if let Some(budget) = other_spelling
+            .as_deref()
+            .and_then(|name| self.exact.get(name))
+        {
             return Some(budget);
         }
         if let Some((_, budget)) = self
@@ -62,9 +65,12 @@ impl ModelBudgets {
         {
             return Some(budget);
         }
+        // A wildcard is matched on both spellings too, as an allow-list's wildcard admits the
+        // bare name through its provider-qualified one: `openai/gpt-4o*` counts a bare `gpt-4o`.
+        let spellings = [Some(resolved), other_spelling.as_deref()];
         self.patterns
             .iter()
-            .find(|(pattern, _)| pattern.matches(resolved))
+            .find(|(pattern, _)| spellings.iter().flatten().any(|name| pattern.matches(name)))
             .map(|(_, budget)| budget)
     }
 }
@@ -113,6 +119,34 @@ mod tests {
         // The longer wildcard wins.
         assert_eq!(limit("gpt-4o-mini"), Some(4.0));
         assert_eq!(limit("o3"), None);
+        // A provider-qualified wildcard counts the bare name it admits, and a bare wildcard the
+        // provider-qualified name.
+        let qualified = format!(
+            r#"{{"version":"v1",
+              "model_list":[
+                {{"model_name":"gpt-4o","litellm_params":{{"model":"openai/gpt-4o"}},"cluster":"o"}},
+                {{"model_name":"openai/*","litellm_params":{{"model":"openai/*"}},"cluster":"o"}}],
+              "keys":[{{"key_hash":"{}","key_alias":"k",
+                "model_max_budget":{{"openai/gpt-4o*":{{"budget_limit":1}}}}}},
+                {{"key_hash":"{}","key_alias":"j",
+                "model_max_budget":{{"gpt-4o*":{{"budget_limit":2}}}}}}]}}"#,
+            to_hex(&digest("sk-k")),
+            to_hex(&digest("sk-j"))
+        );
+        let both = compile(qualified.as_bytes()).unwrap();
+        let exact = &both.deployments[0];
+        let wildcard = &both.deployments[1];
+        let find = |key: usize, model: &str, d| {
+            both.keys[key]
+                .model_budgets
+                .find(model, d)
+                .map(|b| b.max_usd)
+        };
+        assert_eq!(find(0, "gpt-4o", exact), Some(1.0));
+        assert_eq!(find(0, "gpt-4o-mini", wildcard), Some(1.0));
+        assert_eq!(find(1, "openai/gpt-4o-mini", wildcard), Some(2.0));
+        assert_eq!(find(1, "gpt-4o", exact), Some(2.0));
+        assert_eq!(find(0, "o3", wildcard), None);
         let budget = budgets.exact.get("openai/gpt-4o").unwrap();
         assert_eq!(
             &*budget.id,

@@ -72,8 +72,8 @@ impl CalloutHost for MainCallouts<'_> {
         &process().ledgers
     }
 
-    fn knows_budget(&self, budget: &str) -> bool {
-        self.policy.is_some_and(|policy| policy.has_budget(budget))
+    fn budget_window_start(&self, budget: &str, now: i64) -> Option<i64> {
+        self.policy?.budget_window_start(budget, now)
     }
 
     fn soft_threshold(&self, total: &BudgetTotal) -> Option<ThresholdData> {
@@ -102,8 +102,8 @@ impl CalloutHost for NoCallouts<'_> {
     }
 
     /// No answer arrives here (no call is made), so no total is ever taken in.
-    fn knows_budget(&self, _budget: &str) -> bool {
-        false
+    fn budget_window_start(&self, _budget: &str, _now: i64) -> Option<i64> {
+        None
     }
 }
 

@@ -228,11 +228,15 @@ pub fn import_model_list(config: &Value, cx: &Context<'_>, out: &mut Import) {
         let upstream = match params.get("api_base").and_then(Value::as_str) {
             None => None,
             Some(base) => {
-                let resolved = resolve_env(base, cx.env, &format!("{at}.litellm_params.api_base"))
-                    .and_then(|b| {
-                        Upstream::parse(&b)
-                            .map_err(|e| format!("{at}.litellm_params.api_base: {e}"))
-                    });
+                let resolved = resolve_env(
+                    base,
+                    cx.env,
+                    &format!("{at}.litellm_params.api_base"),
+                    crate::import_litellm::upstream::ADDRESS_HINT,
+                )
+                .and_then(|b| {
+                    Upstream::parse(&b).map_err(|e| format!("{at}.litellm_params.api_base: {e}"))
+                });
                 match resolved {
                     Ok(upstream) => Some(upstream),
                     Err(why) => {

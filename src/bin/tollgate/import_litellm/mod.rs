@@ -25,8 +25,9 @@ use deployments::{import_model_list, Context};
 use providers::Providers;
 use upstream::Clusters;
 
-/// The LiteLLM cost map Tollgate is tested with (litellm 1.109.1; see tests/data/README.md).
-const BUNDLED_COST_MAP: &str =
+/// The LiteLLM cost map Tollgate is tested with (litellm 1.109.1; see tests/data/README.md):
+/// what `import-litellm` and `build-config` read without `--cost-map`.
+pub(crate) const BUNDLED_COST_MAP: &str =
     include_str!("../../../../tests/data/model_prices_and_context_window.json");
 
 #[derive(Parser, Debug)]
@@ -168,6 +169,17 @@ pub fn import(config: &Value, export: Option<&Value>, version: &str, cx: &Contex
         export::import_keys(export, &mut out);
         export::import_budget_holders(export, &mut out);
     }
+    let no_keys = out
+        .policy
+        .get("keys")
+        .and_then(Value::as_array)
+        .is_none_or(Vec::is_empty);
+    if no_keys {
+        out.notes.push(
+            "the policy has no keys, so every request is refused (401) until it has some: pass              LiteLLM's key export with --keys, or set general_settings.master_key"
+                .into(),
+        );
+    }
     out
 }
 
@@ -188,7 +200,7 @@ fn import_general_settings(config: &Value, cx: &Context<'_>, out: &mut Import) {
             out.not_carried.push(format!("{at}: not a string; skipped"));
             continue;
         };
-        let master = match upstream::resolve_env(written, cx.env, at) {
+        let master = match upstream::resolve_env(written, cx.env, at, "or write the key itself") {
             Ok(master) => master,
             Err(why) => {
                 out.not_carried
@@ -432,6 +444,57 @@ litellm_settings:
             unknown.not_carried[0].contains("LiteLLM falls back to UTC"),
             "{:?}",
             unknown.not_carried
+        );
+    }
+
+    #[test]
+    fn a_policy_without_keys_says_that_nobody_can_call() {
+        let config = crate::yaml_doc::YamlDoc::parse(
+            "model_list:\n  - model_name: gpt-4o\n    litellm_params: {model: openai/gpt-4o}\n",
+            "c.yaml",
+        )
+        .unwrap()
+        .value;
+        let providers = Providers::new(Default::default());
+        let cx = Context {
+            providers: &providers,
+            env: &|_: &str| None,
+        };
+        let imported = import(&config, None, "v1", &cx);
+        assert!(
+            imported.notes.iter().any(|n| n.contains("no keys")),
+            "{:?}",
+            imported.notes
+        );
+        let export = json!({"keys": [{"token": "c".repeat(64), "key_alias": "k"}]});
+        let imported = import(&config, Some(&export), "v1", &cx);
+        assert!(!imported.notes.iter().any(|n| n.contains("no keys")));
+    }
+
+    #[test]
+    fn an_unset_master_key_variable_is_named_without_talking_of_addresses() {
+        let config = crate::yaml_doc::YamlDoc::parse(
+            "model_list: []\ngeneral_settings:\n  master_key: os.environ/LITELLM_MASTER_KEY\n",
+            "c.yaml",
+        )
+        .unwrap()
+        .value;
+        let providers = Providers::new(Default::default());
+        let cx = Context {
+            providers: &providers,
+            env: &|_: &str| None,
+        };
+        let imported = import(&config, None, "v1", &cx);
+        let [why] = imported.not_carried.as_slice() else {
+            panic!("{:?}", imported.not_carried);
+        };
+        assert!(
+            why.contains("set LITELLM_MASTER_KEY before importing"),
+            "{why}"
+        );
+        assert!(
+            !why.contains("address") && !why.contains("cluster"),
+            "{why}"
         );
     }
 

@@ -101,18 +101,21 @@ impl Upstream {
     }
 }
 
+/// What an unset `os.environ/` reference of an `api_base` tells the user to do instead.
+pub const ADDRESS_HINT: &str = "(the address names the Envoy cluster) or write the address itself";
+
 /// Resolves LiteLLM's `os.environ/NAME` references with `env`; other values are returned as
-/// they are. An unset variable is an error naming it.
+/// they are. An unset variable is an error naming it, followed by `hint` (what else to do).
 pub fn resolve_env(
     value: &str,
     env: &dyn Fn(&str) -> Option<String>,
     at: &str,
+    hint: &str,
 ) -> Result<String, String> {
     match value.strip_prefix("os.environ/") {
         Some(name) => env(name).filter(|v| !v.is_empty()).ok_or_else(|| {
             format!(
-                "{at}: {value} is not set in this environment; set {name} before importing \
-                 (the address names the Envoy cluster) or write the address itself"
+                "{at}: {value} is not set in this environment; set {name} before importing {hint}"
             )
         }),
         None => Ok(value.to_string()),
@@ -263,11 +266,20 @@ mod tests {
     fn environment_references_resolve_or_name_the_variable() {
         let env = |name: &str| (name == "BASE").then(|| "https://x.example".to_string());
         assert_eq!(
-            resolve_env("os.environ/BASE", &env, "a").unwrap(),
+            resolve_env("os.environ/BASE", &env, "a", ADDRESS_HINT).unwrap(),
             "https://x.example"
         );
-        assert_eq!(resolve_env("https://y", &env, "a").unwrap(), "https://y");
-        let missing = resolve_env("os.environ/NOPE", &env, "model_list[0].api_base").unwrap_err();
+        assert_eq!(
+            resolve_env("https://y", &env, "a", ADDRESS_HINT).unwrap(),
+            "https://y"
+        );
+        let missing = resolve_env(
+            "os.environ/NOPE",
+            &env,
+            "model_list[0].api_base",
+            ADDRESS_HINT,
+        )
+        .unwrap_err();
         assert!(missing.contains("NOPE") && missing.starts_with("model_list[0].api_base"));
     }
 }
