@@ -97,7 +97,8 @@ def envoy_filter(policy_text):
                 {"applyTo": "HTTP_ROUTE",
                  "match": {"context": "GATEWAY", "routeConfiguration": {"vhost": {"route": {"name": "tollgate"}}}},
                  "patch": {"operation": "MERGE", "value": {"route": {"cluster_header": "x-tollgate-cluster",
-                                                                      "auto_host_rewrite": True}}}},
+                                                                      "auto_host_rewrite": True},
+                                                            "request_headers_to_remove": ["x-tollgate-cluster"]}}},
             ],
         },
     }
