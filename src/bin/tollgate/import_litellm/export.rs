@@ -6,7 +6,8 @@
 //! (`/key/list?return_full_object=true` or the `LiteLLM_VerificationToken` table, `/team/list`,
 //! `/user/list`, `/customer/list`); or one raw list from one of those (`/team/list` returns a bare
 //! array), sorted by what its objects hold. A budget comes from the object itself, else from its
-//! budget tier (`litellm_budget_table`).
+//! budget tier (`litellm_budget_table`). Models LiteLLM keeps in its database come as
+//! `model_list` or as `/model/info` answers them (`{"data": [...]}`), and join the config's.
 
 use serde_json::{json, Map, Value};
 
@@ -24,7 +25,9 @@ fn copy(from: &Value, to: &mut Map<String, Value>, fields: &[&str]) {
 fn list<'e>(export: &'e Value, name: &str) -> Vec<&'e Value> {
     if let Some(items) = export.as_array() {
         let kind = |item: &Value| {
-            if item.get("token").is_some() {
+            if item.get("litellm_params").is_some() {
+                "model_list"
+            } else if item.get("token").is_some() {
                 "keys"
             } else if item.get("team_id").is_some() && item.get("user_id").is_none() {
                 "teams"
@@ -43,6 +46,50 @@ fn list<'e>(export: &'e Value, name: &str) -> Vec<&'e Value> {
         .filter_map(|n| export.get(n).and_then(Value::as_array))
         .flatten()
         .collect()
+}
+
+/// The models of the export (LiteLLM's database: `/model/info`'s `data`, or `model_list`), as
+/// `model_list` entries.
+pub fn stored_models(export: &Value) -> Vec<Value> {
+    let mut models: Vec<Value> = list(export, "model_list").into_iter().cloned().collect();
+    if let Some(data) = export.get("data").and_then(Value::as_array) {
+        models.extend(data.iter().cloned());
+    }
+    models
+}
+
+/// What `/model/info` adds to each model's `model_info` from LiteLLM's cost map and its own
+/// bookkeeping: facts the policy's cost map holds too, so not settings left behind.
+const MODEL_INFO_FACTS: [&str; 7] = [
+    "db_model",
+    "key",
+    "mode",
+    "litellm_provider",
+    "max_tokens",
+    "max_input_tokens",
+    "supported_openai_params",
+];
+
+/// The models kept in LiteLLM's database among `stored`, without the cost-map facts
+/// `/model/info` adds, and how many were the config's own (`db_model: false`, which
+/// `/model/info` lists as well).
+pub fn database_models(stored: Vec<Value>) -> (Vec<Value>, usize) {
+    let mut repeated = 0;
+    let mut models = Vec::new();
+    for mut model in stored {
+        let info = model.get_mut("model_info").and_then(Value::as_object_mut);
+        if let Some(info) = info {
+            if info.get("db_model") == Some(&Value::Bool(false)) {
+                repeated += 1;
+                continue;
+            }
+            info.retain(|field, _| {
+                !MODEL_INFO_FACTS.contains(&field.as_str()) && !field.starts_with("supports_")
+            });
+        }
+        models.push(model);
+    }
+    (models, repeated)
 }
 
 /// A LiteLLM timestamp (`2026-12-31T23:59:59.000000+00:00`, or without a zone: UTC) as RFC 3339.

@@ -127,6 +127,43 @@ pub fn import(config: &Value, export: Option<&Value>, version: &str, cx: &Contex
         providers: cx.providers,
         env: &env,
     };
+    // Models kept in LiteLLM's database (the export's /model/info data) serve as the config's do.
+    let stored = export.map(export::stored_models).unwrap_or_default();
+    let merged;
+    let config = if stored.is_empty() {
+        config
+    } else {
+        let mut copy = config.clone();
+        let from = copy
+            .get("model_list")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
+        let (stored, repeated) = export::database_models(stored);
+        if repeated > 0 {
+            out.notes.push(format!(
+                "{repeated} models of the export are the config's own (db_model: false): read \
+                 from the config"
+            ));
+        }
+        if !stored.is_empty() {
+            out.notes.push(format!(
+                "{} models from the export (LiteLLM's database) read as model_list[{from}..{}]",
+                stored.len(),
+                from + stored.len()
+            ));
+        }
+        if let Some(object) = copy.as_object_mut() {
+            let list = object.entry("model_list").or_insert_with(|| json!([]));
+            if !list.is_array() {
+                *list = json!([]); // `model_list:` left empty in the YAML
+            }
+            if let Some(list) = list.as_array_mut() {
+                list.extend(stored);
+            }
+        }
+        merged = copy;
+        &merged
+    };
     import_model_list(config, cx, &mut out);
     let router = config.get("router_settings");
     if let Some(aliases) = router.and_then(|r| r.get("model_group_alias")) {
@@ -176,7 +213,8 @@ pub fn import(config: &Value, export: Option<&Value>, version: &str, cx: &Contex
         .is_none_or(Vec::is_empty);
     if no_keys {
         out.notes.push(
-            "the policy has no keys, so every request is refused (401) until it has some: pass              LiteLLM's key export with --keys, or set general_settings.master_key"
+            "the policy has no keys, so every request is refused (401) until it has some: pass \
+             LiteLLM's key export with --keys, or set general_settings.master_key"
                 .into(),
         );
     }
@@ -496,6 +534,47 @@ litellm_settings:
             !why.contains("address") && !why.contains("cluster"),
             "{why}"
         );
+    }
+
+    #[test]
+    fn models_kept_in_litellms_database_join_the_configs() {
+        let config = crate::yaml_doc::YamlDoc::parse(
+            "model_list:\n  - model_name: gpt-4o\n    litellm_params: {model: openai/gpt-4o}\n",
+            "c.yaml",
+        )
+        .unwrap()
+        .value;
+        let providers = Providers::new(Default::default());
+        let cx = Context {
+            providers: &providers,
+            env: &|_: &str| None,
+        };
+        let stored = json!([
+            {"model_name": "claude-db", "litellm_params": {"model": "anthropic/claude-sonnet-4-5"},
+             "model_info": {"id": "3f0c", "db_model": true, "mode": "chat", "max_tokens": 64000,
+                            "supports_vision": true, "access_groups": ["beta"]}},
+            {"model_name": "gpt-4o", "litellm_params": {"model": "openai/gpt-4o"},
+             "model_info": {"id": "cfg", "db_model": false}}
+        ]);
+        // As /model/info answers, and as one bare list.
+        for export in [json!({ "data": stored.clone() }), stored.clone()] {
+            let imported = import(&config, Some(&export), "v1", &cx);
+            let models = imported.policy["model_list"].as_array().unwrap();
+            assert_eq!(
+                models.len(),
+                2,
+                "the config's, then the database's: {models:?}"
+            );
+            assert_eq!(models[1]["model_name"], "claude-db");
+            assert_eq!(models[1]["model_info"]["access_groups"], json!(["beta"]));
+            assert!(
+                imported.not_carried.is_empty(),
+                "cost-map facts are not settings left behind: {:?}",
+                imported.not_carried
+            );
+            assert!(imported.notes.iter().any(|n| n.contains("db_model: false")));
+            compile(&serde_json::to_vec(&Value::Object(imported.policy)).unwrap()).unwrap();
+        }
     }
 
     #[test]
