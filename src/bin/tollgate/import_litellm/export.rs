@@ -210,6 +210,61 @@ fn name_unenforced(item: &Value, at: &str, carried: &[&str], out: &mut Import) {
     }
 }
 
+/// Settings of LiteLLM's key objects that Tollgate does not read, when set.
+const KEY_SETTINGS_LEFT: [(&str, &str); 8] = [
+    (
+        "metadata",
+        "not read (tags and other metadata are not carried into spend yet)",
+    ),
+    ("permissions", "no Tollgate equivalent"),
+    ("config", "no Tollgate equivalent"),
+    (
+        "allowed_routes",
+        "not enforced: Tollgate serves its LLM routes to every key",
+    ),
+    ("allowed_cache_controls", "no Tollgate equivalent"),
+    ("tags", "not carried into spend yet"),
+    (
+        "object_permission",
+        "no Tollgate equivalent (MCP and vector-store permissions)",
+    ),
+    ("organization_id", "Tollgate has no organizations"),
+];
+
+/// Settings of LiteLLM's team objects that Tollgate does not read, when set.
+const TEAM_SETTINGS_LEFT: [(&str, &str); 5] = [
+    (
+        "metadata",
+        "not read (tags and other metadata are not carried into spend yet)",
+    ),
+    (
+        "members_with_roles",
+        "Tollgate has no members or roles: a key's team_id is what counts",
+    ),
+    (
+        "object_permission",
+        "no Tollgate equivalent (MCP and vector-store permissions)",
+    ),
+    ("organization_id", "Tollgate has no organizations"),
+    ("team_member_permissions", "no Tollgate equivalent"),
+];
+
+/// Names each of `fields` that `item` sets (not null, not empty), with why it is left.
+fn name_left(item: &Value, at: &str, fields: &[(&str, &str)], out: &mut Import) {
+    for (field, why) in fields {
+        let set = item.get(*field).is_some_and(|v| match v {
+            Value::Null => false,
+            Value::Object(o) => !o.is_empty(),
+            Value::Array(a) => !a.is_empty(),
+            Value::String(s) => !s.is_empty(),
+            _ => true,
+        });
+        if set {
+            out.not_carried.push(format!("{at}.{field}: {why}"));
+        }
+    }
+}
+
 /// The export's teams.
 pub fn import_teams(export: &Value, out: &mut Import) {
     let mut teams = Vec::new();
@@ -232,6 +287,7 @@ pub fn import_teams(export: &Value, out: &mut Import) {
         }
         soft_and_model_budgets(team, &at, &mut t, out);
         name_unenforced(team, &at, &KEY_AND_TEAM_BUDGETS, out);
+        name_left(team, &at, &TEAM_SETTINGS_LEFT, out);
         let member_budgets = team
             .get("team_member_budget_table")
             .or_else(|| team.get("team_member_budget"))
@@ -328,6 +384,7 @@ pub fn import_keys(export: &Value, out: &mut Import) {
         }
         soft_and_model_budgets(key, &at, &mut k, out);
         name_unenforced(key, &at, &KEY_AND_TEAM_BUDGETS, out);
+        name_left(key, &at, &KEY_SETTINGS_LEFT, out);
         if key
             .get("spend")
             .and_then(Value::as_f64)

@@ -402,7 +402,7 @@ litellm_settings:
             "keys": [
                 {"token": "A".repeat(64), "key_alias": "k", "team_id": "t", "models": ["fast"],
                  "max_budget": 5.0, "budget_duration": "30d", "expires": "2027-01-01T00:00:00",
-                 "rpm_limit": 10, "spend": 1.5},
+                 "rpm_limit": 10, "spend": 1.5, "metadata": {"tags": ["prod"]}, "permissions": {}},
                 {"token": "sk-raw", "key_alias": "raw"}
             ],
             "teams": [{"team_id": "t", "team_alias": "Team", "models": [], "tpm_limit": null}]
@@ -433,6 +433,7 @@ litellm_settings:
         assert_eq!(policy["keys"][0]["expires"], "2027-01-01T00:00:00Z");
         assert_eq!(policy["keys"].as_array().unwrap().len(), 1);
         let report = imported.not_carried.join("\n");
+        assert!(!report.contains("permissions"), "empty is not set: {report}");
         for expected in [
             "litellm_params.rpm",
             "literal key is never copied",
@@ -440,6 +441,7 @@ litellm_settings:
             "litellm_settings",
             "keys[0].rpm_limit",
             "keys[0].spend",
+            "keys[0].metadata",
             "keys[1]: no SHA-256",
         ] {
             assert!(
