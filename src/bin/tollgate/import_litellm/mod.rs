@@ -433,7 +433,10 @@ litellm_settings:
         assert_eq!(policy["keys"][0]["expires"], "2027-01-01T00:00:00Z");
         assert_eq!(policy["keys"].as_array().unwrap().len(), 1);
         let report = imported.not_carried.join("\n");
-        assert!(!report.contains("permissions"), "empty is not set: {report}");
+        assert!(
+            !report.contains("permissions"),
+            "empty is not set: {report}"
+        );
         for expected in [
             "litellm_params.rpm",
             "literal key is never copied",
