@@ -4,6 +4,7 @@ ingestion gives, whatever the mix inside a batch."""
 
 import copy
 import json
+import time
 
 import pytest
 
@@ -20,7 +21,9 @@ TEMPLATE = {
                                         "cache_creation_tokens": 0, "reasoning_tokens": 0, "estimated": False},
              "cost_nano_usd": 0, "cost_source": "cost_map", "status": "ok", "http_status": 200, "budgets": []},
 }
-W = 1796169600
+# Today's window (00:00 UTC): the server lists only windows still open, so a fixed date would
+# make the test fail once that day is over.
+W = int(time.time()) // 86400 * 86400
 
 
 def event(eid, cost, *budgets):
