@@ -7,6 +7,7 @@
 //! - [`admission`]: request headers and body → authenticate → aliases → access → budgets →
 //!   route, ending in an [`Admission`] or a [`Denial`] (every refusal lives in `denial`).
 //! - [`metering`]: usage read from JSON and SSE responses as they pass.
+//! - [`limits`]: rate limits (requests, tokens, requests in flight) counted per window.
 //! - [`money`]: prices, reservations, budget ledgers and the settlement of a finished request.
 //! - [`spend`]: spend events, the outbox and the accounting protocol, the access-log line.
 //! - [`affinity`]: Responses-API origin marks, written on answers and read on follow-ups.
@@ -17,6 +18,7 @@ pub mod admission;
 pub mod affinity;
 pub mod config;
 pub mod exchange;
+pub mod limits;
 pub mod metering;
 pub mod money;
 pub mod spend;

@@ -18,14 +18,18 @@ use crate::core::affinity::request::{read_marks, MarkProblem, Marks};
 use crate::core::config::config::AffinityFallback;
 use crate::core::config::config::UnpricedMode;
 use crate::core::config::index::{Deployment, KeyId, Policy, Team, VirtualKey};
+use crate::core::limits::deployment_room::room;
+use crate::core::limits::hold::{counted_tokens, reserve_limits, LimitHold, RateView};
+use crate::core::limits::lines::{applicable_limits, deployment_limits, LimitScope};
 use crate::core::metering::response_meter::prompt_estimate;
 use crate::core::metering::stream_usage::include_usage_edit;
 use crate::core::money::budget::{applicable_budgets, Reached};
 use crate::core::money::charge::worst_case_input;
+use crate::core::money::charge::worst_case_tokens;
 use crate::core::money::charge::{worst_case, Ask};
 use crate::core::money::cost::{PriceSource, ServiceTier};
 use crate::core::money::reservation::{
-    check_room, nothing_reserved, reserve, LedgerStore, Reservation,
+    check_room, nothing_reserved, release, reserve, LedgerStore, Reservation,
 };
 
 /// What to do after the request headers.
@@ -203,6 +207,10 @@ pub struct Admission<'p> {
     pub metering: MeteringPlan,
     /// The budget hold to settle when the response ends (or release if it is never sent).
     pub reservation: Reservation,
+    /// The rate-limit hold to settle when the response ends (or release if it is never sent).
+    pub limits: LimitHold,
+    /// What the request saw of its tightest rate limits (the `x-ratelimit-*` answer headers).
+    pub rate_view: RateView,
 }
 
 /// What the response side needs to know about an admitted request.
@@ -329,19 +337,29 @@ fn decide_steps<'p, C: Credentials + ?Sized>(
     if marks.has_unvouched_items() && policy.affinity_fallback == AffinityFallback::Fail {
         return Err(Denial::ResponseStateNotFound { param: "input" });
     }
+    let deployment_room = |d: &Deployment| room(around.ledgers, policy, d, around.now);
     let route = policy
-        .route(
+        .route_with_room(
             &target,
             &access.deployments,
             around.credentials,
-            around.random,
-            marks.pin(),
+            (around.random, marks.pin()),
+            &deployment_room,
         )
         .map_err(|e| match e {
             RouteError::NoDeployment => Denial::ModelNotFound {
                 model: requested.to_string(),
             },
             RouteError::NoCredential => Denial::CredentialUnavailable,
+            RouteError::Full { kind, resets_in } => Denial::RateLimited {
+                scope: LimitScope::Deployment.name(),
+                kind,
+                name: requested.to_string(),
+                model: None,
+                limit: 0,
+                used: 0,
+                resets_in_seconds: resets_in,
+            },
         })?;
     trace.candidates = route.candidates;
     trace.pinning = route.pinning;
@@ -364,6 +382,19 @@ fn decide_steps<'p, C: Credentials + ?Sized>(
     );
     let ask = Ask::of_request(ticket.endpoint, prompt, &facts);
     let metered = ticket.endpoint.is_metered();
+    let mut limit_lines = applicable_limits(
+        policy,
+        (trace.key, trace.team),
+        facts.end_user.as_deref(),
+        Some(reached),
+        around.now,
+    );
+    limit_lines.extend(deployment_limits(
+        policy,
+        route.deployment,
+        requested,
+        around.now,
+    ));
     let (reservation, billed_input) = if metered {
         let worst = worst_case(policy, route.deployment, &route.upstream_model, &ask);
         let billed_input = worst_case_input(policy, route.deployment, &route.upstream_model, &ask);
@@ -386,6 +417,25 @@ fn decide_steps<'p, C: Credentials + ?Sized>(
         // Free at the provider (count_tokens): nothing is held, but a used-up budget refuses.
         check_room(around.ledgers, &lines, around.now)?;
         (nothing_reserved(), 0)
+    };
+    let (limits, rate_view) = if limit_lines.is_empty() {
+        (LimitHold::default(), RateView::default())
+    } else {
+        let tokens = if metered {
+            let (input, output) =
+                worst_case_tokens(policy, route.deployment, &route.upstream_model, &ask);
+            counted_tokens(policy.token_count, input, output)
+        } else {
+            0
+        };
+        let ttl = policy.spending.reservation_ttl_seconds;
+        match reserve_limits(around.ledgers, limit_lines, tokens, ttl, around.now) {
+            Ok(held) => held,
+            Err(denial) => {
+                release(around.ledgers, &reservation, around.now);
+                return Err(denial);
+            }
+        }
     };
 
     // Unvouched items always go, undecryptable reasoning too when its boundary is lost;
@@ -427,6 +477,8 @@ fn decide_steps<'p, C: Credentials + ?Sized>(
             }),
         },
         reservation,
+        limits,
+        rate_view,
     })
 }
 
@@ -492,3 +544,7 @@ mod tests;
 #[cfg(test)]
 #[path = "decide_path_tests.rs"]
 mod path_tests;
+
+#[cfg(test)]
+#[path = "decide_limit_tests.rs"]
+mod limit_tests;

@@ -82,6 +82,25 @@ pub enum Denial {
         /// Seconds until the window resets, if it does (for `retry-after`).
         resets_in_seconds: Option<u64>,
     },
+    /// A rate limit (requests or tokens per window, requests in flight) of the request's key,
+    /// team, user, end user, or of every deployment that could serve it, is reached.
+    RateLimited {
+        /// `key`, `team`, `user`, `end_user` or `deployment`.
+        scope: &'static str,
+        /// What the limit counts.
+        kind: crate::core::limits::rules::LimitKind,
+        /// The holder's name (key alias, team alias, user id; for deployments, the model asked
+        /// for).
+        name: String,
+        /// For a per-model limit, the model it is written for.
+        model: Option<std::sync::Arc<str>>,
+        /// The limit.
+        limit: u64,
+        /// Counted (and held by requests in flight) in this window.
+        used: u64,
+        /// Seconds until there is room (the window's end; 1 for requests in flight).
+        resets_in_seconds: u64,
+    },
     /// The request body is compressed (`content-encoding` other than `identity`): the filter
     /// must read the body it decides on, and does not decompress requests.
     UnsupportedContentEncoding {
@@ -127,7 +146,7 @@ impl Denial {
             | Denial::KeyBlocked
             | Denial::TeamBlocked { .. } => 401,
             Denial::ModelNotAllowed { .. } | Denial::UnpricedModel { .. } => 403,
-            Denial::BudgetExceeded { .. } => 429,
+            Denial::BudgetExceeded { .. } | Denial::RateLimited { .. } => 429,
             Denial::ModelNotFound { .. }
             | Denial::UnknownEndpoint
             | Denial::ResponseStateNotFound { .. } => 404,
@@ -147,6 +166,9 @@ impl Denial {
 
     /// The OpenAI error `type`.
     pub fn error_type(&self) -> &'static str {
+        if let Denial::RateLimited { .. } = self {
+            return "rate_limit_exceeded";
+        }
         match self.status() {
             401 => "authentication_error",
             403 => "permission_error",
@@ -175,6 +197,7 @@ impl Denial {
             Denial::PolicyUnavailable => "policy_unavailable",
             Denial::CredentialUnavailable => "upstream_credential_unavailable",
             Denial::BudgetExceeded { .. } => "budget_exceeded",
+            Denial::RateLimited { kind, .. } => kind.name(),
             Denial::InvalidAffinityMark => "invalid_affinity_mark",
             Denial::AffinityUnavailable => "affinity_unavailable",
             Denial::ResponseStateNotFound {
@@ -294,6 +317,7 @@ impl Denial {
                 }
                 message
             }
+            Denial::RateLimited { .. } => self.rate_message(),
             Denial::InvalidAffinityMark => {
                 "A response id or encrypted content in this request was \
                  altered after this gateway issued it; send the values exactly as received."
@@ -334,6 +358,64 @@ impl Denial {
         }
     }
 
+    /// The message of a [`Denial::RateLimited`]: the holder and its limit, never another
+    /// tenant's; for deployments, only that the model has no capacity left.
+    fn rate_message(&self) -> String {
+        use crate::core::limits::rules::LimitKind;
+        let Denial::RateLimited {
+            scope,
+            kind,
+            name,
+            model,
+            limit,
+            used,
+            resets_in_seconds,
+        } = self
+        else {
+            return String::new();
+        };
+        if *scope == "deployment" {
+            let what = if kind.counts_tokens() {
+                "tokens"
+            } else {
+                "requests"
+            };
+            return format!(
+                "Rate limit reached for model '{name}': every deployment serving it has used \
+                 its {what} for this minute; retry in {resets_in_seconds} s."
+            );
+        }
+        let mut holder = match *scope {
+            "key" => format!("key '{name}'"),
+            "team" => format!("team '{name}'"),
+            "user" => format!("user '{name}'"),
+            _ => format!("end user '{name}'"),
+        };
+        if let Some(model) = model {
+            holder.push_str(&format!(" on model '{model}'"));
+        }
+        match (kind, kind.period()) {
+            (LimitKind::Parallel, _) | (_, None) => format!(
+                "Rate limit reached for {holder}: at most {limit} requests in flight at once \
+                 ({used} in flight); retry when one ends."
+            ),
+            (_, Some(period)) => {
+                let unit = kind.unit();
+                let counted = if kind.counts_tokens() {
+                    format!("{used} used or held by requests in flight")
+                } else {
+                    format!("{used} made")
+                };
+                format!(
+                    "Rate limit reached for {holder}: {limit} {unit} per {} ({counted} this {}); \
+                     retry in {resets_in_seconds} s.",
+                    period.name(),
+                    period.name()
+                )
+            }
+        }
+    }
+
     /// Headers that tell clients (the OpenAI and Anthropic SDKs read both) whether retrying
     /// can help: `x-should-retry: false` for refusals that stay refusals, `retry-after`
     /// (seconds) where a time is known. Other 5xx keep the SDKs' own retry behaviour.
@@ -358,6 +440,26 @@ impl Denial {
                     // Held by requests in flight: room comes back as they settle.
                     vec![("retry-after", "1".to_string())]
                 }
+            }
+            Denial::RateLimited {
+                scope,
+                kind,
+                limit,
+                resets_in_seconds,
+                ..
+            } => {
+                // Room comes back when the window resets (a slot in flight: when one ends).
+                let mut headers = vec![("retry-after", resets_in_seconds.max(&1).to_string())];
+                // A deployment's capacity is shared: its numbers are no tenant's to see.
+                let tenant = *scope != "deployment";
+                if tenant && *kind != crate::core::limits::rules::LimitKind::Parallel {
+                    headers.extend(crate::core::limits::headers::refused_headers(
+                        kind.counts_tokens(),
+                        *limit,
+                        *resets_in_seconds,
+                    ));
+                }
+                headers
             }
             Denial::PolicyUnavailable => vec![("retry-after", "1".to_string())],
             Denial::GatewayError { .. } => Vec::new(),

@@ -9,6 +9,8 @@
 use crate::core::affinity::mark::AffinityTag;
 use crate::core::config::index::{Deployment, DeploymentId, Policy};
 use crate::core::config::pattern::Pattern;
+use crate::core::limits::deployment_room::{Room, UNLIMITED_ROOM};
+use crate::core::limits::rules::LimitKind;
 
 /// A model name plus its provider-qualified form, for wildcard matching.
 ///
@@ -102,6 +104,13 @@ pub enum RouteError {
     NoDeployment,
     /// Deployments exist, but none has its credential set.
     NoCredential,
+    /// Every usable deployment has reached its `rpm`/`tpm` this minute.
+    Full {
+        /// The limit reached (of the deployment whose window resets first).
+        kind: LimitKind,
+        /// Seconds until the first of them has room again.
+        resets_in: u64,
+    },
 }
 
 impl Policy {
@@ -158,6 +167,21 @@ impl Policy {
         random: u64,
         pin: Option<AffinityTag>,
     ) -> Result<Route<'p>, RouteError> {
+        let unlimited = |_: &Deployment| Room::Left(UNLIMITED_ROOM);
+        self.route_with_room(target, ids, credentials, (random, pin), &unlimited)
+    }
+
+    /// [`Policy::route`], minding each deployment's `rpm`/`tpm` as `room` reports it: a full
+    /// deployment is skipped, and among the rest only those with the most headroom are
+    /// chosen from (by weight). When every usable deployment is full: [`RouteError::Full`].
+    pub fn route_with_room<'p, C: Credentials + ?Sized>(
+        &'p self,
+        target: &ModelTarget,
+        ids: &[DeploymentId],
+        credentials: &C,
+        (random, pin): (u64, Option<AffinityTag>),
+        room: &dyn Fn(&Deployment) -> Room,
+    ) -> Result<Route<'p>, RouteError> {
         if ids.is_empty() {
             return Err(RouteError::NoDeployment);
         }
@@ -204,6 +228,10 @@ impl Policy {
                 Some(env) => credentials.get(env).map(|value| (d, Some(value))),
             })
             .collect();
+        if usable.is_empty() {
+            return Err(RouteError::NoCredential);
+        }
+        let usable = with_most_room(usable, room)?;
         let (deployment, credential) =
             pick_weighted(&usable, random).ok_or(RouteError::NoCredential)?;
         Ok(Route {
@@ -214,6 +242,41 @@ impl Policy {
             pinning,
         })
     }
+}
+
+/// The usable deployments with the most headroom (all of them when none has a limit).
+fn with_most_room<'p, 'c>(
+    usable: Vec<(&'p Deployment, Option<&'c str>)>,
+    room: &dyn Fn(&Deployment) -> Room,
+) -> Result<Vec<(&'p Deployment, Option<&'c str>)>, RouteError> {
+    if usable.iter().all(|(d, _)| d.limits.is_none()) {
+        return Ok(usable);
+    }
+    let mut best = 0;
+    let mut soonest: Option<(LimitKind, u64)> = None;
+    let mut open = Vec::with_capacity(usable.len());
+    for (d, credential) in usable {
+        match room(d) {
+            Room::Left(left) => {
+                best = best.max(left);
+                open.push((left, d, credential));
+            }
+            Room::Full { kind, resets_in } => {
+                if soonest.is_none_or(|(_, at)| resets_in < at) {
+                    soonest = Some((kind, resets_in));
+                }
+            }
+        }
+    }
+    if open.is_empty() {
+        let (kind, resets_in) = soonest.unwrap_or((LimitKind::Rpm, 1));
+        return Err(RouteError::Full { kind, resets_in });
+    }
+    Ok(open
+        .into_iter()
+        .filter(|(left, _, _)| *left == best)
+        .map(|(_, d, credential)| (d, credential))
+        .collect())
 }
 
 fn pick_weighted<'p, 'c>(

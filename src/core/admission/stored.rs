@@ -19,6 +19,7 @@ use crate::core::admission::denial::Denial;
 use crate::core::admission::routing::{Credentials, ModelTarget, Pinning, RouteError};
 use crate::core::affinity::mark::{unmark_id, AffinityTag, MarkWith, Reading, MAX_MARKED_ID};
 use crate::core::config::index::{Deployment, Policy, Team, VirtualKey};
+use crate::core::limits::hold::{LimitHold, RateView};
 use crate::core::money::budget::applicable_budgets;
 use crate::core::money::cost::ServiceTier;
 use crate::core::money::reservation::{check_room, nothing_reserved};
@@ -73,6 +74,8 @@ pub(crate) fn decide_stored<'p, C: Credentials + ?Sized>(
         .map_err(|e| match e {
             RouteError::NoDeployment => Denial::AffinityUnavailable,
             RouteError::NoCredential => Denial::CredentialUnavailable,
+            // Stored reads go through `route`, which never finds a deployment full.
+            RouteError::Full { .. } => Denial::AffinityUnavailable,
         })?;
     trace.candidates = route.candidates;
     trace.pinning = route.pinning;
@@ -106,6 +109,8 @@ pub(crate) fn decide_stored<'p, C: Credentials + ?Sized>(
             }),
         },
         reservation: nothing_reserved(),
+        limits: LimitHold::default(),
+        rate_view: RateView::default(),
     })
 }
 

@@ -24,6 +24,7 @@ use crate::core::config::key_hash::{self, KeyDigest};
 use crate::core::config::pattern::Pattern;
 use crate::core::config::time::{parse_rfc3339, BudgetWindow};
 use crate::core::config::time_zone::BudgetZone;
+use crate::core::limits::rules::RateLimits;
 use crate::core::money::budget::Scope;
 use crate::core::money::cost::{atto_per_token, Rates};
 
@@ -131,6 +132,9 @@ pub fn compile_config(config: Config) -> Result<Policy, ConfigErrors> {
         group_index: HashMap::new(),
         users: HashMap::new(),
         end_users: HashMap::new(),
+        user_limits: HashMap::new(),
+        end_user_limits: HashMap::new(),
+        token_count: config.settings.token_rate_limit_type,
         budget_windows: HashMap::new(),
         enforces_budgets: false,
         soft_budgets: HashMap::new(),
@@ -166,6 +170,8 @@ pub fn compile_config(config: Config) -> Result<Policy, ConfigErrors> {
     let team_ids = cx.add_teams(&mut policy, config.teams);
     cx.add_keys(&mut policy, config.keys, &team_ids);
     policy.budget_zone = cx.zone.clone();
+    policy.user_limits = cx.limit_holders(Scope::User, &config.users);
+    policy.end_user_limits = cx.limit_holders(Scope::EndUser, &config.end_users);
     policy.users = cx.budget_holders("users", Scope::User, config.users);
     policy.end_users = cx.budget_holders("end_users", Scope::EndUser, config.end_users);
     policy.budget_windows = budget_windows(&policy);
@@ -518,6 +524,17 @@ impl Compiler {
             };
             let budget = self.budget(&path, spec, holder);
             let model_budgets = self.model_budgets(policy, &path, &t.model_max_budget, holder);
+            let limit_id = format!("team:{}", t.team_id);
+            let spec = LimitSpec {
+                rpm: t.rpm_limit,
+                tpm: t.tpm_limit,
+                rpd: t.rpd_limit,
+                tpd: t.tpd_limit,
+                parallel: t.max_parallel_requests,
+            };
+            let limits = self.rate_limits(spec, &limit_id, label);
+            let tables = (&t.model_rpm_limit, &t.model_tpm_limit);
+            let model_limits = self.model_limits(&path, tables, (&limit_id, label));
             ids.insert(t.team_id.clone(), policy.teams.len() as TeamId);
             policy.teams.push(Team {
                 id: t.team_id,
@@ -527,6 +544,8 @@ impl Compiler {
                 blocked: t.blocked,
                 budget,
                 model_budgets,
+                limits,
+                model_limits,
             });
         }
         ids
@@ -614,6 +633,17 @@ impl Compiler {
             };
             let budget = self.budget(&path, spec, holder);
             let model_budgets = self.model_budgets(policy, &path, &k.model_max_budget, holder);
+            let limit_id = format!("key:{hex}");
+            let spec = LimitSpec {
+                rpm: k.rpm_limit,
+                tpm: k.tpm_limit,
+                rpd: k.rpd_limit,
+                tpd: k.tpd_limit,
+                parallel: k.max_parallel_requests,
+            };
+            let limits = self.rate_limits(spec, &limit_id, &label);
+            let tables = (&k.model_rpm_limit, &k.model_tpm_limit);
+            let model_limits = self.model_limits(&path, tables, (&limit_id, &label));
             let Some(digest) = digest else { continue };
             if self.errors.len() > before {
                 continue;
@@ -630,8 +660,37 @@ impl Compiler {
                 blocked: k.blocked,
                 budget,
                 model_budgets,
+                limits,
+                model_limits,
             });
         }
+    }
+
+    /// The rate limits of users or end users, by user id (problems with the ids themselves are
+    /// reported by [`Compiler::budget_holders`]).
+    fn limit_holders(
+        &mut self,
+        scope: Scope,
+        holders: &[BudgetHolderConfig],
+    ) -> HashMap<String, RateLimits> {
+        let mut out = HashMap::new();
+        for h in holders {
+            let spec = LimitSpec {
+                rpm: h.rpm_limit,
+                tpm: h.tpm_limit,
+                rpd: h.rpd_limit,
+                tpd: h.tpd_limit,
+                parallel: h.max_parallel_requests,
+            };
+            let id = format!("{}:{}", scope.name(), h.user_id);
+            if h.user_id.is_empty() || out.contains_key(&h.user_id) {
+                continue;
+            }
+            if let Some(limits) = self.rate_limits(spec, &id, &h.user_id) {
+                out.insert(h.user_id.clone(), limits);
+            }
+        }
+        out
     }
 
     fn budget_holders(
@@ -675,7 +734,11 @@ mod deployments;
 
 #[path = "compile_budgets.rs"]
 mod budgets;
+
+#[path = "compile_limits.rs"]
+mod limits;
 use budgets::{BudgetSpec, HOLDER_FIELDS};
+use limits::LimitSpec;
 
 #[cfg(test)]
 #[path = "compile_tests.rs"]

@@ -8,6 +8,7 @@ use crate::core::config::config::DeploymentConfig;
 use crate::core::config::index::{Deployment, DeploymentId, DeploymentPrices, GroupId, Policy};
 use crate::core::config::key_hash;
 use crate::core::config::pattern::Pattern;
+use crate::core::limits::rules::RateLimits;
 
 /// Longest `model_info.base_model` accepted.
 const MAX_BASE_MODEL_BYTES: usize = 512;
@@ -239,7 +240,16 @@ impl Compiler {
                 (None, None) => format!("deployment:{id}"),
             };
             let affinity = AffinityTag::new(&id, &boundary);
+            let params = &d.litellm_params;
+            let limits = (params.rpm.is_some() || params.tpm.is_some()).then(|| RateLimits {
+                id: format!("deployment:{id}").into(),
+                label: d.model_name.as_str().into(),
+                rpm: params.rpm,
+                tpm: params.tpm,
+                ..RateLimits::default()
+            });
             policy.deployments.push(Deployment {
+                limits,
                 affinity,
                 id,
                 model_name: d.model_name,

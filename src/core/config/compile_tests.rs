@@ -292,13 +292,14 @@ fn litellm_spelling_of_a_deployment_is_read_and_its_litellm_only_fields_are_warn
     let d = &policy.deployments[0];
     assert_eq!(d.credential_env.as_deref(), Some("OPENAI_API_KEY"));
     assert_eq!((d.prices.input, d.prices.output), (Some(1e-6), Some(2e-6)));
+    // Phase 2 · 4/5: `rpm` is the deployment's capacity now, not a warning.
+    assert_eq!(d.limits.as_ref().and_then(|l| l.rpm), Some(100));
     let warned: Vec<&str> = policy.warnings.iter().map(|w| w.path.as_str()).collect();
     assert_eq!(
         warned,
         [
             "model_list[0].litellm_params.api_base",
             "model_list[0].litellm_params.api_version",
-            "model_list[0].litellm_params.rpm",
             "model_list[0].litellm_params.timeout"
         ]
     );

@@ -92,6 +92,23 @@ pub struct Settings {
     /// default UTC): days start at its midnight, weeks on its Mondays, months on its firsts.
     #[serde(default)]
     pub budget_timezone: Option<String>,
+    /// Which tokens `tpm_limit`/`tpd_limit` count: `total` (default, input + output), `input`
+    /// or `output` (LiteLLM's `general_settings.token_rate_limit_type`).
+    #[serde(default)]
+    pub token_rate_limit_type: TokenCount,
+}
+
+/// `settings.token_rate_limit_type`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenCount {
+    /// Input + output tokens.
+    #[default]
+    Total,
+    /// Input (prompt) tokens only.
+    Input,
+    /// Output (completion) tokens only.
+    Output,
 }
 
 /// `settings.client_headers`: credentials and `x-tollgate-*` are always removed; provider
@@ -132,6 +149,7 @@ impl Default for Settings {
             affinity_secret_env: default_affinity_secret_env(),
             access_log: false,
             budget_timezone: None,
+            token_rate_limit_type: TokenCount::default(),
         }
     }
 }
@@ -316,10 +334,13 @@ pub struct LitellmParams {
     pub api_base: Option<serde::de::IgnoredAny>,
     /// See `api_base`: Azure's API version (a query parameter on the Envoy route).
     pub api_version: Option<serde::de::IgnoredAny>,
-    /// See `api_base`: a rate limit (not enforced yet).
-    pub rpm: Option<serde::de::IgnoredAny>,
-    /// See `rpm`.
-    pub tpm: Option<serde::de::IgnoredAny>,
+    /// Requests per minute this deployment takes: routing skips it once the minute's count
+    /// reaches this, and prefers the deployment with the most headroom.
+    #[serde(default, deserialize_with = "optional_whole_number")]
+    pub rpm: Option<u64>,
+    /// Tokens per minute this deployment takes (see `rpm`).
+    #[serde(default, deserialize_with = "optional_whole_number")]
+    pub tpm: Option<u64>,
     /// See `api_base`: the route's timeout.
     pub timeout: Option<serde::de::IgnoredAny>,
     /// See `api_base`: the route's timeout for streams.
@@ -346,8 +367,6 @@ impl LitellmParams {
                 "api_version",
                 "a query parameter on the Envoy route",
             ),
-            (self.rpm.is_some(), "rpm", "not enforced yet"),
-            (self.tpm.is_some(), "tpm", "not enforced yet"),
             (
                 self.timeout.is_some(),
                 "timeout",
@@ -442,6 +461,29 @@ pub struct TeamConfig {
     /// Per-model budgets (LiteLLM's `model_max_budget`), by model, access group or wildcard.
     #[serde(default)]
     pub model_max_budget: BTreeMap<String, ModelBudgetConfig>,
+    /// Requests per minute (LiteLLM's `rpm_limit`).
+    #[serde(default, deserialize_with = "optional_whole_number")]
+    pub rpm_limit: Option<u64>,
+    /// Tokens per minute, counted as `settings.token_rate_limit_type` says (LiteLLM's
+    /// `tpm_limit`).
+    #[serde(default, deserialize_with = "optional_whole_number")]
+    pub tpm_limit: Option<u64>,
+    /// Requests per day (Tollgate's; days start at midnight in `settings.budget_timezone`).
+    #[serde(default, deserialize_with = "optional_whole_number")]
+    pub rpd_limit: Option<u64>,
+    /// Tokens per day (Tollgate's; see `rpd_limit`).
+    #[serde(default, deserialize_with = "optional_whole_number")]
+    pub tpd_limit: Option<u64>,
+    /// Requests in flight at once (LiteLLM's `max_parallel_requests`).
+    #[serde(default, deserialize_with = "optional_whole_number")]
+    pub max_parallel_requests: Option<u64>,
+    /// Requests per minute per model (LiteLLM's `model_rpm_limit`), by the model name as the
+    /// request reaches it (after aliases), with or without its provider prefix.
+    #[serde(default, deserialize_with = "whole_number_map")]
+    pub model_rpm_limit: BTreeMap<String, u64>,
+    /// Tokens per minute per model (LiteLLM's `model_tpm_limit`; see `model_rpm_limit`).
+    #[serde(default, deserialize_with = "whole_number_map")]
+    pub model_tpm_limit: BTreeMap<String, u64>,
 }
 
 /// One virtual key.
@@ -478,6 +520,29 @@ pub struct KeyConfig {
     /// Per-model budgets (see [`TeamConfig::model_max_budget`]).
     #[serde(default)]
     pub model_max_budget: BTreeMap<String, ModelBudgetConfig>,
+    /// Requests per minute (LiteLLM's `rpm_limit`).
+    #[serde(default, deserialize_with = "optional_whole_number")]
+    pub rpm_limit: Option<u64>,
+    /// Tokens per minute, counted as `settings.token_rate_limit_type` says (LiteLLM's
+    /// `tpm_limit`).
+    #[serde(default, deserialize_with = "optional_whole_number")]
+    pub tpm_limit: Option<u64>,
+    /// Requests per day (Tollgate's; days start at midnight in `settings.budget_timezone`).
+    #[serde(default, deserialize_with = "optional_whole_number")]
+    pub rpd_limit: Option<u64>,
+    /// Tokens per day (Tollgate's; see `rpd_limit`).
+    #[serde(default, deserialize_with = "optional_whole_number")]
+    pub tpd_limit: Option<u64>,
+    /// Requests in flight at once (LiteLLM's `max_parallel_requests`).
+    #[serde(default, deserialize_with = "optional_whole_number")]
+    pub max_parallel_requests: Option<u64>,
+    /// Requests per minute per model (LiteLLM's `model_rpm_limit`), by the model name as the
+    /// request reaches it (after aliases), with or without its provider prefix.
+    #[serde(default, deserialize_with = "whole_number_map")]
+    pub model_rpm_limit: BTreeMap<String, u64>,
+    /// Tokens per minute per model (LiteLLM's `model_tpm_limit`; see `model_rpm_limit`).
+    #[serde(default, deserialize_with = "whole_number_map")]
+    pub model_tpm_limit: BTreeMap<String, u64>,
 }
 
 /// One per-model budget, in LiteLLM's spelling (`budget_limit`, `time_period`) or Tollgate's
@@ -507,6 +572,22 @@ pub struct BudgetHolderConfig {
     pub budget_duration: Option<String>,
     /// An instant a window boundary falls on (see [`TeamConfig::budget_reset_at`]).
     pub budget_reset_at: Option<String>,
+    /// Requests per minute (LiteLLM's `rpm_limit`).
+    #[serde(default, deserialize_with = "optional_whole_number")]
+    pub rpm_limit: Option<u64>,
+    /// Tokens per minute, counted as `settings.token_rate_limit_type` says (LiteLLM's
+    /// `tpm_limit`).
+    #[serde(default, deserialize_with = "optional_whole_number")]
+    pub tpm_limit: Option<u64>,
+    /// Requests per day (Tollgate's; days start at midnight in `settings.budget_timezone`).
+    #[serde(default, deserialize_with = "optional_whole_number")]
+    pub rpd_limit: Option<u64>,
+    /// Tokens per day (Tollgate's; see `rpd_limit`).
+    #[serde(default, deserialize_with = "optional_whole_number")]
+    pub tpd_limit: Option<u64>,
+    /// Requests in flight at once (LiteLLM's `max_parallel_requests`).
+    #[serde(default, deserialize_with = "optional_whole_number")]
+    pub max_parallel_requests: Option<u64>,
 }
 
 /// Accepts a whole number written as an integer or as an integral float.
@@ -532,6 +613,25 @@ pub fn optional_whole_number<'de, D: Deserializer<'de>>(de: D) -> Result<Option<
             ))
         }),
     }
+}
+
+/// A map of names to whole numbers (see [`whole_number`]).
+pub fn whole_number_map<'de, D: Deserializer<'de>>(
+    de: D,
+) -> Result<BTreeMap<String, u64>, D::Error> {
+    let values = BTreeMap::<String, f64>::deserialize(de)?;
+    values
+        .into_iter()
+        .map(|(name, value)| {
+            as_whole_number(value)
+                .map(|n| (name.clone(), n))
+                .ok_or_else(|| {
+                    serde::de::Error::custom(format!(
+                        "{name:?}: expected a whole number from 0 to 2^53, found {value}"
+                    ))
+                })
+        })
+        .collect()
 }
 
 /// The integral value of `value` when it is a whole number in `0..=2^53`.

@@ -10,11 +10,13 @@ use hashbrown::{HashMap, HashSet};
 
 use crate::core::admission::client_headers::ClientHeaderRules;
 use crate::core::affinity::mark::AffinityTag;
+use crate::core::config::config::TokenCount;
 use crate::core::config::config::{AffinityFallback, UnpricedMode};
 use crate::core::config::cost_map::CostMap;
 use crate::core::config::key_hash::KeyDigest;
 use crate::core::config::pattern::Pattern;
 use crate::core::config::time::BudgetWindow;
+pub use crate::core::limits::rules::{ModelLimits, RateLimits};
 use crate::core::money::budget::Scope;
 use crate::core::money::cost::Rates;
 pub use crate::core::money::model_budgets::ModelBudgets;
@@ -57,6 +59,12 @@ pub struct Policy {
     pub users: HashMap<String, Budget>,
     /// End users with budgets, by user id.
     pub end_users: HashMap<String, Budget>,
+    /// Internal users' rate limits, by user id.
+    pub user_limits: HashMap<String, RateLimits>,
+    /// End users' rate limits, by user id.
+    pub end_user_limits: HashMap<String, RateLimits>,
+    /// Which tokens token limits count (`settings.token_rate_limit_type`).
+    pub token_count: TokenCount,
     /// The name (`scope:id`) of every budget above, with its window and anchor: totals the
     /// accounting cluster reports for any other name, or for a window the budget is not in, are
     /// ignored, so a peer cannot make the ledgers grow with made-up names nor move a budget's
@@ -154,6 +162,10 @@ pub struct VirtualKey {
     pub budget: Option<Budget>,
     /// The key's per-model budgets (`model_max_budget`).
     pub model_budgets: ModelBudgets,
+    /// The key's rate limits.
+    pub limits: Option<RateLimits>,
+    /// The key's per-model rate limits (`model_rpm_limit`, `model_tpm_limit`).
+    pub model_limits: ModelLimits,
 }
 
 /// A team.
@@ -173,6 +185,10 @@ pub struct Team {
     pub budget: Option<Budget>,
     /// The team's per-model budgets (`model_max_budget`).
     pub model_budgets: ModelBudgets,
+    /// The team's rate limits.
+    pub limits: Option<RateLimits>,
+    /// The team's per-model rate limits.
+    pub model_limits: ModelLimits,
 }
 
 /// A spending limit.
@@ -258,6 +274,8 @@ pub struct Deployment {
     pub base_model: Option<String>,
     /// This deployment's affinity tag (its id and encryption boundary), computed once.
     pub affinity: AffinityTag,
+    /// Its capacity (`litellm_params.rpm`/`tpm`), named `deployment:<id>`.
+    pub limits: Option<RateLimits>,
 }
 
 /// Prices set on a deployment's `model_info`, in USD per token.

@@ -5,6 +5,7 @@
 use super::host::{HeaderMap, LogLevel, StreamHost};
 use crate::core::admission::client_headers::is_identity_encoding;
 use crate::core::affinity::stream::ResponseMarker;
+use crate::core::limits::headers::{is_upstream_rate_header, rate_headers};
 use crate::core::metering::response_meter::{EarlyEnd, ResponseMeter};
 use crate::core::metering::stream_usage::UsageChunkStripper;
 use crate::core::money::settlement::{Finished, Settlement};
@@ -60,7 +61,12 @@ impl Forwarded {
     /// Response headers: pick the meter and the body edit.
     pub fn on_headers<H: StreamHost + ?Sized>(&mut self, host: &mut H, end_of_stream: bool) {
         let (mut status, mut content_type, mut encoded) = (0u16, None, false);
-        for (name, value) in host.headers(HeaderMap::Response).iter() {
+        let headers = host.headers(HeaderMap::Response);
+        let mut provider_limits: Vec<&[u8]> = Vec::new();
+        for (name, value) in headers.iter() {
+            if is_upstream_rate_header(name) && !provider_limits.contains(&name) {
+                provider_limits.push(name);
+            }
             match name {
                 b":status" => {
                     status = std::str::from_utf8(value)
@@ -74,6 +80,14 @@ impl Forwarded {
                 }
                 _ => {}
             }
+        }
+        // The provider's limits are the gateway credential's, shared by every tenant: the
+        // client sees its own (Tollgate's) instead.
+        for name in provider_limits {
+            host.remove_header(HeaderMap::Response, name);
+        }
+        for (name, value) in rate_headers(&self.settlement.rate_view) {
+            host.set_header(HeaderMap::Response, name, &value);
         }
         let plan = &self.settlement.plan;
         let mut meter = if encoded {

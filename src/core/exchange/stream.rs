@@ -17,9 +17,12 @@ use crate::core::admission::client_headers::{
 };
 use crate::core::admission::decide::{decide_body, decide_head_at, BodyTicket, Surroundings};
 use crate::core::admission::request::{ROUTE_HEADER, VERSION_HEADER};
+use crate::core::limits::hold::release_limits;
 use crate::core::money::reservation::release;
 use crate::core::money::settlement::Settlement;
-use crate::core::spend::access_log::{denied_line, forwarded_line, relayed_line};
+use crate::core::spend::access_log::{
+    append_rate_fields, denied_line, forwarded_line, relayed_line,
+};
 use crate::core::{Denial, HeadOutcome};
 
 enum Stage {
@@ -99,6 +102,9 @@ impl Exchange {
         }
         if let Denial::BudgetExceeded { scope, .. } = denial {
             host.telemetry().budget_refused(scope);
+        }
+        if let Denial::RateLimited { scope, kind, .. } = denial {
+            host.telemetry().rate_limited(scope, kind.name());
         }
         if self.version.debug {
             let line = format!("tollgate: denied {} {}", denial.status(), denial.code());
@@ -333,6 +339,7 @@ impl Exchange {
             // Forwarding half-edited could leak the client key or mis-route: refuse instead.
             host.log(LogLevel::Error, "tollgate: the host refused a request edit");
             release(host.ledgers(), &admission.reservation, now);
+            release_limits(host.ledgers(), &admission.limits, now);
             return self.gateway_error(host, "request_not_editable");
         }
         host.telemetry().request_allowed();
@@ -401,15 +408,28 @@ impl Exchange {
             return;
         };
         if !forwarded.is_metered() {
-            // Free at the provider (count_tokens, stored responses): nothing to price or record.
+            // Free at the provider (count_tokens, stored responses): nothing to price or record,
+            // but its slot in flight is freed.
+            let now = i64::try_from(host.now_ms() / 1000).unwrap_or(i64::MAX);
+            let settlement = forwarded.settlement();
+            if !settlement.settle_limits(&policy, host.ledgers(), None, now) {
+                host.log(
+                    LogLevel::Warn,
+                    "tollgate: a rate-limit counter could not be written",
+                );
+            }
             if self.logs_access() {
-                self.log_line = Some(relayed_line(&policy, forwarded.settlement()));
+                let mut line = relayed_line(&policy, settlement);
+                append_rate_fields(&mut line, &settlement.rate_view);
+                self.log_line = Some(line);
             }
             return;
         }
         let finished = forwarded.finish(host, &policy, self.version.debug);
         if self.logs_access() {
-            self.log_line = Some(forwarded_line(&finished.data));
+            let mut line = forwarded_line(&finished.data);
+            append_rate_fields(&mut line, &forwarded.settlement().rate_view);
+            self.log_line = Some(line);
         }
         host.record_spend(finished, policy.accounting.as_ref());
     }

@@ -46,6 +46,16 @@ pub trait Telemetry {
         self.add_labelled("tollgate_budget_refusals_", scope, 1);
     }
 
+    /// A rate-limit refusal, by scope and kind (`key_rpm`, `deployment_tpm`, `team_parallel`:
+    /// at most five scopes by five kinds).
+    fn rate_limited(&self, scope: &str, kind: &str) {
+        self.add_labelled(
+            "tollgate_rate_limit_refusals_",
+            &format!("{scope}_{kind}"),
+            1,
+        );
+    }
+
     /// A finished request's spend was recorded: tokens and cost by provider (bounded by the
     /// providers of the config), and the terminal status.
     fn spend_recorded(&self, finished: &Finished) {

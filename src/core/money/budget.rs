@@ -317,6 +317,22 @@ impl Ledger {
         self.prune(now);
     }
 
+    /// Counts `amount` at once as unconfirmed (a rate limit's requests), unless the counter
+    /// has already reached `limit`. Returns false (and changes nothing) when it has.
+    pub fn try_count(&mut self, limit: u64, amount: u64, now: i64) -> bool {
+        self.prune(now);
+        if self.committed(now) >= limit {
+            return false;
+        }
+        self.unconfirmed = self.unconfirmed.saturating_add(amount);
+        true
+    }
+
+    /// Takes back what [`Ledger::try_count`] counted.
+    pub fn uncount(&mut self, amount: u64) {
+        self.unconfirmed = self.unconfirmed.saturating_sub(amount);
+    }
+
     /// Records a settled request's real cost as unconfirmed spend.
     pub fn record(&mut self, cost: u64) {
         self.unconfirmed = self.unconfirmed.saturating_add(cost);

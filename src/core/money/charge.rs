@@ -154,24 +154,8 @@ pub fn worst_case_input(policy: &Policy, deployment: &Deployment, model: &str, a
 /// answers asked for, priced at the largest of the output, reasoning and audio-output rates, in the requested
 /// tier. Embeddings produce no output. Zero when unpriced.
 pub fn worst_case(policy: &Policy, deployment: &Deployment, model: &str, ask: &Ask) -> Cost {
-    let entry = cost_entry(policy, deployment, model);
-    let prompt_tokens = worst_case_input(policy, deployment, model, ask);
+    let (prompt_tokens, completion_tokens) = worst_case_tokens(policy, deployment, model, ask);
     let (mut rates, source) = effective_rates(policy, deployment, model, prompt_tokens, ask.tier);
-    let model_cap = deployment
-        .prices
-        .max_output_tokens
-        .or_else(|| entry.and_then(|e| e.max_output_tokens));
-    let cap = match (ask.requested_cap, model_cap) {
-        (Some(asked), Some(model)) => asked.min(model),
-        (Some(asked), None) => asked,
-        (None, Some(model)) => model,
-        (None, None) => policy.spending.default_max_output_tokens,
-    };
-    let completion_tokens = if ask.endpoint == Endpoint::Embeddings {
-        0
-    } else {
-        cap.saturating_mul(ask.choices.max(1))
-    };
     // The answer may be all reasoning, or all audio: reserve at the dearest output rate.
     if let Some(output) = rates.output {
         let dearest = [rates.reasoning, rates.audio_output]
@@ -190,6 +174,34 @@ pub fn worst_case(policy: &Policy, deployment: &Deployment, model: &str, ask: &A
         cost.nano_usd = 0;
     }
     cost
+}
+
+/// The most tokens a request can use, `(input, output)`: what [`worst_case`] prices, and what
+/// token rate limits reserve.
+pub fn worst_case_tokens(
+    policy: &Policy,
+    deployment: &Deployment,
+    model: &str,
+    ask: &Ask,
+) -> (u64, u64) {
+    let entry = cost_entry(policy, deployment, model);
+    let prompt_tokens = worst_case_input(policy, deployment, model, ask);
+    let model_cap = deployment
+        .prices
+        .max_output_tokens
+        .or_else(|| entry.and_then(|e| e.max_output_tokens));
+    let cap = match (ask.requested_cap, model_cap) {
+        (Some(asked), Some(model)) => asked.min(model),
+        (Some(asked), None) => asked,
+        (None, Some(model)) => model,
+        (None, None) => policy.spending.default_max_output_tokens,
+    };
+    let completion_tokens = if ask.endpoint == Endpoint::Embeddings {
+        0
+    } else {
+        cap.saturating_mul(ask.choices.max(1))
+    };
+    (prompt_tokens, completion_tokens)
 }
 
 /// The cost-map entry whose limits (`max_output_tokens`, `max_input_tokens`) apply: the

@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use crate::core::admission::decide::{Admission, MeteringPlan};
 use crate::core::config::index::{DeploymentId, KeyId, Policy};
 use crate::core::config::key_hash::to_hex;
+use crate::core::limits::hold::{counted_tokens, settle_limits, LimitHold, RateView};
 use crate::core::metering::response_meter::Metered;
 use crate::core::money::budget::BudgetLine;
 use crate::core::money::charge::{charge, has_unpriced_tool_calls};
@@ -32,6 +33,10 @@ pub struct Settlement {
     pub plan: MeteringPlan,
     /// The budget hold.
     pub reservation: Reservation,
+    /// The rate-limit hold.
+    pub limits: LimitHold,
+    /// What the request saw of its tightest rate limits (the `x-ratelimit-*` answer headers).
+    pub rate_view: RateView,
 }
 
 impl Settlement {
@@ -55,7 +60,40 @@ impl Settlement {
             upstream_model: admission.upstream_model,
             plan: admission.metering,
             reservation: admission.reservation,
+            limits: admission.limits,
+            rate_view: admission.rate_view,
         })
+    }
+
+    /// Ends the request's rate-limit hold: its slot in flight is freed and its token
+    /// reservation replaced by `usage` (the reservation itself when the request is charged its
+    /// worst case). False if a counter could not be written.
+    pub fn settle_limits(
+        &self,
+        policy: &Policy,
+        ledgers: &dyn LedgerStore,
+        usage: Option<(&Metered, u64)>,
+        now: i64,
+    ) -> bool {
+        if self.limits.is_empty() {
+            return true;
+        }
+        let used = match usage {
+            None => 0,
+            Some((metered, reserved_tokens)) => {
+                let seen = counted_tokens(
+                    policy.token_count,
+                    metered.usage.prompt_tokens,
+                    metered.usage.completion_tokens,
+                );
+                if metered.charge_reserved.is_some() {
+                    seen.max(reserved_tokens)
+                } else {
+                    seen
+                }
+            }
+        };
+        settle_limits(ledgers, &policy.budget_zone, &self.limits, used, now)
     }
 
     /// Prices the finished request, settles its budget hold to the real cost, and returns the
@@ -104,6 +142,8 @@ impl Settlement {
             )
         });
         let settled = settle(ledgers, &self.reservation, cost.nano_usd, now);
+        let limits_ok =
+            self.settle_limits(policy, ledgers, Some((metered, self.limits.tokens)), now);
         let soft_reached = settled
             .soft_reached
             .iter()
@@ -153,7 +193,7 @@ impl Settlement {
                 .iter()
                 .map(|line| line.ledger_key().to_string())
                 .collect(),
-            ledger_ok: settled.ledger_ok,
+            ledger_ok: settled.ledger_ok && limits_ok,
             unpriced_tool_calls,
             soft_reached,
         }

@@ -5,6 +5,7 @@ use std::fmt::Write;
 
 use crate::core::admission::denial::{usd, Denial};
 use crate::core::config::index::Policy;
+use crate::core::limits::hold::RateView;
 use crate::core::money::settlement::Settlement;
 use crate::core::spend::event::SpendData;
 
@@ -101,7 +102,29 @@ pub fn denied_line(version: Option<&str>, denial: &Denial) -> String {
     field(&mut out, "version", version.unwrap_or("-"));
     field(&mut out, "status", &denial.status().to_string());
     field(&mut out, "code", denial.code());
+    if let Denial::RateLimited { scope, .. } = denial {
+        field(&mut out, "limit_scope", scope);
+    }
     out
+}
+
+/// Appends what an allowed request left of its tightest rate limits
+/// (`ratelimit_remaining_requests`, `ratelimit_remaining_tokens`).
+pub fn append_rate_fields(out: &mut String, view: &RateView) {
+    if let Some(requests) = view.requests {
+        field(
+            out,
+            "ratelimit_remaining_requests",
+            &requests.remaining.to_string(),
+        );
+    }
+    if let Some(tokens) = view.tokens {
+        field(
+            out,
+            "ratelimit_remaining_tokens",
+            &tokens.remaining.to_string(),
+        );
+    }
 }
 
 #[cfg(test)]
