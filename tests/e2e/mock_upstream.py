@@ -18,6 +18,9 @@ Test controls, sent as request headers (Envoy passes them through):
                             `service_tier` is echoed as OpenAI does ("auto" → "default")
   x-mock-response-end: t    the type of a Responses stream's last event (response.incomplete, ...)
 
+Every answer carries provider rate-limit headers (x-ratelimit-*, anthropic-ratelimit-*) about the
+shared upstream credential, as the real providers send them.
+
 Run standalone (used by ./scripts/run):  python3 mock_upstream.py openai=18081 anthropic=18082
 """
 
@@ -293,8 +296,15 @@ def make_handler(name, recorder, stored):
                 self.send_header("content-encoding", "gzip")
             self.send_header("content-length", str(len(data)))
             self.send_header("x-mock-upstream", name)
+            self._provider_limits()
             self.end_headers()
             self.wfile.write(data)
+
+        def _provider_limits(self):
+            # What real providers send about the (shared) upstream credential's own limits.
+            self.send_header("x-ratelimit-limit-requests", "5000")
+            self.send_header("x-ratelimit-remaining-requests", "4321")
+            self.send_header("anthropic-ratelimit-requests-remaining", "4321")
 
         def _read_body(self):
             if self.headers.get("transfer-encoding", "").lower() == "chunked":
@@ -414,6 +424,7 @@ def make_handler(name, recorder, stored):
                 self.send_header("content-encoding", "gzip")
             self.send_header("transfer-encoding", "chunked")
             self.send_header("x-mock-upstream", name)
+            self._provider_limits()
             self.end_headers()
             try:
                 for i, event in enumerate(events):

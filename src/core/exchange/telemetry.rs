@@ -154,6 +154,7 @@ pub const LABELLED_COUNTERS: &[(&str, &str)] = &[
     ("tollgate_spend_charged_reserved_", "why"),
     ("tollgate_requests_denied_", "reason"),
     ("tollgate_budget_refusals_", "scope"),
+    ("tollgate_rate_limit_refusals_", "limit"),
     ("tollgate_requests_finished_", "status"),
     ("tollgate_prompt_tokens_", "provider"),
     ("tollgate_completion_tokens_", "provider"),
