@@ -2,7 +2,7 @@
 //! random hostile strings (every ASCII control byte, quotes, backslashes, DEL, surrogate-range
 //! neighbours, 2/3/4-byte UTF-8, U+2028/2029, BOM, long runs) and extreme numbers.
 
-use tollgate::core::spend::event::{BudgetRef, SpendData, SpendEvent, UsageData};
+use tollgate::core::spend::event::{BudgetRef, LimitRef, SpendData, SpendEvent, UsageData};
 use tollgate::core::spend::event_writer::write_event;
 
 struct Rng(u64);
@@ -94,6 +94,14 @@ fn the_writer_equals_serde_on_random_hostile_events() {
                 window_end: (rng.below(2) == 0).then(|| rng.signed()),
             })
             .collect();
+        let limits = (0..rng.below(4))
+            .map(|_| LimitRef {
+                limit: rng.string(),
+                window_start: rng.signed(),
+                window_end: rng.signed(),
+                count: rng.number(),
+            })
+            .collect();
         let data = SpendData {
             policy_version: rng.string(),
             key_hash: rng.string(),
@@ -121,6 +129,7 @@ fn the_writer_equals_serde_on_random_hostile_events() {
             status: rng.string().into(),
             http_status: rng.below(65_536) as u16,
             budgets,
+            limits,
         };
         let id = rng.string();
         let source = rng.string();

@@ -69,6 +69,10 @@ impl CalloutHost for RootCallouts<'_> {
         self.0?.budget_window_start(budget, now)
     }
 
+    fn limit_window_start(&self, limit: &str, now: i64) -> Option<i64> {
+        self.0?.limit_window_start(limit, now)
+    }
+
     fn soft_threshold(&self, total: &BudgetTotal) -> Option<ThresholdData> {
         soft_threshold_of(self.0?, total)
     }

@@ -187,3 +187,42 @@ fn limits_compile_from_istio_numbers_and_report_bad_ones_with_their_path() {
     let errors = compile(json.as_bytes()).unwrap_err().to_string();
     assert!(errors.contains("keys[0].rpm_limit"), "{errors}");
 }
+
+#[test]
+fn headroom_scales_the_weights_and_full_deployments_are_skipped() {
+    use crate::core::limits::deployment_room::Room;
+    use crate::core::limits::rules::LimitKind;
+    let p = policy("", [r#","rpm":10"#, ""]);
+    let target = ModelTarget::new(&p, "gpt-4o");
+    let ids: Vec<u32> = vec![0, 1];
+    let credentials: HashMap<String, String> = HashMap::new();
+    let pick = |room: &dyn Fn(&Deployment) -> Room, random: u64| {
+        p.route_with_room(&target, &ids, &credentials, (random, None), room)
+            .map(|r| r.deployment.id.clone())
+    };
+    // "one" has a tenth of its minute left, "two" has no limit: one gets 1 in 11.
+    let tenth = |d: &Deployment| Room::Left(if d.id == "one" { 100 } else { 1000 });
+    let to_one = (0..11_000u64)
+        .filter(|i| pick(&tenth, i * 100).as_deref() == Ok("one"))
+        .count();
+    assert_eq!(to_one, 1000);
+    let full = |d: &Deployment| match d.id.as_str() {
+        "one" => Room::Full {
+            kind: LimitKind::Tpm,
+            resets_in: 7,
+        },
+        _ => Room::Left(1000),
+    };
+    assert!((0..100).all(|r| pick(&full, r).as_deref() == Ok("two")));
+    let all_full = |_: &Deployment| Room::Full {
+        kind: LimitKind::Rpm,
+        resets_in: 9,
+    };
+    assert_eq!(
+        pick(&all_full, 0),
+        Err(RouteError::Full {
+            kind: LimitKind::Rpm,
+            resets_in: 9
+        })
+    );
+}

@@ -172,8 +172,8 @@ impl Policy {
     }
 
     /// [`Policy::route`], minding each deployment's `rpm`/`tpm` as `room` reports it: a full
-    /// deployment is skipped, and among the rest only those with the most headroom are
-    /// chosen from (by weight). When every usable deployment is full: [`RouteError::Full`].
+    /// deployment is skipped, and the rest are chosen from by weight scaled by the share of
+    /// headroom each has left. When every usable deployment is full: [`RouteError::Full`].
     pub fn route_with_room<'p, C: Credentials + ?Sized>(
         &'p self,
         target: &ModelTarget,
@@ -231,7 +231,7 @@ impl Policy {
         if usable.is_empty() {
             return Err(RouteError::NoCredential);
         }
-        let usable = with_most_room(usable, room)?;
+        let usable = with_room(usable, room)?;
         let (deployment, credential) =
             pick_weighted(&usable, random).ok_or(RouteError::NoCredential)?;
         Ok(Route {
@@ -244,23 +244,21 @@ impl Policy {
     }
 }
 
-/// The usable deployments with the most headroom (all of them when none has a limit).
-fn with_most_room<'p, 'c>(
+/// The usable deployments that are not full, each with its share of headroom left (per
+/// mille; 1000 for a deployment without limits).
+fn with_room<'p, 'c>(
     usable: Vec<(&'p Deployment, Option<&'c str>)>,
     room: &dyn Fn(&Deployment) -> Room,
-) -> Result<Vec<(&'p Deployment, Option<&'c str>)>, RouteError> {
+) -> Result<Vec<(&'p Deployment, Option<&'c str>, u64)>, RouteError> {
     if usable.iter().all(|(d, _)| d.limits.is_none()) {
-        return Ok(usable);
+        // All alike: the weights alone decide, exactly as configured.
+        return Ok(usable.into_iter().map(|(d, c)| (d, c, 1)).collect());
     }
-    let mut best = 0;
     let mut soonest: Option<(LimitKind, u64)> = None;
     let mut open = Vec::with_capacity(usable.len());
     for (d, credential) in usable {
         match room(d) {
-            Room::Left(left) => {
-                best = best.max(left);
-                open.push((left, d, credential));
-            }
+            Room::Left(left) => open.push((d, credential, u64::from(left))),
             Room::Full { kind, resets_in } => {
                 if soonest.is_none_or(|(_, at)| resets_in < at) {
                     soonest = Some((kind, resets_in));
@@ -272,29 +270,33 @@ fn with_most_room<'p, 'c>(
         let (kind, resets_in) = soonest.unwrap_or((LimitKind::Rpm, 1));
         return Err(RouteError::Full { kind, resets_in });
     }
-    Ok(open
-        .into_iter()
-        .filter(|(left, _, _)| *left == best)
-        .map(|(_, d, credential)| (d, credential))
-        .collect())
+    Ok(open)
 }
 
+/// A weighted random choice: each deployment's weight scaled by its share of headroom left,
+/// so traffic leans to the deployments with room while weights keep their meaning.
 fn pick_weighted<'p, 'c>(
-    usable: &[(&'p Deployment, Option<&'c str>)],
+    usable: &[(&'p Deployment, Option<&'c str>, u64)],
     random: u64,
 ) -> Option<(&'p Deployment, Option<&'c str>)> {
-    let total: u64 = usable.iter().map(|(d, _)| d.weight_milli).sum();
+    let weight = |d: &Deployment, room: u64| d.weight_milli.saturating_mul(room.max(1));
+    let total: u64 = usable
+        .iter()
+        .map(|(d, _, room)| weight(d, *room))
+        .fold(0, u64::saturating_add);
     if total == 0 {
         // Every candidate is drained (weight 0): fall back to uniform choice rather than fail.
         let len = u64::try_from(usable.len()).ok().filter(|&n| n > 0)?;
-        return usable.get(usize::try_from(random % len).ok()?).copied();
+        let (d, credential, _) = usable.get(usize::try_from(random % len).ok()?).copied()?;
+        return Some((d, credential));
     }
     let mut point = random % total;
-    for &(d, credential) in usable {
-        if point < d.weight_milli {
+    for &(d, credential, room) in usable {
+        let w = weight(d, room);
+        if point < w {
             return Some((d, credential));
         }
-        point -= d.weight_milli;
+        point -= w;
     }
     None
 }

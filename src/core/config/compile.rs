@@ -24,7 +24,7 @@ use crate::core::config::key_hash::{self, KeyDigest};
 use crate::core::config::pattern::Pattern;
 use crate::core::config::time::{parse_rfc3339, BudgetWindow};
 use crate::core::config::time_zone::BudgetZone;
-use crate::core::limits::rules::RateLimits;
+use crate::core::limits::rules::{LimitKind, Period, RateLimits};
 use crate::core::money::budget::Scope;
 use crate::core::money::cost::{atto_per_token, Rates};
 
@@ -135,6 +135,7 @@ pub fn compile_config(config: Config) -> Result<Policy, ConfigErrors> {
         user_limits: HashMap::new(),
         end_user_limits: HashMap::new(),
         token_count: config.settings.token_rate_limit_type,
+        limit_periods: HashMap::new(),
         budget_windows: HashMap::new(),
         enforces_budgets: false,
         soft_budgets: HashMap::new(),
@@ -175,6 +176,7 @@ pub fn compile_config(config: Config) -> Result<Policy, ConfigErrors> {
     policy.users = cx.budget_holders("users", Scope::User, config.users);
     policy.end_users = cx.budget_holders("end_users", Scope::EndUser, config.end_users);
     policy.budget_windows = budget_windows(&policy);
+    policy.limit_periods = limit_periods(&policy);
     let enforces_budgets = all_budgets(&policy).any(|b| b.enforced);
     policy.enforces_budgets = enforces_budgets;
     policy.soft_budgets = all_budgets(&policy)
@@ -202,6 +204,33 @@ fn budget_windows(policy: &Policy) -> HashMap<Arc<str>, (Option<BudgetWindow>, i
     all_budgets(policy)
         .map(|budget| (Arc::clone(&budget.id), (budget.window, budget.anchor)))
         .collect()
+}
+
+/// Every windowed rate limit of `policy` by name (`holder/kind`), with its window.
+fn limit_periods(policy: &Policy) -> HashMap<String, Period> {
+    let keys = policy
+        .keys
+        .iter()
+        .flat_map(|k| k.limits.iter().chain(k.model_limits.exact.values()));
+    let teams = policy
+        .teams
+        .iter()
+        .flat_map(|t| t.limits.iter().chain(t.model_limits.exact.values()));
+    let deployments = policy.deployments.iter().flat_map(|d| d.limits.iter());
+    let holders = keys
+        .chain(teams)
+        .chain(deployments)
+        .chain(policy.user_limits.values())
+        .chain(policy.end_user_limits.values());
+    let mut out = HashMap::new();
+    for limits in holders {
+        for kind in LimitKind::ALL {
+            if let (Some(_), Some(period)) = (limits.of(kind), kind.period()) {
+                out.insert(format!("{}/{}", limits.id, kind.name()), period);
+            }
+        }
+    }
+    out
 }
 
 /// Every budget of `policy`: keys' and teams' (with their per-model budgets), users', end

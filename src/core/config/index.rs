@@ -65,6 +65,9 @@ pub struct Policy {
     pub end_user_limits: HashMap<String, RateLimits>,
     /// Which tokens token limits count (`settings.token_rate_limit_type`).
     pub token_count: TokenCount,
+    /// Every windowed rate limit of this version by name (`holder/kind`), with its window:
+    /// totals the accounting cluster reports for any other name or window are ignored.
+    pub(crate) limit_periods: HashMap<String, crate::core::limits::rules::Period>,
     /// The name (`scope:id`) of every budget above, with its window and anchor: totals the
     /// accounting cluster reports for any other name, or for a window the budget is not in, are
     /// ignored, so a peer cannot make the ledgers grow with made-up names nor move a budget's
@@ -352,6 +355,13 @@ impl Policy {
         let &(window, anchor) = self.budget_windows.get(id)?;
         let zone = &self.budget_zone;
         Some(crate::core::config::time::window_bounds(window, anchor, zone, now).0)
+    }
+
+    /// The start of the window rate limit `name` (`holder/kind`) is in at `now`, `None` when
+    /// this version has no such windowed limit.
+    pub fn limit_window_start(&self, name: &str, now: i64) -> Option<i64> {
+        let period = *self.limit_periods.get(name)?;
+        Some(crate::core::limits::lines::window_of(period, &self.budget_zone, now).0)
     }
 
     /// The budget named `id` and its scope, when it has a soft budget.

@@ -15,6 +15,7 @@ use super::host::LogLevel;
 use super::telemetry::Telemetry;
 use crate::core::admission::denial::usd;
 use crate::core::config::index::Accounting;
+use crate::core::limits::hold::confirm_counted;
 use crate::core::money::reservation::{confirm, confirm_acknowledged, LedgerStore};
 use crate::core::money::settlement::Finished;
 use crate::core::spend::accounting_api::{
@@ -55,6 +56,12 @@ pub trait CalloutHost {
     /// this call is in at `now` (Unix seconds), `None` when it has no such budget: totals the
     /// accounting cluster reports for other names, or for other windows, are ignored.
     fn budget_window_start(&self, budget: &str, now: i64) -> Option<i64>;
+    /// The start of the window the rate limit named `limit` (`holder/kind`) of the version
+    /// making this call is in at `now`, `None` when it has no such limit (its totals are then
+    /// ignored, as budget totals are).
+    fn limit_window_start(&self, _limit: &str, _now: i64) -> Option<i64> {
+        None
+    }
     /// For a window of a budget of this version that has a soft budget, the threshold event's
     /// data (the caller fills in the spend); `None` otherwise.
     fn soft_threshold(&self, _total: &BudgetTotal) -> Option<ThresholdData> {
@@ -266,6 +273,7 @@ impl SpendSender {
             json,
             cost_nano: finished.cost.nano_usd,
             ledger_keys: finished.ledger_keys,
+            limit_counts: finished.limit_counts,
         };
         self.queue(host, outgoing);
         for data in finished.soft_reached {
@@ -297,6 +305,7 @@ impl SpendSender {
             id: event.id,
             cost_nano: 0,
             ledger_keys: Vec::new(),
+            limit_counts: Vec::new(),
         };
         self.queue(host, outgoing);
     }
@@ -595,6 +604,20 @@ impl SpendSender {
                 .map(|e| (e.ledger_keys.as_slice(), e.cost_nano)),
             &totals,
         );
+        if acked.iter().any(|e| !e.limit_counts.is_empty()) {
+            let touched: hashbrown::HashSet<&str> = acked
+                .iter()
+                .flat_map(|e| e.limit_counts.iter().map(|(k, _)| k.as_str()))
+                .collect();
+            let totals: HashMap<String, u64> = reply
+                .limits
+                .iter()
+                .map(|l| (l.ledger_key(), l.count))
+                .filter(|(key, _)| touched.contains(key.as_str()))
+                .collect();
+            let counts = acked.iter().flat_map(|e| e.limit_counts.iter());
+            confirm_counted(host.ledgers(), counts, &totals);
+        }
     }
 
     fn poll(&mut self, host: &mut dyn CalloutHost, now_ms: u64, root: u32) {
@@ -652,6 +675,12 @@ impl SpendSender {
         let ledgers = host.ledgers();
         for total in &current {
             confirm(ledgers, &total.ledger_key(), 0, Some(total.spend_nano_usd));
+        }
+        // Rate-limit windows the same way: only this version's limits, in their current window.
+        for total in &reply.limits {
+            if host.limit_window_start(&total.limit, now_s) == Some(total.window_start) {
+                confirm(host.ledgers(), &total.ledger_key(), 0, Some(total.count));
+            }
         }
         self.cursor = self.cursor.max(reply.cursor);
         // A soft budget the replicas reached together, though no request here saw it reached:

@@ -271,6 +271,7 @@ mod tests {
                 source: PriceSource::CostMap,
             },
             ledger_keys: Vec::new(),
+            limit_counts: Vec::new(),
             ledger_ok: true,
             unpriced_tool_calls: false,
             soft_reached: Vec::new(),

@@ -412,7 +412,10 @@ impl Exchange {
             // but its slot in flight is freed.
             let now = i64::try_from(host.now_ms() / 1000).unwrap_or(i64::MAX);
             let settlement = forwarded.settlement();
-            if !settlement.settle_limits(&policy, host.ledgers(), None, now) {
+            if !settlement
+                .settle_limits(&policy, host.ledgers(), None, now)
+                .ok
+            {
                 host.log(
                     LogLevel::Warn,
                     "tollgate: a rate-limit counter could not be written",

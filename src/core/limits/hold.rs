@@ -15,6 +15,7 @@ use crate::core::limits::lines::{LimitLine, LimitScope};
 use crate::core::limits::rules::LimitKind;
 use crate::core::money::budget::Ledger;
 use crate::core::money::reservation::{LedgerStore, StoreUnavailable};
+use crate::core::spend::event::LimitRef;
 
 /// What an admitted request holds on its rate limits until it ends.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -189,22 +190,51 @@ pub fn release_limits(store: &dyn LedgerStore, hold: &LimitHold, now: i64) {
     }
 }
 
+/// What a finished request counted on one rate-limit window (reported to the accounting
+/// cluster, which sums every replica's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Counted {
+    /// The ledger key of the window's counter.
+    pub ledger_key: String,
+    /// The event's record of it.
+    pub limit: LimitRef,
+}
+
+/// What settling a rate-limit hold did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LimitsSettled {
+    /// False if a counter could not be written.
+    pub ok: bool,
+    /// The requests and tokens counted, by window (requests in flight are not: they are over).
+    pub counted: Vec<Counted>,
+}
+
 /// Ends a forwarded request: frees its slot in flight and replaces its token reservation with
-/// the `used` tokens, counted in the window the request ends in. False if a counter could
-/// not be written.
+/// the `used` tokens, counted in the window the request ends in.
 pub fn settle_limits(
     store: &dyn LedgerStore,
     zone: &BudgetZone,
     hold: &LimitHold,
     used: u64,
     now: i64,
-) -> bool {
-    let mut ok = true;
+) -> LimitsSettled {
+    let mut settled = LimitsSettled {
+        ok: true,
+        counted: Vec::new(),
+    };
     for line in &hold.lines {
         match line.kind {
-            LimitKind::Rpm | LimitKind::Rpd => {}
+            LimitKind::Rpm | LimitKind::Rpd => {
+                let end = line.window_end.unwrap_or(line.window_start);
+                settled.counted.push(counted(
+                    line,
+                    line.ledger_key().to_string(),
+                    (line.window_start, end),
+                    1,
+                ));
+            }
             LimitKind::Parallel => {
-                ok &= store
+                settled.ok &= store
                     .update(line.ledger_key(), &mut |ledger| {
                         ledger.release(1, hold.expires_at, now);
                         true
@@ -213,9 +243,9 @@ pub fn settle_limits(
             }
             LimitKind::Tpm | LimitKind::Tpd => {
                 let reserved = held(line, hold.tokens);
-                let ends_in = line.ledger_key_at(zone, now);
+                let (ends_in, window) = line.window_at(zone, now);
                 let same = ends_in == line.ledger_key();
-                ok &= store
+                settled.ok &= store
                     .update(line.ledger_key(), &mut |ledger| {
                         ledger.release(reserved, hold.expires_at, now);
                         if same {
@@ -225,17 +255,53 @@ pub fn settle_limits(
                     })
                     .is_ok();
                 if !same {
-                    ok &= store
+                    settled.ok &= store
                         .update(&ends_in, &mut |ledger| {
                             ledger.record(used);
                             true
                         })
                         .is_ok();
                 }
+                if used > 0 {
+                    settled.counted.push(counted(line, ends_in, window, used));
+                }
             }
         }
     }
-    ok
+    settled
+}
+
+fn counted(line: &LimitLine, ledger_key: String, (start, end): (i64, i64), count: u64) -> Counted {
+    Counted {
+        ledger_key,
+        limit: LimitRef {
+            limit: line.name(),
+            window_start: start,
+            window_end: end,
+            count,
+        },
+    }
+}
+
+/// Applies the accounting cluster's acknowledgement of events: each event's counts leave
+/// `unconfirmed` on their windows (summed per window first), and `totals` (every replica's
+/// count per ledger key) raise the confirmed amounts.
+pub fn confirm_counted<'e>(
+    store: &dyn LedgerStore,
+    counts: impl IntoIterator<Item = &'e (String, u64)>,
+    totals: &hashbrown::HashMap<String, u64>,
+) {
+    let mut per_window: hashbrown::HashMap<&'e str, u64> = hashbrown::HashMap::new();
+    for (key, count) in counts {
+        let sum = per_window.entry(key.as_str()).or_insert(0);
+        *sum = sum.saturating_add(*count);
+    }
+    for (key, sum) in &per_window {
+        let _ = store.update(key, &mut |ledger| {
+            ledger.confirm(*sum, totals.get(*key).copied());
+            true
+        });
+    }
 }
 
 #[cfg(test)]

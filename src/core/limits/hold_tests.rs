@@ -85,7 +85,7 @@ fn tokens_are_reserved_then_settled_to_the_real_usage() {
     let (hold, view) = reserve_limits(&store, tpm(), 600, 900, now).unwrap();
     assert_eq!(view.tokens.unwrap().remaining, 400);
     let key = hold.lines[0].ledger_key().to_string();
-    assert!(settle_limits(&store, &zone, &hold, 42, now + 1));
+    assert!(settle_limits(&store, &zone, &hold, 42, now + 1).ok);
     assert_eq!(used(&store, &key, now + 1), 42);
     // Concurrent requests cannot all slip through a nearly full window: each holds its
     // reservation, and only a counter below the limit admits.
@@ -113,7 +113,7 @@ fn a_request_ending_in_a_later_minute_counts_its_tokens_there() {
     )
     .unwrap();
     let end = 190; // the next minute (180..240)
-    assert!(settle_limits(&store, &zone, &hold, 70, end));
+    assert!(settle_limits(&store, &zone, &hold, 70, end).ok);
     let later = line(LimitKind::Tpm, 1_000, end);
     assert_eq!(used(&store, later.ledger_key(), end), 70);
 }
@@ -131,7 +131,7 @@ fn a_slot_in_flight_is_held_until_the_request_ends() {
     assert!(denial
         .retry_headers()
         .contains(&("retry-after", "1".to_string())));
-    assert!(settle_limits(&store, &zone, &a, 0, now + 3));
+    assert!(settle_limits(&store, &zone, &a, 0, now + 3).ok);
     assert!(reserve_limits(&store, parallel(), 0, 900, now + 3).is_ok());
     // A hold that is never settled lapses with the reservation TTL.
     let late = now + 3600;

@@ -115,13 +115,21 @@ impl LimitLine {
         &self.ledger_key
     }
 
-    /// The ledger key of the same counter in the window of `now` (where a long request's real
-    /// tokens are recorded when it ends in a later window).
-    pub fn ledger_key_at(&self, zone: &BudgetZone, now: i64) -> String {
+    /// The ledger key and bounds of the same counter's window at `now` (where a long
+    /// request's real tokens are recorded when it ends in a later window).
+    pub fn window_at(&self, zone: &BudgetZone, now: i64) -> (String, (i64, i64)) {
         match self.kind.period() {
-            Some(period) => ledger_key(&self.holder, self.kind, window_of(period, zone, now).0),
-            None => self.ledger_key.clone(),
+            Some(period) => {
+                let (start, end) = window_of(period, zone, now);
+                (ledger_key(&self.holder, self.kind, start), (start, end))
+            }
+            None => (self.ledger_key.clone(), (0, 0)),
         }
+    }
+
+    /// The counter's name across versions and replicas: `holder/kind`.
+    pub fn name(&self) -> String {
+        format!("{}/{}", self.holder, self.kind.name())
     }
 
     /// Seconds until the window ends (at least 1; 1 for requests in flight, which free up as

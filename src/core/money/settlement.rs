@@ -6,7 +6,9 @@ use std::borrow::Cow;
 use crate::core::admission::decide::{Admission, MeteringPlan};
 use crate::core::config::index::{DeploymentId, KeyId, Policy};
 use crate::core::config::key_hash::to_hex;
-use crate::core::limits::hold::{counted_tokens, settle_limits, LimitHold, RateView};
+use crate::core::limits::hold::{
+    counted_tokens, settle_limits, LimitHold, LimitsSettled, RateView,
+};
 use crate::core::metering::response_meter::Metered;
 use crate::core::money::budget::BudgetLine;
 use crate::core::money::charge::{charge, has_unpriced_tool_calls};
@@ -67,16 +69,19 @@ impl Settlement {
 
     /// Ends the request's rate-limit hold: its slot in flight is freed and its token
     /// reservation replaced by `usage` (the reservation itself when the request is charged its
-    /// worst case). False if a counter could not be written.
+    /// worst case).
     pub fn settle_limits(
         &self,
         policy: &Policy,
         ledgers: &dyn LedgerStore,
         usage: Option<(&Metered, u64)>,
         now: i64,
-    ) -> bool {
+    ) -> LimitsSettled {
         if self.limits.is_empty() {
-            return true;
+            return LimitsSettled {
+                ok: true,
+                counted: Vec::new(),
+            };
         }
         let used = match usage {
             None => 0,
@@ -142,8 +147,7 @@ impl Settlement {
             )
         });
         let settled = settle(ledgers, &self.reservation, cost.nano_usd, now);
-        let limits_ok =
-            self.settle_limits(policy, ledgers, Some((metered, self.limits.tokens)), now);
+        let limits = self.settle_limits(policy, ledgers, Some((metered, self.limits.tokens)), now);
         let soft_reached = settled
             .soft_reached
             .iter()
@@ -183,6 +187,7 @@ impl Settlement {
             status: Cow::Borrowed(metered.status.name()),
             http_status: metered.http_status,
             budgets: self.reservation.lines.iter().map(budget_ref).collect(),
+            limits: limits.counted.iter().map(|c| c.limit.clone()).collect(),
         };
         Finished {
             data,
@@ -193,7 +198,12 @@ impl Settlement {
                 .iter()
                 .map(|line| line.ledger_key().to_string())
                 .collect(),
-            ledger_ok: settled.ledger_ok && limits_ok,
+            ledger_ok: settled.ledger_ok && limits.ok,
+            limit_counts: limits
+                .counted
+                .into_iter()
+                .map(|c| (c.ledger_key, c.limit.count))
+                .collect(),
             unpriced_tool_calls,
             soft_reached,
         }
@@ -226,6 +236,8 @@ pub struct Finished {
     pub cost: Cost,
     /// Ledger keys of its budget windows.
     pub ledger_keys: Vec<String>,
+    /// What it counted on each rate-limit window, by ledger key.
+    pub limit_counts: Vec<(String, u64)>,
     /// False when a ledger could not be written.
     pub ledger_ok: bool,
     /// The answer reports server-side tool calls (web searches) without a known price: the

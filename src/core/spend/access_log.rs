@@ -161,6 +161,7 @@ mod tests {
             status: "ok".into(),
             http_status: 200,
             budgets: vec![],
+            limits: vec![],
         };
         assert_eq!(
             forwarded_line(&data),

@@ -17,6 +17,8 @@ pub const MAX_EVENT_ID_BYTES: usize = 256;
 pub const MAX_FIELD_BYTES: usize = 1024;
 /// Most budget windows one event may count against.
 pub const MAX_EVENT_BUDGETS: usize = 16;
+/// Most rate-limit windows one event may count on.
+pub const MAX_EVENT_LIMITS: usize = 32;
 /// Largest cost of one event: one million dollars, in nano-dollars.
 pub const MAX_EVENT_COST_NANO: u64 = 1_000_000 * 1_000_000_000;
 /// Largest token count of one event.
@@ -51,6 +53,26 @@ impl BudgetTotal {
     }
 }
 
+/// What every replica counted on one rate-limit window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimitTotal {
+    /// `holder/kind`, as in the events' `data.limits[].limit`.
+    pub limit: String,
+    /// Window start, Unix seconds.
+    pub window_start: i64,
+    /// Window end, Unix seconds.
+    pub window_end: i64,
+    /// Requests or tokens counted.
+    pub count: u64,
+}
+
+impl LimitTotal {
+    /// The ledger key of this window's counter (see [`crate::core::limits::lines::LimitLine`]).
+    pub fn ledger_key(&self) -> String {
+        format!("tollgate/limit/{}/{}", self.limit, self.window_start)
+    }
+}
+
 /// An event the server refused (malformed); it is not retried.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RejectedEvent {
@@ -79,6 +101,9 @@ pub struct BatchReply {
     /// Current totals of every budget window the batch touched.
     #[serde(default)]
     pub budgets: Vec<BudgetTotal>,
+    /// Current totals of every rate-limit window the batch touched.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub limits: Vec<LimitTotal>,
 }
 
 /// The answer to `GET /v1/spend/budgets?since=<cursor>&now=<unix seconds>`.
@@ -88,6 +113,9 @@ pub struct BudgetsReply {
     pub cursor: u64,
     /// Windows still open at `now` that changed after `since`.
     pub budgets: Vec<BudgetTotal>,
+    /// Rate-limit windows still open at `now` that changed after `since`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub limits: Vec<LimitTotal>,
 }
 
 impl BatchReply {
@@ -280,6 +308,47 @@ pub fn check_event(event: &SpendEvent) -> Result<(), String> {
             return Err(format!(
                 "budget {:?} has an invalid window",
                 truncated(&budget.budget, 64)
+            ));
+        }
+    }
+    check_limits(d)
+}
+
+/// Checks an event's rate-limit counts: bounded, `holder/kind`, each window once.
+fn check_limits(d: &crate::core::spend::event::SpendData) -> Result<(), String> {
+    if d.limits.len() > MAX_EVENT_LIMITS {
+        return Err(format!(
+            "an event counts on at most {MAX_EVENT_LIMITS} rate-limit windows"
+        ));
+    }
+    for (i, limit) in d.limits.iter().enumerate() {
+        let name = truncated(&limit.limit, 64);
+        if limit.limit.len() > MAX_FIELD_BYTES {
+            return Err(format!("a limit is longer than {MAX_FIELD_BYTES} bytes"));
+        }
+        let well_formed = limit
+            .limit
+            .rsplit_once('/')
+            .is_some_and(|(holder, kind)| holder.contains(':') && !kind.is_empty());
+        if !well_formed {
+            return Err(format!("limit {name:?} is not holder/kind"));
+        }
+        if d.limits[..i]
+            .iter()
+            .any(|l| (&l.limit, l.window_start) == (&limit.limit, limit.window_start))
+        {
+            return Err(format!(
+                "limit {name:?} window {} is listed twice",
+                limit.window_start
+            ));
+        }
+        if limit.window_start < 0 || limit.window_end <= limit.window_start {
+            return Err(format!("limit {name:?} has an invalid window"));
+        }
+        if limit.count > MAX_EVENT_TOKENS {
+            return Err(format!(
+                "limit {name:?} counts {} (above the bound of {MAX_EVENT_TOKENS})",
+                limit.count
             ));
         }
     }

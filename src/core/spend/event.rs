@@ -85,6 +85,23 @@ pub struct SpendData {
     pub http_status: u16,
     /// The budget windows this spend counts against.
     pub budgets: Vec<BudgetRef>,
+    /// What the request counted on rate-limit windows (requests, tokens), so the accounting
+    /// cluster can sum them across replicas. Absent when the request is under no rate limit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub limits: Vec<LimitRef>,
+}
+
+/// One rate-limit window a request counted on, and by how much.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimitRef {
+    /// `holder/kind`, e.g. `key:<sha256 hex>/rpm` or `deployment:<id>/tpm`.
+    pub limit: String,
+    /// Window start, Unix seconds.
+    pub window_start: i64,
+    /// Window end, Unix seconds.
+    pub window_end: i64,
+    /// Requests (1) or tokens counted.
+    pub count: u64,
 }
 
 /// A CloudEvents 1.0 spend event.
@@ -194,6 +211,7 @@ pub(crate) mod tests {
                 window_start: 1_795_392_000,
                 window_end: Some(1_798_070_400),
             }],
+            limits: vec![],
         }
     }
 

@@ -66,7 +66,26 @@ pub fn write_event(out: &mut String, id: &str, source: &str, ended_at_ms: i64, d
         }
         out.push('}');
     }
-    out.push_str("]}}");
+    out.push(']');
+    if !data.limits.is_empty() {
+        out.push_str(",\"limits\":[");
+        for (i, limit) in data.limits.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str("{\"limit\":");
+            string(out, &limit.limit);
+            out.push_str(",\"window_start\":");
+            signed(out, limit.window_start);
+            out.push_str(",\"window_end\":");
+            signed(out, limit.window_end);
+            out.push_str(",\"count\":");
+            out.push_str(&limit.count.to_string());
+            out.push('}');
+        }
+        out.push(']');
+    }
+    out.push_str("}}");
 }
 
 /// `,"name":` (the key of a field that follows another).
@@ -187,6 +206,7 @@ mod tests {
 
     use super::*;
     use crate::core::spend::event::tests::sample_data;
+    use crate::core::spend::event::LimitRef;
     use crate::core::spend::event::{BudgetRef, SpendEvent};
 
     fn both(id: &str, source: &str, ms: i64, data: SpendData) -> (String, String) {
@@ -237,7 +257,16 @@ mod tests {
             let (written, serde) = both("id-\"x", "s\\rc", ms, data.clone());
             assert_eq!(written, serde, "at {ms} ms");
         }
+        data.limits.push(LimitRef {
+            limit: "key:\"k/rpm".into(),
+            window_start: 60,
+            window_end: 120,
+            count: u64::MAX,
+        });
+        let (written, serde) = both("l", "s", 5, data.clone());
+        assert_eq!(written, serde, "with limits");
         data.budgets.clear();
+        data.limits.clear();
         let (written, serde) = both("", "", 1, data);
         assert_eq!(written, serde);
     }

@@ -38,12 +38,16 @@ pub struct Outgoing {
     pub cost_nano: u64,
     /// Ledger keys of the budget windows it counts against.
     pub ledger_keys: Vec<String>,
+    /// What it counted on rate-limit windows, by ledger key (moved from unconfirmed to
+    /// acknowledged on acknowledgement).
+    pub limit_counts: Vec<(String, u64)>,
 }
 
 impl Outgoing {
     /// What the event holds in the buffer, in bytes (its JSON and its ledger keys).
     pub fn weight(&self) -> usize {
-        self.json.len() + self.ledger_keys.iter().map(String::len).sum::<usize>()
+        let limits: usize = self.limit_counts.iter().map(|(k, _)| k.len() + 8).sum();
+        self.json.len() + self.ledger_keys.iter().map(String::len).sum::<usize>() + limits
     }
 }
 
@@ -364,6 +368,7 @@ mod tests {
             json: format!("{{\"id\":\"e{n}\"}}"),
             cost_nano: u64::from(n),
             ledger_keys: vec![],
+            limit_counts: vec![],
         }
     }
 

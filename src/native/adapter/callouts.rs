@@ -76,6 +76,10 @@ impl CalloutHost for MainCallouts<'_> {
         self.policy?.budget_window_start(budget, now)
     }
 
+    fn limit_window_start(&self, limit: &str, now: i64) -> Option<i64> {
+        self.policy?.limit_window_start(limit, now)
+    }
+
     fn soft_threshold(&self, total: &BudgetTotal) -> Option<ThresholdData> {
         soft_threshold_of(self.policy?, total)
     }

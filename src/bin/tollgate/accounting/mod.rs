@@ -10,6 +10,7 @@
 
 mod auth;
 mod http;
+mod limit_windows;
 mod store;
 
 use std::net::TcpListener;

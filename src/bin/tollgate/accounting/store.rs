@@ -7,6 +7,7 @@
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde_json::Value;
 
+use super::limit_windows;
 use tollgate::core::spend::accounting_api::{
     read_batch, BatchReply, BudgetTotal, BudgetsReply, Incoming,
 };
@@ -77,6 +78,7 @@ impl Store {
     pub fn open(path: &str) -> Result<Store, String> {
         let db = Connection::open(path).map_err(|e| format!("cannot open {path}: {e}"))?;
         db.execute_batch(SCHEMA)
+            .and_then(|()| db.execute_batch(limit_windows::LIMITS_SCHEMA))
             .map_err(|e| format!("cannot prepare {path}: {e}"))?;
         db.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(|e| e.to_string())?;
@@ -113,6 +115,8 @@ impl Store {
             ..BatchReply::default()
         };
         let mut touched: Vec<(String, i64)> = Vec::new();
+        let mut touched_limits: Vec<(String, i64)> = Vec::new();
+        let mut added_limits = limit_windows::Added::new();
         let mut added_spend: std::collections::BTreeMap<(String, i64), (Option<i64>, i64)> =
             std::collections::BTreeMap::new();
         let mut change = change_counter(&tx).map_err(internal)?;
@@ -173,12 +177,16 @@ impl Store {
             for budget in &d.budgets {
                 touched.push((budget.budget.clone(), budget.window_start));
             }
+            for limit in &d.limits {
+                touched_limits.push((limit.limit.clone(), limit.window_start));
+            }
             reply.acknowledged.push(event.id.clone());
             if inserted == 0 {
                 reply.duplicates += 1;
                 continue;
             }
             reply.accepted += 1;
+            limit_windows::add(&mut added_limits, &d.limits);
             for budget in &d.budgets {
                 let window = (budget.budget.clone(), budget.window_start);
                 let added = added_spend.entry(window).or_insert((budget.window_end, 0));
@@ -201,6 +209,7 @@ impl Store {
             })
             .map_err(internal)?;
         }
+        change = limit_windows::store(&tx, added_limits, change).map_err(internal)?;
         tx.execute(
             "INSERT INTO counters (name, value) VALUES ('change', ?1)
              ON CONFLICT (name) DO UPDATE SET value = excluded.value",
@@ -212,6 +221,13 @@ impl Store {
         for (budget, start) in touched {
             if let Some(total) = window(&tx, &budget, start).map_err(internal)? {
                 reply.budgets.push(total);
+            }
+        }
+        touched_limits.sort();
+        touched_limits.dedup();
+        for (limit, start) in touched_limits {
+            if let Some(total) = limit_windows::total(&tx, &limit, start).map_err(internal)? {
+                reply.limits.push(total);
             }
         }
         tx.commit().map_err(internal)?;
@@ -228,9 +244,12 @@ impl Store {
                  ORDER BY changed",
             )
             .map_err(|e| e.to_string())?;
+        let (limits, limits_cursor) =
+            limit_windows::since(&self.db, since, now).map_err(|e| e.to_string())?;
         let mut reply = BudgetsReply {
-            cursor: since,
+            cursor: since.max(limits_cursor),
             budgets: Vec::new(),
+            limits,
         };
         let rows = statement
             .query_map(params![since as i64, now], |r| {
@@ -391,7 +410,9 @@ fn window(db: &Connection, budget: &str, start: i64) -> rusqlite::Result<Option<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tollgate::core::spend::event::{batch_body, BudgetRef, SpendData, SpendEvent, UsageData};
+    use tollgate::core::spend::event::{
+        batch_body, BudgetRef, LimitRef, SpendData, SpendEvent, UsageData,
+    };
 
     fn event(id: &str, cost: u64, budget: &str) -> String {
         let data = SpendData {
@@ -418,8 +439,59 @@ mod tests {
                 window_start: 100,
                 window_end: Some(200),
             }],
+            limits: vec![
+                LimitRef {
+                    limit: "key:k/rpm".into(),
+                    window_start: 120,
+                    window_end: 180,
+                    count: 1,
+                },
+                LimitRef {
+                    limit: "key:k/tpm".into(),
+                    window_start: 120,
+                    window_end: 180,
+                    count: cost,
+                },
+            ],
         };
         SpendEvent::new(id.into(), "test", 0, data).to_json()
+    }
+
+    #[test]
+    fn rate_limit_counts_are_summed_once_per_event_and_polled_while_open() {
+        let mut store = Store::open(":memory:").unwrap();
+        let reply = store
+            .ingest(
+                &batch(&[event("a", 30, "key:k"), event("b", 12, "key:k")]),
+                "b1",
+                1,
+            )
+            .unwrap();
+        let counts = |limits: &[tollgate::core::spend::accounting_api::LimitTotal]| {
+            limits
+                .iter()
+                .map(|l| (l.limit.clone(), l.count))
+                .collect::<Vec<_>>()
+        };
+        let expected = vec![("key:k/rpm".to_string(), 2), ("key:k/tpm".to_string(), 42)];
+        assert_eq!(counts(&reply.limits), expected);
+        // A retried batch (another instance, a lost answer) counts nothing twice.
+        let again = store
+            .ingest(&batch(&[event("a", 30, "key:k")]), "b2", 2)
+            .unwrap();
+        assert_eq!(again.duplicates, 1);
+        assert_eq!(counts(&again.limits)[0], ("key:k/rpm".to_string(), 2));
+        let polled = store.budgets_since(0, 150).unwrap();
+        assert_eq!(counts(&polled.limits), expected);
+        assert!(store
+            .budgets_since(polled.cursor, 150)
+            .unwrap()
+            .limits
+            .is_empty());
+        assert!(
+            store.budgets_since(0, 180).unwrap().limits.is_empty(),
+            "a closed window is not polled"
+        );
     }
 
     fn batch(events: &[String]) -> Vec<u8> {
