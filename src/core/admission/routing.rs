@@ -244,12 +244,15 @@ impl Policy {
     }
 }
 
+/// A deployment that could serve, its credential, and its share of headroom left.
+type Open<'p, 'c> = (&'p Deployment, Option<&'c str>, u64);
+
 /// The usable deployments that are not full, each with its share of headroom left (per
 /// mille; 1000 for a deployment without limits).
 fn with_room<'p, 'c>(
     usable: Vec<(&'p Deployment, Option<&'c str>)>,
     room: &dyn Fn(&Deployment) -> Room,
-) -> Result<Vec<(&'p Deployment, Option<&'c str>, u64)>, RouteError> {
+) -> Result<Vec<Open<'p, 'c>>, RouteError> {
     if usable.iter().all(|(d, _)| d.limits.is_none()) {
         // All alike: the weights alone decide, exactly as configured.
         return Ok(usable.into_iter().map(|(d, c)| (d, c, 1)).collect());
@@ -276,7 +279,7 @@ fn with_room<'p, 'c>(
 /// A weighted random choice: each deployment's weight scaled by its share of headroom left,
 /// so traffic leans to the deployments with room while weights keep their meaning.
 fn pick_weighted<'p, 'c>(
-    usable: &[(&'p Deployment, Option<&'c str>, u64)],
+    usable: &[Open<'p, 'c>],
     random: u64,
 ) -> Option<(&'p Deployment, Option<&'c str>)> {
     let weight = |d: &Deployment, room: u64| d.weight_milli.saturating_mul(room.max(1));
