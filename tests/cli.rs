@@ -272,10 +272,13 @@ fn import_litellm_writes_a_policy_that_build_config_accepts() {
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("litellm_params.tpm"),
-        "{}",
+        !stderr(&out).contains("litellm_params.tpm"),
+        "the deployment's tpm is carried: {}",
         stderr(&out)
     );
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&policy).unwrap()).unwrap();
+    assert_eq!(written["model_list"][0]["litellm_params"]["tpm"], 1000);
     let built = dir.join("plugin.json");
     let out = tollgate(&[
         "build-config",
