@@ -272,10 +272,13 @@ fn import_litellm_writes_a_policy_that_build_config_accepts() {
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("litellm_params.tpm"),
-        "{}",
+        !stderr(&out).contains("litellm_params.tpm"),
+        "the deployment's tpm is carried: {}",
         stderr(&out)
     );
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&policy).unwrap()).unwrap();
+    assert_eq!(written["model_list"][0]["litellm_params"]["tpm"], 1000);
     let built = dir.join("plugin.json");
     let out = tollgate(&[
         "build-config",
@@ -584,5 +587,82 @@ fn build_config_without_a_cost_map_uses_the_bundled_one() {
     ]);
     assert_eq!(explained.status.code(), Some(0), "{}", stdout(&explained));
     assert!(stdout(&explained).contains("cluster \"openai\""));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn explain_lists_the_rate_limits_a_request_counts_against() {
+    let dir = std::env::temp_dir().join(format!("tollgate-cli-limits-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let hash = |key: &str| stdout(&tollgate(&["hash-key", key])).trim().to_string();
+    let policy = format!(
+        r#"{{"version":"v1",
+         "settings":{{"budget_timezone":"Europe/Paris","token_rate_limit_type":"output"}},
+         "cost_map":{{"gpt-4o":{{"litellm_provider":"openai","input_cost_per_token":1e-06,
+                                 "output_cost_per_token":2e-06,"max_output_tokens":100}}}},
+         "model_list":[{{"model_name":"gpt-4o","cluster":"openai","model_info":{{"id":"gpt4o-a"}},
+                         "litellm_params":{{"model":"openai/gpt-4o","rpm":600,"tpm":90000}}}}],
+         "teams":[{{"team_id":"t","team_alias":"Team","max_parallel_requests":4,
+                    "model_tpm_limit":{{"gpt-4o":5000}}}}],
+         "users":[{{"user_id":"alice","rpd_limit":1000}}],
+         "keys":[{{"key_hash":"{}","key_alias":"k","team_id":"t","user_id":"alice",
+                   "rpm_limit":10,"model_rpm_limit":{{"openai/gpt-4o":3}}}},
+                 {{"key_hash":"{}","key_alias":"zero","rpm_limit":0}}]}}"#,
+        hash("sk-limits-cli-1"),
+        hash("sk-limits-cli-0")
+    );
+    let path = dir.join("policy.json");
+    std::fs::write(&path, policy).unwrap();
+    let path = path.to_str().unwrap();
+    let run = |key: &str| {
+        tollgate(&[
+            "explain", "--config", path, "--key", key, "--model", "gpt-4o",
+        ])
+    };
+    let out = run("sk-limits-cli-1");
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains(
+            "  rate limits: counts against 7 (counters start empty here; 100 tokens held on \
+             each token limit until the response ends)"
+        ),
+        "{text}"
+    );
+    for line in [
+        "    key \"k\": rpm 10 requests per minute",
+        "    team \"Team\": parallel 4 requests in flight",
+        "    key \"k\" on model \"openai/gpt-4o\": rpm 3 requests per minute",
+        "    team \"Team\" on model \"gpt-4o\": tpm 5000 tokens per minute",
+        "    deployment \"gpt4o-a\" (serving \"gpt-4o\"): rpm 600 requests per minute",
+        "    deployment \"gpt4o-a\" (serving \"gpt-4o\"): tpm 90000 tokens per minute",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line} missing from:\n{text}"
+        );
+    }
+    let day = text
+        .lines()
+        .find(|l| l.starts_with("    user \"alice\": rpd 1000 requests per day (from "))
+        .unwrap();
+    assert!(day.ends_with(", days in Europe/Paris)"), "{day}");
+    // Midnight in Paris is 23:00 or 22:00 UTC, never 00:00.
+    assert!(
+        day.contains("T23:00:00Z until") || day.contains("T22:00:00Z until"),
+        "{day}"
+    );
+    assert!(text.trim_end().ends_with("ALLOW"), "{text}");
+
+    let refused = run("sk-limits-cli-0");
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stdout(&refused).contains(
+            "DENY 429 rpm: Rate limit reached for key 'zero': 0 requests per minute (0 made this \
+             minute); retry in "
+        ),
+        "{}",
+        stdout(&refused)
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

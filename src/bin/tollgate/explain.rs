@@ -14,6 +14,9 @@ use tollgate::core::admission::path::RequestPath;
 use tollgate::core::admission::request::Endpoint;
 use tollgate::core::admission::routing::ModelTarget;
 use tollgate::core::config::time::format_rfc3339;
+use tollgate::core::limits::hold::LimitHold;
+use tollgate::core::limits::lines::{LimitLine, LimitScope};
+use tollgate::core::limits::rules::Period;
 use tollgate::core::money::reservation::MemoryLedgers;
 use tollgate::core::{Denial, Policy, RequestHead};
 
@@ -105,7 +108,8 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
         (Some(model), false) => serde_json::json!({ "model": model }).to_string(),
         (None, false) => "{}".to_string(),
     };
-    // Budgets are checked against empty ledgers: explain shows policy, not live spend.
+    // Budgets and rate limits are checked against empty ledgers: explain shows policy, not live
+    // spend or traffic.
     let ledgers = MemoryLedgers::default();
     let around = Surroundings {
         credentials: &credentials,
@@ -159,11 +163,68 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
                     }
                 }
             }
+            print_limits(&policy, &admission.limits);
             println!("ALLOW");
             ExitCode::SUCCESS
         }
         Err(denial) => deny(denial),
     })
+}
+
+/// The rate-limit step: each counter the request counts against, with its limit and window.
+fn print_limits(policy: &Policy, hold: &LimitHold) {
+    if hold.is_empty() {
+        return;
+    }
+    let tokens = if hold.lines.iter().any(|l| l.kind.counts_tokens()) {
+        format!(
+            "; {} tokens held on each token limit until the response ends",
+            hold.tokens
+        )
+    } else {
+        String::new()
+    };
+    println!(
+        "  rate limits: counts against {} (counters start empty here{tokens})",
+        hold.lines.len()
+    );
+    for line in &hold.lines {
+        println!("    {}", limit_line(policy, line));
+    }
+}
+
+/// One counter: whose (and for which model entry), what and how much, and over which window.
+fn limit_line(policy: &Policy, line: &LimitLine) -> String {
+    let whose = match line.scope {
+        LimitScope::Deployment => format!(
+            "deployment {:?} (serving {:?})",
+            line.holder
+                .strip_prefix("deployment:")
+                .unwrap_or(&line.holder),
+            line.label
+        ),
+        scope => format!("{} {:?}", scope.name(), line.label),
+    };
+    let model = line
+        .model
+        .as_ref()
+        .map_or(String::new(), |m| format!(" on model {m:?}"));
+    let window = match (line.kind.period(), line.window_end) {
+        (Some(Period::Day), Some(end)) => format!(
+            " per day (from {} until {}, days in {})",
+            format_rfc3339(line.window_start),
+            format_rfc3339(end),
+            policy.budget_zone.name()
+        ),
+        (Some(period), _) => format!(" per {}", period.name()),
+        (None, _) => String::new(), // its unit says it: requests in flight
+    };
+    format!(
+        "{whose}{model}: {} {} {}{window}",
+        line.kind.name(),
+        line.limit,
+        line.kind.unit()
+    )
 }
 
 fn print_trace(policy: &Policy, verdict: &Verdict) {

@@ -271,10 +271,15 @@ pub fn import_model_list(config: &Value, cx: &Context<'_>, out: &mut Import) {
                     )),
                 },
                 "weight" => {}
-                "rpm" | "tpm" => out.not_carried.push(format!(
-                    "{at}.litellm_params.{key}: used as the routing weight (as LiteLLM's default \
-                     router does); the limit itself is not enforced"
-                )),
+                // The deployment's capacity (routing skips it when full), and the routing
+                // weight too (`shuffle_weights`), as LiteLLM's default router uses it.
+                "rpm" | "tpm" if !value.is_null() => {
+                    let path = format!("{at}.litellm_params.{key}");
+                    if let Some(n) = super::limits::whole(value, &path, out) {
+                        tg_params[key] = json!(n);
+                    }
+                }
+                "rpm" | "tpm" => {}
                 field if PRICE_FIELDS.contains(&field) => {
                     model_info.insert(key.clone(), value.clone());
                 }
@@ -333,6 +338,16 @@ pub fn import_model_list(config: &Value, cx: &Context<'_>, out: &mut Import) {
                 if let Some(kept) = model_list.get_mut(index) {
                     let sum = weight(kept) + added;
                     kept["litellm_params"]["weight"] = json!(sum);
+                    // Each copy has its own capacity: together, twice as much.
+                    for limit in ["rpm", "tpm"] {
+                        let (Some(a), Some(b)) = (
+                            kept["litellm_params"][limit].as_u64(),
+                            tg_params[limit].as_u64(),
+                        ) else {
+                            continue;
+                        };
+                        kept["litellm_params"][limit] = json!(a.saturating_add(b));
+                    }
                     out.notes.push(format!(
                         "{at} is the same deployment as model_list[{first}] (LiteLLM balances \
                          over both): merged into one with weight {sum}"

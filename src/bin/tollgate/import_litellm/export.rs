@@ -5,12 +5,13 @@
 //! `customers`, LiteLLM's name for end users), holding LiteLLM's objects as its API returns them
 //! (`/key/list?return_full_object=true` or the `LiteLLM_VerificationToken` table, `/team/list`,
 //! `/user/list`, `/customer/list`); or one raw list from one of those (`/team/list` returns a bare
-//! array), sorted by what its objects hold. A budget comes from the object itself, else from its
-//! budget tier (`litellm_budget_table`). Models LiteLLM keeps in its database come as
+//! array), sorted by what its objects hold. A budget or rate limit comes from the object itself,
+//! else from its budget tier (`litellm_budget_table`). Models LiteLLM keeps in its database come as
 //! `model_list` or as `/model/info` answers them (`{"data": [...]}`), and join the config's.
 
 use serde_json::{json, Map, Value};
 
+use super::limits::{self, is_set, LIMIT_METADATA};
 use super::{text, Import};
 
 fn copy(from: &Value, to: &mut Map<String, Value>, fields: &[&str]) {
@@ -147,6 +148,16 @@ fn soft_and_model_budgets(item: &Value, at: &str, to: &mut Map<String, Value>, o
     };
     let mut carried = Map::new();
     for (model, entry) in entries {
+        // An entry holding only per-model rate limits is read by `limits::model_limits`.
+        let only_rates = entry.as_object().is_some_and(|fields| {
+            !fields.is_empty()
+                && fields
+                    .keys()
+                    .all(|f| matches!(f.as_str(), "rpm_limit" | "tpm_limit"))
+        });
+        if only_rates {
+            continue;
+        }
         let budget = match entry {
             Value::Number(limit) => Some(json!({ "budget_limit": limit })),
             Value::Object(fields) => {
@@ -186,20 +197,11 @@ fn soft_and_model_budgets(item: &Value, at: &str, to: &mut Map<String, Value>, o
 /// Budget fields Tollgate carries for keys and teams but not for users and end users.
 const KEY_AND_TEAM_BUDGETS: [&str; 2] = ["soft_budget", "model_max_budget"];
 
-/// What Tollgate does not enforce yet, named where it appears (directly or in the tier);
-/// `carried` are fields the caller carries.
-fn name_unenforced(item: &Value, at: &str, carried: &[&str], out: &mut Import) {
+/// The budgets Tollgate does not enforce for users and end users, named where they appear
+/// (directly or in the tier).
+fn name_unenforced(item: &Value, at: &str, out: &mut Import) {
     let tier = item.get("litellm_budget_table");
-    let fields = [
-        "tpm_limit",
-        "rpm_limit",
-        "max_parallel_requests",
-        "soft_budget",
-        "model_max_budget",
-        "model_rpm_limit",
-        "model_tpm_limit",
-    ];
-    for field in fields.into_iter().filter(|f| !carried.contains(f)) {
+    for field in KEY_AND_TEAM_BUDGETS {
         let set = |v: Option<&Value>| {
             v.is_some_and(|v| !v.is_null() && v.as_object().is_none_or(|o| !o.is_empty()))
         };
@@ -249,15 +251,15 @@ const TEAM_SETTINGS_LEFT: [(&str, &str); 5] = [
     ("team_member_permissions", "no Tollgate equivalent"),
 ];
 
-/// Names each of `fields` that `item` sets (not null, not empty), with why it is left.
+/// Names each of `fields` that `item` sets (not null, not empty), with why it is left; the
+/// `metadata` entries that hold rate limits are read by `limits`, so do not count.
 fn name_left(item: &Value, at: &str, fields: &[(&str, &str)], out: &mut Import) {
     for (field, why) in fields {
         let set = item.get(*field).is_some_and(|v| match v {
-            Value::Null => false,
-            Value::Object(o) => !o.is_empty(),
-            Value::Array(a) => !a.is_empty(),
-            Value::String(s) => !s.is_empty(),
-            _ => true,
+            Value::Object(o) if *field == "metadata" => o
+                .iter()
+                .any(|(entry, v)| !LIMIT_METADATA.contains(&entry.as_str()) && is_set(v)),
+            v => is_set(v),
         });
         if set {
             out.not_carried.push(format!("{at}.{field}: {why}"));
@@ -286,7 +288,9 @@ pub fn import_teams(export: &Value, out: &mut Import) {
             t.insert("model_aliases".into(), aliases.clone());
         }
         soft_and_model_budgets(team, &at, &mut t, out);
-        name_unenforced(team, &at, &KEY_AND_TEAM_BUDGETS, out);
+        limits::holder_limits(team, &at, &mut t, out);
+        limits::model_limits(team, &at, false, &mut t, out);
+        limits::name_limit_types(team, &at, out);
         name_left(team, &at, &TEAM_SETTINGS_LEFT, out);
         let member_budgets = team
             .get("team_member_budget_table")
@@ -304,7 +308,8 @@ pub fn import_teams(export: &Value, out: &mut Import) {
     }
 }
 
-/// The export's internal users and end users with a budget (`users`, `end_users`).
+/// The export's internal users and end users with a budget or a rate limit (`users`,
+/// `end_users`).
 pub fn import_budget_holders(export: &Value, out: &mut Import) {
     for (kind, id_field) in [("users", "user_id"), ("end_users", "user_id")] {
         let mut holders = Vec::new();
@@ -318,9 +323,13 @@ pub fn import_budget_holders(export: &Value, out: &mut Import) {
             let mut h = Map::new();
             h.insert("user_id".into(), json!(id));
             budget(item, &mut h);
-            name_unenforced(item, &at, &[], out);
+            name_unenforced(item, &at, out);
+            limits::holder_limits(item, &at, &mut h, out);
+            limits::name_holder_model_limits(item, &at, out);
+            limits::name_limit_types(item, &at, out);
             // LiteLLM also limits what a user's (or customer's) keys may call; Tollgate's users
-            // and end users hold budgets only, so a limit left behind widens access: named.
+            // and end users hold budgets and rate limits only, so a limit left behind widens
+            // access: named.
             let restricts = |field: &str| {
                 item.get(field).is_some_and(|v| match v {
                     Value::Array(list) => !list.is_empty(),
@@ -341,7 +350,12 @@ pub fn import_budget_holders(export: &Value, out: &mut Import) {
                     "{at}.blocked: a blocked {kind} entry is not enforced by Tollgate yet"
                 ));
             }
-            if h.contains_key("max_budget") {
+            if !h.contains_key("max_budget") {
+                // A window without a budget means nothing (and does not compile).
+                h.remove("budget_duration");
+                h.remove("budget_reset_at");
+            }
+            if h.len() > 1 {
                 holders.push(Value::Object(h));
             }
         }
@@ -383,7 +397,9 @@ pub fn import_keys(export: &Value, out: &mut Import) {
             k.insert("expires".into(), json!(rfc3339(expires)));
         }
         soft_and_model_budgets(key, &at, &mut k, out);
-        name_unenforced(key, &at, &KEY_AND_TEAM_BUDGETS, out);
+        limits::holder_limits(key, &at, &mut k, out);
+        limits::model_limits(key, &at, true, &mut k, out);
+        limits::name_limit_types(key, &at, out);
         name_left(key, &at, &KEY_SETTINGS_LEFT, out);
         if key
             .get("spend")

@@ -4,12 +4,14 @@
 //! the Envoy clusters to define and a list of what could not be carried.
 //!
 //! `deployments` converts `model_list` (provider inference in `providers`, clusters and
-//! `os.environ/` addresses in `upstream`); `export` the keys and teams. A bare model name gets
+//! `os.environ/` addresses in `upstream`); `export` the keys and teams (their rate limits in
+//! `limits`). A bare model name gets
 //! its provider from the cost map, as LiteLLM's does: the one given with `--cost-map`, else the
 //! LiteLLM map Tollgate ships (`tests/data/model_prices_and_context_window.json`, litellm 1.109.1).
 
 mod deployments;
 mod export;
+mod limits;
 mod providers;
 mod reach;
 mod upstream;
@@ -221,13 +223,18 @@ pub fn import(config: &Value, export: Option<&Value>, version: &str, cx: &Contex
     out
 }
 
-/// `general_settings`: the `master_key` becomes an all-models key (its hash only); the rest is
-/// named as not carried.
+/// `general_settings`: the `master_key` becomes an all-models key (its hash only),
+/// `token_rate_limit_type` becomes `settings.token_rate_limit_type`; the rest is named as not
+/// carried.
 fn import_general_settings(config: &Value, cx: &Context<'_>, out: &mut Import) {
     let Some(settings) = config.get("general_settings").and_then(Value::as_object) else {
         return;
     };
     for (key, value) in settings {
+        if key == "token_rate_limit_type" {
+            limits::token_rate_limit_type(value, out);
+            continue;
+        }
         if key != "master_key" {
             out.not_carried
                 .push(format!("general_settings.{key}: no Tollgate equivalent"));
@@ -432,17 +439,24 @@ litellm_settings:
         assert_eq!(policy["keys"][0]["key_hash"], "a".repeat(64));
         assert_eq!(policy["keys"][0]["expires"], "2027-01-01T00:00:00Z");
         assert_eq!(policy["keys"].as_array().unwrap().len(), 1);
+        assert_eq!(policy["keys"][0]["rpm_limit"], 10);
+        assert!(
+            policy["teams"][0].get("tpm_limit").is_none(),
+            "null is unset"
+        );
+        assert_eq!(policy["model_list"][0]["litellm_params"]["rpm"], 100);
         let report = imported.not_carried.join("\n");
         assert!(
             !report.contains("permissions"),
             "empty is not set: {report}"
         );
+        for carried in ["litellm_params.rpm", "rpm_limit", "tpm_limit"] {
+            assert!(!report.contains(carried), "{carried} is carried:\n{report}");
+        }
         for expected in [
-            "litellm_params.rpm",
             "literal key is never copied",
             "router_settings.routing_strategy",
             "litellm_settings",
-            "keys[0].rpm_limit",
             "keys[0].spend",
             "keys[0].metadata",
             "keys[1]: no SHA-256",
@@ -453,7 +467,10 @@ litellm_settings:
             );
         }
         let document = serde_json::to_vec(&policy).unwrap();
-        compile(&document).unwrap();
+        let compiled = compile(&document).unwrap();
+        assert_eq!(compiled.keys[0].limits.as_ref().unwrap().rpm, Some(10));
+        let capacity = compiled.deployments[0].limits.as_ref().unwrap();
+        assert_eq!((capacity.rpm, capacity.tpm), (Some(100), None));
     }
 
     #[test]
@@ -662,3 +679,6 @@ litellm_settings:
         assert!(report.contains("include: not read"), "{report}");
     }
 }
+
+#[cfg(test)]
+mod limits_tests;
