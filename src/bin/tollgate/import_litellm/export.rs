@@ -126,6 +126,15 @@ fn budget(item: &Value, to: &mut Map<String, Value>) {
     }
 }
 
+/// Drops a budget window that has no budget (LiteLLM keeps `budget_duration` after
+/// `max_budget` is cleared; alone it means nothing, and Tollgate refuses it).
+fn drop_empty_window(to: &mut Map<String, Value>) {
+    if !to.contains_key("max_budget") && !to.contains_key("soft_budget") {
+        to.remove("budget_duration");
+        to.remove("budget_reset_at");
+    }
+}
+
 /// A key's or team's `soft_budget` and `model_max_budget` (directly or in its tier). A
 /// per-model budget written as a bare number (older LiteLLM) is a limit that never resets.
 fn soft_and_model_budgets(item: &Value, at: &str, to: &mut Map<String, Value>, out: &mut Import) {
@@ -288,6 +297,7 @@ pub fn import_teams(export: &Value, out: &mut Import) {
             t.insert("model_aliases".into(), aliases.clone());
         }
         soft_and_model_budgets(team, &at, &mut t, out);
+        drop_empty_window(&mut t);
         limits::holder_limits(team, &at, &mut t, out);
         limits::model_limits(team, &at, false, &mut t, out);
         limits::name_limit_types(team, &at, out);
@@ -397,6 +407,7 @@ pub fn import_keys(export: &Value, out: &mut Import) {
             k.insert("expires".into(), json!(rfc3339(expires)));
         }
         soft_and_model_budgets(key, &at, &mut k, out);
+        drop_empty_window(&mut k);
         limits::holder_limits(key, &at, &mut k, out);
         limits::model_limits(key, &at, true, &mut k, out);
         limits::name_limit_types(key, &at, out);
@@ -466,6 +477,18 @@ mod tests {
         let team = &out.policy["teams"][0];
         assert_eq!(team["max_budget"], 50);
         assert_eq!(team["budget_duration"], "monthly");
+        // A window whose budget was cleared (max_budget null) is dropped: alone it does not
+        // compile.
+        let cleared: Value = serde_json::from_str(&format!(
+            r#"{{"keys":[{{"token":"{}","max_budget":null,"budget_duration":"30d",
+                     "budget_reset_at":"2026-12-01T00:00:00Z"}}]}}"#,
+            "ab".repeat(32)
+        ))
+        .unwrap();
+        let mut import = Import::default();
+        import_keys(&cleared, &mut import);
+        let key = &import.policy["keys"][0];
+        assert!(key.get("budget_duration").is_none(), "{key}");
         assert_eq!(team["budget_reset_at"], "2026-12-20T08:00:00.000000Z");
         assert_eq!(team["model_aliases"]["fast"], "gpt-4o-mini");
         assert!(out.policy.get("keys").is_none());
