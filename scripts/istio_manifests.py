@@ -98,7 +98,12 @@ def envoy_filter(policy_text):
                  "match": {"context": "GATEWAY", "routeConfiguration": {"vhost": {"route": {"name": "tollgate"}}}},
                  "patch": {"operation": "MERGE", "value": {"route": {"cluster_header": "x-tollgate-cluster",
                                                                       "auto_host_rewrite": True},
-                                                            "request_headers_to_remove": ["x-tollgate-cluster"]}}},
+                                                            # With the descriptor headers of
+                                                            # settings.rate_limit_descriptors.
+                                                            "request_headers_to_remove": [
+                                                                "x-tollgate-cluster", "x-tollgate-key",
+                                                                "x-tollgate-team", "x-tollgate-user",
+                                                                "x-tollgate-end-user", "x-tollgate-model"]}}},
             ],
         },
     }

@@ -156,10 +156,19 @@ ACCESS_LOG = ROOT / "envoy" / "access-log.yaml"
 
 
 def render_bootstrap(listen_port, admin_port, ecds_path, clusters, access_log_path=None, address="127.0.0.1",
-                     static_filter=None, route_timeout=None, form=None):
+                     static_filter=None, route_timeout=None, form=None, after_tollgate=None):
     """The bootstrap; `static_filter` (a Wasm typed_config) inlines the filter instead of ECDS;
-    `route_timeout` (e.g. "1s") replaces the template's upstream route timeout."""
+    `route_timeout` (e.g. "1s") replaces the template's upstream route timeout; `after_tollgate`
+    `(filter, route_rate_limits, route_filter_config)` adds an HTTP filter after Tollgate with the
+    upstream route's `rate_limits` and `typed_per_filter_config` (JSON-ready values)."""
     text = TEMPLATE.read_text()
+    if after_tollgate is not None:
+        http_filter, rate_limits, per_route = after_tollgate
+        route = "route: { cluster_header: x-tollgate-cluster, timeout: 300s, auto_host_rewrite: true }"
+        text = text.replace(route, route[:-2] + f", rate_limits: {json.dumps(rate_limits)} }}\n"
+                            f"                typed_per_filter_config: {json.dumps(per_route)}")
+        router = "          - name: envoy.filters.http.router\n"
+        text = text.replace(router, f"          - {json.dumps(http_filter)}\n" + router)
     if route_timeout is not None:
         text = text.replace("cluster_header: x-tollgate-cluster, timeout: 300s",
                             f"cluster_header: x-tollgate-cluster, timeout: {route_timeout}")
@@ -308,7 +317,7 @@ class EnvoyStack:
 
     def __init__(self, workdir, clusters, policy, env, concurrency=1, listen_port=None, admin_port=None,
                  wasm_log_level="debug", access_log=True, static=False, route_timeout=None, form=None,
-                 native_module=None, host_env=False, start=True):
+                 native_module=None, host_env=False, start=True, after_tollgate=None):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.env = env
@@ -330,7 +339,8 @@ class EnvoyStack:
                          if static else None)
         bootstrap.write_text(render_bootstrap(self.listen_port, self.admin_port, self.ecds_path, clusters,
                                               self.access_log_path, static_filter=static_filter,
-                                              route_timeout=route_timeout, form=self.form))
+                                              route_timeout=route_timeout, form=self.form,
+                                              after_tollgate=after_tollgate))
         self.bootstrap_path = bootstrap
         self.log_path = self.workdir / "envoy.log"
         self.process = None

@@ -19,6 +19,7 @@ use crate::core::config::config::AffinityFallback;
 use crate::core::config::config::UnpricedMode;
 use crate::core::config::index::{Deployment, KeyId, Policy, Team, VirtualKey};
 use crate::core::limits::deployment_room::room;
+use crate::core::limits::headers::descriptor_headers;
 use crate::core::limits::hold::{counted_tokens, reserve_limits, LimitHold, RateView};
 use crate::core::limits::lines::{applicable_limits, deployment_limits, LimitScope};
 use crate::core::metering::response_meter::prompt_estimate;
@@ -211,6 +212,9 @@ pub struct Admission<'p> {
     pub limits: LimitHold,
     /// What the request saw of its tightest rate limits (the `x-ratelimit-*` answer headers).
     pub rate_view: RateView,
+    /// Request headers for Envoy's rate-limit filters after Tollgate (empty unless
+    /// `settings.rate_limit_descriptors`).
+    pub descriptors: Vec<(&'static str, String)>,
 }
 
 /// What the response side needs to know about an admitted request.
@@ -455,6 +459,17 @@ fn decide_steps<'p, C: Credentials + ?Sized>(
         .credential
         .as_deref()
         .map(|value| credential_header(&route.deployment.provider, value));
+    let descriptors = if policy.rate_limit_descriptors {
+        descriptor_headers(
+            crate::core::config::key_hash::to_hex(&trace.key.digest),
+            trace.team.map(|t| t.id.as_str()),
+            trace.key.user_id.as_deref(),
+            facts.end_user.as_deref(),
+            resolution.resolved(),
+        )
+    } else {
+        Vec::new()
+    };
     Ok(Admission {
         deployment: route.deployment,
         resolved_model: resolution.resolved().to_string(),
@@ -479,6 +494,7 @@ fn decide_steps<'p, C: Credentials + ?Sized>(
         reservation,
         limits,
         rate_view,
+        descriptors,
     })
 }
 

@@ -111,6 +111,7 @@ pub(crate) fn decide_stored<'p, C: Credentials + ?Sized>(
         reservation: nothing_reserved(),
         limits: LimitHold::default(),
         rate_view: RateView::default(),
+        descriptors: Vec::new(),
     })
 }
 

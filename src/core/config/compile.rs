@@ -148,6 +148,7 @@ pub fn compile_config(config: Config) -> Result<Policy, ConfigErrors> {
         client_headers,
         affinity_secret_env: config.settings.affinity_secret_env,
         access_log: config.settings.access_log,
+        rate_limit_descriptors: config.settings.rate_limit_descriptors,
         budget_zone: BudgetZone::default(),
     };
 

@@ -96,6 +96,12 @@ pub struct Settings {
     /// or `output` (LiteLLM's `general_settings.token_rate_limit_type`).
     #[serde(default)]
     pub token_rate_limit_type: TokenCount,
+    /// Set who and what an admitted request is (`x-tollgate-key`, `-team`, `-user`,
+    /// `-end-user`, `-model`) on the request for Envoy's own rate-limit filters after Tollgate
+    /// (route `rate_limits` actions `request_headers`); default false. The route must remove
+    /// them before the upstream (`request_headers_to_remove`, as the shipped template does).
+    #[serde(default)]
+    pub rate_limit_descriptors: bool,
 }
 
 /// `settings.token_rate_limit_type`.
@@ -150,6 +156,7 @@ impl Default for Settings {
             access_log: false,
             budget_timezone: None,
             token_rate_limit_type: TokenCount::default(),
+            rate_limit_descriptors: false,
         }
     }
 }

@@ -98,6 +98,9 @@ pub struct Policy {
     pub affinity_secret_env: String,
     /// Whether each request's access-log line is left in filter state.
     pub access_log: bool,
+    /// Whether admitted requests carry Tollgate's descriptor headers for Envoy's rate-limit
+    /// filters (`settings.rate_limit_descriptors`).
+    pub rate_limit_descriptors: bool,
 }
 
 /// Compiled money settings.

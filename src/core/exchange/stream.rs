@@ -326,6 +326,9 @@ impl Exchange {
         if let Some(path) = &admission.upstream_path {
             applied &= host.set_header(request, ":path", path);
         }
+        for (name, value) in &admission.descriptors {
+            applied &= host.set_header(request, name, value);
+        }
         if let Some(new_body) = &admission.new_body {
             applied &= host.replace_request_body(body.len(), new_body);
             if self.has_content_length {

@@ -62,12 +62,52 @@ pub fn refused_headers(tokens: bool, limit: u64, resets_in: u64) -> Vec<(&'stati
     out
 }
 
+/// The request headers naming who and what an admitted request is, for Envoy's rate-limit
+/// filters placed after Tollgate (`settings.rate_limit_descriptors`): the key's hash, its team,
+/// its user, the body's end user and the model after aliases. Clients cannot send them (every
+/// client `x-tollgate-*` header is removed first). A value that is not printable ASCII is left
+/// out rather than written.
+pub fn descriptor_headers(
+    key_hash: String,
+    team: Option<&str>,
+    user: Option<&str>,
+    end_user: Option<&str>,
+    model: &str,
+) -> Vec<(&'static str, String)> {
+    let printable = |v: &str| !v.is_empty() && v.bytes().all(|b| (0x20..0x7f).contains(&b));
+    let mut out = vec![("x-tollgate-key", key_hash)];
+    for (name, value) in [
+        ("x-tollgate-team", team),
+        ("x-tollgate-user", user),
+        ("x-tollgate-end-user", end_user),
+        ("x-tollgate-model", Some(model)),
+    ] {
+        if let Some(value) = value.filter(|v| printable(v)) {
+            out.push((name, value.to_string()));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     use super::*;
+
+    #[test]
+    fn descriptor_headers_leave_out_what_cannot_be_a_header_value() {
+        let headers = descriptor_headers("ab".into(), Some("t"), None, Some("bad\u{7}"), "gpt-4o");
+        assert_eq!(
+            headers,
+            vec![
+                ("x-tollgate-key", "ab".to_string()),
+                ("x-tollgate-team", "t".to_string()),
+                ("x-tollgate-model", "gpt-4o".to_string()),
+            ]
+        );
+    }
 
     #[test]
     fn resets_read_as_openai_writes_them() {
