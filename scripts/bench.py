@@ -38,6 +38,7 @@ LATENCY_SECONDS = int(os.environ.get("BENCH_LATENCY_SECONDS", "5"))
 KEYS = int(os.environ.get("BENCH_KEYS", "10000"))
 # Knobs for A/B runs of the money path (both on by default: the full path).
 BUDGETS = os.environ.get("BENCH_BUDGETS", "1") == "1"
+LIMITED_KEY = "sk-bench-limited"
 ACCOUNTING = os.environ.get("BENCH_ACCOUNTING", "1") == "1"
 
 COMPLETION = json.dumps({
@@ -140,6 +141,18 @@ def bench_policy():
             key.update(max_budget=1e6, budget_duration="30d")
         for team in teams:
             team.update(max_budget=1e7, budget_duration="1mo")
+    # The rate-limit path: a key (in its own team) whose "fast" reaches a deployment with rpm/tpm,
+    # under key rpm/tpm/max_parallel_requests and a team tpm, all far above what the bench sends:
+    # six counters and two deployment-room reads per request, never a refusal.
+    limited_team = {"team_id": "team-limited", "models": [], "tpm_limit": 10**15}
+    limited_key = {"key_hash": key_hash(LIMITED_KEY), "key_alias": "bench-limited", "team_id": "team-limited",
+                   "models": ["fast", "gpt-4o", "anthropic/*"], "aliases": {"fast": "gpt-4o-mini-limited"},
+                   "rpm_limit": 10**12, "tpm_limit": 10**15, "max_parallel_requests": 10**6}
+    if BUDGETS:
+        limited_key.update(max_budget=1e6, budget_duration="30d")
+        limited_team.update(max_budget=1e7, budget_duration="1mo")
+    keys.append(limited_key)
+    teams.append(limited_team)
     policy = {
         "version": "bench",
         "cost_map": REAL_COST_MAP,
@@ -150,6 +163,9 @@ def bench_policy():
              "cluster": "openai_sse", "model_info": {"id": "4o"}},
             {"model_name": "anthropic/*", "litellm_params": {"model": "anthropic/*", "api_key_env": "OPENAI_API_KEY"},
              "cluster": "openai", "model_info": {"id": "anthropic"}},
+            {"model_name": "gpt-4o-mini-limited", "cluster": "openai", "model_info": {"id": "mini-limited"},
+             "litellm_params": {"model": "openai/gpt-4o-mini", "api_key_env": "OPENAI_API_KEY",
+                                "rpm": 10**12, "tpm": 10**15}},
         ],
         "model_group_alias": {"fast": "gpt-4o-mini"},
         "teams": teams,
@@ -218,6 +234,11 @@ def native_core(work, policy_json, json_body, sse_body):
                               str(work / "policy-zoned.json"), str(work / "json-body.json"), str(work / "json-response")],
                              capture_output=True, text=True, timeout=300, env=dict(os.environ, BENCH_KEY=f"sk-bench-{KEYS - 1}"))
         print("\njson, budget_timezone US/Eastern: " + (out.stdout.strip() or out.stderr.strip()))
+    out = subprocess.run([str(ROOT / "target" / "release" / "examples" / "core_per_request"),
+                          str(work / "policy.json"), str(work / "json-body.json"), str(work / "json-response")],
+                         capture_output=True, text=True, timeout=300, env=dict(os.environ, BENCH_KEY=LIMITED_KEY))
+    print("\njson, with rate limits (key rpm/tpm/parallel, team tpm, deployment rpm/tpm): "
+          + (out.stdout.strip() or out.stderr.strip()))
 
 
 TIMING_WASM = ROOT / "target" / "timing" / "wasm32-wasip1" / "release" / "tollgate.wasm"
@@ -271,10 +292,11 @@ def rss_mib(pid):
     return 0.0
 
 
-def write_lua(work, name, body):
+def write_lua(work, name, body, key=None):
     lua = work / f"{name}.lua"
+    key = key or f"sk-bench-{KEYS - 1}"
     lua.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-                   f'wrk.headers["Authorization"] = "Bearer sk-bench-{KEYS - 1}"\nwrk.body = {json.dumps(body)}\n')
+                   f'wrk.headers["Authorization"] = "Bearer {key}"\nwrk.body = {json.dumps(body)}\n')
     return lua
 
 
@@ -324,7 +346,8 @@ def main():
                     {"role": "user", "content": "Summarise the following text. " + "lorem ipsum dolor sit amet " * 28}]
         json_body = json.dumps({"model": "fast", "max_tokens": 64, "messages": messages})
         sse_body = json.dumps({"model": "gpt-4o", "max_tokens": 64, "stream": True, "messages": messages})
-        lua = {"json": write_lua(work, "json", json_body), "sse": write_lua(work, "sse", sse_body)}
+        lua = {"json": write_lua(work, "json", json_body), "sse": write_lua(work, "sse", sse_body),
+               "limits": write_lua(work, "limits", json_body, key=LIMITED_KEY)}
         headers = {"authorization": f"Bearer sk-bench-{KEYS - 1}", "content-type": "application/json"}
         for filtered in (stack, native):
             if filtered is None:
@@ -333,6 +356,9 @@ def main():
             assert check.status == 200, check
             streamed = filtered.request("POST", "/v1/chat/completions", headers, sse_body)
             assert streamed.status == 200 and b'"usage"' not in streamed.body, streamed
+            limited = filtered.request("POST", "/v1/chat/completions",
+                                       dict(headers, authorization=f"Bearer {LIMITED_KEY}"), json_body)
+            assert limited.status == 200 and "x-ratelimit-remaining-tokens" in limited.headers, limited
         paths = {}
         for kind in ("json", "sse"):
             suffix = "" if kind == "json" else "_sse"
@@ -344,6 +370,10 @@ def main():
                 paths[f"tollgate {kind}"] = (stack.listen_port, stack)
             if native:
                 paths[f"native {kind}"] = (native.listen_port, native)
+        if "wasm" in FORMS:
+            paths["tollgate limits"] = (stack.listen_port, stack)
+        if native:
+            paths["native limits"] = (native.listen_port, native)
         paths = {name: (f"http://127.0.0.1:{port}/v1/chat/completions", lua[name.split()[-1]], owner.process.pid)
                  for name, (port, owner) in paths.items()}
         for url, script, _ in paths.values():
@@ -354,7 +384,8 @@ def main():
                 results[name].append(wrk(url, script, SECONDS, pid, accounting_pid=accounting.process.pid))
         med = {name: [statistics.median(r[i] for r in runs) for i in range(6)] for name, runs in results.items()}
         # Added latency without queueing: one connection, one request at a time.
-        single = [name for name in paths if name.startswith(("plain", "tollgate", "native"))]
+        single = [name for name in paths
+                  if name.startswith(("plain", "tollgate", "native")) and not name.endswith("limits")]
         one = {name: [] for name in single}
         for _ in range(ROUNDS):
             for name in single:
@@ -384,6 +415,11 @@ def main():
         for name in paths:
             rps, p50, p99, cpu, acct, machine = med[name]
             print(f"{name:<16} {rps:>10.0f} {p50:>9.0f} {p99:>9.0f} {cpu:>10.1f} {acct:>11.1f} {machine:>8.1f}")
+        for form in ("tollgate", "native"):
+            if f"{form} limits" in med:
+                lim, base = med[f"{form} limits"], med[f"{form} json"]
+                print(f"\njson with rate limits ({form}): {lim[0] / base[0]:.1%} of its throughput without"
+                      f"   filter CPU +{lim[3] - base[3]:.1f} us/request   added p50 {lim[1] - base[1]:.0f} us")
         for kind in ("json", "sse"):
             f, p, h = med[f"wasm floor {kind}"], med[f"plain {kind}"], med[f"host calls {kind}"]
             if native:
