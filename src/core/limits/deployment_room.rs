@@ -2,9 +2,8 @@
 //! full one and prefers the one with the most headroom.
 
 use crate::core::config::index::{Deployment, Policy};
-use crate::core::limits::lines::deployment_limits;
-use crate::core::limits::rules::LimitKind;
-use crate::core::money::budget::Ledger;
+use crate::core::limits::lines::{ledger_key, window_of};
+use crate::core::limits::rules::{LimitKind, Period};
 use crate::core::money::reservation::LedgerStore;
 
 /// Per-mille of headroom an unlimited deployment counts as (the most there is).
@@ -27,25 +26,26 @@ pub enum Room {
 /// The room `deployment` has at `now` (read only: nothing is written). A counter that cannot
 /// be read counts as full, so routing fails closed.
 pub fn room(store: &dyn LedgerStore, policy: &Policy, deployment: &Deployment, now: i64) -> Room {
-    if deployment.limits.is_none() {
+    let Some(limits) = &deployment.limits else {
         return Room::Left(UNLIMITED_ROOM);
-    }
+    };
+    let (start, end) = window_of(Period::Minute, &policy.budget_zone, now);
+    let resets_in = u64::try_from(end.saturating_sub(now)).unwrap_or(0).max(1);
     let mut left = UNLIMITED_ROOM;
-    for line in deployment_limits(policy, deployment, "", now) {
-        let mut seen = Ledger::default();
-        let read = store.update(line.ledger_key(), &mut |ledger| {
-            seen = ledger.clone();
+    for kind in [LimitKind::Rpm, LimitKind::Tpm] {
+        let Some(limit) = limits.of(kind) else {
+            continue;
+        };
+        let mut committed = 0;
+        let read = store.update(&ledger_key(&limits.id, kind, start), &mut |ledger| {
+            committed = ledger.committed(now);
             false
         });
-        let committed = seen.committed(now);
-        if read.is_err() || committed >= line.limit {
-            return Room::Full {
-                kind: line.kind,
-                resets_in: line.resets_in(now),
-            };
+        if read.is_err() || committed >= limit {
+            return Room::Full { kind, resets_in };
         }
-        let free = line.limit - committed;
-        let per_mille = (u128::from(free) * 1000 / u128::from(line.limit.max(1))) as u32;
+        let free = limit - committed;
+        let per_mille = (u128::from(free) * 1000 / u128::from(limit.max(1))) as u32;
         left = left.min(per_mille);
     }
     Room::Left(left)

@@ -129,10 +129,10 @@ pub fn reserve_limits(
     let expires_at = Ledger::expiry(now, ttl_seconds);
     let mut view = RateView::default();
     for (i, line) in lines.iter().enumerate() {
-        let mut seen = Ledger::default();
+        let mut committed = 0;
         let taken = store.update(line.ledger_key(), &mut |ledger| {
             let admitted = take(line, ledger, tokens, expires_at, now);
-            seen = ledger.clone();
+            committed = ledger.committed(now);
             admitted
         });
         let undo = |lines: &[LimitLine]| {
@@ -144,10 +144,10 @@ pub fn reserve_limits(
             release_limits(store, &hold, now);
         };
         match taken {
-            Ok(true) => view.note(line, seen.committed(now), now),
+            Ok(true) => view.note(line, committed, now),
             Ok(false) => {
                 undo(&lines[..i]);
-                return Err(refusal(line, &seen, now));
+                return Err(refusal(line, committed, now));
             }
             Err(StoreUnavailable) => {
                 undo(&lines[..i]);
@@ -167,15 +167,15 @@ pub fn reserve_limits(
     ))
 }
 
-/// The refusal for a counter that has reached its limit.
-pub fn refusal(line: &LimitLine, ledger: &Ledger, now: i64) -> Denial {
+/// The refusal for a counter that has reached its limit, with what it counts (`used`).
+pub fn refusal(line: &LimitLine, used: u64, now: i64) -> Denial {
     Denial::RateLimited {
         scope: line.scope.name(),
         kind: line.kind,
         name: line.label.to_string(),
         model: line.model.clone(),
         limit: line.limit,
-        used: ledger.committed(now),
+        used,
         resets_in_seconds: line.resets_in(now),
     }
 }

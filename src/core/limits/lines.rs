@@ -144,7 +144,7 @@ impl LimitLine {
 
 /// `tollgate/limit/<holder>/<kind>/<window start>`: one slot per holder and kind, holding its
 /// current window (as budget ledgers do).
-fn ledger_key(holder: &str, kind: LimitKind, window_start: i64) -> String {
+pub fn ledger_key(holder: &str, kind: LimitKind, window_start: i64) -> String {
     format!("tollgate/limit/{holder}/{}/{window_start}", kind.name())
 }
 

@@ -148,6 +148,15 @@ impl Settlement {
         });
         let settled = settle(ledgers, &self.reservation, cost.nano_usd, now);
         let limits = self.settle_limits(policy, ledgers, Some((metered, self.limits.tokens)), now);
+        let limits_ok = limits.ok;
+        let (limit_refs, limit_counts): (Vec<_>, Vec<_>) = limits
+            .counted
+            .into_iter()
+            .map(|c| {
+                let count = c.limit.count;
+                (c.limit, (c.ledger_key, count))
+            })
+            .unzip();
         let soft_reached = settled
             .soft_reached
             .iter()
@@ -187,7 +196,7 @@ impl Settlement {
             status: Cow::Borrowed(metered.status.name()),
             http_status: metered.http_status,
             budgets: self.reservation.lines.iter().map(budget_ref).collect(),
-            limits: limits.counted.iter().map(|c| c.limit.clone()).collect(),
+            limits: limit_refs,
         };
         Finished {
             data,
@@ -198,12 +207,8 @@ impl Settlement {
                 .iter()
                 .map(|line| line.ledger_key().to_string())
                 .collect(),
-            ledger_ok: settled.ledger_ok && limits.ok,
-            limit_counts: limits
-                .counted
-                .into_iter()
-                .map(|c| (c.ledger_key, c.limit.count))
-                .collect(),
+            ledger_ok: settled.ledger_ok && limits_ok,
+            limit_counts,
             unpriced_tool_calls,
             soft_reached,
         }
