@@ -79,7 +79,7 @@ impl Compiler {
                     continue;
                 }
                 let entry = exact.entry(model.clone()).or_insert_with(|| RateLimits {
-                    id: format!("{id}/model:{model}").into(),
+                    id: format!("{id}:model:{model}").into(),
                     label: label.into(),
                     model: Some(model.as_str().into()),
                     ..RateLimits::default()

@@ -90,7 +90,7 @@ impl Period {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RateLimits {
     /// The holder's stable name, `scope:id` (as budgets name it; per-model limits add
-    /// `/model:<entry>`).
+    /// `:model:<entry>`, as per-model budgets are named).
     pub id: Arc<str>,
     /// Name for messages: key alias, team alias, user id.
     pub label: Arc<str>,
