@@ -249,7 +249,8 @@ fn import_litellm_writes_a_policy_that_build_config_accepts() {
     std::fs::write(
         &config,
         "model_list:\n  - model_name: claude\n    litellm_params: {model: anthropic/claude-sonnet-4-6, \
-         api_key: os.environ/ANTHROPIC_API_KEY, tpm: 1000}\nrouter_settings:\n  model_group_alias: {smart: claude}\n",
+         api_key: os.environ/ANTHROPIC_API_KEY, tpm: 1000}\nrouter_settings:\n  model_group_alias: {smart: claude}\n  \
+         routing_strategy: usage-based-routing-v2\n",
     )
     .unwrap();
     let keys = dir.join("keys.json");
@@ -624,8 +625,9 @@ fn explain_lists_the_rate_limits_a_request_counts_against() {
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(
         text.contains(
-            "  rate limits: counts against 7 (counters start empty here; 100 tokens held on \
-             each token limit until the response ends)"
+            "  rate limits: counts against 7 (counters start empty here; this request's worst \
+             case, 100 tokens, is held on each token limit (at most the limit) until the \
+             response ends)"
         ),
         "{text}"
     );

@@ -178,7 +178,8 @@ fn print_limits(policy: &Policy, hold: &LimitHold) {
     }
     let tokens = if hold.lines.iter().any(|l| l.kind.counts_tokens()) {
         format!(
-            "; {} tokens held on each token limit until the response ends",
+            "; this request's worst case, {} tokens, is held on each token limit (at most the \
+             limit) until the response ends",
             hold.tokens
         )
     } else {
@@ -189,12 +190,12 @@ fn print_limits(policy: &Policy, hold: &LimitHold) {
         hold.lines.len()
     );
     for line in &hold.lines {
-        println!("    {}", limit_line(policy, line));
+        println!("    {}", limit_line(policy, line, hold.tokens));
     }
 }
 
 /// One counter: whose (and for which model entry), what and how much, and over which window.
-fn limit_line(policy: &Policy, line: &LimitLine) -> String {
+fn limit_line(policy: &Policy, line: &LimitLine, hold_tokens: u64) -> String {
     let whose = match line.scope {
         LimitScope::Deployment => format!(
             "deployment {:?} (serving {:?})",
@@ -219,8 +220,13 @@ fn limit_line(policy: &Policy, line: &LimitLine) -> String {
         (Some(period), _) => format!(" per {}", period.name()),
         (None, _) => String::new(), // its unit says it: requests in flight
     };
+    let held = if line.kind.counts_tokens() && hold_tokens > line.limit {
+        " (the request holds all of it: it passes only into an empty window)".to_string()
+    } else {
+        String::new()
+    };
     format!(
-        "{whose}{model}: {} {} {}{window}",
+        "{whose}{model}: {} {} {}{window}{held}",
         line.kind.name(),
         line.limit,
         line.kind.unit()

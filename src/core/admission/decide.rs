@@ -390,7 +390,7 @@ fn decide_steps<'p, C: Credentials + ?Sized>(
         policy,
         (trace.key, trace.team),
         facts.end_user.as_deref(),
-        Some(reached),
+        (requested, Some(reached)),
         around.now,
     );
     limit_lines.extend(deployment_limits(

@@ -226,3 +226,39 @@ fn headroom_scales_the_weights_and_full_deployments_are_skipped() {
         })
     );
 }
+
+#[test]
+fn per_model_limits_in_both_spellings_and_under_the_asked_alias_all_count() {
+    let p = policy(
+        r#","model_rpm_limit":{"gpt-4o":5,"fast":1},"model_tpm_limit":{"openai/gpt-4o":500}"#,
+        ["", ""],
+    );
+    let ledgers = MemoryLedgers::default();
+    let admission = decide(&p, &ledgers, r#"{"model":"fast","messages":[]}"#, 0).unwrap();
+    let mut counted: Vec<_> = admission
+        .limits
+        .lines
+        .iter()
+        .filter(|l| l.model.is_some())
+        .map(|l| (l.model.as_deref().unwrap_or("").to_string(), l.kind.name()))
+        .collect();
+    counted.sort();
+    assert_eq!(
+        counted,
+        vec![
+            ("fast".to_string(), "rpm"),
+            ("gpt-4o".to_string(), "rpm"),
+            ("openai/gpt-4o".to_string(), "tpm")
+        ]
+    );
+    // The alias's own limit is used up; the model asked for directly is not under it.
+    assert!(decide(&p, &ledgers, r#"{"model":"fast","messages":[]}"#, 0).is_err());
+    assert!(decide(&p, &ledgers, CHAT, 0).is_ok());
+}
+
+#[test]
+fn a_per_model_limit_no_request_can_reach_is_warned_about() {
+    let p = policy(r#","model_rpm_limit":{"gpt-99":3}"#, ["", ""]);
+    let warned: Vec<&str> = p.warnings.iter().map(|w| w.path.as_str()).collect();
+    assert_eq!(warned, ["keys[0].model_rpm_limit.gpt-99"]);
+}

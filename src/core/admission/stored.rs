@@ -8,7 +8,8 @@
 //! request. An id not sealed for this tenant (another tenant's, raw, forged) is 404 as the
 //! provider answers an unknown id; a damaged mark is 400. Reading costs nothing at the provider
 //! (the response's usage was charged when it was made), so nothing is reserved or metered, but a
-//! used-up budget still refuses it, as LiteLLM checks budgets on every model route.
+//! used-up budget still refuses it, as LiteLLM checks budgets on every model route, and it
+//! counts on the key's and team's request limits (it is a call to the provider).
 
 use crate::core::admission::access::{check_access, Access};
 use crate::core::admission::alias::resolve;
@@ -19,8 +20,9 @@ use crate::core::admission::denial::Denial;
 use crate::core::admission::routing::{Credentials, ModelTarget, Pinning, RouteError};
 use crate::core::affinity::mark::{unmark_id, AffinityTag, MarkWith, Reading, MAX_MARKED_ID};
 use crate::core::config::index::{Deployment, Policy, Team, VirtualKey};
-use crate::core::limits::hold::{LimitHold, RateView};
-use crate::core::money::budget::applicable_budgets;
+use crate::core::limits::hold::{reserve_limits, LimitHold, RateView};
+use crate::core::limits::lines::applicable_limits;
+use crate::core::money::budget::{applicable_budgets, Reached};
 use crate::core::money::cost::ServiceTier;
 use crate::core::money::reservation::{check_room, nothing_reserved};
 
@@ -84,6 +86,25 @@ pub(crate) fn decide_stored<'p, C: Credentials + ?Sized>(
     }
     let lines = applicable_budgets(policy, (trace.key, trace.team), None, None, around.now);
     check_room(around.ledgers, &lines, around.now)?;
+    // A read reaches the provider: it counts on the tenant's request limits and holds a slot
+    // in flight (no tokens; the deployment's capacity is for generating, not reading).
+    let reached = Reached {
+        model: resolution.resolved(),
+        deployment: route.deployment,
+    };
+    let limit_lines = applicable_limits(
+        policy,
+        (trace.key, trace.team),
+        None,
+        (name, Some(reached)),
+        around.now,
+    );
+    let (limits, rate_view) = if limit_lines.is_empty() {
+        (LimitHold::default(), RateView::default())
+    } else {
+        let ttl = policy.spending.reservation_ttl_seconds;
+        reserve_limits(around.ledgers, limit_lines, 0, ttl, around.now)?
+    };
     let credential = route
         .credential
         .as_deref()
@@ -109,8 +130,8 @@ pub(crate) fn decide_stored<'p, C: Credentials + ?Sized>(
             }),
         },
         reservation: nothing_reserved(),
-        limits: LimitHold::default(),
-        rate_view: RateView::default(),
+        limits,
+        rate_view,
         descriptors: Vec::new(),
     })
 }

@@ -564,7 +564,12 @@ impl Compiler {
             };
             let limits = self.rate_limits(spec, &limit_id, label);
             let tables = (&t.model_rpm_limit, &t.model_tpm_limit);
-            let model_limits = self.model_limits(&path, tables, (&limit_id, label));
+            let known = |name: &str| {
+                policy.is_servable(name)
+                    || policy.global_aliases.contains_key(name)
+                    || aliases.contains_key(name)
+            };
+            let model_limits = self.model_limits(&path, tables, (&limit_id, label), &known);
             ids.insert(t.team_id.clone(), policy.teams.len() as TeamId);
             policy.teams.push(Team {
                 id: t.team_id,
@@ -673,7 +678,13 @@ impl Compiler {
             };
             let limits = self.rate_limits(spec, &limit_id, &label);
             let tables = (&k.model_rpm_limit, &k.model_tpm_limit);
-            let model_limits = self.model_limits(&path, tables, (&limit_id, &label));
+            let known = |name: &str| {
+                policy.is_servable(name)
+                    || policy.global_aliases.contains_key(name)
+                    || aliases.contains_key(name)
+                    || team_aliases.is_some_and(|a| a.contains_key(name))
+            };
+            let model_limits = self.model_limits(&path, tables, (&limit_id, &label), &known);
             let Some(digest) = digest else { continue };
             if self.errors.len() > before {
                 continue;

@@ -50,12 +50,16 @@ impl Compiler {
         (!limits.is_empty()).then_some(limits)
     }
 
-    /// A key's or team's per-model limits, from `model_rpm_limit` and `model_tpm_limit`.
+    /// A key's or team's per-model limits, from `model_rpm_limit` and `model_tpm_limit`. An
+    /// entry no request can name or reach (`known` says which names can be: a served model, with
+    /// or without its provider prefix, or an alias the holder's requests may use) is warned about:
+    /// it would never count.
     pub(super) fn model_limits(
         &mut self,
         path: &str,
         (rpm, tpm): (&BTreeMap<String, u64>, &BTreeMap<String, u64>),
         (id, label): (&str, &str),
+        known: &dyn Fn(&str) -> bool,
     ) -> ModelLimits {
         let mut exact: HashMap<String, RateLimits> = HashMap::new();
         for (field, table) in [("model_rpm_limit", rpm), ("model_tpm_limit", tpm)] {
@@ -77,6 +81,15 @@ impl Compiler {
                         ),
                     );
                     continue;
+                }
+                let bare = model.split_once('/').map(|(_, rest)| rest);
+                if !known(model) && !bare.is_some_and(known) {
+                    self.warn(
+                        &format!("{path}.{field}.{model}"),
+                        "no request can name or reach this model (no deployment serves it and \
+                         it is no alias): this limit never counts"
+                            .into(),
+                    );
                 }
                 let entry = exact.entry(model.clone()).or_insert_with(|| RateLimits {
                     id: format!("{id}:model:{model}").into(),

@@ -6,6 +6,7 @@ use super::host::{HeaderMap, LogLevel, StreamHost};
 use crate::core::admission::client_headers::is_identity_encoding;
 use crate::core::affinity::stream::ResponseMarker;
 use crate::core::limits::headers::{is_upstream_rate_header, rate_headers};
+use crate::core::limits::hold::renew_limits;
 use crate::core::metering::response_meter::{EarlyEnd, ResponseMeter};
 use crate::core::metering::stream_usage::UsageChunkStripper;
 use crate::core::money::settlement::{Finished, Settlement};
@@ -127,6 +128,11 @@ impl Forwarded {
         };
         if let Some(meter) = &mut self.meter {
             meter.feed(&chunk, end);
+        }
+        if !end && !self.settlement.limits.is_empty() {
+            // A long answer keeps its slot in flight past the reservation TTL.
+            let now = i64::try_from(host.now_ms() / 1000).unwrap_or(i64::MAX);
+            renew_limits(host.ledgers(), &mut self.settlement.limits, now);
         }
         if let Some(rewriter) = &mut self.rewriter {
             let out = rewriter.rewrite(&chunk, end);

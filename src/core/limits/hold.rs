@@ -15,6 +15,7 @@ use crate::core::limits::lines::{LimitLine, LimitScope};
 use crate::core::limits::rules::LimitKind;
 use crate::core::money::budget::Ledger;
 use crate::core::money::reservation::{LedgerStore, StoreUnavailable};
+use crate::core::spend::accounting_api::MAX_EVENT_TOKENS;
 use crate::core::spend::event::LimitRef;
 
 /// What an admitted request holds on its rate limits until it ends.
@@ -26,6 +27,8 @@ pub struct LimitHold {
     pub tokens: u64,
     /// When its token and in-flight holds lapse if it never ends (Unix seconds).
     pub expires_at: i64,
+    /// How long a hold lives without news of its request (`reservation_ttl_seconds`).
+    pub ttl_seconds: u64,
 }
 
 impl LimitHold {
@@ -140,6 +143,7 @@ pub fn reserve_limits(
                 lines: lines.to_vec(),
                 tokens,
                 expires_at,
+                ttl_seconds,
             };
             release_limits(store, &hold, now);
         };
@@ -162,6 +166,7 @@ pub fn reserve_limits(
             lines,
             tokens,
             expires_at,
+            ttl_seconds,
         },
         view,
     ))
@@ -188,6 +193,32 @@ pub fn release_limits(store: &dyn LedgerStore, hold: &LimitHold, now: i64) {
             true
         });
     }
+}
+
+/// Keeps a long request's holds alive: while its answer is still arriving, its slot in flight
+/// (and its token reservation, while that window lasts) moves to the expiry bucket of `now`, so
+/// a stream that outlives `reservation_ttl_seconds` keeps its slot. Ledgers are written only
+/// when the bucket moves (at most once a minute); a request whose answer stalls for longer than
+/// the TTL loses its holds, as a crashed one does.
+pub fn renew_limits(store: &dyn LedgerStore, hold: &mut LimitHold, now: i64) {
+    let next = Ledger::expiry(now, hold.ttl_seconds);
+    if hold.lines.is_empty() || next <= hold.expires_at {
+        return;
+    }
+    for line in &hold.lines {
+        let window_open = line.window_end.is_none_or(|end| end > now);
+        let renewable = line.kind == LimitKind::Parallel || line.kind.counts_tokens();
+        if !(renewable && window_open) {
+            continue;
+        }
+        let amount = held(line, hold.tokens);
+        let _ = store.update(line.ledger_key(), &mut |ledger| {
+            ledger.release(amount, hold.expires_at, now);
+            ledger.hold(amount, next);
+            true
+        });
+    }
+    hold.expires_at = next;
 }
 
 /// What a finished request counted on one rate-limit window (reported to the accounting
@@ -263,7 +294,9 @@ pub fn settle_limits(
                         .is_ok();
                 }
                 if used > 0 {
-                    settled.counted.push(counted(line, ends_in, window, used));
+                    // Within what one event may carry (a request charged a huge reservation).
+                    let count = used.min(MAX_EVENT_TOKENS);
+                    settled.counted.push(counted(line, ends_in, window, count));
                 }
             }
         }

@@ -167,3 +167,25 @@ fn token_limits_count_what_the_setting_says() {
     assert_eq!(counted_tokens(TokenCount::Input, 10, 5), 10);
     assert_eq!(counted_tokens(TokenCount::Output, 10, 5), 5);
 }
+
+#[test]
+fn a_long_request_keeps_its_slot_past_the_reservation_ttl() {
+    let store = MemoryLedgers::default();
+    let start = 1_000_000_000 - 1_000_000_000 % 60 + 50; // 50 s into a minute
+    let parallel = |now| vec![line(LimitKind::Parallel, 1, now)];
+    let (mut hold, _) = reserve_limits(&store, parallel(start), 0, 5, start).unwrap();
+    let first_expiry = hold.expires_at;
+    assert_eq!(first_expiry, start + 10, "rounded up to the next minute");
+    // Chunks every 4 s: the one at 56 s moves the hold before it lapses at 60 s.
+    for t in [start + 4, start + 8] {
+        renew_limits(&store, &mut hold, t);
+    }
+    assert!(hold.expires_at > first_expiry);
+    let later = start + 30;
+    assert!(
+        reserve_limits(&store, parallel(later), 0, 5, later).is_err(),
+        "the slot is still held"
+    );
+    assert!(settle_limits(&store, &BudgetZone::default(), &hold, 0, later).ok);
+    assert!(reserve_limits(&store, parallel(later), 0, 5, later).is_ok());
+}

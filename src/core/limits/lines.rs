@@ -164,14 +164,15 @@ fn push_all(
     }
 }
 
-/// The tenant limits a request of `key` (in `team`) for `end_user`, reaching `reached`, counts
-/// against at `now`: the key's, the team's, the user's, the end user's, then the key's and the
-/// team's per-model limits for what it reaches.
+/// The tenant limits a request of `key` (in `team`) for `end_user`, asking for `asked` and
+/// reaching `reached`, counts against at `now`: the key's, the team's, the user's, the end
+/// user's, then the key's and the team's per-model limits written under the model it reaches or
+/// the name it asked for.
 pub fn applicable_limits(
     policy: &Policy,
     (key, team): (&VirtualKey, Option<&Team>),
     end_user: Option<&str>,
-    reached: Option<Reached<'_>>,
+    (asked, reached): (&str, Option<Reached<'_>>),
     now: i64,
 ) -> Vec<LimitLine> {
     let mut lines = Vec::new();
@@ -189,12 +190,14 @@ pub fn applicable_limits(
         push_all(&mut lines, LimitScope::EndUser, limits, zone, now);
     }
     if let Some(reached) = reached {
-        if let Some(limits) = key.model_limits.find(reached.model, reached.deployment) {
+        let (model, deployment) = (reached.model, reached.deployment);
+        for limits in key.model_limits.find_all(asked, model, deployment) {
             push_all(&mut lines, LimitScope::Key, limits, zone, now);
         }
-        let team_model = team.and_then(|t| t.model_limits.find(reached.model, reached.deployment));
-        if let Some(limits) = team_model {
-            push_all(&mut lines, LimitScope::Team, limits, zone, now);
+        if let Some(team) = team {
+            for limits in team.model_limits.find_all(asked, model, deployment) {
+                push_all(&mut lines, LimitScope::Team, limits, zone, now);
+            }
         }
     }
     lines

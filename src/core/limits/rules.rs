@@ -140,19 +140,36 @@ impl ModelLimits {
         self.exact.is_empty()
     }
 
-    /// The entry a request for `resolved`, served by `deployment`, counts against: the name as
-    /// it is, else with or without the deployment's provider prefix.
-    pub fn find(&self, resolved: &str, deployment: &Deployment) -> Option<&RateLimits> {
+    /// The entries a request counts against: those written under the model it reaches
+    /// (`resolved`, after aliases) and under the name it asked for (`asked`, an alias), each in
+    /// either spelling (with or without the serving deployment's provider prefix). At most four,
+    /// each once.
+    pub fn find_all<'a>(
+        &'a self,
+        asked: &str,
+        resolved: &str,
+        deployment: &Deployment,
+    ) -> Vec<&'a RateLimits> {
+        let mut found: Vec<&RateLimits> = Vec::new();
         if self.exact.is_empty() {
-            return None;
-        }
-        if let Some(limits) = self.exact.get(resolved) {
-            return Some(limits);
+            return found;
         }
         let provider = deployment.provider.as_str();
-        match resolved.strip_prefix(provider) {
-            Some(rest) if rest.starts_with('/') => rest.get(1..).and_then(|n| self.exact.get(n)),
-            _ => self.exact.get(&format!("{provider}/{resolved}")),
+        let names = [resolved, asked];
+        for name in names {
+            let other = match name.strip_prefix(provider) {
+                Some(rest) if rest.starts_with('/') => rest.get(1..).map(str::to_string),
+                _ => Some(format!("{provider}/{name}")),
+            };
+            let spellings = [Some(name), other.as_deref()];
+            for spelling in spellings.into_iter().flatten() {
+                if let Some(limits) = self.exact.get(spelling) {
+                    if !found.iter().any(|f| std::ptr::eq(*f, limits)) {
+                        found.push(limits);
+                    }
+                }
+            }
         }
+        found
     }
 }

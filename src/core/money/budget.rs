@@ -294,6 +294,13 @@ impl Ledger {
         if self.committed(now) >= limit {
             return false;
         }
+        self.hold(amount, expires_at);
+        true
+    }
+
+    /// Adds `amount` to the reservations expiring at `expires_at`, without checking any limit
+    /// (moving a hold that was already admitted to a later expiry).
+    pub fn hold(&mut self, amount: u64, expires_at: i64) {
         match self
             .reservations
             .iter_mut()
@@ -302,7 +309,6 @@ impl Ledger {
             Some((_, held)) => *held = held.saturating_add(amount),
             None => self.reservations.push((expires_at, amount)),
         }
-        true
     }
 
     /// Releases a reservation made with [`Ledger::try_reserve`] (nothing if it already expired).

@@ -176,6 +176,17 @@ fn catch_all(
 }
 
 /// Converts `model_list` into `out.policy["model_list"]`.
+/// Whether LiteLLM's router holds deployments to their `rpm`/`tpm`: under usage-based routing,
+/// or with `enable_pre_call_checks`. Its default (`simple-shuffle`) only weighs by them.
+fn enforces_capacity(config: &Value) -> bool {
+    let router = &config["router_settings"];
+    let strategy = router["routing_strategy"]
+        .as_str()
+        .unwrap_or("simple-shuffle");
+    strategy.starts_with("usage-based-routing")
+        || router["enable_pre_call_checks"].as_bool() == Some(true)
+}
+
 pub fn import_model_list(config: &Value, cx: &Context<'_>, out: &mut Import) {
     let mut model_list: Vec<Value> = Vec::new();
     // Derived id → (index in model_list, the config entry it came from).
@@ -185,6 +196,8 @@ pub fn import_model_list(config: &Value, cx: &Context<'_>, out: &mut Import) {
         .and_then(Value::as_array)
         .map_or(&[][..], Vec::as_slice);
     let weights = shuffle_weights(deployments);
+    let caps = enforces_capacity(config);
+    let mut weight_only = Vec::new();
     for (i, deployment) in deployments.iter().enumerate() {
         let at = format!("model_list[{i}]");
         let params = deployment.get("litellm_params").and_then(Value::as_object);
@@ -271,14 +284,16 @@ pub fn import_model_list(config: &Value, cx: &Context<'_>, out: &mut Import) {
                     )),
                 },
                 "weight" => {}
-                // The deployment's capacity (routing skips it when full), and the routing
-                // weight too (`shuffle_weights`), as LiteLLM's default router uses it.
-                "rpm" | "tpm" if !value.is_null() => {
+                // The routing weight (`shuffle_weights`), as LiteLLM's default router uses it;
+                // the deployment's capacity (routing skips it when full) only where LiteLLM
+                // enforces it too.
+                "rpm" | "tpm" if !value.is_null() && caps => {
                     let path = format!("{at}.litellm_params.{key}");
                     if let Some(n) = super::limits::whole(value, &path, out) {
                         tg_params[key] = json!(n);
                     }
                 }
+                "rpm" | "tpm" if !value.is_null() => weight_only.push(format!("{at}.{key}")),
                 "rpm" | "tpm" => {}
                 field if PRICE_FIELDS.contains(&field) => {
                     model_info.insert(key.clone(), value.clone());
@@ -362,6 +377,15 @@ pub fn import_model_list(config: &Value, cx: &Context<'_>, out: &mut Import) {
             json!({ "model_name": name, "litellm_params": tg_params, "cluster": cluster });
         entry["model_info"] = Value::Object(model_info);
         model_list.push(entry);
+    }
+    if !weight_only.is_empty() {
+        out.notes.push(format!(
+            "{}: routing weights only, as LiteLLM's default router (simple-shuffle) uses them; \
+             LiteLLM holds a deployment to its rpm/tpm only under usage-based routing or \
+             enable_pre_call_checks, and so does this import. Add rpm/tpm to a Tollgate \
+             deployment's litellm_params to make them its capacity",
+            weight_only.join(", ")
+        ));
     }
     out.policy
         .insert("model_list".into(), Value::Array(model_list));

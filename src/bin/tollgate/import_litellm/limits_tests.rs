@@ -16,6 +16,8 @@ model_list:
     litellm_params: {model: openai/gpt-4o-mini, tpm: 50}
   - model_name: odd
     litellm_params: {model: openai/o3, rpm: 2.5, tpm: null}
+router_settings:
+  routing_strategy: usage-based-routing-v2
 general_settings:
   token_rate_limit_type: output
 "#;

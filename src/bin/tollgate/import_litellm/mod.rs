@@ -395,7 +395,7 @@ model_list:
       weight: 2
 router_settings:
   model_group_alias: {"fast": "gpt-4o"}
-  routing_strategy: latency-based-routing
+  routing_strategy: usage-based-routing-v2
 litellm_settings:
   drop_params: true
 "#;
@@ -471,6 +471,42 @@ litellm_settings:
         assert_eq!(compiled.keys[0].limits.as_ref().unwrap().rpm, Some(10));
         let capacity = compiled.deployments[0].limits.as_ref().unwrap();
         assert_eq!((capacity.rpm, capacity.tpm), (Some(100), None));
+    }
+
+    #[test]
+    fn deployment_rpm_is_a_cap_only_where_litellm_enforces_it() {
+        let providers = read_cost_map(None).unwrap();
+        let no_env = |_: &str| None;
+        let cx = Context {
+            providers: &providers,
+            env: &no_env,
+        };
+        let shuffle = CONFIG.replace("usage-based-routing-v2", "simple-shuffle");
+        let config = crate::yaml_doc::YamlDoc::parse(&shuffle, "test.yaml")
+            .unwrap()
+            .value;
+        let imported = import(&config, None, "v1", &cx);
+        let policy = Value::Object(imported.policy.clone());
+        assert!(policy["model_list"][0]["litellm_params"]
+            .get("rpm")
+            .is_none());
+        let notes = imported.notes.join("\n");
+        assert!(
+            notes.contains("model_list[0].rpm: routing weights only"),
+            "{notes}"
+        );
+        let checks = CONFIG.replace(
+            "routing_strategy: usage-based-routing-v2",
+            "enable_pre_call_checks: true",
+        );
+        let config = crate::yaml_doc::YamlDoc::parse(&checks, "test.yaml")
+            .unwrap()
+            .value;
+        let imported = import(&config, None, "v1", &cx);
+        assert_eq!(
+            imported.policy["model_list"][0]["litellm_params"]["rpm"],
+            100
+        );
     }
 
     #[test]
