@@ -169,3 +169,30 @@ def _take_event(conn, stream, event, result):
         conn.acknowledge_received_data(event.flow_controlled_length, stream)
     elif isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset)) and event.stream_id == stream:
         result["done"] = True
+
+
+def open_stream(port, key, delay_ms=400, model="gpt-4o"):
+    """Starts a slow streamed chat completion over HTTP/1.1 (the mock waits `delay_ms` between
+    events) and returns the socket once its response headers arrived."""
+    body = json.dumps({"model": model, "stream": True,
+                       "messages": [{"role": "user", "content": "Hello"}]}).encode()
+    s = socket.create_connection(("127.0.0.1", port), timeout=20)
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+              + f"authorization: Bearer {key}\r\nx-mock-delay-ms: {delay_ms}\r\n".encode()
+              + f"content-length: {len(body)}\r\n\r\n".encode() + body)
+    head = s.recv(65536)
+    assert head.startswith(b"HTTP/1.1 200"), head
+    return s
+
+
+def read_to_end(s, timeout=30):
+    """Reads a chunked answer on `s` to its last chunk (or the connection's end), then closes it."""
+    s.settimeout(timeout)
+    data = b""
+    while b"0\r\n\r\n" not in data:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    return data

@@ -515,6 +515,13 @@ def wait_until(predicate, timeout=10, interval=0.05, message="condition"):
     raise AssertionError(f"{message} not reached in {timeout}s")
 
 
+def avoid_minute_edge(margin=45):
+    """Waits for the next minute when fewer than 60 - margin seconds are left in this one, so what
+    a test does inside one fixed rate-limit window stays inside it."""
+    if time.time() % 60 > margin:
+        time.sleep(60.5 - time.time() % 60)
+
+
 def clean_dir(path):
     shutil.rmtree(path, ignore_errors=True)
     Path(path).mkdir(parents=True)

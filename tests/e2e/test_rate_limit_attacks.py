@@ -16,7 +16,8 @@ import pytest
 
 from conftest import accounting_server, start_stack
 from policies import (REASONING_MODEL, accounting_section, affinity_policy, bearer, chat, key_hash)
-from stack import wait_until
+from raw_clients import open_stream, read_to_end
+from stack import avoid_minute_edge, wait_until
 
 SPELL = "sk-e2e-rla-spellings"       # model_rpm_limit gpt-4o, model_tpm_limit openai/gpt-4o
 ALIASED = "sk-e2e-rla-aliased"       # key alias cheap -> gpt-4o; model_rpm_limit gpt-4o: 2
@@ -85,13 +86,6 @@ def post(stack, key, body, extra=None, path="/v1/chat/completions", timeout=15):
     return stack.request("POST", path, dict(bearer(key), **(extra or {})), body, timeout=timeout)
 
 
-def fresh_minute(margin=45):
-    """Waits for the next minute when fewer than 60 - margin seconds are left in this one (each
-    key is used by one test, so a test needs only to stay inside one window)."""
-    if time.time() % 60 > margin:
-        time.sleep(60.3 - time.time() % 60)
-
-
 def upstream_calls(upstreams, name="openai", suffix="/chat/completions"):
     return len([r for r in upstreams[name].requests() if r["path"].endswith(suffix)])
 
@@ -104,7 +98,7 @@ USAGE_60 = {"x-mock-usage": json.dumps({"prompt_tokens": 40, "completion_tokens"
 def test_a_model_tpm_limit_in_the_other_spelling_still_counts(envoy):
     """model_rpm_limit {"gpt-4o"} and model_tpm_limit {"openai/gpt-4o"} are two entries for the
     same model: both count (the first fix looked up only the first spelling found)."""
-    fresh_minute()
+    avoid_minute_edge()
     first = post(envoy, SPELL, chat("gpt-4o", max_tokens=5), USAGE_60)
     assert first.status == 200, first
     time.sleep(0.2)
@@ -114,7 +108,7 @@ def test_a_model_tpm_limit_in_the_other_spelling_still_counts(envoy):
 
 
 def test_an_alias_counts_on_the_per_model_limit_of_the_model_it_reaches(envoy, upstreams):
-    fresh_minute()
+    avoid_minute_edge()
     assert post(envoy, ALIASED, chat("cheap")).status == 200
     assert post(envoy, ALIASED, chat("cheap")).status == 200
     refused = post(envoy, ALIASED, chat("gpt-4o"))
@@ -128,14 +122,14 @@ def test_a_per_model_limit_written_under_an_alias_name_counts_requests_naming_it
     """model_rpm_limit {"cheap": 1} where cheap is the key's alias: it counts the requests that
     name the alias (as LiteLLM's limiter counts the name asked for), besides the limits of the
     model it reaches; a name no request can name or reach is warned about at compile time."""
-    fresh_minute()
+    avoid_minute_edge()
     assert post(envoy, ALIAS_NAMED, chat("cheap")).status == 200
     second = post(envoy, ALIAS_NAMED, chat("cheap"))
     assert second.status == 429, second
 
 
 def test_the_azure_path_form_counts_the_model_it_names_after_aliases(envoy):
-    fresh_minute()
+    avoid_minute_edge()
     path = "/openai/deployments/cheap/chat/completions?api-version=2024-10-21"
     headers = {"api-key": AZURE, "content-type": "application/json"}
     body = {"messages": [{"role": "user", "content": "hi"}]}
@@ -150,7 +144,7 @@ def anthropic_post(envoy, key, model, path="/v1/messages"):
 
 
 def test_both_spellings_and_count_tokens_count_on_one_per_model_limit(envoy, upstreams):
-    fresh_minute()
+    avoid_minute_edge()
     assert anthropic_post(envoy, PREFIX, "claude-sonnet-4-6").status == 200
     assert anthropic_post(envoy, PREFIX, "anthropic/claude-sonnet-4-6").status == 200
     counted = anthropic_post(envoy, PREFIX, "claude-sonnet-4-6", "/v1/messages/count_tokens")
@@ -165,7 +159,7 @@ def test_both_spellings_and_count_tokens_count_on_one_per_model_limit(envoy, ups
 # --- Streams that try to hide their usage ---------------------------------------------------------
 
 def test_a_stream_asking_for_no_usage_is_still_counted_by_its_real_usage(envoy):
-    fresh_minute()
+    avoid_minute_edge()
     body = chat("gpt-4o", max_tokens=5, stream=True, stream_options={"include_usage": False})
     for _ in range(2):
         r = post(envoy, TPM, body, USAGE_60)
@@ -176,7 +170,7 @@ def test_a_stream_asking_for_no_usage_is_still_counted_by_its_real_usage(envoy):
 
 
 def test_duplicated_stream_options_cannot_hide_the_usage(envoy):
-    fresh_minute()
+    avoid_minute_edge()
     raw = (b'{"model":"gpt-4o","max_tokens":5,"stream":true,"messages":[{"role":"user","content":"hi"}],'
            b'"stream_options":{"include_usage":true},"stream_options":{"include_usage":false}}')
     r = post(envoy, TPM_DUP, raw, USAGE_60)
@@ -194,13 +188,13 @@ def test_a_tpm_limit_below_the_worst_case_admits_one_request_at_a_time(envoy):
     """Documented (README, Rate limits): tpm_limit 10,000 on gpt-4o, whose output cap is 16,384: a
     request without max_tokens holds the whole limit while it runs, so a second concurrent one is
     refused though nothing is used yet; with max_tokens the two fit side by side."""
-    fresh_minute()
-    held = slow_stream(envoy.listen_port, TPM_WIDE, 400)
+    avoid_minute_edge()
+    held = open_stream(envoy.listen_port, TPM_WIDE, 400)
     try:
         second = post(envoy, TPM_WIDE, chat("gpt-4o"))
         capped = post(envoy, TPM_WIDE, chat("gpt-4o", max_tokens=50))
     finally:
-        drain(held)
+        read_to_end(held)
     assert second.status == 429 and second.json()["error"]["code"] == "tpm", second
     assert "used or held by requests in flight" in second.json()["error"]["message"]
     assert capped.status == 429, "the first request still holds all 10,000"
@@ -296,39 +290,16 @@ def test_h2_streams_on_one_connection_share_the_parallel_limit_and_resets_free_s
 
 # --- Refusals and unfinished requests leave nothing behind --------------------------------------
 
-def slow_stream(port, key, delay_ms=400, model="gpt-4o"):
-    body = json.dumps(chat(model, stream=True)).encode()
-    s = socket.create_connection(("127.0.0.1", port), timeout=20)
-    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-              + f"authorization: Bearer {key}\r\nx-mock-delay-ms: {delay_ms}\r\n".encode()
-              + f"content-length: {len(body)}\r\n\r\n".encode() + body)
-    head = s.recv(65536)
-    assert head.startswith(b"HTTP/1.1 200"), head
-    return s
-
-
-def drain(s, timeout=30):
-    s.settimeout(timeout)
-    data = b""
-    while b"0\r\n\r\n" not in data:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    s.close()
-    return data
-
-
 def test_a_refusal_by_the_team_leaves_no_count_on_the_key(envoy):
-    fresh_minute()
-    held = slow_stream(envoy.listen_port, TEAM_B, 500)
+    avoid_minute_edge()
+    held = open_stream(envoy.listen_port, TEAM_B, 500)
     try:
         for _ in range(5):
             r = post(envoy, TEAM_A, chat("gpt-4o"))
             assert r.status == 429 and r.json()["error"]["code"] == "parallel", r
             assert "team 'RLA'" in r.json()["error"]["message"]
     finally:
-        drain(held)
+        read_to_end(held)
     remaining = []
     for _ in range(3):
         r = wait_until(lambda: (x := post(envoy, TEAM_A, chat("gpt-4o"))).status == 200 and x, timeout=5,
@@ -338,7 +309,7 @@ def test_a_refusal_by_the_team_leaves_no_count_on_the_key(envoy):
 
 
 def test_requests_that_never_finish_their_body_or_are_refused_early_count_nothing(envoy, upstreams):
-    fresh_minute()
+    avoid_minute_edge()
     port = envoy.listen_port
     body = json.dumps(chat("gpt-4o")).encode()
     # HTTP/1.1: headers and half the body, then the client goes away.
@@ -368,7 +339,7 @@ def test_requests_that_never_finish_their_body_or_are_refused_early_count_nothin
 
 
 def test_http1_pipelined_requests_each_count(envoy, upstreams):
-    fresh_minute()
+    avoid_minute_edge()
     body = json.dumps(chat("gpt-4o")).encode()
     one = (b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
            + f"authorization: Bearer {PIPE}\r\ncontent-length: {len(body)}\r\n\r\n".encode() + body)
@@ -406,7 +377,7 @@ def test_http1_pipelined_requests_each_count(envoy, upstreams):
 def test_reading_stored_responses_counts_on_the_keys_limits(envoy, upstreams):
     """GET /v1/responses/{id} (and DELETE, input_items) reaches the provider: it counts on the
     key's rpm and holds a slot in flight like any request."""
-    fresh_minute()
+    avoid_minute_edge()
     created = post(envoy, STORED, {"model": REASONING_MODEL, "input": "hi"}, path="/v1/responses")
     assert created.status == 200, created
     rid = created.json()["id"]
@@ -419,7 +390,7 @@ def test_reading_stored_responses_counts_on_the_keys_limits(envoy, upstreams):
 # --- A policy swap while a request is in flight ------------------------------------------------
 
 def test_a_slot_held_across_a_policy_swap_counts_and_is_released(envoy):
-    held = slow_stream(envoy.listen_port, SWAP, 500)
+    held = open_stream(envoy.listen_port, SWAP, 500)
     try:
         assert post(envoy, SWAP, chat("gpt-4o")).status == 429
         envoy.push_policy(policy("rla2"), "rla2")
@@ -427,7 +398,7 @@ def test_a_slot_held_across_a_policy_swap_counts_and_is_released(envoy):
         assert r.headers.get("x-tollgate-policy-version") == "rla2", r.headers
         assert r.status == 429, ("the new version sees the old version's request in flight", r)
     finally:
-        assert b"[DONE]" in drain(held)
+        assert b"[DONE]" in read_to_end(held)
     wait_until(lambda: post(envoy, SWAP, chat("gpt-4o")).status == 200, timeout=5,
                message="the slot released by the old version's request")
     envoy.push_policy(policy("rla3"), "rla3")
@@ -440,7 +411,7 @@ def test_end_users_are_one_namespace_for_every_tenant_as_documented(envoy):
     """Documented (README, Rate limits): end_users[] are global, as LiteLLM's customers are: a
     limit on end user "shared-customer" counts every key's requests naming it. Operators who give
     each team its own customers name them per team (e.g. "search/customer-42")."""
-    fresh_minute()
+    avoid_minute_edge()
     for _ in range(2):
         assert post(envoy, TENANT_X, chat("gpt-4o", user="shared-customer")).status == 200
     other = post(envoy, TENANT_Y, chat("gpt-4o", user="shared-customer"))
@@ -472,7 +443,7 @@ def test_max_parallel_holds_for_a_stream_longer_than_the_reservation_ttl(short_t
     its first hold expires at; without the renewal a second request gets in right after it."""
     if not 38 <= time.time() % 60 <= 42:
         time.sleep((40 - time.time() % 60) % 60)
-    held = slow_stream(short_ttl.listen_port, LONG, 4_000)
+    held = open_stream(short_ttl.listen_port, LONG, 4_000)
     started = time.monotonic()
     try:
         assert post(short_ttl, LONG, chat("gpt-4o")).status == 429
@@ -484,7 +455,7 @@ def test_max_parallel_holds_for_a_stream_longer_than_the_reservation_ttl(short_t
             time.sleep(1)
         assert admitted_at is None, f"a second request was admitted {admitted_at:.0f}s into the first stream"
     finally:
-        assert b"[DONE]" in drain(held)
+        assert b"[DONE]" in read_to_end(held)
     wait_until(lambda: post(short_ttl, LONG, chat("gpt-4o")).status == 200, timeout=5,
                message="the slot freed when the stream ended")
 
@@ -610,7 +581,7 @@ def forged(request, upstreams):
 
 def test_forged_limit_totals_for_other_windows_and_names_change_nothing(forged):
     stack, peer = forged
-    fresh_minute(40)
+    avoid_minute_edge(40)
     wait_until(lambda: peer.polls >= 5, timeout=10, message="polls answered")
     remaining = []
     for _ in range(3):

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import accounting_server, start_stack
 from policies import accounting_section, base_policy, bearer, chat
-from stack import key_hash
+from stack import avoid_minute_edge, key_hash
 
 PACED_KEY = "sk-e2e-replica-rpm-paced"
 BURST_KEY = "sk-e2e-replica-rpm-burst"
@@ -46,11 +46,6 @@ def replicas(request, upstreams, accounting):
     yield stacks
     for stack in stacks:
         stack.stop()
-
-
-def avoid_minute_edge(margin):
-    if time.time() % 60 > margin:
-        time.sleep(60.5 - time.time() % 60)
 
 
 def test_paced_traffic_on_two_replicas_overshoots_by_at_most_one_lag_of_requests(replicas):

@@ -4,7 +4,6 @@ the real usage of JSON and streamed answers, requests in flight, deployment capa
 official OpenAI SDK honouring `retry-after`."""
 
 import json
-import socket
 import threading
 import time
 
@@ -13,8 +12,8 @@ import pytest
 
 from conftest import start_stack
 from policies import base_policy, bearer, chat
-from raw_clients import h2_request
-from stack import key_hash, request, wait_until
+from raw_clients import h2_request, open_stream, read_to_end
+from stack import avoid_minute_edge, key_hash, wait_until
 
 RPM_KEY = "sk-e2e-rate-rpm"
 TPM_KEY = "sk-e2e-rate-tpm"
@@ -56,15 +55,8 @@ def post(stack, key, body, extra=None, timeout=15):
     return stack.request("POST", "/v1/chat/completions", headers, body, timeout=timeout)
 
 
-def avoid_minute_edge(margin=48):
-    """Waits for the next minute when fewer than 60 - margin seconds are left in this one, so a
-    burst that must stay inside one fixed window does."""
-    if time.time() % 60 > margin:
-        time.sleep(60.5 - time.time() % 60)
-
-
 def test_rpm_ten_pass_the_eleventh_is_refused_and_the_sdk_waits_for_the_window(envoy, upstreams):
-    avoid_minute_edge()
+    avoid_minute_edge(48)
     remaining = []
     for _ in range(10):
         r = post(envoy, RPM_KEY, chat("gpt-4o"))
@@ -106,7 +98,7 @@ def test_rpm_ten_pass_the_eleventh_is_refused_and_the_sdk_waits_for_the_window(e
 
 
 def test_tpm_counts_the_real_usage_of_json_and_streamed_answers(envoy, upstreams):
-    avoid_minute_edge()
+    avoid_minute_edge(48)
     # Each request reserves its prompt estimate plus max_tokens 5 (well under 60), but the
     # answers report 60 tokens each: if reservations were what counted, a third would pass.
     big = {"x-mock-usage": json.dumps({"prompt_tokens": 40, "completion_tokens": 20, "total_tokens": 60})}
@@ -158,30 +150,6 @@ def test_a_concurrent_burst_stays_within_the_limit_plus_one_reservation(envoy, u
     assert refused, "16 × 200+ tokens cannot all fit in 1,000"
 
 
-def open_stream(port, key, delay_ms):
-    """Starts a slow stream and returns the socket once its response headers arrived."""
-    body = json.dumps(chat("gpt-4o", stream=True)).encode()
-    s = socket.create_connection(("127.0.0.1", port), timeout=10)
-    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-              + f"authorization: Bearer {key}\r\nx-mock-delay-ms: {delay_ms}\r\n".encode()
-              + f"content-length: {len(body)}\r\n\r\n".encode() + body)
-    head = s.recv(65536)
-    assert head.startswith(b"HTTP/1.1 200"), head
-    return s
-
-
-def read_to_end(s, timeout=15):
-    s.settimeout(timeout)
-    data = b""
-    while b"0\r\n\r\n" not in data:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    s.close()
-    return data
-
-
 def test_max_parallel_two_refuses_a_third_and_frees_slots_when_streams_end_or_clients_go(envoy):
     port = envoy.listen_port
     a = open_stream(port, PARALLEL_KEY, 400)
@@ -207,7 +175,7 @@ def test_max_parallel_two_refuses_a_third_and_frees_slots_when_streams_end_or_cl
 
 
 def test_traffic_moves_to_the_deployment_with_headroom_and_both_full_is_429(envoy, upstreams):
-    avoid_minute_edge()
+    avoid_minute_edge(48)
     served = []
     for _ in range(5):
         r = post(envoy, CAPACITY_KEY, chat("capped-model"))

@@ -262,3 +262,33 @@ fn a_per_model_limit_no_request_can_reach_is_warned_about() {
     let warned: Vec<&str> = p.warnings.iter().map(|w| w.path.as_str()).collect();
     assert_eq!(warned, ["keys[0].model_rpm_limit.gpt-99"]);
 }
+
+#[test]
+fn a_lone_full_deployment_is_refused_by_its_own_counter_without_numbers() {
+    let json = format!(
+        r#"{{"version":"v1",
+          "model_list":[{{"model_name":"m","cluster":"c","litellm_params":{{"model":"openai/m","rpm":1}}}}],
+          "keys":[{{"key_hash":"{}","key_alias":"k"}}]}}"#,
+        to_hex(&digest("sk-k"))
+    );
+    let p = compile(json.as_bytes()).unwrap();
+    let ledgers = MemoryLedgers::default();
+    let body = r#"{"model":"m","messages":[]}"#;
+    assert!(decide(&p, &ledgers, body, 0).is_ok());
+    let denial = decide(&p, &ledgers, body, 0).unwrap_err();
+    assert!(
+        matches!(
+            denial,
+            Denial::RateLimited {
+                scope: "deployment",
+                ..
+            }
+        ),
+        "{denial:?}"
+    );
+    assert!(denial.message().contains("model 'm'"));
+    assert!(!denial
+        .retry_headers()
+        .iter()
+        .any(|(n, _)| n.starts_with("x-ratelimit")));
+}

@@ -135,6 +135,21 @@ pub enum Denial {
     },
 }
 
+/// A budget's or rate limit's holder for messages: `key 'search-backend'`, `team 'Search' on
+/// model 'gpt-4o'`.
+fn holder_name(scope: &str, name: &str, model: Option<&str>) -> String {
+    let mut holder = match scope {
+        "key" => format!("key '{name}'"),
+        "team" => format!("team '{name}'"),
+        "user" => format!("user '{name}'"),
+        _ => format!("end user '{name}'"),
+    };
+    if let Some(model) = model {
+        holder.push_str(&format!(" on model '{model}'"));
+    }
+    holder
+}
+
 impl Denial {
     /// The HTTP status.
     pub fn status(&self) -> u16 {
@@ -291,15 +306,7 @@ impl Denial {
                 resets_at,
                 ..
             } => {
-                let mut holder = match *scope {
-                    "key" => format!("key '{name}'"),
-                    "team" => format!("team '{name}'"),
-                    "user" => format!("user '{name}'"),
-                    _ => format!("end user '{name}'"),
-                };
-                if let Some(model) = model {
-                    holder.push_str(&format!(" on model '{model}'"));
-                }
+                let holder = holder_name(scope, name, model.as_deref());
                 let mut message = format!(
                     "Budget exceeded for {holder}: spend ${} of a ${} budget",
                     usd(*spend_nano),
@@ -385,15 +392,7 @@ impl Denial {
                  its {what} for this minute; retry in {resets_in_seconds} s."
             );
         }
-        let mut holder = match *scope {
-            "key" => format!("key '{name}'"),
-            "team" => format!("team '{name}'"),
-            "user" => format!("user '{name}'"),
-            _ => format!("end user '{name}'"),
-        };
-        if let Some(model) = model {
-            holder.push_str(&format!(" on model '{model}'"));
-        }
+        let holder = holder_name(scope, name, model.as_deref());
         match (kind, kind.period()) {
             (LimitKind::Parallel, _) | (_, None) => format!(
                 "Rate limit reached for {holder}: at most {limit} requests in flight at once \

@@ -253,8 +253,10 @@ fn with_room<'p, 'c>(
     usable: Vec<(&'p Deployment, Option<&'c str>)>,
     room: &dyn Fn(&Deployment) -> Room,
 ) -> Result<Vec<Open<'p, 'c>>, RouteError> {
-    if usable.iter().all(|(d, _)| d.limits.is_none()) {
-        // All alike: the weights alone decide, exactly as configured.
+    if usable.len() == 1 || usable.iter().all(|(d, _)| d.limits.is_none()) {
+        // All alike: the weights alone decide, exactly as configured. A lone candidate is not
+        // read either: there is no choice to make, and its counters refuse it if it is full
+        // (two shared-data reads fewer per request).
         return Ok(usable.into_iter().map(|(d, c)| (d, c, 1)).collect());
     }
     let mut soonest: Option<(LimitKind, u64)> = None;
