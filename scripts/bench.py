@@ -401,7 +401,8 @@ def main():
         recorded = stack.counter("wasmcustom.tollgate_spend_events_recorded")
         acked = stack.counter("wasmcustom.tollgate_spend_events_acknowledged")
         dropped = stack.counter("wasmcustom.tollgate_spend_events_dropped")
-        stored = accounting.report()["events"]
+        # A report over a million events takes SQLite a while on a loaded 2-core VM.
+        stored = accounting.report(timeout=300)["events"]
         envoy_stats = stack.stats()
         upstream_cx = {c: (envoy_stats.get(f"cluster.{c}.upstream_cx_total"), envoy_stats.get(f"cluster.{c}.upstream_rq_total"))
                        for c in ("openai", "openai_sse", "accounting")}

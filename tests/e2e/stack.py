@@ -482,8 +482,8 @@ class AccountingServer:
             time.sleep(0.05)
         raise RuntimeError("accounting server not ready")
 
-    def report(self):
-        return request(self.port, "GET", "/v1/spend/report", self.reader_headers()).json()
+    def report(self, timeout=10):
+        return request(self.port, "GET", "/v1/spend/report", self.reader_headers(), timeout=timeout).json()
 
     def budgets(self, since=0):
         return request(self.port, "GET", f"/v1/spend/budgets?since={since}", self.reader_headers()).json()["budgets"]
