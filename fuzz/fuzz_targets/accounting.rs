@@ -24,6 +24,7 @@ fn outbox_ops(data: &[u8]) {
                     json: "x".repeat(size),
                     cost_nano: 1,
                     ledger_keys: vec![],
+                    limit_counts: vec![],
                 };
                 gone.extend(outbox.push(event).into_iter().map(|e| e.id));
             }
