@@ -439,11 +439,18 @@ class AccountingServer:
     ACCOUNTING_READER_TOKEN from files in `workdir`."""
 
     def __init__(self, workdir, port=None, binary=TOLLGATE_CLI, writer_token=ACCOUNTING_WRITER_TOKEN,
-                 reader_token=ACCOUNTING_READER_TOKEN, extra_args=()):
+                 reader_token=ACCOUNTING_READER_TOKEN, extra_args=(), db=None):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.binary = binary
-        self.db = self.workdir / "spend.db"
+        # The store: `db` (a SQLite path or a postgres:// URL); else, with
+        # TOLLGATE_ACCOUNTING_STORE=postgres, a fresh database on the shared PostgreSQL test
+        # server; else a SQLite file in the workdir.
+        if db is None and os.environ.get("TOLLGATE_ACCOUNTING_STORE") == "postgres":
+            from postgres_server import shared_server
+            db = shared_server(ROOT).create_database(self.workdir.name.replace("-", "_").lower())
+        self.db = db or self.workdir / "spend.db"
+        self.is_postgres = str(self.db).startswith("postgres")
         self.port = port or free_port()
         self.writer_token, self.reader_token = writer_token, reader_token
         (self.workdir / "writer-token").write_text(writer_token + "\n")
@@ -488,15 +495,20 @@ class AccountingServer:
     def budgets(self, since=0):
         return request(self.port, "GET", f"/v1/spend/budgets?since={since}", self.reader_headers()).json()["budgets"]
 
-    def event_ids(self):
+    def _rows(self, sql):
+        if self.is_postgres:
+            import psycopg
+            with psycopg.connect(str(self.db), connect_timeout=10) as db:
+                return db.execute(sql.replace("rowid", "received_at, id")).fetchall()
         import sqlite3
         with sqlite3.connect(self.db) as db:
-            return [row[0] for row in db.execute("SELECT id FROM events ORDER BY rowid")]
+            return db.execute(sql).fetchall()
+
+    def event_ids(self):
+        return [row[0] for row in self._rows("SELECT id FROM events ORDER BY rowid")]
 
     def events(self):
-        import sqlite3
-        with sqlite3.connect(self.db) as db:
-            return [json.loads(row[0]) for row in db.execute("SELECT json FROM events ORDER BY rowid")]
+        return [json.loads(row[0]) for row in self._rows("SELECT json FROM events ORDER BY rowid")]
 
     def stop(self):
         if self.process:

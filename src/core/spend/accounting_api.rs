@@ -253,6 +253,10 @@ pub fn check_event(event: &SpendEvent) -> Result<(), String> {
         if value.is_some_and(|v| v.len() > MAX_FIELD_BYTES) {
             return Err(format!("{name} is longer than {MAX_FIELD_BYTES} bytes"));
         }
+        // A NUL cannot be stored as text in PostgreSQL: refused here, for every store alike.
+        if value.is_some_and(|v| v.contains('\0')) {
+            return Err(format!("{name} holds a NUL character"));
+        }
     }
     if d.cost_nano_usd > MAX_EVENT_COST_NANO {
         return Err(format!(
@@ -291,8 +295,10 @@ pub fn check_event(event: &SpendEvent) -> Result<(), String> {
                 budget.window_start
             ));
         }
-        if budget.budget.len() > MAX_FIELD_BYTES {
-            return Err(format!("a budget is longer than {MAX_FIELD_BYTES} bytes"));
+        if budget.budget.len() > MAX_FIELD_BYTES || budget.budget.contains('\0') {
+            return Err(format!(
+                "a budget is longer than {MAX_FIELD_BYTES} bytes or holds a NUL character"
+            ));
         }
         if budget.budget.split_once(':').is_none() {
             return Err(format!(
@@ -323,8 +329,10 @@ fn check_limits(d: &crate::core::spend::event::SpendData) -> Result<(), String> 
     }
     for (i, limit) in d.limits.iter().enumerate() {
         let name = truncated(&limit.limit, 64);
-        if limit.limit.len() > MAX_FIELD_BYTES {
-            return Err(format!("a limit is longer than {MAX_FIELD_BYTES} bytes"));
+        if limit.limit.len() > MAX_FIELD_BYTES || limit.limit.contains('\0') {
+            return Err(format!(
+                "a limit is longer than {MAX_FIELD_BYTES} bytes or holds a NUL character"
+            ));
         }
         let well_formed = limit
             .limit
@@ -406,15 +414,17 @@ mod tests {
         let bad_window = event_json(|e| e.data.budgets[0].window_start = -1);
         let wrong_type = event_json(|e| e.kind = "other".into());
         let too_big = event_json(|e| e.data.key_alias = Some("a".repeat(MAX_EVENT_BYTES)));
+        let nul = event_json(|e| e.data.requested_model = "gpt\0".into());
+        let nul_budget = event_json(|e| e.data.budgets[0].budget = "key:\0".into());
         let twice = event_json(|e| {
             let first = e.data.budgets[0].clone();
             e.data.budgets.push(first);
         });
         let body = format!(
-            "[{ok},{negative},{huge_cost},{huge_tokens},{long_user},{bad_budget},{bad_window},{wrong_type},{too_big},{{\"id\":\"x\"}},3,{twice}]"
+            "[{ok},{negative},{huge_cost},{huge_tokens},{long_user},{bad_budget},{bad_window},{wrong_type},{too_big},{{\"id\":\"x\"}},3,{twice},{nul},{nul_budget}]"
         );
         let items = read_batch(body.as_bytes()).unwrap();
-        assert_eq!(items.len(), 12);
+        assert_eq!(items.len(), 14);
         assert!(items[0].is_ok());
         for (i, item) in items.iter().enumerate().skip(1) {
             let rejected = item

@@ -149,6 +149,9 @@ pub fn check_threshold(event: &ThresholdEvent) -> Result<(), String> {
         if value.is_some_and(|v| v.len() > MAX_FIELD_BYTES) {
             return Err(format!("{name} is longer than {MAX_FIELD_BYTES} bytes"));
         }
+        if value.is_some_and(|v| v.contains('\0')) {
+            return Err(format!("{name} holds a NUL character"));
+        }
     }
     if d.budget.split_once(':').is_none() {
         return Err(format!(

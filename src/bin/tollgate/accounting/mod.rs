@@ -1,30 +1,30 @@
-//! `tollgate accounting --listen 127.0.0.1:PORT --db PATH --writer-token-file F [--reader-token-file F]`:
+//! `tollgate accounting --listen 127.0.0.1:PORT --db PATH|postgres://… --writer-token-file F [--reader-token-file F]`:
 //! the reference accounting server (tokens may also come from `TOLLGATE_ACCOUNTING_WRITER_TOKEN`
 //! and `TOLLGATE_ACCOUNTING_READER_TOKEN`; `--no-auth` for local development only).
 //!
 //! It implements `docs/accounting-api.md`: takes batches of spend events from authenticated
-//! writers, validates each event, stores them durably in SQLite (deduplicated by event id), keeps
-//! totals per budget window, answers each batch event by event with the totals it touched, serves
-//! changed totals to polling filters, and a spend report for people. Reads use their own
-//! read-only connection (WAL), so a report never holds up ingestion.
+//! writers, validates each event, stores them durably (deduplicated by event id) in SQLite or in a
+//! PostgreSQL database several instances share, keeps totals per budget window, answers each
+//! batch event by event with the totals it touched, serves changed totals to polling filters,
+//! and a spend report for people.
 
 mod auth;
 mod http;
-mod limit_windows;
 mod store;
 
 use std::net::TcpListener;
 use std::process::ExitCode;
-use std::sync::Mutex;
 
 use clap::Parser;
 use tollgate::core::spend::accounting_api::{BATCH_PATH, BUDGETS_PATH};
 
 use auth::{read_token_file, Refusal, Role, Tokens};
 use http::{error_json, error_json_typed, Limits, Request, Response};
-use store::Store;
+use store::SpendStore;
 
 const REPORT_PATH: &str = "/v1/spend/report";
+/// Readiness: 200 while the store answers, 503 while it does not (`/health` is liveness only).
+const READY_PATH: &str = "/ready";
 
 /// The reference accounting server.
 #[derive(Parser, Debug)]
@@ -36,9 +36,13 @@ struct Args {
     /// Address to listen on, e.g. 127.0.0.1:9902.
     #[arg(long)]
     listen: String,
-    /// SQLite database file.
+    /// The store: a SQLite database file, or a PostgreSQL URL (`postgres://user:password@host/db`)
+    /// that several instances may share.
     #[arg(long)]
     db: String,
+    /// PostgreSQL connections this instance keeps at most.
+    #[arg(long, default_value_t = 8)]
+    db_pool_size: u32,
     /// File with the writers' bearer tokens (the filters), one per line.
     #[arg(long)]
     writer_token_file: Option<String>,
@@ -80,8 +84,7 @@ fn tokens_from(file: Option<&str>, env: &str) -> Result<Vec<String>, String> {
 
 struct Server {
     tokens: Option<Tokens>,
-    writer: Mutex<Store>,
-    reader: Mutex<Store>,
+    store: Box<dyn SpendStore>,
 }
 
 /// Runs the server until the process is stopped.
@@ -106,19 +109,14 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
         let readers = tokens_from(args.reader_token_file.as_deref(), READER_TOKEN_ENV)?;
         Some(Tokens::new(&writers, &readers))
     };
-    let writer = Store::open(&args.db)?;
-    let reader = Store::open_reader(&args.db)?;
-    let server = Server {
-        tokens,
-        writer: Mutex::new(writer),
-        reader: Mutex::new(reader),
-    };
+    let store = store::open(&args.db, args.db_pool_size)?;
+    let server = Server { tokens, store };
     let listener = TcpListener::bind(&args.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     println!(
         "tollgate accounting listening on {address}, database {}",
-        args.db
+        store::redacted(&args.db)
     );
     let limits = Limits {
         max_connections: args.max_connections,
@@ -168,20 +166,15 @@ fn handle(server: &Server, request: Request) -> Response {
             }
         }
     }
-    fn store(m: &Mutex<Store>) -> Result<std::sync::MutexGuard<'_, Store>, (u16, String)> {
-        m.lock()
-            .map_err(|_| (500, "the store is unavailable".to_string()))
-    }
     let result = match (request.method.as_str(), request.path.as_str()) {
-        ("POST", BATCH_PATH) => store(&server.writer).and_then(|mut store| {
-            store
-                .ingest(
-                    &request.body,
-                    request.batch_id.as_deref().unwrap_or(""),
-                    now(),
-                )
-                .map(|reply| serde_json::to_string(&reply).unwrap_or_default())
-        }),
+        ("POST", BATCH_PATH) => server
+            .store
+            .ingest(
+                &request.body,
+                request.batch_id.as_deref().unwrap_or(""),
+                now(),
+            )
+            .map(|reply| serde_json::to_string(&reply).unwrap_or_default()),
         ("GET", BUDGETS_PATH) => {
             let since = request
                 .param("since")
@@ -191,21 +184,23 @@ fn handle(server: &Server, request: Request) -> Response {
                 .param("now")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or_else(now);
-            store(&server.reader).and_then(|store| {
-                store
-                    .budgets_since(since, at)
-                    .map(|reply| serde_json::to_string(&reply).unwrap_or_default())
-                    .map_err(|e| (500, e))
-            })
+            server
+                .store
+                .budgets_since(since, at)
+                .map(|reply| serde_json::to_string(&reply).unwrap_or_default())
+                .map_err(|e| (503, e))
         }
-        ("GET", REPORT_PATH) => store(&server.reader).and_then(|store| {
-            store
-                .report()
-                .map(|report| report.to_string())
-                .map_err(|e| (500, e))
-        }),
+        ("GET", REPORT_PATH) => server
+            .store
+            .report()
+            .map(|report| report.to_string())
+            .map_err(|e| (503, e)),
         ("GET", "/health") => Ok("{\"status\":\"ok\"}".to_string()),
-        (_, BATCH_PATH | BUDGETS_PATH | REPORT_PATH | "/health") => {
+        ("GET", READY_PATH) => match server.store.ready() {
+            Ok(()) => Ok("{\"status\":\"ready\"}".to_string()),
+            Err(e) => Err((503, e)),
+        },
+        (_, BATCH_PATH | BUDGETS_PATH | REPORT_PATH | "/health" | READY_PATH) => {
             Err((405, format!("{} is not allowed here", request.method)))
         }
         _ => Err((404, "no such route".to_string())),
@@ -213,7 +208,7 @@ fn handle(server: &Server, request: Request) -> Response {
     match result {
         Ok(body) => Response { status: 200, body },
         Err((status, message)) => {
-            if status == 500 {
+            if status >= 500 {
                 eprintln!("tollgate accounting: {message}");
             }
             Response {

@@ -1,0 +1,176 @@
+//! The accounting server's stores behind one interface: SQLite (one process, the embedded
+//! default) and PostgreSQL (several accounting instances sharing one database).
+//!
+//! Both answer the same protocol (`docs/accounting-api.md`) with the same numbers: events stored
+//! once per id, window totals grown in the same transaction, and change cursors a poller can
+//! follow without missing or repeating a total.
+
+mod postgres;
+mod postgres_schema;
+mod sqlite;
+mod sqlite_limits;
+
+use serde_json::Value;
+use tollgate::core::spend::accounting_api::{BatchReply, BudgetsReply};
+
+pub use self::postgres::PostgresStore;
+pub use self::sqlite::SqliteStore;
+
+/// What the HTTP handler asks of a store. Every method is blocking and may be called from
+/// several threads at once.
+pub trait SpendStore: Send + Sync {
+    /// Stores a batch (a JSON array of CloudEvents) and answers, for batch `batch_id`, which
+    /// events are stored and which refused, with the touched totals. `Err((400, _))` only when
+    /// the body as a whole is not a JSON array; `Err((503, _))` when the store cannot be reached.
+    fn ingest(&self, body: &[u8], batch_id: &str, now: i64) -> Result<BatchReply, (u16, String)>;
+
+    /// Totals of windows still open at `now` that changed after `since`.
+    fn budgets_since(&self, since: u64, now: i64) -> Result<BudgetsReply, String>;
+
+    /// Spend grouped for people: totals by key, team, model and status, windows and alerts.
+    fn report(&self) -> Result<Value, String>;
+
+    /// Whether the store answers now (readiness).
+    fn ready(&self) -> Result<(), String>;
+}
+
+/// One row of a report group: requests, tokens and cost of one key, team, model or status.
+pub fn group_entry(
+    name: String,
+    requests: i64,
+    prompt_tokens: i64,
+    completion_tokens: i64,
+    cost_nano_usd: i64,
+    estimated: i64,
+) -> Value {
+    serde_json::json!({
+        "name": name,
+        "requests": requests,
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "cost_nano_usd": cost_nano_usd,
+        "cost_usd": cost_nano_usd as f64 / 1e9,
+        "estimated": estimated,
+    })
+}
+
+/// One stored alert (a threshold reached in a budget window), as the report shows it.
+pub struct AlertRow {
+    /// `soft_budget`.
+    pub threshold: String,
+    /// `scope:id`.
+    pub budget: String,
+    /// `key`, `team`, `user` or `end_user`.
+    pub scope: String,
+    /// The holder's name.
+    pub holder: String,
+    /// For a per-model budget, its model.
+    pub model: Option<String>,
+    /// Window start, Unix seconds.
+    pub window_start: i64,
+    /// Window end, Unix seconds.
+    pub window_end: Option<i64>,
+    /// The threshold, nano-dollars.
+    pub threshold_nano_usd: i64,
+    /// The hard budget, nano-dollars.
+    pub limit_nano_usd: Option<i64>,
+    /// The spend its sender saw, nano-dollars.
+    pub spend_nano_usd: i64,
+    /// When it was raised (the event's time).
+    pub time: String,
+    /// The replica that raised it first.
+    pub source: String,
+}
+
+impl AlertRow {
+    /// The report's JSON for this alert.
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({
+            "threshold": self.threshold,
+            "budget": self.budget,
+            "scope": self.scope,
+            "holder": self.holder,
+            "model": self.model,
+            "window_start": self.window_start,
+            "window_end": self.window_end,
+            "threshold_nano_usd": self.threshold_nano_usd,
+            "limit_nano_usd": self.limit_nano_usd,
+            "spend_nano_usd": self.spend_nano_usd,
+            "time": self.time,
+            "source": self.source,
+        })
+    }
+}
+
+/// Whether `db` names a PostgreSQL database (`postgres://…` or `postgresql://…`) rather than a
+/// SQLite file.
+pub fn is_postgres_url(db: &str) -> bool {
+    db.starts_with("postgres://") || db.starts_with("postgresql://")
+}
+
+/// Opens the store `db` names: a PostgreSQL URL (pool of `pool_size` connections, migrations
+/// applied) or a SQLite file path.
+pub fn open(db: &str, pool_size: u32) -> Result<Box<dyn SpendStore>, String> {
+    if is_postgres_url(db) {
+        Ok(Box::new(PostgresStore::open(db, pool_size)?))
+    } else {
+        Ok(Box::new(SqliteStore::open(db)?))
+    }
+}
+
+/// `db` with any password replaced by `***`, for log lines.
+pub fn redacted(db: &str) -> String {
+    if !is_postgres_url(db) {
+        return db.to_string();
+    }
+    let Some((scheme, rest)) = db.split_once("://") else {
+        return db.to_string();
+    };
+    let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((user_info, host)) => {
+            let user = user_info
+                .split_once(':')
+                .map_or(user_info, |(user, _)| user);
+            let hidden = if user_info.contains(':') { ":***" } else { "" };
+            let tail = redact_query_password(tail);
+            format!("{scheme}://{user}{hidden}@{host}{tail}")
+        }
+        None => format!("{scheme}://{authority}{}", redact_query_password(tail)),
+    }
+}
+
+/// A `password=` query parameter replaced by `***`.
+fn redact_query_password(tail: &str) -> String {
+    let Some((path, query)) = tail.split_once('?') else {
+        return tail.to_string();
+    };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if name.eq_ignore_ascii_case("password") => format!("{name}=***"),
+            _ => pair.to_string(),
+        })
+        .collect();
+    format!("{path}?{}", query.join("&"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_a_log_line() {
+        assert_eq!(
+            redacted("postgres://tollgate:s3cret@db:5432/spend?sslmode=disable"),
+            "postgres://tollgate:***@db:5432/spend?sslmode=disable"
+        );
+        assert_eq!(
+            redacted("postgresql://db/spend?user=u&password=s3cret"),
+            "postgresql://db/spend?user=u&password=***"
+        );
+        assert_eq!(redacted("postgres://u@db/x"), "postgres://u@db/x");
+        assert_eq!(redacted("/var/lib/spend.db"), "/var/lib/spend.db");
+        assert!(!redacted("postgres://a:b:c@d@h/x").contains("b:c"));
+    }
+}

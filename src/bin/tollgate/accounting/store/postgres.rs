@@ -1,0 +1,612 @@
+//! Durable spend storage in PostgreSQL, shared by several accounting instances.
+//!
+//! A batch is one transaction: its events are inserted with `INSERT … ON CONFLICT (id) DO
+//! NOTHING` (one statement for the batch, ids in sorted order so that two instances storing the
+//! same batch at once never deadlock), and the windows its new events touched are upserted in
+//! the same transaction. Each window change takes the next number of one counter row, and that
+//! row stays locked until the transaction commits: change numbers therefore commit in order, and
+//! a poller whose cursor is the counter it read can never skip a change that commits later with
+//! a smaller number (the out-of-order commit a plain sequence would allow). The cost is that
+//! batches which add spend commit one after another, which they would anyway: they grow the
+//! same hot window rows.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
+
+use postgres::error::SqlState;
+use postgres::{IsolationLevel, NoTls, Transaction};
+use r2d2_postgres::r2d2::{Pool, PooledConnection};
+use r2d2_postgres::PostgresConnectionManager;
+use serde_json::Value;
+use tollgate::core::spend::accounting_api::{
+    read_batch, BatchReply, BudgetTotal, BudgetsReply, Incoming, LimitTotal,
+};
+use tollgate::core::spend::event::SpendEvent;
+use tollgate::core::spend::threshold::ThresholdEvent;
+
+use super::postgres_schema::migrate;
+use super::{redacted, SpendStore};
+
+type Manager = PostgresConnectionManager<NoTls>;
+
+/// How long the first connection may take at start (a fleet may start before its database).
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a request waits for a free pooled connection.
+const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Attempts of a batch whose transaction PostgreSQL aborted as a deadlock or serialization
+/// failure (both safe to run again: nothing of the attempt was kept).
+const ATTEMPTS: usize = 3;
+
+/// The PostgreSQL store: a pool of connections to one database.
+pub struct PostgresStore {
+    pool: Pool<Manager>,
+}
+
+/// A store failure: status for the answer and a message for the log.
+type Failure = (u16, String);
+
+fn internal(e: postgres::Error) -> Failure {
+    let retryable = e.code().is_some_and(|c| {
+        *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE
+    });
+    // A closed connection or a restarting server: the sender retries the batch later.
+    let status = if retryable || e.is_closed() || e.code().is_none() {
+        503
+    } else {
+        500
+    };
+    (status, format!("database: {e}"))
+}
+
+fn is_retryable(e: &postgres::Error) -> bool {
+    e.code().is_some_and(|c| {
+        *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE
+    })
+}
+
+impl PostgresStore {
+    /// Connects to `url` with a pool of `pool_size` connections and applies the migrations.
+    pub fn open(url: &str, pool_size: u32) -> Result<PostgresStore, String> {
+        let config: postgres::Config = url
+            .parse()
+            .map_err(|e| format!("--db {}: {e}", redacted(url)))?;
+        let pool = Pool::builder()
+            .max_size(pool_size.max(1))
+            .min_idle(Some(1))
+            .connection_timeout(CHECKOUT_TIMEOUT)
+            .build_unchecked(PostgresConnectionManager::new(config, NoTls));
+        let store = PostgresStore { pool };
+        let deadline = Instant::now() + START_TIMEOUT;
+        let mut client = loop {
+            match store.pool.get() {
+                Ok(client) => break client,
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("tollgate accounting: waiting for {}: {e}", redacted(url));
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                Err(e) => return Err(format!("cannot connect to {}: {e}", redacted(url))),
+            }
+        };
+        migrate(&mut client)?;
+        Ok(store)
+    }
+
+    fn client(&self) -> Result<PooledConnection<Manager>, Failure> {
+        self.pool
+            .get()
+            .map_err(|e| (503, format!("no database connection: {e}")))
+    }
+}
+
+/// A batch read and split: the first occurrence of each id counts, later ones are duplicates.
+struct Batch {
+    items: Vec<Item>,
+}
+
+enum Item {
+    /// A spend event; `first` is false for a repeat of an id earlier in the same batch.
+    Spend {
+        event: Box<SpendEvent>,
+        json: String,
+        first: bool,
+    },
+    Threshold {
+        event: Box<ThresholdEvent>,
+        json: String,
+        first: bool,
+    },
+    Rejected(tollgate::core::spend::accounting_api::RejectedEvent),
+}
+
+impl Batch {
+    fn read(body: &[u8]) -> Result<Batch, Failure> {
+        let mut seen = HashSet::new();
+        let items = read_batch(body)
+            .map_err(|e| (400, e))?
+            .into_iter()
+            .map(|item| match item {
+                Ok((Incoming::Spend(event), json)) => {
+                    let first = seen.insert(event.id.clone());
+                    Item::Spend { event, json, first }
+                }
+                Ok((Incoming::Threshold(event), json)) => {
+                    let first = seen.insert(event.id.clone());
+                    Item::Threshold { event, json, first }
+                }
+                Err(rejected) => Item::Rejected(rejected),
+            })
+            .collect();
+        Ok(Batch { items })
+    }
+
+    /// The first occurrence of each spend event, sorted by id.
+    fn spends(&self) -> Vec<(&SpendEvent, &str)> {
+        let mut spends: Vec<_> = self
+            .items
+            .iter()
+            .filter_map(|item| match item {
+                Item::Spend {
+                    event,
+                    json,
+                    first: true,
+                } => Some((event.as_ref(), json.as_str())),
+                _ => None,
+            })
+            .collect();
+        spends.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+        spends
+    }
+
+    fn thresholds(&self) -> Vec<(&ThresholdEvent, &str)> {
+        let mut alerts: Vec<_> = self
+            .items
+            .iter()
+            .filter_map(|item| match item {
+                Item::Threshold {
+                    event,
+                    json,
+                    first: true,
+                } => Some((event.as_ref(), json.as_str())),
+                _ => None,
+            })
+            .collect();
+        alerts.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+        alerts
+    }
+}
+
+fn as_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Inserts the batch's events once each; returns the ids stored now (the rest were stored before).
+fn insert_events(
+    tx: &mut Transaction<'_>,
+    spends: &[(&SpendEvent, &str)],
+    now: i64,
+) -> Result<HashSet<String>, postgres::Error> {
+    if spends.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let text = |f: fn(&SpendEvent) -> &str| spends.iter().map(|(e, _)| f(e)).collect::<Vec<_>>();
+    let optional =
+        |f: fn(&SpendEvent) -> Option<&str>| spends.iter().map(|(e, _)| f(e)).collect::<Vec<_>>();
+    let number =
+        |f: fn(&SpendEvent) -> u64| spends.iter().map(|(e, _)| as_i64(f(e))).collect::<Vec<_>>();
+    let rows = tx.query(
+        "INSERT INTO events (id, source, time, received_at, key_hash, key_alias, team_id, user_id,
+            end_user, requested_model, resolved_model, deployment, provider, status,
+            prompt_tokens, completion_tokens, estimated, cost_nano_usd, cost_source,
+            policy_version, json)
+         SELECT id, source, time, $4, key_hash, key_alias, team_id, user_id, end_user,
+            requested_model, resolved_model, deployment, provider, status, prompt_tokens,
+            completion_tokens, estimated, cost_nano_usd, cost_source, policy_version, json
+         FROM unnest($1::text[], $2::text[], $3::text[], $5::text[], $6::text[], $7::text[],
+            $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[],
+            $14::text[], $15::bigint[], $16::bigint[], $17::boolean[], $18::bigint[],
+            $19::text[], $20::text[], $21::text[])
+            AS batch (id, source, time, key_hash, key_alias, team_id, user_id, end_user,
+            requested_model, resolved_model, deployment, provider, status, prompt_tokens,
+            completion_tokens, estimated, cost_nano_usd, cost_source, policy_version, json)
+         ON CONFLICT (id) DO NOTHING
+         RETURNING id",
+        &[
+            &text(|e| &e.id),
+            &text(|e| &e.source),
+            &text(|e| &e.time),
+            &now,
+            &text(|e| &e.data.key_hash),
+            &optional(|e| e.data.key_alias.as_deref()),
+            &optional(|e| e.data.team_id.as_deref()),
+            &optional(|e| e.data.user_id.as_deref()),
+            &optional(|e| e.data.end_user.as_deref()),
+            &text(|e| &e.data.requested_model),
+            &text(|e| &e.data.resolved_model),
+            &text(|e| &e.data.deployment),
+            &text(|e| &e.data.provider),
+            &text(|e| &e.data.status),
+            &number(|e| e.data.usage.prompt_tokens),
+            &number(|e| e.data.usage.completion_tokens),
+            &spends
+                .iter()
+                .map(|(e, _)| e.data.usage.estimated)
+                .collect::<Vec<_>>(),
+            &number(|e| e.data.cost_nano_usd),
+            &text(|e| &e.data.cost_source),
+            &text(|e| &e.data.policy_version),
+            &spends.iter().map(|(_, json)| *json).collect::<Vec<_>>(),
+        ],
+    )?;
+    Ok(rows.iter().map(|row| row.get::<_, String>(0)).collect())
+}
+
+/// Stores the batch's threshold events once each (by id); returns the ids stored now.
+fn insert_alerts(
+    tx: &mut Transaction<'_>,
+    alerts: &[(&ThresholdEvent, &str)],
+    now: i64,
+) -> Result<HashSet<String>, postgres::Error> {
+    let mut stored = HashSet::new();
+    for (alert, json) in alerts {
+        let d = &alert.data;
+        let inserted = tx.execute(
+            "INSERT INTO alerts (id, source, time, received_at, threshold, budget, scope, holder,
+                model, window_start, window_end, threshold_nano_usd, limit_nano_usd,
+                spend_nano_usd, json)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+             ON CONFLICT (id) DO NOTHING",
+            &[
+                &alert.id,
+                &alert.source,
+                &alert.time,
+                &now,
+                &d.threshold.as_ref(),
+                &d.budget,
+                &d.scope.as_ref(),
+                &d.holder,
+                &d.model,
+                &d.window_start,
+                &d.window_end,
+                &as_i64(d.threshold_nano_usd),
+                &d.limit_nano_usd.map(as_i64),
+                &as_i64(d.spend_nano_usd),
+                json,
+            ],
+        )?;
+        if inserted > 0 {
+            stored.insert(alert.id.clone());
+        }
+    }
+    Ok(stored)
+}
+
+/// What the events stored now add: `(budget, start) → (end, nano-dollars)` and
+/// `(limit, start) → (end, count)`.
+#[derive(Default)]
+struct Added {
+    spend: BTreeMap<(String, i64), (Option<i64>, i64)>,
+    limits: BTreeMap<(String, i64), (i64, i64)>,
+}
+
+/// Takes `n` consecutive change numbers; the counter row stays locked until the transaction
+/// ends, so change numbers commit in the order they are taken. Returns the first.
+fn take_changes(tx: &mut Transaction<'_>, n: usize) -> Result<i64, postgres::Error> {
+    let n = i64::try_from(n).unwrap_or(i64::MAX);
+    let last: i64 = tx
+        .query_one(
+            "UPDATE counters SET value = value + $1 WHERE name = 'change' RETURNING value",
+            &[&n],
+        )?
+        .get(0);
+    Ok(last - n + 1)
+}
+
+fn store_windows(tx: &mut Transaction<'_>, added: &Added) -> Result<(), postgres::Error> {
+    let count = added.spend.len() + added.limits.len();
+    if count == 0 {
+        return Ok(());
+    }
+    let first = take_changes(tx, count)?;
+    let changes: Vec<i64> = (first..).take(count).collect();
+    let (spend_changes, limit_changes) = changes.split_at(added.spend.len());
+    if !added.spend.is_empty() {
+        let names: Vec<&str> = added.spend.keys().map(|(b, _)| b.as_str()).collect();
+        let starts: Vec<i64> = added.spend.keys().map(|(_, s)| *s).collect();
+        let ends: Vec<Option<i64>> = added.spend.values().map(|(e, _)| *e).collect();
+        let sums: Vec<i64> = added.spend.values().map(|(_, n)| *n).collect();
+        tx.execute(
+            "INSERT INTO budget_windows (budget, window_start, window_end, spend_nano_usd, changed)
+             SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[])
+             ON CONFLICT (budget, window_start) DO UPDATE SET
+                spend_nano_usd = budget_windows.spend_nano_usd + excluded.spend_nano_usd,
+                changed = excluded.changed",
+            &[&names, &starts, &ends, &sums, &spend_changes],
+        )?;
+    }
+    if !added.limits.is_empty() {
+        let names: Vec<&str> = added.limits.keys().map(|(l, _)| l.as_str()).collect();
+        let starts: Vec<i64> = added.limits.keys().map(|(_, s)| *s).collect();
+        let ends: Vec<i64> = added.limits.values().map(|(e, _)| *e).collect();
+        let counts: Vec<i64> = added.limits.values().map(|(_, n)| *n).collect();
+        tx.execute(
+            "INSERT INTO limit_windows (limit_name, window_start, window_end, count, changed)
+             SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[])
+             ON CONFLICT (limit_name, window_start) DO UPDATE SET
+                count = limit_windows.count + excluded.count,
+                changed = excluded.changed",
+            &[&names, &starts, &ends, &counts, &limit_changes],
+        )?;
+    }
+    Ok(())
+}
+
+/// The current totals of the windows a batch touched (stored now or earlier).
+fn touched_totals(
+    tx: &mut Transaction<'_>,
+    budgets: &[(String, i64)],
+    limits: &[(String, i64)],
+) -> Result<(Vec<BudgetTotal>, Vec<LimitTotal>), postgres::Error> {
+    let split =
+        |windows: &[(String, i64)]| -> (Vec<String>, Vec<i64>) { windows.iter().cloned().unzip() };
+    let (names, starts) = split(budgets);
+    let budget_rows = tx.query(
+        "SELECT w.budget, w.window_start, w.window_end, w.spend_nano_usd
+         FROM budget_windows w
+         JOIN unnest($1::text[], $2::bigint[]) AS t (budget, window_start)
+           ON w.budget = t.budget AND w.window_start = t.window_start
+         ORDER BY w.budget, w.window_start",
+        &[&names, &starts],
+    )?;
+    let (names, starts) = split(limits);
+    let limit_rows = tx.query(
+        "SELECT w.limit_name, w.window_start, w.window_end, w.count
+         FROM limit_windows w
+         JOIN unnest($1::text[], $2::bigint[]) AS t (limit_name, window_start)
+           ON w.limit_name = t.limit_name AND w.window_start = t.window_start
+         ORDER BY w.limit_name, w.window_start",
+        &[&names, &starts],
+    )?;
+    Ok((
+        budget_rows.iter().map(budget_total).collect(),
+        limit_rows.iter().map(limit_total).collect(),
+    ))
+}
+
+fn budget_total(row: &postgres::Row) -> BudgetTotal {
+    BudgetTotal {
+        budget: row.get(0),
+        window_start: row.get(1),
+        window_end: row.get(2),
+        spend_nano_usd: u64::try_from(row.get::<_, i64>(3)).unwrap_or(0),
+    }
+}
+
+fn limit_total(row: &postgres::Row) -> LimitTotal {
+    LimitTotal {
+        limit: row.get(0),
+        window_start: row.get(1),
+        window_end: row.get(2),
+        count: u64::try_from(row.get::<_, i64>(3)).unwrap_or(0),
+    }
+}
+
+impl PostgresStore {
+    /// One attempt at storing `batch` in one transaction.
+    fn ingest_once(
+        &self,
+        batch: &Batch,
+        batch_id: &str,
+        now: i64,
+    ) -> Result<Result<BatchReply, postgres::Error>, Failure> {
+        let mut client = self.client()?;
+        Ok(Self::ingest_in(&mut client, batch, batch_id, now))
+    }
+
+    fn ingest_in(
+        client: &mut postgres::Client,
+        batch: &Batch,
+        batch_id: &str,
+        now: i64,
+    ) -> Result<BatchReply, postgres::Error> {
+        let mut tx = client.transaction()?;
+        let stored = insert_events(&mut tx, &batch.spends(), now)?;
+        let stored_alerts = insert_alerts(&mut tx, &batch.thresholds(), now)?;
+        let mut reply = BatchReply {
+            batch_id: batch_id.to_string(),
+            ..BatchReply::default()
+        };
+        let mut added = Added::default();
+        let mut touched: Vec<(String, i64)> = Vec::new();
+        let mut touched_limits: Vec<(String, i64)> = Vec::new();
+        for item in &batch.items {
+            match item {
+                Item::Rejected(rejected) => reply.rejected.push(rejected.clone()),
+                Item::Threshold { event, first, .. } => {
+                    reply.acknowledged.push(event.id.clone());
+                    if *first && stored_alerts.contains(&event.id) {
+                        reply.accepted += 1;
+                    } else {
+                        reply.duplicates += 1;
+                    }
+                }
+                Item::Spend { event, first, .. } => {
+                    let d = &event.data;
+                    reply.acknowledged.push(event.id.clone());
+                    touched.extend(d.budgets.iter().map(|b| (b.budget.clone(), b.window_start)));
+                    touched_limits
+                        .extend(d.limits.iter().map(|l| (l.limit.clone(), l.window_start)));
+                    if !(*first && stored.contains(&event.id)) {
+                        reply.duplicates += 1;
+                        continue;
+                    }
+                    reply.accepted += 1;
+                    for budget in &d.budgets {
+                        let key = (budget.budget.clone(), budget.window_start);
+                        let entry = added.spend.entry(key).or_insert((budget.window_end, 0));
+                        entry.1 = entry.1.saturating_add(as_i64(d.cost_nano_usd));
+                    }
+                    for limit in &d.limits {
+                        let key = (limit.limit.clone(), limit.window_start);
+                        let entry = added.limits.entry(key).or_insert((limit.window_end, 0));
+                        entry.1 = entry.1.saturating_add(as_i64(limit.count));
+                    }
+                }
+            }
+        }
+        store_windows(&mut tx, &added)?;
+        touched.sort();
+        touched.dedup();
+        touched_limits.sort();
+        touched_limits.dedup();
+        let (budgets, limits) = touched_totals(&mut tx, &touched, &touched_limits)?;
+        reply.budgets = budgets;
+        reply.limits = limits;
+        tx.commit()?;
+        Ok(reply)
+    }
+}
+
+impl SpendStore for PostgresStore {
+    fn ingest(&self, body: &[u8], batch_id: &str, now: i64) -> Result<BatchReply, Failure> {
+        let batch = Batch::read(body)?;
+        let mut attempt = 1;
+        loop {
+            match self.ingest_once(&batch, batch_id, now)? {
+                Ok(reply) => return Ok(reply),
+                Err(e) if is_retryable(&e) && attempt < ATTEMPTS => attempt += 1,
+                Err(e) => return Err(internal(e)),
+            }
+        }
+    }
+
+    fn budgets_since(&self, since: u64, now: i64) -> Result<BudgetsReply, String> {
+        let mut client = self.client().map_err(|(_, e)| e)?;
+        let mut tx = client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .map_err(|e| e.to_string())?;
+        let since_i64 = as_i64(since);
+        let budgets = tx
+            .query(
+                "SELECT budget, window_start, window_end, spend_nano_usd FROM budget_windows
+                 WHERE changed > $1 AND (window_end IS NULL OR window_end > $2)
+                 ORDER BY changed",
+                &[&since_i64, &now],
+            )
+            .map_err(|e| e.to_string())?;
+        let limits = tx
+            .query(
+                "SELECT limit_name, window_start, window_end, count FROM limit_windows
+                 WHERE changed > $1 AND window_end > $2 ORDER BY changed",
+                &[&since_i64, &now],
+            )
+            .map_err(|e| e.to_string())?;
+        let latest: i64 = tx
+            .query_one("SELECT value FROM counters WHERE name = 'change'", &[])
+            .map_err(|e| e.to_string())?
+            .get(0);
+        tx.commit().map_err(|e| e.to_string())?;
+        Ok(BudgetsReply {
+            cursor: since.max(u64::try_from(latest).unwrap_or(0)),
+            budgets: budgets.iter().map(budget_total).collect(),
+            limits: limits.iter().map(limit_total).collect(),
+        })
+    }
+
+    fn report(&self) -> Result<Value, String> {
+        let mut client = self.client().map_err(|(_, e)| e)?;
+        let mut tx = client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .map_err(|e| e.to_string())?;
+        let mut group = |column: &str| -> Result<Value, String> {
+            let sql = format!(
+                "SELECT COALESCE({column}, '-'), COUNT(*), SUM(prompt_tokens)::bigint,
+                        SUM(completion_tokens)::bigint, SUM(cost_nano_usd)::bigint,
+                        COUNT(*) FILTER (WHERE estimated)
+                 FROM events GROUP BY 1 ORDER BY 5 DESC, 1"
+            );
+            let rows = tx.query(sql.as_str(), &[]).map_err(|e| e.to_string())?;
+            Ok(Value::Array(
+                rows.iter()
+                    .map(|r| {
+                        super::group_entry(
+                            r.get(0),
+                            r.get(1),
+                            r.get(2),
+                            r.get(3),
+                            r.get(4),
+                            r.get(5),
+                        )
+                    })
+                    .collect(),
+            ))
+        };
+        let by_key = group("COALESCE(key_alias, key_hash)")?;
+        let by_team = group("team_id")?;
+        let by_model = group("resolved_model")?;
+        let by_status = group("status")?;
+        let events: i64 = tx
+            .query_one("SELECT COUNT(*) FROM events", &[])
+            .map_err(|e| e.to_string())?
+            .get(0);
+        let windows = tx
+            .query(
+                "SELECT budget, window_start, window_end, spend_nano_usd FROM budget_windows
+                 ORDER BY changed",
+                &[],
+            )
+            .map_err(|e| e.to_string())?;
+        let alerts = tx
+            .query(
+                "SELECT threshold, budget, scope, holder, model, window_start, window_end,
+                        threshold_nano_usd, limit_nano_usd, spend_nano_usd, time, source
+                 FROM alerts ORDER BY time, id",
+                &[],
+            )
+            .map_err(|e| e.to_string())?;
+        tx.commit().map_err(|e| e.to_string())?;
+        let alerts: Vec<Value> = alerts
+            .iter()
+            .map(|r| {
+                super::AlertRow {
+                    threshold: r.get(0),
+                    budget: r.get(1),
+                    scope: r.get(2),
+                    holder: r.get(3),
+                    model: r.get(4),
+                    window_start: r.get(5),
+                    window_end: r.get(6),
+                    threshold_nano_usd: r.get(7),
+                    limit_nano_usd: r.get(8),
+                    spend_nano_usd: r.get(9),
+                    time: r.get(10),
+                    source: r.get(11),
+                }
+                .to_json()
+            })
+            .collect();
+        let windows: Vec<BudgetTotal> = windows.iter().map(budget_total).collect();
+        Ok(serde_json::json!({
+            "events": events,
+            "by_key": by_key,
+            "by_team": by_team,
+            "by_model": by_model,
+            "by_status": by_status,
+            "budget_windows": windows,
+            "alerts": alerts,
+        }))
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        let mut client = self.client().map_err(|(_, e)| e)?;
+        client
+            .query_one("SELECT value FROM counters WHERE name = 'change'", &[])
+            .map(|_| ())
+            .map_err(|e| format!("the database does not answer: {e}"))
+    }
+}

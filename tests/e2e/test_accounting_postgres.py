@@ -1,0 +1,154 @@
+"""Issue 13: the accounting server's PostgreSQL store, with several `tollgate accounting`
+instances sharing one real PostgreSQL server (started on 127.0.0.1 by the test, its own data
+directory). Every loop is bounded in time."""
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from postgres_server import PostgresServer
+from stack import ROOT, AccountingServer, clean_dir, request
+from test_accounting_server import event, post_batch
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    server = PostgresServer(clean_dir(ROOT / ".run" / "e2e" / "pg-store"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def pair(postgres, request):
+    """Two accounting instances on one fresh database."""
+    name = request.node.name.replace("[", "_").replace("]", "").lower()[:50]
+    url = postgres.create_database(name)
+    servers = [AccountingServer(clean_dir(ROOT / ".run" / "e2e" / f"pg-{name}-{i}"), db=url) for i in (0, 1)]
+    yield servers, url
+    for server in servers:
+        server.stop()
+
+
+def spend_event(event_id, cost, windows):
+    e = event(event_id, cost=cost)
+    e["data"]["budgets"] = [{"budget": w, "window_start": 0} for w in windows]
+    return e
+
+
+def totals(postgres, url):
+    database = url.rsplit("/", 1)[1]
+    events = postgres.query(database, "SELECT COUNT(*), COUNT(DISTINCT id), COALESCE(SUM(cost_nano_usd), 0) FROM events")[0]
+    windows = dict(postgres.query(database, "SELECT budget, spend_nano_usd FROM budget_windows"))
+    return events, windows
+
+
+def test_the_same_batch_at_two_instances_at_once_is_stored_once(pair, postgres):
+    (a, b), url = pair
+    batches = [[spend_event(f"e{i}-{j}", 1000 + j, ["team:shared", f"key:k{i % 7}"]) for j in range(50)]
+               for i in range(40)]
+
+    def send(args):
+        server, i, attempt = args
+        r = post_batch(server, batches[i], batch_id=f"b{i}-{attempt}")
+        assert r.status == 200, r.body
+        reply = r.json()
+        assert len(reply["acknowledged"]) == 50 and not reply["rejected"], reply
+        return reply["accepted"], reply["duplicates"]
+
+    # Each batch goes to both instances at once, twice (a retry after a lost answer).
+    jobs = [(server, i, attempt) for i in range(40) for attempt in (0, 1) for server in (a, b)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(send, jobs))
+    accepted = sum(r[0] for r in results)
+    duplicates = sum(r[1] for r in results)
+    assert accepted == 40 * 50 and duplicates == 3 * 40 * 50, (accepted, duplicates)
+    (count, distinct, spent), windows = totals(postgres, url)
+    expected = sum(e["data"]["cost_nano_usd"] for batch in batches for e in batch)
+    assert (count, distinct, spent) == (2000, 2000, expected)
+    assert windows["team:shared"] == expected, "the shared window equals the sum of its events"
+    assert sum(v for k, v in windows.items() if k.startswith("key:")) == expected
+    # Both instances answer the same totals.
+    report_a, report_b = a.report(), b.report()
+    assert report_a["budget_windows"] == report_b["budget_windows"]
+    assert report_a["events"] == report_b["events"] == 2000
+
+
+def test_a_poller_misses_no_total_while_two_instances_commit_concurrently(pair, postgres):
+    """Each batch adds to a window of its own, once: a change whose number committed after a
+    larger one (out of order) would be skipped by the cursor and never seen again."""
+    (a, b), url = pair
+    stop = threading.Event()
+    seen = {}
+    errors = []
+
+    def poll():
+        cursor = 0
+        while True:
+            last_round = stop.is_set()
+            r = request((a, b)[cursor % 2].port, "GET", f"/v1/spend/budgets?since={cursor}&now=1",
+                        a.reader_headers(), timeout=10)
+            if r.status != 200:
+                errors.append(r.body)
+                return
+            reply = r.json()
+            for total in reply["budgets"]:
+                seen[total["budget"]] = total["spend_nano_usd"]
+            cursor = reply["cursor"]
+            if last_round:
+                return
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+
+    def send(i):
+        server = (a, b)[i % 2]
+        batch = [spend_event(f"p{i}-{j}", 7 + j, [f"key:solo-{i}", "team:busy"]) for j in range(20)]
+        r = post_batch(server, batch, batch_id=f"p{i}")
+        assert r.status == 200, r.body
+
+    try:
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            list(pool.map(send, range(300)))
+    finally:
+        stop.set()
+        poller.join(timeout=60)
+    assert not errors, errors
+    _, windows = totals(postgres, url)
+    assert len(windows) == 301
+    missed = {k: (v, seen.get(k)) for k, v in windows.items() if seen.get(k) != v}
+    assert not missed, f"{len(missed)} window totals never reached the poller: {list(missed.items())[:5]}"
+
+
+def test_an_instance_restarted_on_the_database_keeps_every_total(pair, postgres):
+    (a, b), url = pair
+    assert post_batch(a, [spend_event("r1", 10, ["key:r"])]).status == 200
+    a.stop()
+    a.start()
+    r = post_batch(b, [spend_event("r1", 10, ["key:r"]), spend_event("r2", 5, ["key:r"])], batch_id="b2")
+    assert r.json()["budgets"] == [{"budget": "key:r", "window_start": 0, "spend_nano_usd": 15}]
+    assert r.json()["duplicates"] == 1
+    database = url.rsplit("/", 1)[1]
+    assert postgres.query(database, "SELECT COUNT(*) FROM tollgate_migrations")[0][0] == 1, \
+        "a restart applies no migration twice"
+    assert request(a.port, "GET", "/ready").status == 200
+
+
+def test_a_lost_database_makes_the_instance_unready_and_batches_retryable(postgres, tmp_path):
+    other = PostgresServer(tmp_path / "pg", fsync=False)
+    url = other.create_database("lost")
+    server = AccountingServer(clean_dir(ROOT / ".run" / "e2e" / "pg-lost"), db=url)
+    try:
+        assert request(server.port, "GET", "/ready").status == 200
+        other.stop()
+        r = post_batch(server, [spend_event("l1", 1, ["key:l"])])
+        assert r.status == 503 and r.json()["error"]["type"], r.body
+        deadline = time.monotonic() + 15
+        while request(server.port, "GET", "/ready", timeout=10).status != 503:
+            assert time.monotonic() < deadline, "readiness never noticed the database was gone"
+            time.sleep(0.2)
+        assert request(server.port, "GET", "/health").status == 200, "alive, only not ready"
+    finally:
+        server.stop()
+        other.stop()
