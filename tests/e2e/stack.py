@@ -92,12 +92,15 @@ class TlsUpstream:
 
 
 def render_clusters(clusters):
-    """Clusters from {name: port} (127.0.0.1), {name: (host, port)} (resolved by DNS) or
-    {name: TlsUpstream}."""
+    """Clusters from {name: port} (127.0.0.1), {name: [port, …]} (several instances on 127.0.0.1,
+    health-checked), {name: (host, port)} (resolved by DNS) or {name: TlsUpstream}."""
     lines = []
     for name, target in sorted(clusters.items()):
         if isinstance(target, TlsUpstream):
             lines += render_tls_cluster(name, target)
+            continue
+        if isinstance(target, list):
+            lines += render_fleet_cluster(name, target)
             continue
         host, port = target if isinstance(target, tuple) else ("127.0.0.1", target)
         lines += [
@@ -112,6 +115,29 @@ def render_clusters(clusters):
             f"            address: {{ socket_address: {{ address: {host}, port_value: {port} }} }}",
         ]
     return "\n".join(lines)
+
+
+def render_fleet_cluster(name, ports):
+    """A cluster of several instances on 127.0.0.1 (e.g. accounting servers sharing one
+    PostgreSQL), actively health-checked on `/ready` so that a stopped instance leaves the
+    rotation within about a second, as envoy/envoy.template.yaml's accounting cluster does."""
+    return [
+        f"  - name: {name}",
+        "    type: STATIC",
+        "    connect_timeout: 1s",
+        "    health_checks:",
+        "    - timeout: 1s",
+        "      interval: 0.5s",
+        "      unhealthy_threshold: 1",
+        "      healthy_threshold: 1",
+        "      http_health_check: { path: /ready }",
+        "    load_assignment:",
+        f"      cluster_name: {name}",
+        "      endpoints:",
+        "      - lb_endpoints:",
+        *(f"        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }}"
+          for port in ports),
+    ]
 
 
 def render_tls_cluster(name, target):
@@ -509,6 +535,13 @@ class AccountingServer:
 
     def events(self):
         return [json.loads(row[0]) for row in self._rows("SELECT json FROM events ORDER BY rowid")]
+
+    def kill(self):
+        """Ends the server at once (SIGKILL), as a crash would: nothing is finished or flushed."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+        self.log.close()
 
     def stop(self):
         if self.process:

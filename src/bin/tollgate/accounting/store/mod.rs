@@ -5,7 +5,9 @@
 //! once per id, window totals grown in the same transaction, and change cursors a poller can
 //! follow without missing or repeating a total.
 
+mod batch;
 mod postgres;
+mod postgres_reads;
 mod postgres_schema;
 mod sqlite;
 mod sqlite_limits;

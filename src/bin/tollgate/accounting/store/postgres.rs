@@ -14,16 +14,16 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use postgres::error::SqlState;
-use postgres::{IsolationLevel, NoTls, Transaction};
+use postgres::{NoTls, Transaction};
 use r2d2_postgres::r2d2::{Pool, PooledConnection};
 use r2d2_postgres::PostgresConnectionManager;
 use serde_json::Value;
-use tollgate::core::spend::accounting_api::{
-    read_batch, BatchReply, BudgetTotal, BudgetsReply, Incoming, LimitTotal,
-};
+use tollgate::core::spend::accounting_api::{BatchReply, BudgetTotal, BudgetsReply, LimitTotal};
 use tollgate::core::spend::event::SpendEvent;
 use tollgate::core::spend::threshold::ThresholdEvent;
 
+use super::batch::{Batch, Item};
+use super::postgres_reads;
 use super::postgres_schema::migrate;
 use super::{redacted, SpendStore};
 
@@ -55,7 +55,15 @@ fn internal(e: postgres::Error) -> Failure {
     } else {
         500
     };
-    (status, format!("database: {e}"))
+    (status, format!("database: {}", described(&e)))
+}
+
+/// A PostgreSQL error with its SQLSTATE and message (the plain `Display` says only "db error").
+pub(super) fn described(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} {}", db.code().code(), db.message()),
+        None => e.to_string(),
+    }
 }
 
 fn is_retryable(e: &postgres::Error) -> bool {
@@ -98,84 +106,7 @@ impl PostgresStore {
     }
 }
 
-/// A batch read and split: the first occurrence of each id counts, later ones are duplicates.
-struct Batch {
-    items: Vec<Item>,
-}
-
-enum Item {
-    /// A spend event; `first` is false for a repeat of an id earlier in the same batch.
-    Spend {
-        event: Box<SpendEvent>,
-        json: String,
-        first: bool,
-    },
-    Threshold {
-        event: Box<ThresholdEvent>,
-        json: String,
-        first: bool,
-    },
-    Rejected(tollgate::core::spend::accounting_api::RejectedEvent),
-}
-
-impl Batch {
-    fn read(body: &[u8]) -> Result<Batch, Failure> {
-        let mut seen = HashSet::new();
-        let items = read_batch(body)
-            .map_err(|e| (400, e))?
-            .into_iter()
-            .map(|item| match item {
-                Ok((Incoming::Spend(event), json)) => {
-                    let first = seen.insert(event.id.clone());
-                    Item::Spend { event, json, first }
-                }
-                Ok((Incoming::Threshold(event), json)) => {
-                    let first = seen.insert(event.id.clone());
-                    Item::Threshold { event, json, first }
-                }
-                Err(rejected) => Item::Rejected(rejected),
-            })
-            .collect();
-        Ok(Batch { items })
-    }
-
-    /// The first occurrence of each spend event, sorted by id.
-    fn spends(&self) -> Vec<(&SpendEvent, &str)> {
-        let mut spends: Vec<_> = self
-            .items
-            .iter()
-            .filter_map(|item| match item {
-                Item::Spend {
-                    event,
-                    json,
-                    first: true,
-                } => Some((event.as_ref(), json.as_str())),
-                _ => None,
-            })
-            .collect();
-        spends.sort_by(|a, b| a.0.id.cmp(&b.0.id));
-        spends
-    }
-
-    fn thresholds(&self) -> Vec<(&ThresholdEvent, &str)> {
-        let mut alerts: Vec<_> = self
-            .items
-            .iter()
-            .filter_map(|item| match item {
-                Item::Threshold {
-                    event,
-                    json,
-                    first: true,
-                } => Some((event.as_ref(), json.as_str())),
-                _ => None,
-            })
-            .collect();
-        alerts.sort_by(|a, b| a.0.id.cmp(&b.0.id));
-        alerts
-    }
-}
-
-fn as_i64(n: u64) -> i64 {
+pub(super) fn as_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
@@ -372,7 +303,7 @@ fn touched_totals(
     ))
 }
 
-fn budget_total(row: &postgres::Row) -> BudgetTotal {
+pub(super) fn budget_total(row: &postgres::Row) -> BudgetTotal {
     BudgetTotal {
         budget: row.get(0),
         window_start: row.get(1),
@@ -381,7 +312,7 @@ fn budget_total(row: &postgres::Row) -> BudgetTotal {
     }
 }
 
-fn limit_total(row: &postgres::Row) -> LimitTotal {
+pub(super) fn limit_total(row: &postgres::Row) -> LimitTotal {
     LimitTotal {
         limit: row.get(0),
         window_start: row.get(1),
@@ -481,125 +412,12 @@ impl SpendStore for PostgresStore {
 
     fn budgets_since(&self, since: u64, now: i64) -> Result<BudgetsReply, String> {
         let mut client = self.client().map_err(|(_, e)| e)?;
-        let mut tx = client
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .map_err(|e| e.to_string())?;
-        let since_i64 = as_i64(since);
-        let budgets = tx
-            .query(
-                "SELECT budget, window_start, window_end, spend_nano_usd FROM budget_windows
-                 WHERE changed > $1 AND (window_end IS NULL OR window_end > $2)
-                 ORDER BY changed",
-                &[&since_i64, &now],
-            )
-            .map_err(|e| e.to_string())?;
-        let limits = tx
-            .query(
-                "SELECT limit_name, window_start, window_end, count FROM limit_windows
-                 WHERE changed > $1 AND window_end > $2 ORDER BY changed",
-                &[&since_i64, &now],
-            )
-            .map_err(|e| e.to_string())?;
-        let latest: i64 = tx
-            .query_one("SELECT value FROM counters WHERE name = 'change'", &[])
-            .map_err(|e| e.to_string())?
-            .get(0);
-        tx.commit().map_err(|e| e.to_string())?;
-        Ok(BudgetsReply {
-            cursor: since.max(u64::try_from(latest).unwrap_or(0)),
-            budgets: budgets.iter().map(budget_total).collect(),
-            limits: limits.iter().map(limit_total).collect(),
-        })
+        postgres_reads::budgets_since(&mut client, since, now)
     }
 
     fn report(&self) -> Result<Value, String> {
         let mut client = self.client().map_err(|(_, e)| e)?;
-        let mut tx = client
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .map_err(|e| e.to_string())?;
-        let mut group = |column: &str| -> Result<Value, String> {
-            let sql = format!(
-                "SELECT COALESCE({column}, '-'), COUNT(*), SUM(prompt_tokens)::bigint,
-                        SUM(completion_tokens)::bigint, SUM(cost_nano_usd)::bigint,
-                        COUNT(*) FILTER (WHERE estimated)
-                 FROM events GROUP BY 1 ORDER BY 5 DESC, 1"
-            );
-            let rows = tx.query(sql.as_str(), &[]).map_err(|e| e.to_string())?;
-            Ok(Value::Array(
-                rows.iter()
-                    .map(|r| {
-                        super::group_entry(
-                            r.get(0),
-                            r.get(1),
-                            r.get(2),
-                            r.get(3),
-                            r.get(4),
-                            r.get(5),
-                        )
-                    })
-                    .collect(),
-            ))
-        };
-        let by_key = group("COALESCE(key_alias, key_hash)")?;
-        let by_team = group("team_id")?;
-        let by_model = group("resolved_model")?;
-        let by_status = group("status")?;
-        let events: i64 = tx
-            .query_one("SELECT COUNT(*) FROM events", &[])
-            .map_err(|e| e.to_string())?
-            .get(0);
-        let windows = tx
-            .query(
-                "SELECT budget, window_start, window_end, spend_nano_usd FROM budget_windows
-                 ORDER BY changed",
-                &[],
-            )
-            .map_err(|e| e.to_string())?;
-        let alerts = tx
-            .query(
-                "SELECT threshold, budget, scope, holder, model, window_start, window_end,
-                        threshold_nano_usd, limit_nano_usd, spend_nano_usd, time, source
-                 FROM alerts ORDER BY time, id",
-                &[],
-            )
-            .map_err(|e| e.to_string())?;
-        tx.commit().map_err(|e| e.to_string())?;
-        let alerts: Vec<Value> = alerts
-            .iter()
-            .map(|r| {
-                super::AlertRow {
-                    threshold: r.get(0),
-                    budget: r.get(1),
-                    scope: r.get(2),
-                    holder: r.get(3),
-                    model: r.get(4),
-                    window_start: r.get(5),
-                    window_end: r.get(6),
-                    threshold_nano_usd: r.get(7),
-                    limit_nano_usd: r.get(8),
-                    spend_nano_usd: r.get(9),
-                    time: r.get(10),
-                    source: r.get(11),
-                }
-                .to_json()
-            })
-            .collect();
-        let windows: Vec<BudgetTotal> = windows.iter().map(budget_total).collect();
-        Ok(serde_json::json!({
-            "events": events,
-            "by_key": by_key,
-            "by_team": by_team,
-            "by_model": by_model,
-            "by_status": by_status,
-            "budget_windows": windows,
-            "alerts": alerts,
-        }))
+        postgres_reads::report(&mut client)
     }
 
     fn ready(&self) -> Result<(), String> {
@@ -607,6 +425,6 @@ impl SpendStore for PostgresStore {
         client
             .query_one("SELECT value FROM counters WHERE name = 'change'", &[])
             .map(|_| ())
-            .map_err(|e| format!("the database does not answer: {e}"))
+            .map_err(|e| format!("the database does not answer: {}", described(&e)))
     }
 }

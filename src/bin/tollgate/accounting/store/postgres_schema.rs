@@ -109,7 +109,7 @@ pub fn migrate(client: &mut Client) -> Result<usize, String> {
     for (index, (name, sql)) in MIGRATIONS.iter().enumerate().skip(current) {
         let version = i32::try_from(index + 1).unwrap_or(i32::MAX);
         tx.batch_execute(sql)
-            .map_err(|e| format!("migration {version} ({name}) failed: {e}"))?;
+            .map_err(|e| format!("migration {version} ({name}) failed: {e:?}"))?;
         tx.execute(
             "INSERT INTO tollgate_migrations (version, name) VALUES ($1, $2)",
             &[&version, name],

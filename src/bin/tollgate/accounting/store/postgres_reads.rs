@@ -1,0 +1,125 @@
+//! The PostgreSQL store's reads: budget polls and the spend report, each in one read-only
+//! `REPEATABLE READ` snapshot.
+
+use postgres::{Client, IsolationLevel};
+use serde_json::Value;
+use tollgate::core::spend::accounting_api::{BudgetTotal, BudgetsReply};
+
+use super::postgres::{as_i64, budget_total, described, limit_total};
+
+/// Totals of windows still open at `now` that changed after `since`, read in one snapshot with
+/// the counter, so the cursor covers exactly what was read.
+pub fn budgets_since(client: &mut Client, since: u64, now: i64) -> Result<BudgetsReply, String> {
+    let mut tx = client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .map_err(|e| described(&e))?;
+    let since_i64 = as_i64(since);
+    let budgets = tx
+        .query(
+            "SELECT budget, window_start, window_end, spend_nano_usd FROM budget_windows
+             WHERE changed > $1 AND (window_end IS NULL OR window_end > $2)
+             ORDER BY changed",
+            &[&since_i64, &now],
+        )
+        .map_err(|e| described(&e))?;
+    let limits = tx
+        .query(
+            "SELECT limit_name, window_start, window_end, count FROM limit_windows
+             WHERE changed > $1 AND window_end > $2 ORDER BY changed",
+            &[&since_i64, &now],
+        )
+        .map_err(|e| described(&e))?;
+    let latest: i64 = tx
+        .query_one("SELECT value FROM counters WHERE name = 'change'", &[])
+        .map_err(|e| described(&e))?
+        .get(0);
+    tx.commit().map_err(|e| described(&e))?;
+    Ok(BudgetsReply {
+        cursor: since.max(u64::try_from(latest).unwrap_or(0)),
+        budgets: budgets.iter().map(budget_total).collect(),
+        limits: limits.iter().map(limit_total).collect(),
+    })
+}
+
+/// The spend report, read in one snapshot.
+pub fn report(client: &mut Client) -> Result<Value, String> {
+    let mut tx = client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .map_err(|e| described(&e))?;
+    let mut group = |column: &str| -> Result<Value, String> {
+        let sql = format!(
+            "SELECT COALESCE({column}, '-'), COUNT(*), SUM(prompt_tokens)::bigint,
+                    SUM(completion_tokens)::bigint, SUM(cost_nano_usd)::bigint,
+                    COUNT(*) FILTER (WHERE estimated)
+             FROM events GROUP BY 1 ORDER BY 5 DESC, 1"
+        );
+        let rows = tx.query(sql.as_str(), &[]).map_err(|e| described(&e))?;
+        Ok(Value::Array(
+            rows.iter()
+                .map(|r| {
+                    super::group_entry(r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5))
+                })
+                .collect(),
+        ))
+    };
+    let by_key = group("COALESCE(key_alias, key_hash)")?;
+    let by_team = group("team_id")?;
+    let by_model = group("resolved_model")?;
+    let by_status = group("status")?;
+    let events: i64 = tx
+        .query_one("SELECT COUNT(*) FROM events", &[])
+        .map_err(|e| described(&e))?
+        .get(0);
+    let windows = tx
+        .query(
+            "SELECT budget, window_start, window_end, spend_nano_usd FROM budget_windows
+             ORDER BY changed",
+            &[],
+        )
+        .map_err(|e| described(&e))?;
+    let alerts = tx
+        .query(
+            "SELECT threshold, budget, scope, holder, model, window_start, window_end,
+                    threshold_nano_usd, limit_nano_usd, spend_nano_usd, time, source
+             FROM alerts ORDER BY time, id",
+            &[],
+        )
+        .map_err(|e| described(&e))?;
+    tx.commit().map_err(|e| described(&e))?;
+    let alerts: Vec<Value> = alerts
+        .iter()
+        .map(|r| {
+            super::AlertRow {
+                threshold: r.get(0),
+                budget: r.get(1),
+                scope: r.get(2),
+                holder: r.get(3),
+                model: r.get(4),
+                window_start: r.get(5),
+                window_end: r.get(6),
+                threshold_nano_usd: r.get(7),
+                limit_nano_usd: r.get(8),
+                spend_nano_usd: r.get(9),
+                time: r.get(10),
+                source: r.get(11),
+            }
+            .to_json()
+        })
+        .collect();
+    let windows: Vec<BudgetTotal> = windows.iter().map(budget_total).collect();
+    Ok(serde_json::json!({
+        "events": events,
+        "by_key": by_key,
+        "by_team": by_team,
+        "by_model": by_model,
+        "by_status": by_status,
+        "budget_windows": windows,
+        "alerts": alerts,
+    }))
+}
