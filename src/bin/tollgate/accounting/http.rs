@@ -1,6 +1,11 @@
 //! The accounting server's HTTP layer, on hyper 1 (HTTP/1.1) and tokio: bounded request heads
 //! (431), bodies (413) and connections, with timeouts for heads (slowloris), bodies and idle
-//! connections. The handler is blocking (SQLite) and runs on tokio's blocking pool.
+//! connections. The handler is blocking (the stores) and runs on tokio's blocking pool.
+//!
+//! On SIGTERM or SIGINT the server stops accepting, lets every request in flight finish (a batch
+//! being stored is stored and answered), closes idle keep-alive connections, and returns; after
+//! the grace period it gives up on what is left (an unfinished transaction rolls back, and the
+//! sender retries that batch).
 
 use std::convert::Infallible;
 use std::net::TcpListener;
@@ -14,6 +19,8 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::StatusCode;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::Semaphore;
 
 /// Largest request body accepted (a batch is at most 1 MiB plus one event from the filter).
@@ -38,8 +45,8 @@ pub struct Request {
     pub authorization: Option<String>,
     /// The batch identity header, if any.
     pub batch_id: Option<String>,
-    /// The body.
-    pub body: Vec<u8>,
+    /// The body, or why it could not be read: `(status, message)`.
+    pub body: Result<Vec<u8>, (u16, String)>,
 }
 
 impl Request {
@@ -53,12 +60,28 @@ impl Request {
     }
 }
 
-/// A response: status and JSON body.
+/// A response: status, content type and body.
 pub struct Response {
     /// HTTP status.
     pub status: u16,
-    /// JSON text.
+    /// The body's content type.
+    pub content_type: &'static str,
+    /// The body.
     pub body: String,
+}
+
+/// The content type of JSON answers.
+pub const JSON: &str = "application/json";
+
+impl Response {
+    /// A JSON answer.
+    pub fn json(status: u16, body: String) -> Response {
+        Response {
+            status,
+            content_type: JSON,
+            body,
+        }
+    }
 }
 
 /// Server limits that operators may change.
@@ -66,9 +89,11 @@ pub struct Response {
 pub struct Limits {
     /// Connections served at once; more are closed at once.
     pub max_connections: usize,
+    /// How long a shutdown waits for requests in flight.
+    pub shutdown_grace: Duration,
 }
 
-/// Serves `handler` on `listener` until the process ends.
+/// Serves `handler` on `listener` until SIGTERM or SIGINT, then shuts down gracefully.
 pub fn serve<H>(listener: TcpListener, limits: Limits, handler: H) -> Result<(), String>
 where
     H: Fn(Request) -> Response + Send + Sync + 'static,
@@ -84,12 +109,22 @@ where
         .set_nonblocking(true)
         .map_err(|e| format!("cannot set up the listener: {e}"))?;
     let handler = Arc::new(handler);
-    runtime.block_on(async move {
+    let served = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::from_std(listener)
             .map_err(|e| format!("cannot set up the listener: {e}"))?;
+        let mut terminate = signal(SignalKind::terminate())
+            .map_err(|e| format!("cannot watch for SIGTERM: {e}"))?;
+        let mut interrupt =
+            signal(SignalKind::interrupt()).map_err(|e| format!("cannot watch for SIGINT: {e}"))?;
         let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+        let graceful = GracefulShutdown::new();
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = terminate.recv() => break,
+                _ = interrupt.recv() => break,
+            };
+            let Ok((stream, _)) = accepted else {
                 // Out of file descriptors, or a connection reset before it was accepted.
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
@@ -100,22 +135,37 @@ where
             };
             let _ = stream.set_nodelay(true);
             let handler = Arc::clone(&handler);
+            let service = service_fn(move |request| {
+                let handler = Arc::clone(&handler);
+                async move { Ok::<_, Infallible>(respond(request, handler).await) }
+            });
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEAD_TIMEOUT)
+                .max_buf_size(MAX_HEAD.max(8192))
+                .max_header_size(MAX_HEAD)
+                .serve_connection(TokioIo::new(stream), service);
+            let connection = graceful.watch(connection);
             tokio::spawn(async move {
                 let _slot = slot;
-                let service = service_fn(move |request| {
-                    let handler = Arc::clone(&handler);
-                    async move { Ok::<_, Infallible>(respond(request, handler).await) }
-                });
-                let _ = http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(HEAD_TIMEOUT)
-                    .max_buf_size(MAX_HEAD.max(8192))
-                    .max_header_size(MAX_HEAD)
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                let _ = connection.await;
             });
         }
-    })
+        drop(listener);
+        eprintln!("tollgate accounting: shutting down; finishing the requests in flight");
+        tokio::select! {
+            () = graceful.shutdown() => {}
+            () = tokio::time::sleep(limits.shutdown_grace) => {
+                eprintln!(
+                    "tollgate accounting: requests still in flight after {} s are abandoned",
+                    limits.shutdown_grace.as_secs()
+                );
+            }
+        }
+        Ok::<(), String>(())
+    });
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    served
 }
 
 async fn respond<H>(
@@ -137,21 +187,18 @@ where
     let collected =
         tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, MAX_BODY).collect()).await;
     let body = match collected {
-        Ok(Ok(collected)) => collected.to_bytes().to_vec(),
+        Ok(Ok(collected)) => Ok(collected.to_bytes().to_vec()),
         Ok(Err(problem)) => {
             let too_large = problem
                 .downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some();
-            return if too_large {
-                reply(
-                    413,
-                    error_json(&format!("the body is larger than {MAX_BODY} bytes")),
-                )
+            if too_large {
+                Err((413, format!("the body is larger than {MAX_BODY} bytes")))
             } else {
-                reply(400, error_json("the body could not be read"))
-            };
+                Err((400, "the body could not be read".to_string()))
+            }
         }
-        Err(_) => return reply(408, error_json("the body did not arrive in time")),
+        Err(_) => Err((408, "the body did not arrive in time".to_string())),
     };
     let request = Request {
         method: head.method.as_str().to_string(),
@@ -162,18 +209,21 @@ where
         body,
     };
     match tokio::task::spawn_blocking(move || handler(request)).await {
-        Ok(response) => reply(response.status, response.body),
-        Err(_) => reply(500, error_json("the request could not be handled")),
+        Ok(response) => reply(response),
+        Err(_) => reply(Response::json(
+            500,
+            error_json("the request could not be handled"),
+        )),
     }
 }
 
-fn reply(status: u16, body: String) -> hyper::Response<Full<Bytes>> {
-    let mut response = hyper::Response::new(Full::new(Bytes::from(body)));
+fn reply(answer: Response) -> hyper::Response<Full<Bytes>> {
+    let mut response = hyper::Response::new(Full::new(Bytes::from(answer.body)));
     *response.status_mut() =
-        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     response
         .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        .insert(CONTENT_TYPE, HeaderValue::from_static(answer.content_type));
     response
 }
 

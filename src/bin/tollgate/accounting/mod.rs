@@ -10,6 +10,7 @@
 
 mod auth;
 mod http;
+mod metrics;
 mod store;
 
 use std::net::TcpListener;
@@ -20,9 +21,13 @@ use tollgate::core::spend::accounting_api::{BATCH_PATH, BUDGETS_PATH};
 
 use auth::{read_token_file, Refusal, Role, Tokens};
 use http::{error_json, error_json_typed, Limits, Request, Response};
+use metrics::{Metrics, Operation, Outcome, Reason};
+use std::time::Instant;
 use store::SpendStore;
 
 const REPORT_PATH: &str = "/v1/spend/report";
+/// Prometheus metrics (OpenMetrics text), open like `/health`: counts and latencies only.
+const METRICS_PATH: &str = "/metrics";
 /// Readiness: 200 while the store answers, 503 while it does not (`/health` is liveness only).
 const READY_PATH: &str = "/ready";
 
@@ -55,6 +60,9 @@ struct Args {
     /// Connections served at once; more are closed at once.
     #[arg(long, default_value_t = 512)]
     max_connections: usize,
+    /// On SIGTERM, how long requests in flight may take to finish.
+    #[arg(long, default_value_t = 20)]
+    shutdown_grace_seconds: u64,
 }
 
 /// Environment variable with a writer token, used when no `--writer-token-file` is given.
@@ -85,6 +93,7 @@ fn tokens_from(file: Option<&str>, env: &str) -> Result<Vec<String>, String> {
 struct Server {
     tokens: Option<Tokens>,
     store: Box<dyn SpendStore>,
+    metrics: Metrics,
 }
 
 /// Runs the server until the process is stopped.
@@ -110,7 +119,11 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
         Some(Tokens::new(&writers, &readers))
     };
     let store = store::open(&args.db, args.db_pool_size)?;
-    let server = Server { tokens, store };
+    let server = Server {
+        tokens,
+        store,
+        metrics: Metrics::new(),
+    };
     let listener = TcpListener::bind(&args.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
@@ -120,8 +133,10 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
     );
     let limits = Limits {
         max_connections: args.max_connections,
+        shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace_seconds),
     };
     http::serve(listener, limits, move |request| handle(&server, request))?;
+    eprintln!("tollgate accounting: stopped");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -141,40 +156,82 @@ fn role_of(method: &str, path: &str) -> Option<Role> {
 }
 
 fn handle(server: &Server, request: Request) -> Response {
+    let started = Instant::now();
+    server.metrics.in_flight(1);
+    let response = route(server, &request);
+    server.metrics.in_flight(-1);
+    if request.path == BATCH_PATH && request.method == "POST" {
+        server.metrics.batch(response.status, started.elapsed());
+    }
+    response
+}
+
+/// The store call `run`, timed as `operation`.
+fn timed<T>(server: &Server, operation: Operation, run: impl FnOnce() -> T) -> T {
+    let started = Instant::now();
+    let result = run();
+    server.metrics.store(operation, started.elapsed());
+    result
+}
+
+fn route(server: &Server, request: &Request) -> Response {
     if let (Some(tokens), Some(role)) = (&server.tokens, role_of(&request.method, &request.path)) {
         match tokens.check(request.authorization.as_deref(), role) {
             Ok(()) => {}
             Err(Refusal::Unauthenticated) => {
-                return Response {
-                    status: 401,
-                    body: error_json_typed(
+                server.metrics.refused(Reason::Unauthenticated);
+                return Response::json(
+                    401,
+                    error_json_typed(
                         "a valid bearer token is required",
                         "authentication_error",
                         Some("invalid_token"),
                     ),
-                }
+                );
             }
             Err(Refusal::Forbidden) => {
-                return Response {
-                    status: 403,
-                    body: error_json_typed(
+                server.metrics.refused(Reason::Forbidden);
+                return Response::json(
+                    403,
+                    error_json_typed(
                         "this token may not do that",
                         "permission_error",
                         Some("wrong_role"),
                     ),
-                }
+                );
             }
         }
     }
+    let body = match &request.body {
+        Ok(body) => body.as_slice(),
+        Err((status, message)) => {
+            server.metrics.refused(match status {
+                413 => Reason::BodyTooLarge,
+                408 => Reason::BodyTimeout,
+                _ => Reason::BadBody,
+            });
+            return Response::json(*status, error_json(message));
+        }
+    };
     let result = match (request.method.as_str(), request.path.as_str()) {
-        ("POST", BATCH_PATH) => server
-            .store
-            .ingest(
-                &request.body,
-                request.batch_id.as_deref().unwrap_or(""),
-                now(),
-            )
-            .map(|reply| serde_json::to_string(&reply).unwrap_or_default()),
+        ("POST", BATCH_PATH) => timed(server, Operation::Ingest, || {
+            server
+                .store
+                .ingest(body, request.batch_id.as_deref().unwrap_or(""), now())
+        })
+        .map(|reply| {
+            server.metrics.events(Outcome::Accepted, reply.accepted);
+            server.metrics.events(Outcome::Duplicate, reply.duplicates);
+            server
+                .metrics
+                .events(Outcome::Rejected, reply.rejected.len() as u64);
+            serde_json::to_string(&reply).unwrap_or_default()
+        })
+        .inspect_err(|(status, _)| {
+            if *status == 400 {
+                server.metrics.refused(Reason::BadBody);
+            }
+        }),
         ("GET", BUDGETS_PATH) => {
             let since = request
                 .param("since")
@@ -184,37 +241,43 @@ fn handle(server: &Server, request: Request) -> Response {
                 .param("now")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or_else(now);
-            server
-                .store
-                .budgets_since(since, at)
-                .map(|reply| serde_json::to_string(&reply).unwrap_or_default())
-                .map_err(|e| (503, e))
+            timed(server, Operation::Poll, || {
+                server.store.budgets_since(since, at)
+            })
+            .map(|reply| serde_json::to_string(&reply).unwrap_or_default())
+            .map_err(|e| (503, e))
         }
-        ("GET", REPORT_PATH) => server
-            .store
-            .report()
+        ("GET", REPORT_PATH) => timed(server, Operation::Report, || server.store.report())
             .map(|report| report.to_string())
             .map_err(|e| (503, e)),
         ("GET", "/health") => Ok("{\"status\":\"ok\"}".to_string()),
-        ("GET", READY_PATH) => match server.store.ready() {
+        ("GET", READY_PATH) => match timed(server, Operation::Ready, || server.store.ready()) {
             Ok(()) => Ok("{\"status\":\"ready\"}".to_string()),
             Err(e) => Err((503, e)),
         },
-        (_, BATCH_PATH | BUDGETS_PATH | REPORT_PATH | "/health" | READY_PATH) => {
+        ("GET", METRICS_PATH) => {
+            return Response {
+                status: 200,
+                content_type: metrics::CONTENT_TYPE,
+                body: server.metrics.encode(),
+            }
+        }
+        (_, BATCH_PATH | BUDGETS_PATH | REPORT_PATH | "/health" | READY_PATH | METRICS_PATH) => {
+            server.metrics.refused(Reason::NoRoute);
             Err((405, format!("{} is not allowed here", request.method)))
         }
-        _ => Err((404, "no such route".to_string())),
+        _ => {
+            server.metrics.refused(Reason::NoRoute);
+            Err((404, "no such route".to_string()))
+        }
     };
     match result {
-        Ok(body) => Response { status: 200, body },
+        Ok(body) => Response::json(200, body),
         Err((status, message)) => {
             if status >= 500 {
                 eprintln!("tollgate accounting: {message}");
             }
-            Response {
-                status,
-                body: error_json(&message),
-            }
+            Response::json(status, error_json(&message))
         }
     }
 }

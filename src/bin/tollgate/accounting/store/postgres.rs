@@ -39,7 +39,19 @@ const ATTEMPTS: usize = 3;
 
 /// The PostgreSQL store: a pool of connections to one database.
 pub struct PostgresStore {
-    pool: Pool<Manager>,
+    /// Always `Some` until dropped.
+    pool: Option<Pool<Manager>>,
+}
+
+impl Drop for PostgresStore {
+    /// The pool is dropped on a thread of its own: closing a rust-postgres client blocks on a
+    /// runtime of its own, which panics on a thread that is driving the server's runtime (as
+    /// the thread ending the server at shutdown is).
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take() {
+            let _ = std::thread::spawn(move || drop(pool)).join();
+        }
+    }
 }
 
 /// A store failure: status for the answer and a message for the log.
@@ -83,10 +95,9 @@ impl PostgresStore {
             .min_idle(Some(1))
             .connection_timeout(CHECKOUT_TIMEOUT)
             .build_unchecked(PostgresConnectionManager::new(config, NoTls));
-        let store = PostgresStore { pool };
         let deadline = Instant::now() + START_TIMEOUT;
         let mut client = loop {
-            match store.pool.get() {
+            match pool.get() {
                 Ok(client) => break client,
                 Err(e) if Instant::now() < deadline => {
                     eprintln!("tollgate accounting: waiting for {}: {e}", redacted(url));
@@ -96,11 +107,14 @@ impl PostgresStore {
             }
         };
         migrate(&mut client)?;
-        Ok(store)
+        drop(client);
+        Ok(PostgresStore { pool: Some(pool) })
     }
 
     fn client(&self) -> Result<PooledConnection<Manager>, Failure> {
         self.pool
+            .as_ref()
+            .ok_or_else(|| (503, "the store is closed".to_string()))?
             .get()
             .map_err(|e| (503, format!("no database connection: {e}")))
     }
@@ -232,10 +246,15 @@ fn take_changes(tx: &mut Transaction<'_>, n: usize) -> Result<i64, postgres::Err
     Ok(last - n + 1)
 }
 
-fn store_windows(tx: &mut Transaction<'_>, added: &Added) -> Result<(), postgres::Error> {
+/// Adds to the windows and returns their new totals.
+fn store_windows(
+    tx: &mut Transaction<'_>,
+    added: &Added,
+) -> Result<(Vec<BudgetTotal>, Vec<LimitTotal>), postgres::Error> {
     let count = added.spend.len() + added.limits.len();
+    let mut totals = (Vec::new(), Vec::new());
     if count == 0 {
-        return Ok(());
+        return Ok(totals);
     }
     let first = take_changes(tx, count)?;
     let changes: Vec<i64> = (first..).take(count).collect();
@@ -245,62 +264,69 @@ fn store_windows(tx: &mut Transaction<'_>, added: &Added) -> Result<(), postgres
         let starts: Vec<i64> = added.spend.keys().map(|(_, s)| *s).collect();
         let ends: Vec<Option<i64>> = added.spend.values().map(|(e, _)| *e).collect();
         let sums: Vec<i64> = added.spend.values().map(|(_, n)| *n).collect();
-        tx.execute(
+        let rows = tx.query(
             "INSERT INTO budget_windows (budget, window_start, window_end, spend_nano_usd, changed)
              SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[])
              ON CONFLICT (budget, window_start) DO UPDATE SET
                 spend_nano_usd = budget_windows.spend_nano_usd + excluded.spend_nano_usd,
-                changed = excluded.changed",
+                changed = excluded.changed
+             RETURNING budget, window_start, window_end, spend_nano_usd",
             &[&names, &starts, &ends, &sums, &spend_changes],
         )?;
+        totals.0 = rows.iter().map(budget_total).collect();
     }
     if !added.limits.is_empty() {
         let names: Vec<&str> = added.limits.keys().map(|(l, _)| l.as_str()).collect();
         let starts: Vec<i64> = added.limits.keys().map(|(_, s)| *s).collect();
         let ends: Vec<i64> = added.limits.values().map(|(e, _)| *e).collect();
         let counts: Vec<i64> = added.limits.values().map(|(_, n)| *n).collect();
-        tx.execute(
+        let rows = tx.query(
             "INSERT INTO limit_windows (limit_name, window_start, window_end, count, changed)
              SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[])
              ON CONFLICT (limit_name, window_start) DO UPDATE SET
                 count = limit_windows.count + excluded.count,
-                changed = excluded.changed",
+                changed = excluded.changed
+             RETURNING limit_name, window_start, window_end, count",
             &[&names, &starts, &ends, &counts, &limit_changes],
         )?;
+        totals.1 = rows.iter().map(limit_total).collect();
     }
-    Ok(())
+    Ok(totals)
 }
 
-/// The current totals of the windows a batch touched (stored now or earlier).
-fn touched_totals(
+/// The current totals of the windows a batch touched but added nothing to (all its events there
+/// were stored before).
+fn unchanged_totals(
     tx: &mut Transaction<'_>,
     budgets: &[(String, i64)],
     limits: &[(String, i64)],
 ) -> Result<(Vec<BudgetTotal>, Vec<LimitTotal>), postgres::Error> {
     let split =
         |windows: &[(String, i64)]| -> (Vec<String>, Vec<i64>) { windows.iter().cloned().unzip() };
-    let (names, starts) = split(budgets);
-    let budget_rows = tx.query(
-        "SELECT w.budget, w.window_start, w.window_end, w.spend_nano_usd
-         FROM budget_windows w
-         JOIN unnest($1::text[], $2::bigint[]) AS t (budget, window_start)
-           ON w.budget = t.budget AND w.window_start = t.window_start
-         ORDER BY w.budget, w.window_start",
-        &[&names, &starts],
-    )?;
-    let (names, starts) = split(limits);
-    let limit_rows = tx.query(
-        "SELECT w.limit_name, w.window_start, w.window_end, w.count
-         FROM limit_windows w
-         JOIN unnest($1::text[], $2::bigint[]) AS t (limit_name, window_start)
-           ON w.limit_name = t.limit_name AND w.window_start = t.window_start
-         ORDER BY w.limit_name, w.window_start",
-        &[&names, &starts],
-    )?;
-    Ok((
-        budget_rows.iter().map(budget_total).collect(),
-        limit_rows.iter().map(limit_total).collect(),
-    ))
+    let mut totals = (Vec::new(), Vec::new());
+    if !budgets.is_empty() {
+        let (names, starts) = split(budgets);
+        let rows = tx.query(
+            "SELECT w.budget, w.window_start, w.window_end, w.spend_nano_usd
+             FROM budget_windows w
+             JOIN unnest($1::text[], $2::bigint[]) AS t (budget, window_start)
+               ON w.budget = t.budget AND w.window_start = t.window_start",
+            &[&names, &starts],
+        )?;
+        totals.0 = rows.iter().map(budget_total).collect();
+    }
+    if !limits.is_empty() {
+        let (names, starts) = split(limits);
+        let rows = tx.query(
+            "SELECT w.limit_name, w.window_start, w.window_end, w.count
+             FROM limit_windows w
+             JOIN unnest($1::text[], $2::bigint[]) AS t (limit_name, window_start)
+               ON w.limit_name = t.limit_name AND w.window_start = t.window_start",
+            &[&names, &starts],
+        )?;
+        totals.1 = rows.iter().map(limit_total).collect();
+    }
+    Ok(totals)
 }
 
 pub(super) fn budget_total(row: &postgres::Row) -> BudgetTotal {
@@ -384,12 +410,18 @@ impl PostgresStore {
                 }
             }
         }
-        store_windows(&mut tx, &added)?;
+        let (mut budgets, mut limits) = store_windows(&mut tx, &added)?;
         touched.sort();
         touched.dedup();
+        touched.retain(|window| !added.spend.contains_key(window));
         touched_limits.sort();
         touched_limits.dedup();
-        let (budgets, limits) = touched_totals(&mut tx, &touched, &touched_limits)?;
+        touched_limits.retain(|window| !added.limits.contains_key(window));
+        let (other_budgets, other_limits) = unchanged_totals(&mut tx, &touched, &touched_limits)?;
+        budgets.extend(other_budgets);
+        limits.extend(other_limits);
+        budgets.sort_by(|a, b| (&a.budget, a.window_start).cmp(&(&b.budget, b.window_start)));
+        limits.sort_by(|a, b| (&a.limit, a.window_start).cmp(&(&b.limit, b.window_start)));
         reply.budgets = budgets;
         reply.limits = limits;
         tx.commit()?;
