@@ -92,8 +92,8 @@ class TlsUpstream:
 
 
 def render_clusters(clusters):
-    """Clusters from {name: port} (127.0.0.1), {name: [port, …]} (several instances on 127.0.0.1,
-    health-checked), {name: (host, port)} (resolved by DNS) or {name: TlsUpstream}."""
+    """Clusters from {name: port} (127.0.0.1), {name: [port or (host, port), …]} (several
+    instances, health-checked), {name: (host, port)} (resolved by DNS) or {name: TlsUpstream}."""
     lines = []
     for name, target in sorted(clusters.items()):
         if isinstance(target, TlsUpstream):
@@ -117,13 +117,15 @@ def render_clusters(clusters):
     return "\n".join(lines)
 
 
-def render_fleet_cluster(name, ports):
-    """A cluster of several instances on 127.0.0.1 (e.g. accounting servers sharing one
-    PostgreSQL), actively health-checked on `/ready` so that a stopped instance leaves the
-    rotation within about a second, as envoy/envoy.template.yaml's accounting cluster does."""
+def render_fleet_cluster(name, targets):
+    """A cluster of several instances (ports on 127.0.0.1, or (host, port) resolved by DNS), e.g.
+    accounting servers sharing one PostgreSQL, actively health-checked on `/ready` so that a
+    stopped instance leaves the rotation within about a second."""
+    endpoints = [target if isinstance(target, tuple) else ("127.0.0.1", target) for target in targets]
+    static = all(host == "127.0.0.1" for host, _ in endpoints)
     return [
         f"  - name: {name}",
-        "    type: STATIC",
+        f"    type: {'STATIC' if static else 'STRICT_DNS'}",
         "    connect_timeout: 1s",
         "    health_checks:",
         "    - timeout: 1s",
@@ -135,8 +137,8 @@ def render_fleet_cluster(name, ports):
         f"      cluster_name: {name}",
         "      endpoints:",
         "      - lb_endpoints:",
-        *(f"        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }}"
-          for port in ports),
+        *(f"        - endpoint: {{ address: {{ socket_address: {{ address: {host}, port_value: {port} }} }} }}"
+          for host, port in endpoints),
     ]
 
 

@@ -58,7 +58,7 @@ def test_the_compose_form_is_generated_from_the_tested_config_and_envoy_accepts_
     # Envoy's validate mode wants the ECDS file to exist: point the bootstrap at the repo copy.
     # envoy-mock.yaml is the default; TOLLGATE_UPSTREAMS=real picks envoy-real.yaml (the providers
     # over TLS, checked against the CA bundle at the path the image and this machine share).
-    for upstreams in ("mock", "real"):
+    for upstreams in ("mock", "real", "fleet"):
         text = (ROOT / "envoy" / "compose" / f"envoy-{upstreams}.yaml").read_text()
         bootstrap = tmp_path / f"envoy-{upstreams}.yaml"
         bootstrap.write_text(text.replace("/etc/tollgate", str(ROOT / "envoy" / "compose")))
@@ -80,6 +80,14 @@ def test_the_compose_form_is_generated_from_the_tested_config_and_envoy_accepts_
     for port in ("9901", "9902"):
         published = [line for line in compose.splitlines() if "ports:" in line and port in line]
         assert published and all(f'"127.0.0.1:{port}:{port}"' in line for line in published), published
+    # The fleet: two instances on one PostgreSQL, health-checked; the database is not published.
+    fleet = (ROOT / "envoy" / "docker-compose.fleet.yaml").read_text()
+    published = [line.strip() for line in fleet.splitlines() if "ports:" in line]
+    assert published == ['ports: ["10000:10000", "127.0.0.1:9901:9901"]', 'ports: ["127.0.0.1:9902:9902"]',
+                         'ports: ["127.0.0.1:9903:9902"]'], published
+    assert fleet.count('"--db", "postgres://tollgate:${TOLLGATE_PG_PASSWORD}@postgres:5432/tollgate"') == 2
+    bootstrap = (ROOT / "envoy" / "compose" / "envoy-fleet.yaml").read_text()
+    assert "http_health_check: { path: /ready }" in bootstrap and "address: accounting-1, port_value: 9902" in bootstrap
 
 
 def test_the_static_form_serves_like_the_ecds_form(request, upstreams):
