@@ -2,7 +2,9 @@
 //! random hostile strings (every ASCII control byte, quotes, backslashes, DEL, surrogate-range
 //! neighbours, 2/3/4-byte UTF-8, U+2028/2029, BOM, long runs) and extreme numbers.
 
-use tollgate::core::spend::event::{BudgetRef, LimitRef, SpendData, SpendEvent, UsageData};
+use tollgate::core::spend::event::{
+    BudgetRef, EventMetadata, LimitRef, SpendData, SpendEvent, UsageData,
+};
 use tollgate::core::spend::event_writer::write_event;
 
 struct Rng(u64);
@@ -130,6 +132,15 @@ fn the_writer_equals_serde_on_random_hostile_events() {
             http_status: rng.below(65_536) as u16,
             budgets,
             limits,
+            tags: (0..rng.below(4)).map(|_| rng.string()).collect(),
+            metadata: EventMetadata {
+                key: (0..rng.below(3))
+                    .map(|_| (rng.string(), rng.string()))
+                    .collect(),
+                team: (0..rng.below(3))
+                    .map(|_| (rng.string(), rng.string()))
+                    .collect(),
+            },
         };
         let id = rng.string();
         let source = rng.string();

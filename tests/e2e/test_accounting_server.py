@@ -155,3 +155,37 @@ def test_a_server_without_tokens_refuses_to_start(tmp_path):
                              str(tmp_path / "x.db")], capture_output=True, text=True, timeout=30,
                             env={"PATH": "/usr/bin:/bin"})
     assert result.returncode != 0 and "writer tokens" in result.stderr, result.stderr
+
+
+def threshold(event_id):
+    return {"specversion": "1.0", "id": event_id, "source": "t", "type": "tollgate.budget.threshold",
+            "time": "2026-12-01T00:00:00.000Z", "subject": "k", "datacontenttype": "application/json",
+            "data": {"policy_version": "v", "threshold": "soft_budget", "budget": "team:t", "scope": "team",
+                     "holder": "t", "model": None, "window_start": 0, "threshold_nano_usd": 1,
+                     "limit_nano_usd": None, "spend_nano_usd": 2}}
+
+
+def test_a_writer_cannot_poison_batches_nul_ids_shared_ids_or_an_overflowing_window(server):
+    """From a review: on PostgreSQL each of these once failed every retry of a batch, or
+    acknowledged an event it never stored."""
+    nul = post_batch(server, [event("nul\u0000id"), event("beside-nul")], batch_id="nul").json()
+    assert nul["acknowledged"] == ["beside-nul"] and nul["rejected"][0]["reason"].endswith("NUL character")
+    shared = post_batch(server, [threshold("same-id"), event("same-id")], batch_id="shared").json()
+    assert (shared["accepted"], shared["duplicates"]) == (2, 0), shared
+    assert "same-id" in server.event_ids(), "the spend event was stored beside the alert"
+    # A window pushed to the largest integer by a hostile writer (9,224 events at the $1M cap)
+    # saturates; an honest filter's batch on the same window still goes in.
+    cap = 10 ** 15
+    hostile = [dict(event(f"cap-{i}", cost=cap), data=dict(event("x")["data"], cost_nano_usd=cap,
+                    budgets=[{"budget": "team:hot", "window_start": 0}])) for i in range(9_300)]
+    for i in range(0, len(hostile), 1_000):
+        assert post_batch(server, hostile[i:i + 1_000], batch_id=f"cap-{i}").status == 200
+    honest = dict(event("honest", cost=5), data=dict(event("x")["data"], cost_nano_usd=5,
+                  budgets=[{"budget": "team:hot", "window_start": 0}]))
+    reply = post_batch(server, [honest], batch_id="honest")
+    assert reply.status == 200, reply
+    assert reply.json()["budgets"] == [{"budget": "team:hot", "window_start": 0, "spend_nano_usd": 2 ** 63 - 1}]
+    report = request(server.port, "GET", "/v1/spend/report", server.reader_headers(), timeout=30)
+    assert report.status == 200, report
+    grouped = request(server.port, "GET", "/v1/spend/report?group_by=team", server.reader_headers(), timeout=30)
+    assert grouped.status == 200 and grouped.json()["rows"][0]["cost_nano_usd"] >= 9 * 10 ** 18, grouped

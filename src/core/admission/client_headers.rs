@@ -33,6 +33,10 @@ pub const TENANT_SELECTORS: [&str; 3] = [
     "x-goog-user-project",
 ];
 
+/// Always removed: read by Tollgate for spend attribution (LiteLLM's tag header; Tollgate's own
+/// `x-tollgate-tags` goes with the other internal headers). Providers have no use for them.
+pub const ATTRIBUTION_HEADERS: [&str; 1] = ["x-litellm-tags"];
+
 /// Presented keys shorter than this are not searched for in other headers and query values
 /// (a very short string would match innocent values).
 const MIN_SEARCHED_KEY_BYTES: usize = 12;
@@ -57,6 +61,8 @@ pub enum Removal {
     Configured,
     /// Any other header whose value contains the virtual key the client presented.
     CarriesKey,
+    /// A header Tollgate reads for spend attribution ([`ATTRIBUTION_HEADERS`]).
+    Attribution,
 }
 
 impl Removal {
@@ -69,6 +75,7 @@ impl Removal {
             Removal::TenantSelector => "tenant_selector",
             Removal::Configured => "configured",
             Removal::CarriesKey => "carries_key",
+            Removal::Attribution => "attribution",
         }
     }
 }
@@ -116,6 +123,9 @@ impl ClientHeaderRules {
         }
         if CREDENTIAL_HEADERS.iter().any(|h| h.as_bytes() == name) {
             return Some(Removal::Credential);
+        }
+        if ATTRIBUTION_HEADERS.iter().any(|h| h.as_bytes() == name) {
+            return Some(Removal::Attribution);
         }
         if let Some(i) = TENANT_SELECTORS.iter().position(|h| h.as_bytes() == name) {
             let forwarded = self.forwarded_selectors.get(i).copied().unwrap_or(false);

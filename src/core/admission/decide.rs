@@ -32,6 +32,9 @@ use crate::core::money::cost::{PriceSource, ServiceTier};
 use crate::core::money::reservation::{
     check_room, nothing_reserved, release, reserve, LedgerStore, Reservation,
 };
+use crate::core::spend::attribution::{
+    event_tags, request_tags, LITELLM_TAGS_HEADER, TOLLGATE_TAGS_HEADER,
+};
 
 /// What to do after the request headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +64,8 @@ pub struct BodyTicket {
     /// What the path names (the Azure form's model, a stored response's id) and which path
     /// goes upstream.
     pub path: RequestPath,
+    /// The `x-tollgate-tags` and `x-litellm-tags` values, read with the body's tags.
+    pub tag_headers: [Option<String>; 2],
 }
 
 impl BodyTicket {
@@ -133,6 +138,7 @@ pub fn decide_head(policy: Option<&Policy>, head: &RequestHead, now: i64) -> Hea
         endpoint,
         max_body_bytes: policy.max_request_body_bytes,
         path,
+        tag_headers: head.tag_headers.map(|value| value.map(str::to_string)),
     };
     if let Some(length) = head.content_length {
         if let Err(denial) = ticket.check_size(length) {
@@ -232,6 +238,8 @@ pub struct MeteringPlan {
     pub prompt_estimate: u64,
     /// The request body's `user`.
     pub end_user: Option<String>,
+    /// The request's tags with the key's and team's (each once, sorted).
+    pub tags: Vec<String>,
     /// The service tier asked for (priced when the response does not name one).
     pub service_tier: ServiceTier,
     /// Mark Responses ids and encrypted content in the answer with this tag and tenant seal
@@ -305,6 +313,26 @@ fn decide_steps<'p, C: Credentials + ?Sized>(
             param: "background",
         });
     }
+    let [tollgate_tags, litellm_tags] = &ticket.tag_headers;
+    let request_tags = request_tags(
+        facts.tags.iter().map(|tag| tag.as_ref()),
+        [
+            (TOLLGATE_TAGS_HEADER, tollgate_tags.as_deref()),
+            (LITELLM_TAGS_HEADER, litellm_tags.as_deref()),
+        ],
+    )
+    .map_err(|problem| Denial::InvalidRequest {
+        code: "invalid_tags",
+        message: format!(
+            "The tags in {} were refused: {}.",
+            problem.source, problem.reason
+        ),
+    })?;
+    let tags = event_tags(
+        &request_tags,
+        &trace.key.attribution,
+        trace.team.map(|t| &t.attribution),
+    );
     let requested: &str = &facts.model;
     trace.requested = Some(requested.to_string());
 
@@ -451,6 +479,7 @@ fn decide_steps<'p, C: Credentials + ?Sized>(
         .collect();
     edits.extend(marks.restores);
     edits.extend(facts.model_edit(&route.upstream_model));
+    edits.extend(facts.tags_edit.clone());
     let usage_edit = include_usage_edit(ticket.endpoint, body, &facts);
     let strip_usage = usage_edit.is_some();
     edits.extend(usage_edit);
@@ -485,6 +514,7 @@ fn decide_steps<'p, C: Credentials + ?Sized>(
             // A cut stream of a follow-up is billed its stored conversation, not the new bytes.
             prompt_estimate: billed_input,
             end_user: facts.end_user.map(|u| u.into_owned()),
+            tags,
             service_tier: ask.tier,
             mark_with: seal.map(|seal| MarkWith {
                 tag: route.deployment.affinity,
@@ -542,6 +572,10 @@ fn body_denial(problem: BodyProblem) -> Denial {
         BodyProblem::InvalidModel => (
             "invalid_model",
             "'model' must be a non-empty string of at most 512 bytes.".to_string(),
+        ),
+        BodyProblem::InvalidTags => (
+            "invalid_tags",
+            "'metadata.tags' must be a list of strings.".to_string(),
         ),
         BodyProblem::InvalidUser => (
             "invalid_user",

@@ -131,6 +131,8 @@ pub struct RequestHead<'a> {
     pub content_length: Option<u64>,
     /// `content-encoding` of the request body, when present.
     pub content_encoding: Option<&'a str>,
+    /// `x-tollgate-tags` and `x-litellm-tags` (spend attribution), when present.
+    pub tag_headers: [Option<&'a str>; 2],
 }
 
 /// Why no usable credential was found.
@@ -202,6 +204,11 @@ pub struct BodyFacts<'a> {
     /// `prompt` is a list of prompts (strings or token arrays): their number (text completions
     /// answer each one); `None` for a single prompt or no `prompt`.
     pub prompts: Option<u64>,
+    /// LiteLLM's `metadata.tags` (spend attribution), as sent.
+    pub tags: Vec<Cow<'a, str>>,
+    /// The edit that removes `tags` from `metadata` before the upstream sees it (providers
+    /// refuse a list there), when the body has them.
+    pub tags_edit: Option<(Range<usize>, Vec<u8>)>,
 }
 
 /// Where the body's `model` sits.
@@ -257,6 +264,8 @@ pub enum BodyProblem {
     InvalidModel,
     /// `user` is a string longer than [`MAX_END_USER_BYTES`] or holding control characters.
     InvalidUser,
+    /// `metadata.tags` is not a list of strings.
+    InvalidTags,
 }
 
 #[derive(Deserialize)]
@@ -291,6 +300,8 @@ struct BodyView<'a> {
     background: Option<&'a RawValue>,
     #[serde(borrow)]
     prompt: Option<&'a RawValue>,
+    #[serde(borrow)]
+    metadata: Option<&'a RawValue>,
     /// Read only so that a duplicated `input` is refused (the affinity check reads one copy).
     #[serde(borrow)]
     #[allow(dead_code)]
@@ -398,6 +409,7 @@ pub fn read_body_as<'a>(
     .into_iter()
     .flatten()
     .find_map(|raw| serde_json::from_str::<u64>(raw.get()).ok());
+    let (tags, tags_edit) = metadata_tags(body, view.metadata)?;
     Ok(BodyFacts {
         model,
         model_slot,
@@ -417,7 +429,44 @@ pub fn read_body_as<'a>(
             .background
             .is_some_and(|raw| !matches!(raw.get(), "false" | "null")),
         prompts: view.prompt.and_then(prompt_count),
+        tags,
+        tags_edit,
     })
+}
+
+/// LiteLLM's `metadata.tags`, and the edit that takes them out of `metadata` (re-written
+/// without them), when `metadata` is an object holding `tags`.
+type MetadataTags<'a> = (Vec<Cow<'a, str>>, Option<(Range<usize>, Vec<u8>)>);
+
+fn metadata_tags<'a>(
+    body: &'a [u8],
+    metadata: Option<&'a RawValue>,
+) -> Result<MetadataTags<'a>, BodyProblem> {
+    let Some(raw) = metadata.filter(|raw| raw.get().starts_with('{')) else {
+        return Ok((Vec::new(), None));
+    };
+    let Ok(mut members) =
+        serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(raw.get())
+    else {
+        return Ok((Vec::new(), None));
+    };
+    let Some(tags) = members.remove("tags") else {
+        return Ok((Vec::new(), None));
+    };
+    let tags = match tags {
+        serde_json::Value::Null => Vec::new(),
+        serde_json::Value::Array(items) => items
+            .into_iter()
+            .map(|item| match item {
+                serde_json::Value::String(tag) => Ok(Cow::Owned(tag)),
+                _ => Err(BodyProblem::InvalidTags),
+            })
+            .collect::<Result<_, _>>()?,
+        _ => return Err(BodyProblem::InvalidTags),
+    };
+    let span = span_of(body, raw).ok_or(BodyProblem::InvalidTags)?;
+    let rewritten = serde_json::to_vec(&members).map_err(|_| BodyProblem::InvalidTags)?;
+    Ok((tags, Some((span, rewritten))))
 }
 
 /// How many prompts a `prompt` value holds when it is a list of them: an array of strings or of
@@ -813,5 +862,34 @@ mod tests {
         assert_eq!(prompts(br#"{"model":"m","prompt":[[1,2],[3]]}"#), Some(2));
         assert_eq!(prompts(br#"{"model":"m","prompt":["a",[3]]}"#), Some(2));
         assert_eq!(prompts(br#"{"model":"m"}"#), None);
+    }
+
+    #[test]
+    fn metadata_tags_are_read_and_taken_out_of_the_upstream_body() {
+        let body = br#"{"model":"m","metadata":{"trace":"t-1","tags":["a","b"]},"user":"u"}"#;
+        let facts = read_body(body).unwrap();
+        assert_eq!(facts.tags, ["a", "b"]);
+        let edit = facts.tags_edit.clone().unwrap();
+        let out = splice(body, vec![edit]);
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            r#"{"model":"m","metadata":{"trace":"t-1"},"user":"u"}"#
+        );
+        for untouched in [
+            &br#"{"model":"m","metadata":{"trace":"t"}}"#[..],
+            br#"{"model":"m","metadata":"text"}"#,
+            br#"{"model":"m","metadata":null}"#,
+            br#"{"model":"m"}"#,
+        ] {
+            let facts = read_body(untouched).unwrap();
+            assert!(facts.tags.is_empty() && facts.tags_edit.is_none());
+        }
+        for bad in [
+            &br#"{"model":"m","metadata":{"tags":"a"}}"#[..],
+            br#"{"model":"m","metadata":{"tags":[1]}}"#,
+            br#"{"model":"m","metadata":{"tags":{"a":1}}}"#,
+        ] {
+            assert_eq!(read_body(bad).err(), Some(BodyProblem::InvalidTags));
+        }
     }
 }

@@ -123,6 +123,7 @@ pub(crate) fn decide_stored<'p, C: Credentials + ?Sized>(
             strip_usage: false,
             prompt_estimate: 0,
             end_user: None,
+            tags: Vec::new(),
             service_tier: ServiceTier::Standard,
             mark_with: Some(MarkWith {
                 tag: route.deployment.affinity,

@@ -570,6 +570,7 @@ impl Compiler {
                     || aliases.contains_key(name)
             };
             let model_limits = self.model_limits(&path, tables, (&limit_id, label), &known);
+            let attribution = self.attribution(&path, t.tags, t.metadata);
             ids.insert(t.team_id.clone(), policy.teams.len() as TeamId);
             policy.teams.push(Team {
                 id: t.team_id,
@@ -581,6 +582,7 @@ impl Compiler {
                 model_budgets,
                 limits,
                 model_limits,
+                attribution,
             });
         }
         ids
@@ -685,6 +687,7 @@ impl Compiler {
                     || team_aliases.is_some_and(|a| a.contains_key(name))
             };
             let model_limits = self.model_limits(&path, tables, (&limit_id, &label), &known);
+            let attribution = self.attribution(&path, k.tags, k.metadata);
             let Some(digest) = digest else { continue };
             if self.errors.len() > before {
                 continue;
@@ -703,6 +706,7 @@ impl Compiler {
                 model_budgets,
                 limits,
                 model_limits,
+                attribution,
             });
         }
     }
@@ -778,6 +782,9 @@ mod budgets;
 
 #[path = "compile_limits.rs"]
 mod limits;
+
+#[path = "compile_attribution.rs"]
+mod attribution;
 use budgets::{BudgetSpec, HOLDER_FIELDS};
 use limits::LimitSpec;
 

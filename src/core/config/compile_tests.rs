@@ -392,3 +392,55 @@ fn budget_timezone_moves_window_boundaries_to_local_midnight() {
         "{bad:?}"
     );
 }
+
+#[test]
+fn key_and_team_tags_and_metadata_are_bounded_with_their_paths() {
+    let h = to_hex(&digest("sk-a"));
+    let json = format!(
+        r#"{{"version":"v1","teams":[{{"team_id":"t","tags":["team-a"],"metadata":{{"cc":"4711"}}}}],
+            "keys":[{{"key_hash":"{h}","team_id":"t","tags":["prod","prod"],
+                      "metadata":{{"owner":"ana","n":2,"on":true,"tags":["m"],"nested":{{"x":1}}}}}}]}}"#
+    );
+    let policy = compile(json.as_bytes()).unwrap();
+    let key = &policy.keys[0];
+    assert_eq!(
+        key.attribution.tags,
+        ["prod", "m"],
+        "each once; metadata.tags join"
+    );
+    let metadata: Vec<(&str, &str)> = key
+        .attribution
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(metadata, [("n", "2"), ("on", "true"), ("owner", "ana")]);
+    assert_eq!(policy.teams[0].attribution.tags, ["team-a"]);
+
+    let many: Vec<String> = (0..17).map(|i| format!("\"t{i}\"")).collect();
+    let json = format!(
+        r#"{{"version":"v1","keys":[
+            {{"key_hash":"{h}","tags":["a,b"]}},
+            {{"key_hash":"{}","tags":[{}]}},
+            {{"key_hash":"{}","metadata":{{"tags":"one","v":"{}"}}}}]}}"#,
+        to_hex(&digest("sk-b")),
+        many.join(","),
+        to_hex(&digest("sk-c")),
+        "v".repeat(300),
+    );
+    let e = errors(&json);
+    assert!(
+        e[0].starts_with("keys[0].tags[0]: a tag must be 1 to 64 bytes"),
+        "{e:?}"
+    );
+    assert!(e[1].starts_with("keys[1].tags: at most 16 tags"), "{e:?}");
+    assert!(
+        e[2].starts_with("keys[2].metadata.tags: must be a list"),
+        "{e:?}"
+    );
+    assert!(
+        e[3].starts_with("keys[2].metadata.v: a metadata value must be at most 256"),
+        "{e:?}"
+    );
+    assert_eq!(e.len(), 4, "{e:?}");
+}

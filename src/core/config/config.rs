@@ -491,6 +491,12 @@ pub struct TeamConfig {
     /// Tokens per minute per model (LiteLLM's `model_tpm_limit`; see `model_rpm_limit`).
     #[serde(default, deserialize_with = "whole_number_map")]
     pub model_tpm_limit: BTreeMap<String, u64>,
+    /// Tags for spend attribution, added to every request (LiteLLM's `tags`).
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Metadata carried into spend events (LiteLLM's `metadata`; its `tags` join `tags`).
+    #[serde(default)]
+    pub metadata: BTreeMap<String, serde_json::Value>,
 }
 
 /// One virtual key.
@@ -550,6 +556,12 @@ pub struct KeyConfig {
     /// Tokens per minute per model (LiteLLM's `model_tpm_limit`; see `model_rpm_limit`).
     #[serde(default, deserialize_with = "whole_number_map")]
     pub model_tpm_limit: BTreeMap<String, u64>,
+    /// Tags for spend attribution, added to every request (LiteLLM's `tags`).
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Metadata carried into spend events (LiteLLM's `metadata`; its `tags` join `tags`).
+    #[serde(default)]
+    pub metadata: BTreeMap<String, serde_json::Value>,
 }
 
 /// One per-model budget, in LiteLLM's spelling (`budget_limit`, `time_period`) or Tollgate's

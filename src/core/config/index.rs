@@ -20,6 +20,7 @@ pub use crate::core::limits::rules::{ModelLimits, RateLimits};
 use crate::core::money::budget::Scope;
 use crate::core::money::cost::Rates;
 pub use crate::core::money::model_budgets::ModelBudgets;
+use crate::core::spend::attribution::Attribution;
 
 /// Index of a key in [`Policy::keys`].
 pub type KeyId = u32;
@@ -172,6 +173,8 @@ pub struct VirtualKey {
     pub limits: Option<RateLimits>,
     /// The key's per-model rate limits (`model_rpm_limit`, `model_tpm_limit`).
     pub model_limits: ModelLimits,
+    /// Tags and metadata for spend attribution.
+    pub attribution: Attribution,
 }
 
 /// A team.
@@ -195,6 +198,8 @@ pub struct Team {
     pub limits: Option<RateLimits>,
     /// The team's per-model rate limits.
     pub model_limits: ModelLimits,
+    /// Tags and metadata for spend attribution.
+    pub attribution: Attribution,
 }
 
 /// A spending limit.

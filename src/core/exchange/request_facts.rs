@@ -24,6 +24,10 @@ pub struct HeadFacts<'a> {
     pub content_length: Option<Cow<'a, str>>,
     /// `content-encoding`.
     pub content_encoding: Option<Cow<'a, str>>,
+    /// `x-tollgate-tags`.
+    pub tollgate_tags: Option<Cow<'a, str>>,
+    /// `x-litellm-tags`.
+    pub litellm_tags: Option<Cow<'a, str>>,
 }
 
 impl<'a> HeadFacts<'a> {
@@ -39,6 +43,8 @@ impl<'a> HeadFacts<'a> {
                 b"api-key" => &mut facts.api_key,
                 b"content-length" => &mut facts.content_length,
                 b"content-encoding" => &mut facts.content_encoding,
+                b"x-tollgate-tags" => &mut facts.tollgate_tags,
+                b"x-litellm-tags" => &mut facts.litellm_tags,
                 _ => continue,
             };
             if slot.is_none() {
@@ -75,6 +81,7 @@ impl<'a> HeadFacts<'a> {
             api_key: self.api_key.as_deref(),
             content_length,
             content_encoding: self.content_encoding.as_deref(),
+            tag_headers: [self.tollgate_tags.as_deref(), self.litellm_tags.as_deref()],
         }
     }
 }

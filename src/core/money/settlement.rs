@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 
 use crate::core::admission::decide::{Admission, MeteringPlan};
-use crate::core::config::index::{DeploymentId, KeyId, Policy};
+use crate::core::config::index::{DeploymentId, KeyId, Policy, VirtualKey};
 use crate::core::config::key_hash::to_hex;
 use crate::core::limits::hold::{
     counted_tokens, settle_limits, LimitHold, LimitsSettled, RateView,
@@ -15,7 +15,7 @@ use crate::core::money::charge::{charge, has_unpriced_tool_calls};
 use crate::core::money::cost::Cost;
 use crate::core::money::reservation::{settle, LedgerStore, Reservation};
 use crate::core::spend::accounting_api::MAX_EVENT_COST_NANO;
-use crate::core::spend::event::{BudgetRef, SpendData, UsageData};
+use crate::core::spend::event::{BudgetRef, EventMetadata, SpendData, UsageData};
 use crate::core::spend::threshold::ThresholdData;
 
 /// What an admitted request carries until its response ends.
@@ -197,6 +197,8 @@ impl Settlement {
             http_status: metered.http_status,
             budgets: self.reservation.lines.iter().map(budget_ref).collect(),
             limits: limit_refs,
+            tags: self.plan.tags.clone(),
+            metadata: event_metadata(policy, key),
         };
         Finished {
             data,
@@ -510,5 +512,19 @@ mod soft_and_model_budget_tests {
         let other = call(&policy, &ledgers, "claude-haiku-4-5").unwrap();
         assert!(other.data.budgets.is_empty());
         assert!(call(&policy, &ledgers, "anthropic/claude-sonnet-4-6").is_err());
+    }
+}
+
+/// The metadata configured on `key` and its team, for its spend event.
+fn event_metadata(policy: &Policy, key: Option<&VirtualKey>) -> EventMetadata {
+    let Some(key) = key else {
+        return EventMetadata::default();
+    };
+    let team = key.team.and_then(|t| policy.team(t));
+    EventMetadata {
+        key: key.attribution.metadata.clone(),
+        team: team
+            .map(|t| t.attribution.metadata.clone())
+            .unwrap_or_default(),
     }
 }

@@ -162,6 +162,8 @@ mod tests {
             http_status: 200,
             budgets: vec![],
             limits: vec![],
+            tags: vec![],
+            metadata: Default::default(),
         };
         assert_eq!(
             forwarded_line(&data),

@@ -224,8 +224,10 @@ pub fn check_event(event: &SpendEvent) -> Result<(), String> {
             truncated(&event.kind, 64)
         ));
     }
-    if event.id.is_empty() || event.id.len() > MAX_EVENT_ID_BYTES {
-        return Err(format!("id must be 1 to {MAX_EVENT_ID_BYTES} bytes"));
+    if event.id.is_empty() || event.id.len() > MAX_EVENT_ID_BYTES || event.id.contains('\0') {
+        return Err(format!(
+            "id must be 1 to {MAX_EVENT_ID_BYTES} bytes without a NUL character"
+        ));
     }
     let d = &event.data;
     let fields: [(&str, Option<&str>); 16] = [
@@ -317,7 +319,38 @@ pub fn check_event(event: &SpendEvent) -> Result<(), String> {
             ));
         }
     }
-    check_limits(d)
+    check_limits(d)?;
+    check_attribution(d)
+}
+
+/// Checks an event's tags and metadata: bounded in count and size, no NUL.
+fn check_attribution(d: &crate::core::spend::event::SpendData) -> Result<(), String> {
+    use crate::core::spend::attribution::{MAX_EVENT_TAGS, MAX_METADATA_ENTRIES};
+    if d.tags.len() > MAX_EVENT_TAGS {
+        return Err(format!("an event carries at most {MAX_EVENT_TAGS} tags"));
+    }
+    let bad = |text: &str| text.is_empty() || text.len() > MAX_FIELD_BYTES || text.contains('\0');
+    if d.tags.iter().any(|tag| bad(tag)) {
+        return Err(format!(
+            "a tag must be 1 to {MAX_FIELD_BYTES} bytes without a NUL character"
+        ));
+    }
+    for (name, entries) in [("key", &d.metadata.key), ("team", &d.metadata.team)] {
+        if entries.len() > MAX_METADATA_ENTRIES {
+            return Err(format!(
+                "data.metadata.{name} has more than {MAX_METADATA_ENTRIES} entries"
+            ));
+        }
+        if entries
+            .iter()
+            .any(|(k, v)| bad(k) || v.len() > MAX_FIELD_BYTES || v.contains('\0'))
+        {
+            return Err(format!(
+                "data.metadata.{name}: names and values must be at most {MAX_FIELD_BYTES} bytes without a NUL character"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Checks an event's rate-limit counts: bounded, `holder/kind`, each window once.

@@ -4,6 +4,7 @@
 //! filter) and, through [`SpendData`], its reader (the reference accounting server).
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -89,6 +90,30 @@ pub struct SpendData {
     /// cluster can sum them across replicas. Absent when the request is under no rate limit.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub limits: Vec<LimitRef>,
+    /// The request's tags with the key's and team's (each once, sorted; absent when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// The metadata configured on the key and its team (absent when none).
+    #[serde(default, skip_serializing_if = "EventMetadata::is_empty")]
+    pub metadata: EventMetadata,
+}
+
+/// The metadata configured on a request's key and team, carried for attribution.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventMetadata {
+    /// The key's metadata.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub key: BTreeMap<String, String>,
+    /// The team's metadata.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub team: BTreeMap<String, String>,
+}
+
+impl EventMetadata {
+    /// Nothing configured on either.
+    pub fn is_empty(&self) -> bool {
+        self.key.is_empty() && self.team.is_empty()
+    }
 }
 
 /// One rate-limit window a request counted on, and by how much.
@@ -212,6 +237,8 @@ pub(crate) mod tests {
                 window_end: Some(1_798_070_400),
             }],
             limits: vec![],
+            tags: vec![],
+            metadata: Default::default(),
         }
     }
 

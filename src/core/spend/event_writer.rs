@@ -85,6 +85,41 @@ pub fn write_event(out: &mut String, id: &str, source: &str, ended_at_ms: i64, d
         }
         out.push(']');
     }
+    if !data.tags.is_empty() {
+        out.push_str(",\"tags\":[");
+        for (i, tag) in data.tags.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            string(out, tag);
+        }
+        out.push(']');
+    }
+    if !data.metadata.is_empty() {
+        out.push_str(",\"metadata\":{");
+        let mut first = true;
+        for (name, entries) in [("key", &data.metadata.key), ("team", &data.metadata.team)] {
+            if entries.is_empty() {
+                continue;
+            }
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            string(out, name);
+            out.push_str(":{");
+            for (i, (entry, value)) in entries.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                string(out, entry);
+                out.push(':');
+                string(out, value);
+            }
+            out.push('}');
+        }
+        out.push('}');
+    }
     out.push_str("}}");
 }
 

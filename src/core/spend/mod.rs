@@ -7,6 +7,7 @@
 
 pub mod access_log;
 pub mod accounting_api;
+pub mod attribution;
 pub mod event;
 pub mod event_writer;
 pub mod outbox;

@@ -130,8 +130,10 @@ pub fn check_threshold(event: &ThresholdEvent) -> Result<(), String> {
     if event.specversion != "1.0" {
         return Err("specversion must be 1.0".into());
     }
-    if event.id.is_empty() || event.id.len() > MAX_EVENT_ID_BYTES {
-        return Err(format!("id must be 1 to {MAX_EVENT_ID_BYTES} bytes"));
+    if event.id.is_empty() || event.id.len() > MAX_EVENT_ID_BYTES || event.id.contains('\0') {
+        return Err(format!(
+            "id must be 1 to {MAX_EVENT_ID_BYTES} bytes without a NUL character"
+        ));
     }
     let d = &event.data;
     let fields = [

@@ -41,9 +41,10 @@ struct Args {
     /// Address to listen on, e.g. 127.0.0.1:9902.
     #[arg(long)]
     listen: String,
-    /// The store: a SQLite database file, or a PostgreSQL URL (`postgres://user:password@host/db`)
-    /// that several instances may share.
-    #[arg(long)]
+    /// The store: a SQLite database file, or a PostgreSQL URL (`postgres://user:password@host/db`,
+    /// special characters in the password percent-encoded) that several instances may share.
+    /// Better given as TOLLGATE_ACCOUNTING_DB, which `ps` does not show.
+    #[arg(long, env = "TOLLGATE_ACCOUNTING_DB", hide_env_values = true)]
     db: String,
     /// PostgreSQL connections this instance keeps at most.
     #[arg(long, default_value_t = 8)]
@@ -94,14 +95,41 @@ struct Server {
     tokens: Option<Tokens>,
     store: Box<dyn SpendStore>,
     metrics: Metrics,
+    /// The last readiness answer and when it was found: probes (which need no token) reach
+    /// the store at most once a second.
+    readiness: std::sync::Mutex<Option<(Instant, Result<(), String>)>>,
+}
+
+/// How long a readiness answer is reused.
+const READY_FOR: std::time::Duration = std::time::Duration::from_secs(1);
+
+fn ready(server: &Server) -> Result<(), String> {
+    let Ok(mut last) = server.readiness.lock() else {
+        return Err("the readiness check is unavailable".into());
+    };
+    if let Some((at, answer)) = last.as_ref() {
+        if at.elapsed() < READY_FOR {
+            return answer.clone();
+        }
+    }
+    let answer = timed(server, Operation::Ready, || server.store.ready());
+    *last = Some((Instant::now(), answer.clone()));
+    answer
 }
 
 /// Runs the server until the process is stopped.
 pub fn run(args: &[String]) -> Result<ExitCode, String> {
-    let args = Args::try_parse_from(
+    let args = match Args::try_parse_from(
         std::iter::once("tollgate accounting".to_string()).chain(args.iter().cloned()),
-    )
-    .map_err(|e| e.to_string())?;
+    ) {
+        Ok(args) => args,
+        Err(e) if !e.use_stderr() => {
+            // --help, --version: to stdout, and a success.
+            print!("{e}");
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(e) => return Err(e.to_string()),
+    };
     let tokens = if args.no_auth {
         eprintln!(
             "tollgate accounting: --no-auth: anyone who can connect may write and read spend"
@@ -123,13 +151,14 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
         tokens,
         store,
         metrics: Metrics::new(),
+        readiness: std::sync::Mutex::new(None),
     };
     let listener = TcpListener::bind(&args.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     println!(
         "tollgate accounting listening on {address}, database {}",
-        store::redacted(&args.db)
+        store::describe(&args.db)
     );
     let limits = Limits {
         max_connections: args.max_connections,
@@ -247,11 +276,37 @@ fn route(server: &Server, request: &Request) -> Response {
             .map(|reply| serde_json::to_string(&reply).unwrap_or_default())
             .map_err(|e| (503, e))
         }
-        ("GET", REPORT_PATH) => timed(server, Operation::Report, || server.store.report())
-            .map(|report| report.to_string())
-            .map_err(|e| (503, e)),
+        ("GET", REPORT_PATH) => match store::report::parse(&request.query) {
+            Err(message) => Err((400, message)),
+            Ok(None) => timed(server, Operation::Report, || server.store.report())
+                .map(|report| report.to_string())
+                .map_err(|e| (503, e)),
+            Ok(Some(query)) => {
+                return match timed(server, Operation::Report, || server.store.grouped(&query)) {
+                    Ok(rows) => {
+                        let (body, content_type) = query.render(rows);
+                        Response {
+                            status: 200,
+                            content_type,
+                            body,
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("tollgate accounting: {e}");
+                        Response::json(
+                            503,
+                            error_json_typed(
+                                "the store is unavailable; try again later",
+                                "server_error",
+                                None,
+                            ),
+                        )
+                    }
+                };
+            }
+        },
         ("GET", "/health") => Ok("{\"status\":\"ok\"}".to_string()),
-        ("GET", READY_PATH) => match timed(server, Operation::Ready, || server.store.ready()) {
+        ("GET", READY_PATH) => match ready(server) {
             Ok(()) => Ok("{\"status\":\"ready\"}".to_string()),
             Err(e) => Err((503, e)),
         },
@@ -273,11 +328,16 @@ fn route(server: &Server, request: &Request) -> Response {
     };
     match result {
         Ok(body) => Response::json(200, body),
-        Err((status, message)) => {
-            if status >= 500 {
-                eprintln!("tollgate accounting: {message}");
-            }
-            Response::json(status, error_json(&message))
+        Err((status, message)) if status >= 500 => {
+            // The details (SQL errors) go to the log, not to the peer.
+            eprintln!("tollgate accounting: {message}");
+            let shown = if status == 503 {
+                "the store is unavailable; try again later"
+            } else {
+                "the store failed; see the accounting server's log"
+            };
+            Response::json(status, error_json_typed(shown, "server_error", None))
         }
+        Err((status, message)) => Response::json(status, error_json(&message)),
     }
 }

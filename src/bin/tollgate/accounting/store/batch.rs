@@ -34,7 +34,9 @@ pub enum Item {
 impl Batch {
     /// Reads `body`; `Err((400, _))` when it is not a JSON array.
     pub fn read(body: &[u8]) -> Result<Batch, (u16, String)> {
-        let mut seen = HashSet::new();
+        // Spend and threshold events live in tables of their own: an id is a repeat only of
+        // an earlier element of the same kind.
+        let (mut seen, mut seen_thresholds) = (HashSet::new(), HashSet::new());
         let items = read_batch(body)
             .map_err(|e| (400, e))?
             .into_iter()
@@ -44,7 +46,7 @@ impl Batch {
                     Item::Spend { event, json, first }
                 }
                 Ok((Incoming::Threshold(event), json)) => {
-                    let first = seen.insert(event.id.clone());
+                    let first = seen_thresholds.insert(event.id.clone());
                     Item::Threshold { event, json, first }
                 }
                 Err(rejected) => Item::Rejected(rejected),

@@ -7,8 +7,10 @@
 
 mod batch;
 mod postgres;
+mod postgres_connect;
 mod postgres_reads;
 mod postgres_schema;
+pub mod report;
 mod sqlite;
 mod sqlite_limits;
 
@@ -34,6 +36,9 @@ pub trait SpendStore: Send + Sync {
 
     /// Whether the store answers now (readiness).
     fn ready(&self) -> Result<(), String>;
+
+    /// The groups of a grouped report.
+    fn grouped(&self, query: &report::ReportQuery) -> Result<Vec<report::GroupRow>, String>;
 }
 
 /// One row of a report group: requests, tokens and cost of one key, team, model or status.
@@ -104,10 +109,20 @@ impl AlertRow {
     }
 }
 
-/// Whether `db` names a PostgreSQL database (`postgres://…` or `postgresql://…`) rather than a
-/// SQLite file.
+/// The Unix second of an event's `time` (RFC 3339), if it reads as one.
+pub fn ended_at(time: &str) -> Option<i64> {
+    time.parse::<jiff::Timestamp>().ok().map(|t| t.as_second())
+}
+
+/// Whether `db` names a PostgreSQL database rather than a SQLite file: a `postgres://` or
+/// `postgresql://` URL (any case), or a key=value connection string (`host=… dbname=…`).
 pub fn is_postgres_url(db: &str) -> bool {
-    db.starts_with("postgres://") || db.starts_with("postgresql://")
+    let lower = db.trim_start().to_ascii_lowercase();
+    lower.starts_with("postgres://")
+        || lower.starts_with("postgresql://")
+        || ["host=", "dbname=", "user="]
+            .iter()
+            .any(|key| lower.starts_with(key) || lower.contains(&format!(" {key}")))
 }
 
 /// Opens the store `db` names: a PostgreSQL URL (pool of `pool_size` connections, migrations
@@ -120,41 +135,14 @@ pub fn open(db: &str, pool_size: u32) -> Result<Box<dyn SpendStore>, String> {
     }
 }
 
-/// `db` with any password replaced by `***`, for log lines.
-pub fn redacted(db: &str) -> String {
-    if !is_postgres_url(db) {
-        return db.to_string();
+/// `db` for log lines: a SQLite path as given, a PostgreSQL database as `user@host:port/name`
+/// built from the parsed string, so a password never shows, however it is written.
+pub fn describe(db: &str) -> String {
+    if is_postgres_url(db) {
+        PostgresStore::describe(db)
+    } else {
+        db.to_string()
     }
-    let Some((scheme, rest)) = db.split_once("://") else {
-        return db.to_string();
-    };
-    let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
-    match authority.rsplit_once('@') {
-        Some((user_info, host)) => {
-            let user = user_info
-                .split_once(':')
-                .map_or(user_info, |(user, _)| user);
-            let hidden = if user_info.contains(':') { ":***" } else { "" };
-            let tail = redact_query_password(tail);
-            format!("{scheme}://{user}{hidden}@{host}{tail}")
-        }
-        None => format!("{scheme}://{authority}{}", redact_query_password(tail)),
-    }
-}
-
-/// A `password=` query parameter replaced by `***`.
-fn redact_query_password(tail: &str) -> String {
-    let Some((path, query)) = tail.split_once('?') else {
-        return tail.to_string();
-    };
-    let query: Vec<String> = query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((name, _)) if name.eq_ignore_ascii_case("password") => format!("{name}=***"),
-            _ => pair.to_string(),
-        })
-        .collect();
-    format!("{path}?{}", query.join("&"))
 }
 
 #[cfg(test)]
@@ -163,16 +151,26 @@ mod tests {
 
     #[test]
     fn passwords_never_reach_a_log_line() {
-        assert_eq!(
-            redacted("postgres://tollgate:s3cret@db:5432/spend?sslmode=disable"),
-            "postgres://tollgate:***@db:5432/spend?sslmode=disable"
-        );
-        assert_eq!(
-            redacted("postgresql://db/spend?user=u&password=s3cret"),
-            "postgresql://db/spend?user=u&password=***"
-        );
-        assert_eq!(redacted("postgres://u@db/x"), "postgres://u@db/x");
-        assert_eq!(redacted("/var/lib/spend.db"), "/var/lib/spend.db");
-        assert!(!redacted("postgres://a:b:c@d@h/x").contains("b:c"));
+        for (db, shown) in [
+            (
+                "postgres://tollgate:s3cr/et@db:5432/spend?sslmode=disable",
+                "postgres://tollgate@db:5432/spend",
+            ),
+            (
+                "postgresql://db/spend?user=u&password=s3cret",
+                "postgres://u@db:5432/spend",
+            ),
+            (
+                "host=db user=u password=s3cret dbname=x",
+                "postgres://u@db:5432/x",
+            ),
+            ("POSTGRES://u:s3cret@h/x", "postgres://u@h:5432/x"),
+        ] {
+            assert!(is_postgres_url(db), "{db}");
+            assert_eq!(describe(db), shown);
+        }
+        assert_eq!(describe("/var/lib/spend.db"), "/var/lib/spend.db");
+        assert!(!is_postgres_url("/var/lib/spend.db"));
+        assert!(!is_postgres_url("./spend-host.db"));
     }
 }

@@ -11,28 +11,22 @@
 //! same hot window rows.
 
 use std::collections::{BTreeMap, HashSet};
-use std::time::{Duration, Instant};
 
 use postgres::error::SqlState;
-use postgres::{NoTls, Transaction};
+use postgres::Transaction;
 use r2d2_postgres::r2d2::{Pool, PooledConnection};
-use r2d2_postgres::PostgresConnectionManager;
 use serde_json::Value;
 use tollgate::core::spend::accounting_api::{BatchReply, BudgetTotal, BudgetsReply, LimitTotal};
 use tollgate::core::spend::event::SpendEvent;
 use tollgate::core::spend::threshold::ThresholdEvent;
 
 use super::batch::{Batch, Item};
+use super::postgres_connect::{self, Manager};
 use super::postgres_reads;
 use super::postgres_schema::migrate;
-use super::{redacted, SpendStore};
+use super::report::{GroupRow, ReportQuery};
+use super::SpendStore;
 
-type Manager = PostgresConnectionManager<NoTls>;
-
-/// How long the first connection may take at start (a fleet may start before its database).
-const START_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a request waits for a free pooled connection.
-const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Attempts of a batch whose transaction PostgreSQL aborted as a deadlock or serialization
 /// failure (both safe to run again: nothing of the attempt was kept).
 const ATTEMPTS: usize = 3;
@@ -58,11 +52,22 @@ impl Drop for PostgresStore {
 type Failure = (u16, String);
 
 fn internal(e: postgres::Error) -> Failure {
-    let retryable = e.code().is_some_and(|c| {
-        *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE
+    let transient = e.code().is_some_and(|c| {
+        [
+            SqlState::T_R_DEADLOCK_DETECTED,
+            SqlState::T_R_SERIALIZATION_FAILURE,
+            SqlState::LOCK_NOT_AVAILABLE,
+            SqlState::QUERY_CANCELED,
+        ]
+        .contains(c)
     });
+    // A value PostgreSQL refuses (class 22, data exception) fails every retry of this batch:
+    // 422 makes the sender split it until the event at fault is alone, and quarantine it.
+    let data = e.code().is_some_and(|c| c.code().starts_with("22"));
     // A closed connection or a restarting server: the sender retries the batch later.
-    let status = if retryable || e.is_closed() || e.code().is_none() {
+    let status = if data {
+        422
+    } else if transient || e.is_closed() || e.code().is_none() {
         503
     } else {
         500
@@ -85,30 +90,22 @@ fn is_retryable(e: &postgres::Error) -> bool {
 }
 
 impl PostgresStore {
-    /// Connects to `url` with a pool of `pool_size` connections and applies the migrations.
-    pub fn open(url: &str, pool_size: u32) -> Result<PostgresStore, String> {
-        let config: postgres::Config = url
-            .parse()
-            .map_err(|e| format!("--db {}: {e}", redacted(url)))?;
-        let pool = Pool::builder()
-            .max_size(pool_size.max(1))
-            .min_idle(Some(1))
-            .connection_timeout(CHECKOUT_TIMEOUT)
-            .build_unchecked(PostgresConnectionManager::new(config, NoTls));
-        let deadline = Instant::now() + START_TIMEOUT;
-        let mut client = loop {
-            match pool.get() {
-                Ok(client) => break client,
-                Err(e) if Instant::now() < deadline => {
-                    eprintln!("tollgate accounting: waiting for {}: {e}", redacted(url));
-                    std::thread::sleep(Duration::from_secs(1));
-                }
-                Err(e) => return Err(format!("cannot connect to {}: {e}", redacted(url))),
-            }
-        };
+    /// Connects to `db` with a pool of `pool_size` connections and applies the migrations.
+    pub fn open(db: &str, pool_size: u32) -> Result<PostgresStore, String> {
+        let config = postgres_connect::parse(db)?;
+        let mut client = postgres_connect::first_connection(&config)?;
+        postgres_connect::check_encoding(&mut client)?;
         migrate(&mut client)?;
         drop(client);
-        Ok(PostgresStore { pool: Some(pool) })
+        Ok(PostgresStore {
+            pool: Some(postgres_connect::pool(config, pool_size)),
+        })
+    }
+
+    /// The database, for log lines (no password).
+    pub fn describe(db: &str) -> String {
+        postgres_connect::parse(db)
+            .map_or_else(|_| "postgres://…".into(), |c| postgres_connect::display(&c))
     }
 
     fn client(&self) -> Result<PooledConnection<Manager>, Failure> {
@@ -142,17 +139,19 @@ fn insert_events(
         "INSERT INTO events (id, source, time, received_at, key_hash, key_alias, team_id, user_id,
             end_user, requested_model, resolved_model, deployment, provider, status,
             prompt_tokens, completion_tokens, estimated, cost_nano_usd, cost_source,
-            policy_version, json)
+            policy_version, json, ended_at)
          SELECT id, source, time, $4, key_hash, key_alias, team_id, user_id, end_user,
             requested_model, resolved_model, deployment, provider, status, prompt_tokens,
-            completion_tokens, estimated, cost_nano_usd, cost_source, policy_version, json
+            completion_tokens, estimated, cost_nano_usd, cost_source, policy_version, json,
+            ended_at
          FROM unnest($1::text[], $2::text[], $3::text[], $5::text[], $6::text[], $7::text[],
             $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[],
             $14::text[], $15::bigint[], $16::bigint[], $17::boolean[], $18::bigint[],
-            $19::text[], $20::text[], $21::text[])
+            $19::text[], $20::text[], $21::text[], $22::bigint[])
             AS batch (id, source, time, key_hash, key_alias, team_id, user_id, end_user,
             requested_model, resolved_model, deployment, provider, status, prompt_tokens,
-            completion_tokens, estimated, cost_nano_usd, cost_source, policy_version, json)
+            completion_tokens, estimated, cost_nano_usd, cost_source, policy_version, json,
+            ended_at)
          ON CONFLICT (id) DO NOTHING
          RETURNING id",
         &[
@@ -180,9 +179,26 @@ fn insert_events(
             &text(|e| &e.data.cost_source),
             &text(|e| &e.data.policy_version),
             &spends.iter().map(|(_, json)| *json).collect::<Vec<_>>(),
+            &spends
+                .iter()
+                .map(|(e, _)| super::ended_at(&e.time).unwrap_or(now))
+                .collect::<Vec<_>>(),
         ],
     )?;
-    Ok(rows.iter().map(|row| row.get::<_, String>(0)).collect())
+    let stored: HashSet<String> = rows.iter().map(|row| row.get::<_, String>(0)).collect();
+    let (ids, tags): (Vec<&str>, Vec<&str>) = spends
+        .iter()
+        .filter(|(e, _)| stored.contains(&e.id))
+        .flat_map(|(e, _)| e.data.tags.iter().map(|tag| (e.id.as_str(), tag.as_str())))
+        .unzip();
+    if !ids.is_empty() {
+        tx.execute(
+            "INSERT INTO event_tags (event_id, tag) SELECT * FROM unnest($1::text[], $2::text[])
+             ON CONFLICT DO NOTHING",
+            &[&ids, &tags],
+        )?;
+    }
+    Ok(stored)
 }
 
 /// Stores the batch's threshold events once each (by id); returns the ids stored now.
@@ -268,7 +284,7 @@ fn store_windows(
             "INSERT INTO budget_windows (budget, window_start, window_end, spend_nano_usd, changed)
              SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[])
              ON CONFLICT (budget, window_start) DO UPDATE SET
-                spend_nano_usd = budget_windows.spend_nano_usd + excluded.spend_nano_usd,
+                spend_nano_usd = CASE WHEN budget_windows.spend_nano_usd > 9223372036854775807 - excluded.spend_nano_usd THEN 9223372036854775807 ELSE budget_windows.spend_nano_usd + excluded.spend_nano_usd END,
                 changed = excluded.changed
              RETURNING budget, window_start, window_end, spend_nano_usd",
             &[&names, &starts, &ends, &sums, &spend_changes],
@@ -284,7 +300,7 @@ fn store_windows(
             "INSERT INTO limit_windows (limit_name, window_start, window_end, count, changed)
              SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[])
              ON CONFLICT (limit_name, window_start) DO UPDATE SET
-                count = limit_windows.count + excluded.count,
+                count = CASE WHEN limit_windows.count > 9223372036854775807 - excluded.count THEN 9223372036854775807 ELSE limit_windows.count + excluded.count END,
                 changed = excluded.changed
              RETURNING limit_name, window_start, window_end, count",
             &[&names, &starts, &ends, &counts, &limit_changes],
@@ -366,6 +382,8 @@ impl PostgresStore {
         now: i64,
     ) -> Result<BatchReply, postgres::Error> {
         let mut tx = client.transaction()?;
+        // A batch never takes longer than this (its statements are bounded by the batch size).
+        tx.batch_execute("SET LOCAL statement_timeout = '15s'")?;
         let stored = insert_events(&mut tx, &batch.spends(), now)?;
         let stored_alerts = insert_alerts(&mut tx, &batch.thresholds(), now)?;
         let mut reply = BatchReply {
@@ -450,6 +468,11 @@ impl SpendStore for PostgresStore {
     fn report(&self) -> Result<Value, String> {
         let mut client = self.client().map_err(|(_, e)| e)?;
         postgres_reads::report(&mut client)
+    }
+
+    fn grouped(&self, query: &ReportQuery) -> Result<Vec<GroupRow>, String> {
+        let mut client = self.client().map_err(|(_, e)| e)?;
+        postgres_reads::grouped(&mut client, query)
     }
 
     fn ready(&self) -> Result<(), String> {

@@ -1,11 +1,13 @@
 //! The PostgreSQL store's reads: budget polls and the spend report, each in one read-only
 //! `REPEATABLE READ` snapshot.
 
-use postgres::{Client, IsolationLevel};
+use postgres::types::ToSql;
+use postgres::{Client, IsolationLevel, Transaction};
 use serde_json::Value;
 use tollgate::core::spend::accounting_api::{BudgetTotal, BudgetsReply};
 
 use super::postgres::{as_i64, budget_total, described, limit_total};
+use super::report::{Dialect, Dimension, GroupRow, Param, ReportQuery};
 
 /// Totals of windows still open at `now` that changed after `since`, read in one snapshot with
 /// the counter, so the cursor covers exactly what was read.
@@ -52,26 +54,13 @@ pub fn report(client: &mut Client) -> Result<Value, String> {
         .read_only(true)
         .start()
         .map_err(|e| described(&e))?;
-    let mut group = |column: &str| -> Result<Value, String> {
-        let sql = format!(
-            "SELECT COALESCE({column}, '-'), COUNT(*), SUM(prompt_tokens)::bigint,
-                    SUM(completion_tokens)::bigint, SUM(cost_nano_usd)::bigint,
-                    COUNT(*) FILTER (WHERE estimated)
-             FROM events GROUP BY 1 ORDER BY 5 DESC, 1"
-        );
-        let rows = tx.query(sql.as_str(), &[]).map_err(|e| described(&e))?;
-        Ok(Value::Array(
-            rows.iter()
-                .map(|r| {
-                    super::group_entry(r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5))
-                })
-                .collect(),
-        ))
+    let mut group = |dimension: Dimension| -> Result<Value, String> {
+        grouped_in(&mut tx, &ReportQuery::all(dimension)).map(|rows| ReportQuery::rows_json(&rows))
     };
-    let by_key = group("COALESCE(key_alias, key_hash)")?;
-    let by_team = group("team_id")?;
-    let by_model = group("resolved_model")?;
-    let by_status = group("status")?;
+    let by_key = group(Dimension::Key)?;
+    let by_team = group(Dimension::Team)?;
+    let by_model = group(Dimension::Model)?;
+    let by_status = group(Dimension::Status)?;
     let events: i64 = tx
         .query_one("SELECT COUNT(*) FROM events", &[])
         .map_err(|e| described(&e))?
@@ -122,4 +111,42 @@ pub fn report(client: &mut Client) -> Result<Value, String> {
         "budget_windows": windows,
         "alerts": alerts,
     }))
+}
+
+/// The groups of a grouped report, in one read-only statement.
+pub fn grouped(client: &mut Client, query: &ReportQuery) -> Result<Vec<GroupRow>, String> {
+    let mut tx = client
+        .build_transaction()
+        .read_only(true)
+        .start()
+        .map_err(|e| described(&e))?;
+    let rows = grouped_in(&mut tx, query)?;
+    tx.commit().map_err(|e| described(&e))?;
+    Ok(rows)
+}
+
+fn grouped_in(tx: &mut Transaction<'_>, query: &ReportQuery) -> Result<Vec<GroupRow>, String> {
+    let (sql, params) = query.sql(Dialect::Postgres);
+    let boxed: Vec<Box<dyn ToSql + Sync>> = params
+        .into_iter()
+        .map(|p| -> Box<dyn ToSql + Sync> {
+            match p {
+                Param::Text(text) => Box::new(text),
+                Param::Int(n) => Box::new(n),
+            }
+        })
+        .collect();
+    let refs: Vec<&(dyn ToSql + Sync)> = boxed.iter().map(|b| b.as_ref()).collect();
+    let rows = tx.query(sql.as_str(), &refs).map_err(|e| described(&e))?;
+    Ok(rows
+        .iter()
+        .map(|r| GroupRow {
+            name: r.get(0),
+            requests: r.get(1),
+            prompt_tokens: r.get(2),
+            completion_tokens: r.get(3),
+            cost_nano_usd: r.get(4),
+            estimated: r.get(5),
+        })
+        .collect())
 }

@@ -10,9 +10,10 @@ use postgres::Client;
 const MIGRATION_LOCK: i64 = 0x746f_6c6c_6761_7465;
 
 /// The migrations, in order: `(name, SQL)`. Version `n` is `MIGRATIONS[n - 1]`.
-pub const MIGRATIONS: &[(&str, &str)] = &[(
-    "events, budget and rate-limit windows, alerts, the change counter",
-    "
+pub const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "events, budget and rate-limit windows, alerts, the change counter",
+        "
 CREATE TABLE events (
     id TEXT PRIMARY KEY,
     source TEXT NOT NULL,
@@ -75,11 +76,32 @@ CREATE TABLE alerts (
 CREATE TABLE counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL);
 INSERT INTO counters (name, value) VALUES ('change', 0);
 ",
-)];
+    ),
+    (
+        "spend attribution: when each request ended, and its tags",
+        "
+ALTER TABLE events ADD COLUMN ended_at BIGINT;
+UPDATE events SET ended_at = received_at;
+CREATE INDEX events_ended_at ON events (ended_at);
+CREATE TABLE event_tags (
+    event_id TEXT NOT NULL REFERENCES events (id) ON DELETE CASCADE,
+    tag TEXT NOT NULL,
+    PRIMARY KEY (tag, event_id)
+);
+CREATE INDEX event_tags_event ON event_tags (event_id);
+",
+    ),
+];
 
 /// Applies the migrations `client`'s database lacks. Returns the schema version it now has.
 pub fn migrate(client: &mut Client) -> Result<usize, String> {
-    let fail = |e: postgres::Error| format!("cannot migrate the database: {e}");
+    let fail = |e: postgres::Error| {
+        format!(
+            "cannot migrate the database: {} (the role needs to own the database, or CREATE on \
+             its schema)",
+            super::postgres::described(&e)
+        )
+    };
     let mut tx = client.transaction().map_err(fail)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .map_err(fail)?;
@@ -108,8 +130,12 @@ pub fn migrate(client: &mut Client) -> Result<usize, String> {
     }
     for (index, (name, sql)) in MIGRATIONS.iter().enumerate().skip(current) {
         let version = i32::try_from(index + 1).unwrap_or(i32::MAX);
-        tx.batch_execute(sql)
-            .map_err(|e| format!("migration {version} ({name}) failed: {e:?}"))?;
+        tx.batch_execute(sql).map_err(|e| {
+            format!(
+                "migration {version} ({name}) failed: {}",
+                super::postgres::described(&e)
+            )
+        })?;
         tx.execute(
             "INSERT INTO tollgate_migrations (version, name) VALUES ($1, $2)",
             &[&version, name],

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use std::sync::{Mutex, MutexGuard};
 
+use super::report::{Dialect, Dimension, GroupRow, Param, ReportQuery};
 use super::sqlite_limits as limit_windows;
 use super::SpendStore;
 use tollgate::core::spend::accounting_api::{
@@ -115,6 +116,10 @@ impl SpendStore for SqliteStore {
         lock(&self.reader)?.report()
     }
 
+    fn grouped(&self, query: &ReportQuery) -> Result<Vec<GroupRow>, String> {
+        grouped_on(&lock(&self.reader)?.db, query)
+    }
+
     fn ready(&self) -> Result<(), String> {
         lock(&self.reader)?
             .db
@@ -130,6 +135,7 @@ impl Store {
         let db = Connection::open(path).map_err(|e| format!("cannot open {path}: {e}"))?;
         db.execute_batch(SCHEMA)
             .and_then(|()| db.execute_batch(limit_windows::LIMITS_SCHEMA))
+            .and_then(|()| migrate(&db))
             .map_err(|e| format!("cannot prepare {path}: {e}"))?;
         db.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(|e| e.to_string())?;
@@ -195,9 +201,9 @@ impl Store {
                     "INSERT OR IGNORE INTO events (id, source, time, received_at, key_hash, key_alias,
                         team_id, user_id, end_user, requested_model, resolved_model, deployment,
                         provider, status, prompt_tokens, completion_tokens, estimated,
-                        cost_nano_usd, cost_source, policy_version, json)
+                        cost_nano_usd, cost_source, policy_version, json, ended_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                        ?17, ?18, ?19, ?20, ?21)",
+                        ?17, ?18, ?19, ?20, ?21, ?22)",
                 )
                 .and_then(|mut insert| {
                     insert.execute(params![
@@ -222,6 +228,7 @@ impl Store {
                         d.cost_source,
                         d.policy_version,
                         json,
+                        super::ended_at(&event.time).unwrap_or(now),
                     ])
                 })
                 .map_err(internal)?;
@@ -237,6 +244,13 @@ impl Store {
                 continue;
             }
             reply.accepted += 1;
+            for tag in &d.tags {
+                tx.prepare_cached(
+                    "INSERT OR IGNORE INTO event_tags (event_id, tag) VALUES (?1, ?2)",
+                )
+                .and_then(|mut insert| insert.execute(params![event.id, tag]))
+                .map_err(internal)?;
+            }
             limit_windows::add(&mut added_limits, &d.limits);
             for budget in &d.budgets {
                 let window = (budget.budget.clone(), budget.window_start);
@@ -252,7 +266,7 @@ impl Store {
                 "INSERT INTO budget_windows (budget, window_start, window_end, spend_nano_usd, changed)
                  VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (budget, window_start) DO UPDATE SET
-                    spend_nano_usd = spend_nano_usd + excluded.spend_nano_usd,
+                    spend_nano_usd = CASE WHEN spend_nano_usd > 9223372036854775807 - excluded.spend_nano_usd THEN 9223372036854775807 ELSE spend_nano_usd + excluded.spend_nano_usd END,
                     changed = excluded.changed",
             )
             .and_then(|mut upsert| {
@@ -327,28 +341,9 @@ impl Store {
 
     /// Spend grouped for people: totals by key, team, model and status.
     pub fn report(&self) -> Result<Value, String> {
-        let group = |column: &str| -> Result<Value, String> {
-            let sql = format!(
-                "SELECT COALESCE({column}, '-'), COUNT(*), SUM(prompt_tokens), SUM(completion_tokens),
-                        SUM(cost_nano_usd), SUM(estimated)
-                 FROM events GROUP BY 1 ORDER BY 5 DESC, 1"
-            );
-            let mut statement = self.db.prepare(&sql).map_err(|e| e.to_string())?;
-            let rows = statement
-                .query_map([], |r| {
-                    Ok(super::group_entry(
-                        r.get(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                    ))
-                })
-                .map_err(|e| e.to_string())?;
-            rows.collect::<Result<Vec<_>, _>>()
-                .map(Value::Array)
-                .map_err(|e| e.to_string())
+        let group = |dimension: Dimension| -> Result<Value, String> {
+            grouped_on(&self.db, &ReportQuery::all(dimension))
+                .map(|rows| ReportQuery::rows_json(&rows))
         };
         let events: i64 = self
             .db
@@ -358,10 +353,10 @@ impl Store {
         let alerts = self.alerts().map_err(|e| e.to_string())?;
         Ok(serde_json::json!({
             "events": events,
-            "by_key": group("COALESCE(key_alias, key_hash)")?,
-            "by_team": group("team_id")?,
-            "by_model": group("resolved_model")?,
-            "by_status": group("status")?,
+            "by_key": group(Dimension::Key)?,
+            "by_team": group(Dimension::Team)?,
+            "by_model": group(Dimension::Model)?,
+            "by_status": group(Dimension::Status)?,
             "budget_windows": budgets.budgets,
             "alerts": alerts,
         }))
@@ -393,6 +388,83 @@ impl Store {
         })?;
         rows.collect()
     }
+}
+
+/// The groups of a grouped report; summed again in floating point (capped) when SQLite's exact
+/// sum overflows.
+fn grouped_on(db: &Connection, query: &ReportQuery) -> Result<Vec<GroupRow>, String> {
+    match grouped_as(db, query, Dialect::Sqlite) {
+        Err(e) if e.contains("integer overflow") => grouped_as(db, query, Dialect::SqliteTotal),
+        other => other,
+    }
+}
+
+fn grouped_as(
+    db: &Connection,
+    query: &ReportQuery,
+    dialect: Dialect,
+) -> Result<Vec<GroupRow>, String> {
+    let (sql, params) = query.sql(dialect);
+    let mut statement = db.prepare(&sql).map_err(|e| e.to_string())?;
+    let values: Vec<rusqlite::types::Value> = params
+        .into_iter()
+        .map(|p| match p {
+            Param::Text(text) => rusqlite::types::Value::Text(text),
+            Param::Int(n) => rusqlite::types::Value::Integer(n),
+        })
+        .collect();
+    let rows = statement
+        .query_map(rusqlite::params_from_iter(values), |r| {
+            Ok(GroupRow {
+                name: r.get(0)?,
+                requests: r.get(1)?,
+                prompt_tokens: r.get(2)?,
+                completion_tokens: r.get(3)?,
+                cost_nano_usd: r.get(4)?,
+                estimated: r.get(5)?,
+            })
+        })
+        .map_err(|e| e.to_string())?;
+    rows.collect::<Result<_, _>>().map_err(|e| e.to_string())
+}
+
+/// The schema's version (`PRAGMA user_version`) this binary writes: 2 added `ended_at` and
+/// `event_tags` (spend attribution).
+const SCHEMA_VERSION: i64 = 2;
+
+/// Brings a database made by an older binary up to [`SCHEMA_VERSION`]; refuses a newer one.
+fn migrate(db: &Connection) -> rusqlite::Result<()> {
+    let version: i64 = db.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(rusqlite::Error::InvalidParameterName(format!(
+            "the database's schema is version {version}, newer than this tollgate knows \
+             ({SCHEMA_VERSION}): upgrade tollgate"
+        )));
+    }
+    if version < 2 {
+        let has_ended_at = db
+            .prepare("SELECT 1 FROM pragma_table_info('events') WHERE name = 'ended_at'")?
+            .exists([])?;
+        let tx = db.unchecked_transaction()?;
+        if !has_ended_at {
+            tx.execute_batch(
+                "ALTER TABLE events ADD COLUMN ended_at INTEGER;
+                 UPDATE events SET ended_at = received_at;",
+            )?;
+        }
+        tx.execute_batch(
+            "CREATE INDEX IF NOT EXISTS events_ended_at ON events (ended_at);
+             CREATE TABLE IF NOT EXISTS event_tags (
+                 event_id TEXT NOT NULL,
+                 tag TEXT NOT NULL,
+                 PRIMARY KEY (tag, event_id)
+             );
+             CREATE INDEX IF NOT EXISTS event_tags_event ON event_tags (event_id);
+             PRAGMA user_version = 2;",
+        )?;
+        tx.commit()?;
+    }
+    Ok(())
 }
 
 /// Stores a threshold event once (by id: every replica sends the same id for a window).

@@ -43,7 +43,7 @@ pub fn store(db: &Connection, added: Added, mut change: i64) -> rusqlite::Result
             "INSERT INTO limit_windows (limit_name, window_start, window_end, count, changed)
              VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (limit_name, window_start) DO UPDATE SET
-                count = count + excluded.count,
+                count = CASE WHEN count > 9223372036854775807 - excluded.count THEN 9223372036854775807 ELSE count + excluded.count END,
                 changed = excluded.changed",
         )?
         .execute(params![limit, start, end, count, change])?;

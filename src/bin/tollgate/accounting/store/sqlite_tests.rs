@@ -44,6 +44,8 @@ fn event(id: &str, cost: u64, budget: &str) -> String {
                 count: cost,
             },
         ],
+        tags: vec![],
+        metadata: Default::default(),
     };
     SpendEvent::new(id.into(), "test", 0, data).to_json()
 }
@@ -263,4 +265,44 @@ fn malformed_events_are_rejected_one_by_one() {
     assert_eq!(reply.rejected[0].id.as_deref(), Some("x"));
     assert_eq!(reply.rejected[1].id.as_deref(), Some("bad"));
     assert_eq!(store.ingest(b"{}", "b", 0).err().map(|e| e.0), Some(400));
+}
+
+#[test]
+fn a_database_of_the_first_schema_is_migrated_in_place() {
+    let path = std::env::temp_dir().join(format!("tollgate-migrate-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let path = path.to_str().unwrap();
+    {
+        // The schema as the first release wrote it (no ended_at, no event_tags, version 0).
+        let old = Connection::open(path).unwrap();
+        old.execute_batch(SCHEMA).unwrap();
+        old.execute(
+            "INSERT INTO events (id, source, time, received_at, key_hash, requested_model,
+                resolved_model, deployment, provider, status, prompt_tokens, completion_tokens,
+                estimated, cost_nano_usd, cost_source, policy_version, json)
+             VALUES ('old', 's', 't', 1234, 'h', 'm', 'm', 'd', 'p', 'ok', 1, 1, 0, 5, 'c', 'v', '{}')",
+            [],
+        )
+        .unwrap();
+    }
+    let mut store = Store::open(path).unwrap();
+    let (ended, version): (i64, i64) = store
+        .db
+        .query_row(
+            "SELECT ended_at, (SELECT user_version FROM pragma_user_version) FROM events",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (ended, version),
+        (1234, 2),
+        "old rows keep their receipt time"
+    );
+    store
+        .ingest(&batch(&[event("new", 1, "key:k")]), "b", 9)
+        .unwrap();
+    drop(store);
+    Store::open(path).unwrap(); // opening again changes nothing
+    std::fs::remove_file(path).unwrap();
 }
