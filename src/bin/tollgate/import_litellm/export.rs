@@ -11,6 +11,7 @@
 
 use serde_json::{json, Map, Value};
 
+use super::attribution;
 use super::limits::{self, is_set, LIMIT_METADATA};
 use super::{text, Import};
 
@@ -222,11 +223,7 @@ fn name_unenforced(item: &Value, at: &str, out: &mut Import) {
 }
 
 /// Settings of LiteLLM's key objects that Tollgate does not read, when set.
-const KEY_SETTINGS_LEFT: [(&str, &str); 8] = [
-    (
-        "metadata",
-        "not read (tags and other metadata are not carried into spend yet)",
-    ),
+const KEY_SETTINGS_LEFT: [(&str, &str); 6] = [
     ("permissions", "no Tollgate equivalent"),
     ("config", "no Tollgate equivalent"),
     (
@@ -234,7 +231,6 @@ const KEY_SETTINGS_LEFT: [(&str, &str); 8] = [
         "not enforced: Tollgate serves its LLM routes to every key",
     ),
     ("allowed_cache_controls", "no Tollgate equivalent"),
-    ("tags", "not carried into spend yet"),
     (
         "object_permission",
         "no Tollgate equivalent (MCP and vector-store permissions)",
@@ -243,11 +239,7 @@ const KEY_SETTINGS_LEFT: [(&str, &str); 8] = [
 ];
 
 /// Settings of LiteLLM's team objects that Tollgate does not read, when set.
-const TEAM_SETTINGS_LEFT: [(&str, &str); 5] = [
-    (
-        "metadata",
-        "not read (tags and other metadata are not carried into spend yet)",
-    ),
+const TEAM_SETTINGS_LEFT: [(&str, &str); 4] = [
     (
         "members_with_roles",
         "Tollgate has no members or roles: a key's team_id is what counts",
@@ -302,6 +294,7 @@ pub fn import_teams(export: &Value, out: &mut Import) {
         limits::model_limits(team, &at, false, &mut t, out);
         limits::name_limit_types(team, &at, out);
         name_left(team, &at, &TEAM_SETTINGS_LEFT, out);
+        attribution::carry(team, &at, &mut t, out);
         let member_budgets = team
             .get("team_member_budget_table")
             .or_else(|| team.get("team_member_budget"))
@@ -412,6 +405,7 @@ pub fn import_keys(export: &Value, out: &mut Import) {
         limits::model_limits(key, &at, true, &mut k, out);
         limits::name_limit_types(key, &at, out);
         name_left(key, &at, &KEY_SETTINGS_LEFT, out);
+        attribution::carry(key, &at, &mut k, out);
         if key
             .get("spend")
             .and_then(Value::as_f64)

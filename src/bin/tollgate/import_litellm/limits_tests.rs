@@ -118,7 +118,6 @@ fn every_litellm_limit_is_carried_and_compiles() {
         "model_list[4].litellm_params.rpm: 2.5 is not a whole number",
         "keys[1].tpm_limit: 1.5 is not a whole number",
         "keys[0].metadata.rpm_limit_type: \"guaranteed_throughput\" is not carried",
-        "keys[0].metadata: not read",
         "users[0].metadata.model_rpm_limit: per-model limits of users are not enforced",
     ] {
         assert!(

@@ -9,6 +9,7 @@
 //! its provider from the cost map, as LiteLLM's does: the one given with `--cost-map`, else the
 //! LiteLLM map Tollgate ships (`tests/data/model_prices_and_context_window.json`, litellm 1.109.1).
 
+mod attribution;
 mod deployments;
 mod export;
 mod limits;
@@ -440,6 +441,11 @@ litellm_settings:
         assert_eq!(policy["keys"][0]["expires"], "2027-01-01T00:00:00Z");
         assert_eq!(policy["keys"].as_array().unwrap().len(), 1);
         assert_eq!(policy["keys"][0]["rpm_limit"], 10);
+        assert_eq!(
+            policy["keys"][0]["tags"],
+            json!(["prod"]),
+            "metadata.tags are carried"
+        );
         assert!(
             policy["teams"][0].get("tpm_limit").is_none(),
             "null is unset"
@@ -458,7 +464,6 @@ litellm_settings:
             "router_settings.routing_strategy",
             "litellm_settings",
             "keys[0].spend",
-            "keys[0].metadata",
             "keys[1]: no SHA-256",
         ] {
             assert!(
