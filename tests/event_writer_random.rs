@@ -94,6 +94,7 @@ fn the_writer_equals_serde_on_random_hostile_events() {
                 budget: rng.string(),
                 window_start: rng.signed(),
                 window_end: (rng.below(2) == 0).then(|| rng.signed()),
+                max_nano_usd: (rng.below(2) == 0).then(|| rng.number()),
             })
             .collect();
         let limits = (0..rng.below(4))

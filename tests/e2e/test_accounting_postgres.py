@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from postgres_server import PostgresServer
-from stack import ROOT, AccountingServer, clean_dir, request
+from stack import ROOT, AccountingServer, clean_dir, request, wait_until
 from test_accounting_server import event, post_batch
 
 
@@ -153,3 +153,37 @@ def test_a_lost_database_makes_the_instance_unready_and_batches_retryable(postgr
     finally:
         server.stop()
         other.stop()
+
+
+def test_two_instances_raise_and_deliver_each_alert_once(postgres):
+    from test_alerts import Receiver
+    receiver = Receiver()
+    url = postgres.create_database("alerts_two")
+    servers = [AccountingServer(clean_dir(ROOT / ".run" / "e2e" / f"pg-alerts-{i}"), db=url,
+                                extra_args=["--alert-webhook", receiver.url]) for i in (0, 1)]
+    try:
+        def capped(event_id, cost):
+            e = spend_event(event_id, cost, [])
+            e["data"]["budgets"] = [{"budget": "team:capped", "window_start": 0, "max_nano_usd": 10_000}]
+            return e
+
+        def send(i):
+            r = post_batch(servers[i % 2], [capped(f"a{i}-{j}", 100) for j in range(5)], batch_id=f"a{i}")
+            assert r.status == 200, r.body
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            list(pool.map(send, range(24)))  # 120 events of 100: 12,000 of a 10,000 budget
+        def all_three():
+            ids = [b["tollgate"]["alert_id"] for b in receiver.bodies()]
+            return ids if len(set(ids)) == 3 else None
+        wait_until(all_three, timeout=20, message="three alerts delivered")
+        time.sleep(2.5)  # a second delivery of any of them would arrive now
+        ids = [b["tollgate"]["alert_id"] for b in receiver.bodies()]
+        assert len(ids) == 3, f"each alert once: {ids}"
+        events = sorted(b["event"] for b in receiver.bodies())
+        assert events == ["budget_crossed", "threshold_crossed", "threshold_crossed"]
+        database = url.rsplit("/", 1)[1]
+        assert postgres.query(database, "SELECT COUNT(*) FROM alerts")[0][0] == 3
+    finally:
+        for server in servers:
+            server.stop()
+        receiver.stop()

@@ -260,6 +260,7 @@ fn budget_ref(line: &BudgetLine) -> BudgetRef {
         budget: line.budget_id().to_string(),
         window_start: line.window_start,
         window_end: line.window_end,
+        max_nano_usd: line.enforced.then_some(line.limit_nano),
     }
 }
 

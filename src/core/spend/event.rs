@@ -26,6 +26,10 @@ pub struct BudgetRef {
     /// Window end, Unix seconds (absent: never resets).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window_end: Option<i64>,
+    /// The budget's limit in nano-dollars (absent for a soft budget alone), so that the
+    /// accounting service can tell when a window's total crosses a share of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_nano_usd: Option<u64>,
 }
 
 /// Token counts, normalised the way LiteLLM does (prompt includes cached and cache-creation).
@@ -235,6 +239,7 @@ pub(crate) mod tests {
                 budget: "team:t-search".into(),
                 window_start: 1_795_392_000,
                 window_end: Some(1_798_070_400),
+                max_nano_usd: None,
             }],
             limits: vec![],
             tags: vec![],

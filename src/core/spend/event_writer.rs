@@ -64,6 +64,10 @@ pub fn write_event(out: &mut String, id: &str, source: &str, ended_at_ms: i64, d
             out.push_str(",\"window_end\":");
             signed(out, end);
         }
+        if let Some(max) = budget.max_nano_usd {
+            out.push_str(",\"max_nano_usd\":");
+            unsigned(out, max);
+        }
         out.push('}');
     }
     out.push(']');
@@ -275,11 +279,13 @@ mod tests {
             budget: "key:\u{0}".into(),
             window_start: i64::MIN,
             window_end: None,
+            max_nano_usd: None,
         });
         data.budgets.push(BudgetRef {
             budget: "user:u".into(),
             window_start: 0,
             window_end: Some(i64::MAX),
+            max_nano_usd: None,
         });
         for ms in [
             0,

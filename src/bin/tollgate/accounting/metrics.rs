@@ -121,6 +121,7 @@ pub struct Metrics {
     store_seconds: Family<OperationLabel, Histogram>,
     refused: Family<ReasonLabel, Counter>,
     in_flight: Gauge<i64, AtomicI64>,
+    webhooks: Family<OutcomeLabel, Counter>,
 }
 
 impl Metrics {
@@ -165,7 +166,14 @@ impl Metrics {
             "Requests being handled now",
             in_flight.clone(),
         );
+        let webhooks = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "webhook_deliveries",
+            "Alert webhook attempts, by outcome (delivered or failed)",
+            webhooks.clone(),
+        );
         Metrics {
+            webhooks,
             registry,
             events,
             batches,
@@ -207,6 +215,12 @@ impl Metrics {
                 reason: reason.label(),
             })
             .inc();
+    }
+
+    /// One webhook attempt.
+    pub fn webhook(&self, delivered: bool) {
+        let outcome = if delivered { "delivered" } else { "failed" };
+        self.webhooks.get_or_create(&OutcomeLabel { outcome }).inc();
     }
 
     /// A request started (`+1`) or ended (`-1`).

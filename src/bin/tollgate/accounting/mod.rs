@@ -8,6 +8,7 @@
 //! batch event by event with the totals it touched, serves changed totals to polling filters,
 //! and a spend report for people.
 
+mod alerts;
 mod auth;
 mod http;
 mod metrics;
@@ -64,12 +65,47 @@ struct Args {
     /// On SIGTERM, how long requests in flight may take to finish.
     #[arg(long, default_value_t = 20)]
     shutdown_grace_seconds: u64,
+    /// Shares of a budget (percent, comma-separated) whose crossing in a window raises one
+    /// alert; empty for none.
+    #[arg(long, default_value = "50,80,100")]
+    alert_thresholds: String,
+    /// A webhook URL each new alert (and each soft-budget threshold) is POSTed to; repeatable.
+    /// Better given in a file (--alert-webhook-file), which `ps` does not show.
+    #[arg(long)]
+    alert_webhook: Vec<String>,
+    /// A file with webhook URLs, one per line.
+    #[arg(long)]
+    alert_webhook_file: Option<String>,
 }
 
 /// Environment variable with a writer token, used when no `--writer-token-file` is given.
 const WRITER_TOKEN_ENV: &str = "TOLLGATE_ACCOUNTING_WRITER_TOKEN";
 /// Environment variable with a reader token, used when no `--reader-token-file` is given.
 const READER_TOKEN_ENV: &str = "TOLLGATE_ACCOUNTING_READER_TOKEN";
+
+/// The alerting settings from the arguments.
+fn alerting_of(args: &Args) -> Result<alerts::Alerting, String> {
+    let mut webhooks = args.alert_webhook.clone();
+    if let Some(path) = &args.alert_webhook_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read --alert-webhook-file {path}: {e}"))?;
+        webhooks.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_string),
+        );
+    }
+    for url in &webhooks {
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            return Err("an alert webhook must be an http:// or https:// URL".into());
+        }
+    }
+    Ok(alerts::Alerting {
+        percents: alerts::parse_percents(&args.alert_thresholds)?,
+        webhooks,
+    })
+}
 
 /// Tokens from a file, else from one environment variable (empty: none).
 fn tokens_from(file: Option<&str>, env: &str) -> Result<Vec<String>, String> {
@@ -93,8 +129,8 @@ fn tokens_from(file: Option<&str>, env: &str) -> Result<Vec<String>, String> {
 
 struct Server {
     tokens: Option<Tokens>,
-    store: Box<dyn SpendStore>,
-    metrics: Metrics,
+    store: std::sync::Arc<dyn SpendStore>,
+    metrics: std::sync::Arc<Metrics>,
     /// The last readiness answer and when it was found: probes (which need no token) reach
     /// the store at most once a second.
     readiness: std::sync::Mutex<Option<(Instant, Result<(), String>)>>,
@@ -146,11 +182,22 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
         let readers = tokens_from(args.reader_token_file.as_deref(), READER_TOKEN_ENV)?;
         Some(Tokens::new(&writers, &readers))
     };
-    let store = store::open(&args.db, args.db_pool_size)?;
+    let alerting = std::sync::Arc::new(alerting_of(&args)?);
+    let store = store::open(&args.db, args.db_pool_size, &alerting)?;
+    let metrics = std::sync::Arc::new(Metrics::new());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let deliveries = (!alerting.webhooks.is_empty()).then(|| {
+        alerts::delivery::spawn(
+            std::sync::Arc::clone(&store),
+            std::sync::Arc::clone(&alerting),
+            std::sync::Arc::clone(&metrics),
+            std::sync::Arc::clone(&stop),
+        )
+    });
     let server = Server {
         tokens,
         store,
-        metrics: Metrics::new(),
+        metrics,
         readiness: std::sync::Mutex::new(None),
     };
     let listener = TcpListener::bind(&args.listen)
@@ -164,7 +211,12 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
         max_connections: args.max_connections,
         shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace_seconds),
     };
-    http::serve(listener, limits, move |request| handle(&server, request))?;
+    let served = http::serve(listener, limits, move |request| handle(&server, request));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(thread) = deliveries {
+        let _ = thread.join();
+    }
+    served?;
     eprintln!("tollgate accounting: stopped");
     Ok(ExitCode::SUCCESS)
 }

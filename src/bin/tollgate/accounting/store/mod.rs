@@ -7,15 +7,21 @@
 
 mod batch;
 mod postgres;
+mod postgres_alerts;
 mod postgres_connect;
 mod postgres_reads;
 mod postgres_schema;
 pub mod report;
 mod sqlite;
+mod sqlite_alerts;
 mod sqlite_limits;
 
 use serde_json::Value;
 use tollgate::core::spend::accounting_api::{BatchReply, BudgetsReply};
+use tollgate::core::spend::threshold::ThresholdEvent;
+
+use crate::accounting::alerts::delivery::{Delivery, MAX_ATTEMPTS};
+use crate::accounting::alerts::Alerting;
 
 pub use self::postgres::PostgresStore;
 pub use self::sqlite::SqliteStore;
@@ -39,6 +45,23 @@ pub trait SpendStore: Send + Sync {
 
     /// The groups of a grouped report.
     fn grouped(&self, query: &report::ReportQuery) -> Result<Vec<report::GroupRow>, String>;
+
+    /// Takes up to `limit` alert deliveries to `webhooks` that are due at `now`, reserving
+    /// them (another instance does not take them while this one tries).
+    fn due_deliveries(
+        &self,
+        now: i64,
+        webhooks: &[String],
+        limit: usize,
+    ) -> Result<Vec<Delivery>, String>;
+
+    /// Records the outcome of one delivery attempt.
+    fn record_delivery(
+        &self,
+        delivery: &Delivery,
+        now: i64,
+        outcome: Result<(), String>,
+    ) -> Result<(), String>;
 }
 
 /// One row of a report group: requests, tokens and cost of one key, team, model or status.
@@ -61,7 +84,31 @@ pub fn group_entry(
     })
 }
 
+/// One alert delivery as the report shows it: the webhook by id (its URL may hold a secret).
+pub fn delivery_json(
+    alert_id: String,
+    webhook: String,
+    attempts: i64,
+    delivered_at: Option<i64>,
+    last_error: Option<String>,
+) -> Value {
+    let state = match (delivered_at, attempts >= MAX_ATTEMPTS) {
+        (Some(_), _) => "delivered",
+        (None, true) => "failed",
+        (None, false) => "pending",
+    };
+    serde_json::json!({
+        "alert_id": alert_id,
+        "webhook": webhook.get(..12).unwrap_or(&webhook),
+        "state": state,
+        "attempts": attempts,
+        "delivered_at": delivered_at,
+        "last_error": last_error,
+    })
+}
+
 /// One stored alert (a threshold reached in a budget window), as the report shows it.
+#[derive(Debug, Clone)]
 pub struct AlertRow {
     /// `soft_budget`.
     pub threshold: String,
@@ -90,6 +137,26 @@ pub struct AlertRow {
 }
 
 impl AlertRow {
+    /// The columns of a filter's threshold event.
+    pub fn from_threshold(alert: &ThresholdEvent) -> AlertRow {
+        let d = &alert.data;
+        let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        AlertRow {
+            threshold: d.threshold.to_string(),
+            budget: d.budget.clone(),
+            scope: d.scope.to_string(),
+            holder: d.holder.clone(),
+            model: d.model.clone(),
+            window_start: d.window_start,
+            window_end: d.window_end,
+            threshold_nano_usd: n(d.threshold_nano_usd),
+            limit_nano_usd: d.limit_nano_usd.map(n),
+            spend_nano_usd: n(d.spend_nano_usd),
+            time: alert.time.clone(),
+            source: alert.source.clone(),
+        }
+    }
+
     /// The report's JSON for this alert.
     pub fn to_json(&self) -> Value {
         serde_json::json!({
@@ -127,11 +194,17 @@ pub fn is_postgres_url(db: &str) -> bool {
 
 /// Opens the store `db` names: a PostgreSQL URL (pool of `pool_size` connections, migrations
 /// applied) or a SQLite file path.
-pub fn open(db: &str, pool_size: u32) -> Result<Box<dyn SpendStore>, String> {
+pub fn open(
+    db: &str,
+    pool_size: u32,
+    alerting: &Alerting,
+) -> Result<std::sync::Arc<dyn SpendStore>, String> {
     if is_postgres_url(db) {
-        Ok(Box::new(PostgresStore::open(db, pool_size)?))
+        Ok(std::sync::Arc::new(PostgresStore::open(
+            db, pool_size, alerting,
+        )?))
     } else {
-        Ok(Box::new(SqliteStore::open(db)?))
+        Ok(std::sync::Arc::new(SqliteStore::open(db, alerting)?))
     }
 }
 

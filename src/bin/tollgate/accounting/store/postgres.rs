@@ -21,11 +21,14 @@ use tollgate::core::spend::event::SpendEvent;
 use tollgate::core::spend::threshold::ThresholdEvent;
 
 use super::batch::{Batch, Item};
+use super::postgres_alerts;
 use super::postgres_connect::{self, Manager};
 use super::postgres_reads;
 use super::postgres_schema::migrate;
 use super::report::{GroupRow, ReportQuery};
-use super::SpendStore;
+use super::{AlertRow, SpendStore};
+use crate::accounting::alerts::delivery::Delivery;
+use crate::accounting::alerts::{percent_alerts, Alerting, WindowAdd};
 
 /// Attempts of a batch whose transaction PostgreSQL aborted as a deadlock or serialization
 /// failure (both safe to run again: nothing of the attempt was kept).
@@ -35,6 +38,10 @@ const ATTEMPTS: usize = 3;
 pub struct PostgresStore {
     /// Always `Some` until dropped.
     pool: Option<Pool<Manager>>,
+    /// Shares of a budget whose crossing raises an alert.
+    percents: Vec<u32>,
+    /// Ids of the webhooks each new alert is delivered to.
+    webhooks: Vec<String>,
 }
 
 impl Drop for PostgresStore {
@@ -91,7 +98,7 @@ fn is_retryable(e: &postgres::Error) -> bool {
 
 impl PostgresStore {
     /// Connects to `db` with a pool of `pool_size` connections and applies the migrations.
-    pub fn open(db: &str, pool_size: u32) -> Result<PostgresStore, String> {
+    pub fn open(db: &str, pool_size: u32, alerting: &Alerting) -> Result<PostgresStore, String> {
         let config = postgres_connect::parse(db)?;
         let mut client = postgres_connect::first_connection(&config)?;
         postgres_connect::check_encoding(&mut client)?;
@@ -99,6 +106,8 @@ impl PostgresStore {
         drop(client);
         Ok(PostgresStore {
             pool: Some(postgres_connect::pool(config, pool_size)),
+            percents: alerting.percents.clone(),
+            webhooks: alerting.webhook_ids(),
         })
     }
 
@@ -201,40 +210,18 @@ fn insert_events(
     Ok(stored)
 }
 
-/// Stores the batch's threshold events once each (by id); returns the ids stored now.
+/// Stores the batch's threshold events once each (by id), with their deliveries; returns the
+/// ids stored now.
 fn insert_alerts(
     tx: &mut Transaction<'_>,
     alerts: &[(&ThresholdEvent, &str)],
     now: i64,
+    webhooks: &[String],
 ) -> Result<HashSet<String>, postgres::Error> {
     let mut stored = HashSet::new();
     for (alert, json) in alerts {
-        let d = &alert.data;
-        let inserted = tx.execute(
-            "INSERT INTO alerts (id, source, time, received_at, threshold, budget, scope, holder,
-                model, window_start, window_end, threshold_nano_usd, limit_nano_usd,
-                spend_nano_usd, json)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
-             ON CONFLICT (id) DO NOTHING",
-            &[
-                &alert.id,
-                &alert.source,
-                &alert.time,
-                &now,
-                &d.threshold.as_ref(),
-                &d.budget,
-                &d.scope.as_ref(),
-                &d.holder,
-                &d.model,
-                &d.window_start,
-                &d.window_end,
-                &as_i64(d.threshold_nano_usd),
-                &d.limit_nano_usd.map(as_i64),
-                &as_i64(d.spend_nano_usd),
-                json,
-            ],
-        )?;
-        if inserted > 0 {
+        let row = AlertRow::from_threshold(alert);
+        if postgres_alerts::insert(tx, &alert.id, &row, json, now, webhooks)? {
             stored.insert(alert.id.clone());
         }
     }
@@ -245,7 +232,7 @@ fn insert_alerts(
 /// `(limit, start) → (end, count)`.
 #[derive(Default)]
 struct Added {
-    spend: BTreeMap<(String, i64), (Option<i64>, i64)>,
+    spend: BTreeMap<(String, i64), WindowAdd>,
     limits: BTreeMap<(String, i64), (i64, i64)>,
 }
 
@@ -278,8 +265,8 @@ fn store_windows(
     if !added.spend.is_empty() {
         let names: Vec<&str> = added.spend.keys().map(|(b, _)| b.as_str()).collect();
         let starts: Vec<i64> = added.spend.keys().map(|(_, s)| *s).collect();
-        let ends: Vec<Option<i64>> = added.spend.values().map(|(e, _)| *e).collect();
-        let sums: Vec<i64> = added.spend.values().map(|(_, n)| *n).collect();
+        let ends: Vec<Option<i64>> = added.spend.values().map(|a| a.end).collect();
+        let sums: Vec<i64> = added.spend.values().map(|a| a.sum).collect();
         let rows = tx.query(
             "INSERT INTO budget_windows (budget, window_start, window_end, spend_nano_usd, changed)
              SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[])
@@ -372,20 +359,22 @@ impl PostgresStore {
         now: i64,
     ) -> Result<Result<BatchReply, postgres::Error>, Failure> {
         let mut client = self.client()?;
-        Ok(Self::ingest_in(&mut client, batch, batch_id, now))
+        Ok(self.ingest_in(&mut client, batch, batch_id, now))
     }
 
     fn ingest_in(
+        &self,
         client: &mut postgres::Client,
         batch: &Batch,
         batch_id: &str,
         now: i64,
     ) -> Result<BatchReply, postgres::Error> {
+        let (percents, webhooks) = (&self.percents, &self.webhooks);
         let mut tx = client.transaction()?;
         // A batch never takes longer than this (its statements are bounded by the batch size).
         tx.batch_execute("SET LOCAL statement_timeout = '15s'")?;
         let stored = insert_events(&mut tx, &batch.spends(), now)?;
-        let stored_alerts = insert_alerts(&mut tx, &batch.thresholds(), now)?;
+        let stored_alerts = insert_alerts(&mut tx, &batch.thresholds(), now, webhooks)?;
         let mut reply = BatchReply {
             batch_id: batch_id.to_string(),
             ..BatchReply::default()
@@ -417,8 +406,11 @@ impl PostgresStore {
                     reply.accepted += 1;
                     for budget in &d.budgets {
                         let key = (budget.budget.clone(), budget.window_start);
-                        let entry = added.spend.entry(key).or_insert((budget.window_end, 0));
-                        entry.1 = entry.1.saturating_add(as_i64(d.cost_nano_usd));
+                        let entry = added
+                            .spend
+                            .entry(key)
+                            .or_insert_with(|| WindowAdd::new(budget, d));
+                        entry.add(as_i64(d.cost_nano_usd), budget.max_nano_usd);
                     }
                     for limit in &d.limits {
                         let key = (limit.limit.clone(), limit.window_start);
@@ -429,6 +421,16 @@ impl PostgresStore {
             }
         }
         let (mut budgets, mut limits) = store_windows(&mut tx, &added)?;
+        let total = |w: &(String, i64)| {
+            budgets
+                .iter()
+                .find(|b| b.budget == w.0 && b.window_start == w.1)
+                .map(|b| as_i64(b.spend_nano_usd))
+        };
+        for alert in percent_alerts(percents, &added.spend, total, now) {
+            let json = alert.row.to_json().to_string();
+            postgres_alerts::insert(&mut tx, &alert.id, &alert.row, &json, now, webhooks)?;
+        }
         touched.sort();
         touched.dedup();
         touched.retain(|window| !added.spend.contains_key(window));
@@ -473,6 +475,26 @@ impl SpendStore for PostgresStore {
     fn grouped(&self, query: &ReportQuery) -> Result<Vec<GroupRow>, String> {
         let mut client = self.client().map_err(|(_, e)| e)?;
         postgres_reads::grouped(&mut client, query)
+    }
+
+    fn due_deliveries(
+        &self,
+        now: i64,
+        webhooks: &[String],
+        limit: usize,
+    ) -> Result<Vec<Delivery>, String> {
+        let mut client = self.client().map_err(|(_, e)| e)?;
+        postgres_alerts::due(&mut client, now, webhooks, limit).map_err(|e| described(&e))
+    }
+
+    fn record_delivery(
+        &self,
+        delivery: &Delivery,
+        now: i64,
+        outcome: Result<(), String>,
+    ) -> Result<(), String> {
+        let mut client = self.client().map_err(|(_, e)| e)?;
+        postgres_alerts::record(&mut client, delivery, now, &outcome).map_err(|e| described(&e))
     }
 
     fn ready(&self) -> Result<(), String> {

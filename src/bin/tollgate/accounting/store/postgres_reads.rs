@@ -74,32 +74,18 @@ pub fn report(client: &mut Client) -> Result<Value, String> {
         .map_err(|e| described(&e))?;
     let alerts = tx
         .query(
-            "SELECT threshold, budget, scope, holder, model, window_start, window_end,
-                    threshold_nano_usd, limit_nano_usd, spend_nano_usd, time, source
-             FROM alerts ORDER BY time, id",
+            "SELECT a.threshold, a.budget, a.scope, a.holder, a.model, a.window_start,
+                    a.window_end, a.threshold_nano_usd, a.limit_nano_usd, a.spend_nano_usd,
+                    a.time, a.source
+             FROM alerts a ORDER BY a.time, a.id",
             &[],
         )
         .map_err(|e| described(&e))?;
+    let deliveries = super::postgres_alerts::deliveries(&mut tx).map_err(|e| described(&e))?;
     tx.commit().map_err(|e| described(&e))?;
     let alerts: Vec<Value> = alerts
         .iter()
-        .map(|r| {
-            super::AlertRow {
-                threshold: r.get(0),
-                budget: r.get(1),
-                scope: r.get(2),
-                holder: r.get(3),
-                model: r.get(4),
-                window_start: r.get(5),
-                window_end: r.get(6),
-                threshold_nano_usd: r.get(7),
-                limit_nano_usd: r.get(8),
-                spend_nano_usd: r.get(9),
-                time: r.get(10),
-                source: r.get(11),
-            }
-            .to_json()
-        })
+        .map(|r| super::postgres_alerts::alert_row(r, 0).to_json())
         .collect();
     let windows: Vec<BudgetTotal> = windows.iter().map(budget_total).collect();
     Ok(serde_json::json!({
@@ -110,6 +96,7 @@ pub fn report(client: &mut Client) -> Result<Value, String> {
         "by_status": by_status,
         "budget_windows": windows,
         "alerts": alerts,
+        "alert_deliveries": deliveries,
     }))
 }
 

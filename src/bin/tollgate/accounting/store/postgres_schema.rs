@@ -91,6 +91,22 @@ CREATE TABLE event_tags (
 CREATE INDEX event_tags_event ON event_tags (event_id);
 ",
     ),
+    (
+        "alert webhook deliveries",
+        "
+CREATE TABLE alert_deliveries (
+    alert_id TEXT NOT NULL REFERENCES alerts (id) ON DELETE CASCADE,
+    webhook TEXT NOT NULL,
+    attempts BIGINT NOT NULL DEFAULT 0,
+    next_attempt_at BIGINT NOT NULL,
+    delivered_at BIGINT,
+    last_error TEXT,
+    PRIMARY KEY (alert_id, webhook)
+);
+CREATE INDEX alert_deliveries_due ON alert_deliveries (next_attempt_at)
+    WHERE delivered_at IS NULL;
+",
+    ),
 ];
 
 /// Applies the migrations `client`'s database lacks. Returns the schema version it now has.

@@ -10,16 +10,22 @@ use serde_json::Value;
 use std::sync::{Mutex, MutexGuard};
 
 use super::report::{Dialect, Dimension, GroupRow, Param, ReportQuery};
+use super::sqlite_alerts;
 use super::sqlite_limits as limit_windows;
-use super::SpendStore;
+use super::{AlertRow, SpendStore};
+use crate::accounting::alerts::delivery::Delivery;
+use crate::accounting::alerts::{percent_alerts, Alerting, WindowAdd};
 use tollgate::core::spend::accounting_api::{
     read_batch, BatchReply, BudgetTotal, BudgetsReply, Incoming,
 };
-use tollgate::core::spend::threshold::ThresholdEvent;
 
 /// One SQLite connection (the writer, or a read-only reader).
 pub struct Store {
     db: Connection,
+    /// Shares of a budget whose crossing raises an alert.
+    percents: Vec<u32>,
+    /// Ids of the webhooks each new alert is delivered to.
+    webhooks: Vec<String>,
 }
 
 const SCHEMA: &str = "
@@ -84,9 +90,12 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (or creates) the database file at `path`.
-    pub fn open(path: &str) -> Result<SqliteStore, String> {
-        let writer = Store::open(path)?;
+    /// Opens (or creates) the database file at `path`, raising and delivering alerts as
+    /// `alerting` says.
+    pub fn open(path: &str, alerting: &Alerting) -> Result<SqliteStore, String> {
+        let mut writer = Store::open(path)?;
+        writer.percents = alerting.percents.clone();
+        writer.webhooks = alerting.webhook_ids();
         let reader = Store::open_reader(path)?;
         Ok(SqliteStore {
             writer: Mutex::new(writer),
@@ -120,6 +129,25 @@ impl SpendStore for SqliteStore {
         grouped_on(&lock(&self.reader)?.db, query)
     }
 
+    fn due_deliveries(
+        &self,
+        now: i64,
+        webhooks: &[String],
+        limit: usize,
+    ) -> Result<Vec<Delivery>, String> {
+        sqlite_alerts::due(&lock(&self.writer)?.db, now, webhooks, limit).map_err(|e| e.to_string())
+    }
+
+    fn record_delivery(
+        &self,
+        delivery: &Delivery,
+        now: i64,
+        outcome: Result<(), String>,
+    ) -> Result<(), String> {
+        sqlite_alerts::record(&lock(&self.writer)?.db, delivery, now, &outcome)
+            .map_err(|e| e.to_string())
+    }
+
     fn ready(&self) -> Result<(), String> {
         lock(&self.reader)?
             .db
@@ -139,7 +167,11 @@ impl Store {
             .map_err(|e| format!("cannot prepare {path}: {e}"))?;
         db.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(|e| e.to_string())?;
-        Ok(Store { db })
+        Ok(Store {
+            db,
+            percents: Vec::new(),
+            webhooks: Vec::new(),
+        })
     }
 
     /// A read-only connection to the database at `path` (opened by [`Store::open`] first): in
@@ -152,7 +184,11 @@ impl Store {
         .map_err(|e| format!("cannot open {path} for reading: {e}"))?;
         db.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(|e| e.to_string())?;
-        Ok(Store { db })
+        Ok(Store {
+            db,
+            percents: Vec::new(),
+            webhooks: Vec::new(),
+        })
     }
 
     /// Stores a batch (a JSON array of CloudEvents) and answers, for batch `batch_id`, which
@@ -174,14 +210,18 @@ impl Store {
         let mut touched: Vec<(String, i64)> = Vec::new();
         let mut touched_limits: Vec<(String, i64)> = Vec::new();
         let mut added_limits = limit_windows::Added::new();
-        let mut added_spend: std::collections::BTreeMap<(String, i64), (Option<i64>, i64)> =
+        let mut added_spend: std::collections::BTreeMap<(String, i64), WindowAdd> =
             std::collections::BTreeMap::new();
         let mut change = change_counter(&tx).map_err(internal)?;
         for item in items {
             let (event, json) = match item {
                 Ok((Incoming::Spend(event), json)) => (*event, json),
                 Ok((Incoming::Threshold(alert), json)) => {
-                    let inserted = store_alert(&tx, &alert, &json, now).map_err(internal)?;
+                    let row = AlertRow::from_threshold(&alert);
+                    let webhooks = &self.webhooks;
+                    let inserted =
+                        sqlite_alerts::insert(&tx, &alert.id, &row, &json, now, webhooks)
+                            .map_err(internal)?;
                     reply.acknowledged.push(alert.id);
                     if inserted {
                         reply.accepted += 1;
@@ -254,25 +294,45 @@ impl Store {
             limit_windows::add(&mut added_limits, &d.limits);
             for budget in &d.budgets {
                 let window = (budget.budget.clone(), budget.window_start);
-                let added = added_spend.entry(window).or_insert((budget.window_end, 0));
-                added.1 = added.1.saturating_add(d.cost_nano_usd as i64);
+                let added = added_spend
+                    .entry(window)
+                    .or_insert_with(|| WindowAdd::new(budget, d));
+                added.add(d.cost_nano_usd as i64, budget.max_nano_usd);
             }
         }
         // One upsert per window the batch touched (not one per event): the window's total grows
         // by the batch's sum, and its change number is the batch's next.
-        for ((budget, window_start), (window_end, spend)) in added_spend {
+        let mut totals = std::collections::HashMap::new();
+        for ((budget, window_start), add) in &added_spend {
             change += 1;
-            tx.prepare_cached(
-                "INSERT INTO budget_windows (budget, window_start, window_end, spend_nano_usd, changed)
+            let total: i64 = tx
+                .prepare_cached(
+                    "INSERT INTO budget_windows (budget, window_start, window_end, spend_nano_usd, changed)
                  VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (budget, window_start) DO UPDATE SET
                     spend_nano_usd = CASE WHEN spend_nano_usd > 9223372036854775807 - excluded.spend_nano_usd THEN 9223372036854775807 ELSE spend_nano_usd + excluded.spend_nano_usd END,
-                    changed = excluded.changed",
-            )
-            .and_then(|mut upsert| {
-                upsert.execute(params![budget, window_start, window_end, spend, change])
-            })
-            .map_err(internal)?;
+                    changed = excluded.changed
+                 RETURNING spend_nano_usd",
+                )
+                .and_then(|mut upsert| {
+                    upsert.query_row(
+                        params![budget, window_start, add.end, add.sum, change],
+                        |r| r.get(0),
+                    )
+                })
+                .map_err(internal)?;
+            totals.insert((budget.clone(), *window_start), total);
+        }
+        let raised = percent_alerts(
+            &self.percents,
+            &added_spend,
+            |w| totals.get(w).copied(),
+            now,
+        );
+        for alert in raised {
+            let json = alert.row.to_json().to_string();
+            sqlite_alerts::insert(&tx, &alert.id, &alert.row, &json, now, &self.webhooks)
+                .map_err(internal)?;
         }
         change = limit_windows::store(&tx, added_limits, change).map_err(internal)?;
         tx.execute(
@@ -359,6 +419,7 @@ impl Store {
             "by_status": group(Dimension::Status)?,
             "budget_windows": budgets.budgets,
             "alerts": alerts,
+            "alert_deliveries": sqlite_alerts::deliveries(&self.db).map_err(|e| e.to_string())?,
         }))
     }
 
@@ -369,23 +430,8 @@ impl Store {
                     threshold_nano_usd, limit_nano_usd, spend_nano_usd, time, source
              FROM alerts ORDER BY time, id",
         )?;
-        let rows = statement.query_map([], |r| {
-            Ok(super::AlertRow {
-                threshold: r.get(0)?,
-                budget: r.get(1)?,
-                scope: r.get(2)?,
-                holder: r.get(3)?,
-                model: r.get(4)?,
-                window_start: r.get(5)?,
-                window_end: r.get(6)?,
-                threshold_nano_usd: r.get(7)?,
-                limit_nano_usd: r.get(8)?,
-                spend_nano_usd: r.get(9)?,
-                time: r.get(10)?,
-                source: r.get(11)?,
-            }
-            .to_json())
-        })?;
+        let rows =
+            statement.query_map([], |r| sqlite_alerts::alert_row(r, 0).map(|a| a.to_json()))?;
         rows.collect()
     }
 }
@@ -429,8 +475,8 @@ fn grouped_as(
 }
 
 /// The schema's version (`PRAGMA user_version`) this binary writes: 2 added `ended_at` and
-/// `event_tags` (spend attribution).
-const SCHEMA_VERSION: i64 = 2;
+/// `event_tags` (spend attribution), 3 `alert_deliveries` (webhooks).
+const SCHEMA_VERSION: i64 = 3;
 
 /// Brings a database made by an older binary up to [`SCHEMA_VERSION`]; refuses a newer one.
 fn migrate(db: &Connection) -> rusqlite::Result<()> {
@@ -464,43 +510,13 @@ fn migrate(db: &Connection) -> rusqlite::Result<()> {
         )?;
         tx.commit()?;
     }
+    if version < 3 {
+        let tx = db.unchecked_transaction()?;
+        tx.execute_batch(sqlite_alerts::DELIVERIES_SCHEMA)?;
+        tx.execute_batch("PRAGMA user_version = 3;")?;
+        tx.commit()?;
+    }
     Ok(())
-}
-
-/// Stores a threshold event once (by id: every replica sends the same id for a window).
-/// Returns whether it was new.
-fn store_alert(
-    tx: &Connection,
-    alert: &ThresholdEvent,
-    json: &str,
-    now: i64,
-) -> rusqlite::Result<bool> {
-    let d = &alert.data;
-    let inserted = tx
-        .prepare_cached(
-            "INSERT OR IGNORE INTO alerts (id, source, time, received_at, threshold, budget, scope,
-                holder, model, window_start, window_end, threshold_nano_usd, limit_nano_usd,
-                spend_nano_usd, json)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-        )?
-        .execute(params![
-            alert.id,
-            alert.source,
-            alert.time,
-            now,
-            d.threshold,
-            d.budget,
-            d.scope,
-            d.holder,
-            d.model,
-            d.window_start,
-            d.window_end,
-            d.threshold_nano_usd as i64,
-            d.limit_nano_usd.map(|n| n as i64),
-            d.spend_nano_usd as i64,
-            json,
-        ])?;
-    Ok(inserted > 0)
 }
 
 /// The change cursor: bumped each time spend is added to a window.

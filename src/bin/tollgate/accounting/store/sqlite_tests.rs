@@ -29,6 +29,7 @@ fn event(id: &str, cost: u64, budget: &str) -> String {
             budget: budget.into(),
             window_start: 100,
             window_end: Some(200),
+            max_nano_usd: None,
         }],
         limits: vec![
             LimitRef {
@@ -296,7 +297,7 @@ fn a_database_of_the_first_schema_is_migrated_in_place() {
         .unwrap();
     assert_eq!(
         (ended, version),
-        (1234, 2),
+        (1234, 3),
         "old rows keep their receipt time"
     );
     store
