@@ -72,11 +72,18 @@ impl Tokens {
     }
 
     /// Checks an `authorization` header for `role`.
+    /// Checks `authorization`: `Bearer <token>`, or HTTP Basic with the token as the password
+    /// (any user name; what a browser sends for the spend page).
     pub fn check(&self, authorization: Option<&str>, role: Role) -> Result<(), Refusal> {
+        let basic = authorization
+            .and_then(|value| value.strip_prefix("Basic "))
+            .and_then(basic_password);
         let token = authorization
             .and_then(|value| value.strip_prefix("Bearer "))
-            .map(str::trim)
+            .map(|t| t.trim().to_string())
+            .or(basic)
             .ok_or(Refusal::Unauthenticated)?;
+        let token = token.as_str();
         let presented = digest(token);
         // Compare against every token, so the time does not tell which list matched.
         let writer = self
@@ -98,6 +105,17 @@ impl Tokens {
             (false, false) => Err(Refusal::Unauthenticated),
         }
     }
+}
+
+/// The password of HTTP Basic credentials (`base64(user:password)`).
+fn basic_password(encoded: &str) -> Option<String> {
+    use base64::Engine as _;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    text.split_once(':')
+        .map(|(_, password)| password.to_string())
 }
 
 #[cfg(test)]

@@ -68,6 +68,8 @@ pub struct Response {
     pub content_type: &'static str,
     /// The body.
     pub body: String,
+    /// Further headers.
+    pub headers: Vec<(&'static str, &'static str)>,
 }
 
 /// The content type of JSON answers.
@@ -80,6 +82,7 @@ impl Response {
             status,
             content_type: JSON,
             body,
+            headers: Vec::new(),
         }
     }
 }
@@ -224,6 +227,11 @@ fn reply(answer: Response) -> hyper::Response<Full<Bytes>> {
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(answer.content_type));
+    for (name, value) in answer.headers {
+        response
+            .headers_mut()
+            .insert(name, HeaderValue::from_static(value));
+    }
     response
 }
 

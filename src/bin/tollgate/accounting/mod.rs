@@ -12,6 +12,7 @@ mod alerts;
 mod auth;
 mod http;
 mod metrics;
+mod page;
 mod store;
 
 use std::net::TcpListener;
@@ -27,6 +28,8 @@ use std::time::Instant;
 use store::SpendStore;
 
 const REPORT_PATH: &str = "/v1/spend/report";
+/// The spend page (HTML).
+const PAGE_PATH: &str = "/spend";
 /// Prometheus metrics (OpenMetrics text), open like `/health`: counts and latencies only.
 const METRICS_PATH: &str = "/metrics";
 /// Readiness: 200 while the store answers, 503 while it does not (`/health` is liveness only).
@@ -231,7 +234,7 @@ fn role_of(method: &str, path: &str) -> Option<Role> {
     match (method, path) {
         ("POST", BATCH_PATH) => Some(Role::Writer),
         ("GET", BUDGETS_PATH) => Some(Role::Any),
-        ("GET", REPORT_PATH) => Some(Role::Reader),
+        ("GET", REPORT_PATH | PAGE_PATH) => Some(Role::Reader),
         _ => None,
     }
 }
@@ -261,7 +264,7 @@ fn route(server: &Server, request: &Request) -> Response {
             Ok(()) => {}
             Err(Refusal::Unauthenticated) => {
                 server.metrics.refused(Reason::Unauthenticated);
-                return Response::json(
+                let mut refused = Response::json(
                     401,
                     error_json_typed(
                         "a valid bearer token is required",
@@ -269,6 +272,13 @@ fn route(server: &Server, request: &Request) -> Response {
                         Some("invalid_token"),
                     ),
                 );
+                if request.path == PAGE_PATH {
+                    // A browser then asks for the reader token (as the password).
+                    refused
+                        .headers
+                        .push(("www-authenticate", "Basic realm=\"tollgate spend\""));
+                }
+                return refused;
             }
             Err(Refusal::Forbidden) => {
                 server.metrics.refused(Reason::Forbidden);
@@ -341,6 +351,7 @@ fn route(server: &Server, request: &Request) -> Response {
                             status: 200,
                             content_type,
                             body,
+                            headers: Vec::new(),
                         }
                     }
                     Err(e) => {
@@ -357,6 +368,35 @@ fn route(server: &Server, request: &Request) -> Response {
                 };
             }
         },
+        ("GET", PAGE_PATH) => {
+            return match timed(server, Operation::Report, || {
+                page::render(server.store.as_ref(), &request.query, now())
+            }) {
+                Ok(body) => Response {
+                    status: 200,
+                    content_type: "text/html; charset=utf-8",
+                    body,
+                    headers: vec![
+                        (
+                            "content-security-policy",
+                            "default-src 'none'; style-src 'unsafe-inline'",
+                        ),
+                        ("x-content-type-options", "nosniff"),
+                    ],
+                },
+                Err(e) => {
+                    eprintln!("tollgate accounting: {e}");
+                    Response::json(
+                        503,
+                        error_json_typed(
+                            "the store is unavailable; try again later",
+                            "server_error",
+                            None,
+                        ),
+                    )
+                }
+            };
+        }
         ("GET", "/health") => Ok("{\"status\":\"ok\"}".to_string()),
         ("GET", READY_PATH) => match ready(server) {
             Ok(()) => Ok("{\"status\":\"ready\"}".to_string()),
@@ -367,9 +407,14 @@ fn route(server: &Server, request: &Request) -> Response {
                 status: 200,
                 content_type: metrics::CONTENT_TYPE,
                 body: server.metrics.encode(),
+                headers: Vec::new(),
             }
         }
-        (_, BATCH_PATH | BUDGETS_PATH | REPORT_PATH | "/health" | READY_PATH | METRICS_PATH) => {
+        (
+            _,
+            BATCH_PATH | BUDGETS_PATH | REPORT_PATH | PAGE_PATH | "/health" | READY_PATH
+            | METRICS_PATH,
+        ) => {
             server.metrics.refused(Reason::NoRoute);
             Err((405, format!("{} is not allowed here", request.method)))
         }

@@ -46,6 +46,10 @@ pub trait SpendStore: Send + Sync {
     /// The groups of a grouped report.
     fn grouped(&self, query: &report::ReportQuery) -> Result<Vec<report::GroupRow>, String>;
 
+    /// The budget windows still open at `now` (most spent first, at most `limit`) and the
+    /// latest `limit` alerts, for the spend page.
+    fn page_data(&self, now: i64, limit: usize) -> Result<(Vec<WindowRow>, Vec<Value>), String>;
+
     /// Takes up to `limit` alert deliveries to `webhooks` that are due at `now`, reserving
     /// them (another instance does not take them while this one tries).
     fn due_deliveries(
@@ -83,6 +87,26 @@ pub fn group_entry(
         "estimated": estimated,
     })
 }
+
+/// A budget window as the spend page shows it.
+#[derive(Debug, Clone)]
+pub struct WindowRow {
+    /// `scope:id`.
+    pub budget: String,
+    /// Window start, Unix seconds.
+    pub window_start: i64,
+    /// When it resets, Unix seconds (`None`: never).
+    pub window_end: Option<i64>,
+    /// Spent, nano-dollars.
+    pub spend_nano_usd: i64,
+    /// The budget, nano-dollars, as the latest events carried it.
+    pub max_nano_usd: Option<i64>,
+}
+
+/// The SQL of the page's windows (`?1`/`$1` now, `?2`/`$2` the limit) and alerts (`?1`/`$1`).
+pub const PAGE_WINDOWS_SQL: &str = "SELECT budget, window_start, window_end, spend_nano_usd,
+    max_nano_usd FROM budget_windows WHERE window_end IS NULL OR window_end > {now}
+    ORDER BY spend_nano_usd DESC, budget LIMIT {limit}";
 
 /// One alert delivery as the report shows it: the webhook by id (its URL may hold a secret).
 pub fn delivery_json(

@@ -26,7 +26,7 @@ use super::postgres_connect::{self, Manager};
 use super::postgres_reads;
 use super::postgres_schema::migrate;
 use super::report::{GroupRow, ReportQuery};
-use super::{AlertRow, SpendStore};
+use super::{AlertRow, SpendStore, WindowRow};
 use crate::accounting::alerts::delivery::Delivery;
 use crate::accounting::alerts::{percent_alerts, Alerting, WindowAdd};
 
@@ -267,14 +267,18 @@ fn store_windows(
         let starts: Vec<i64> = added.spend.keys().map(|(_, s)| *s).collect();
         let ends: Vec<Option<i64>> = added.spend.values().map(|a| a.end).collect();
         let sums: Vec<i64> = added.spend.values().map(|a| a.sum).collect();
+        let maxes: Vec<Option<i64>> = added.spend.values().map(|a| a.max.map(as_i64)).collect();
         let rows = tx.query(
-            "INSERT INTO budget_windows (budget, window_start, window_end, spend_nano_usd, changed)
-             SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[])
+            "INSERT INTO budget_windows (budget, window_start, window_end, spend_nano_usd, changed,
+                max_nano_usd)
+             SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[],
+                $6::bigint[])
              ON CONFLICT (budget, window_start) DO UPDATE SET
+                max_nano_usd = COALESCE(excluded.max_nano_usd, budget_windows.max_nano_usd),
                 spend_nano_usd = CASE WHEN budget_windows.spend_nano_usd > 9223372036854775807 - excluded.spend_nano_usd THEN 9223372036854775807 ELSE budget_windows.spend_nano_usd + excluded.spend_nano_usd END,
                 changed = excluded.changed
              RETURNING budget, window_start, window_end, spend_nano_usd",
-            &[&names, &starts, &ends, &sums, &spend_changes],
+            &[&names, &starts, &ends, &sums, &spend_changes, &maxes],
         )?;
         totals.0 = rows.iter().map(budget_total).collect();
     }
@@ -475,6 +479,11 @@ impl SpendStore for PostgresStore {
     fn grouped(&self, query: &ReportQuery) -> Result<Vec<GroupRow>, String> {
         let mut client = self.client().map_err(|(_, e)| e)?;
         postgres_reads::grouped(&mut client, query)
+    }
+
+    fn page_data(&self, now: i64, limit: usize) -> Result<(Vec<WindowRow>, Vec<Value>), String> {
+        let mut client = self.client().map_err(|(_, e)| e)?;
+        postgres_reads::page_data(&mut client, now, limit)
     }
 
     fn due_deliveries(

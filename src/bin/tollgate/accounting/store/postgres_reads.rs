@@ -137,3 +137,40 @@ fn grouped_in(tx: &mut Transaction<'_>, query: &ReportQuery) -> Result<Vec<Group
         })
         .collect())
 }
+
+/// The open budget windows and the latest alerts, for the spend page.
+pub fn page_data(
+    client: &mut Client,
+    now: i64,
+    limit: usize,
+) -> Result<(Vec<super::WindowRow>, Vec<Value>), String> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let sql = super::PAGE_WINDOWS_SQL
+        .replace("{now}", "$1")
+        .replace("{limit}", "$2");
+    let windows = client
+        .query(sql.as_str(), &[&now, &limit])
+        .map_err(|e| described(&e))?
+        .iter()
+        .map(|r| super::WindowRow {
+            budget: r.get(0),
+            window_start: r.get(1),
+            window_end: r.get(2),
+            spend_nano_usd: r.get(3),
+            max_nano_usd: r.get(4),
+        })
+        .collect();
+    let alerts = client
+        .query(
+            "SELECT a.threshold, a.budget, a.scope, a.holder, a.model, a.window_start,
+                    a.window_end, a.threshold_nano_usd, a.limit_nano_usd, a.spend_nano_usd,
+                    a.time, a.source
+             FROM alerts a ORDER BY a.time DESC, a.id LIMIT $1",
+            &[&limit],
+        )
+        .map_err(|e| described(&e))?
+        .iter()
+        .map(|r| super::postgres_alerts::alert_row(r, 0).to_json())
+        .collect();
+    Ok((windows, alerts))
+}

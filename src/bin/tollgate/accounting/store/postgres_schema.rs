@@ -107,6 +107,10 @@ CREATE INDEX alert_deliveries_due ON alert_deliveries (next_attempt_at)
     WHERE delivered_at IS NULL;
 ",
     ),
+    (
+        "each budget window's limit, for the spend page",
+        "ALTER TABLE budget_windows ADD COLUMN max_nano_usd BIGINT;",
+    ),
 ];
 
 /// Applies the migrations `client`'s database lacks. Returns the schema version it now has.

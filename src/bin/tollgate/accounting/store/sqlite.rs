@@ -12,7 +12,7 @@ use std::sync::{Mutex, MutexGuard};
 use super::report::{Dialect, Dimension, GroupRow, Param, ReportQuery};
 use super::sqlite_alerts;
 use super::sqlite_limits as limit_windows;
-use super::{AlertRow, SpendStore};
+use super::{AlertRow, SpendStore, WindowRow};
 use crate::accounting::alerts::delivery::Delivery;
 use crate::accounting::alerts::{percent_alerts, Alerting, WindowAdd};
 use tollgate::core::spend::accounting_api::{
@@ -127,6 +127,30 @@ impl SpendStore for SqliteStore {
 
     fn grouped(&self, query: &ReportQuery) -> Result<Vec<GroupRow>, String> {
         grouped_on(&lock(&self.reader)?.db, query)
+    }
+
+    fn page_data(&self, now: i64, limit: usize) -> Result<(Vec<WindowRow>, Vec<Value>), String> {
+        let reader = lock(&self.reader)?;
+        let sql = super::PAGE_WINDOWS_SQL
+            .replace("{now}", "?1")
+            .replace("{limit}", "?2");
+        let mut statement = reader.db.prepare(&sql).map_err(|e| e.to_string())?;
+        let windows = statement
+            .query_map(params![now, limit as i64], |r| {
+                Ok(WindowRow {
+                    budget: r.get(0)?,
+                    window_start: r.get(1)?,
+                    window_end: r.get(2)?,
+                    spend_nano_usd: r.get(3)?,
+                    max_nano_usd: r.get(4)?,
+                })
+            })
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| e.to_string())?;
+        let mut alerts = reader.alerts().map_err(|e| e.to_string())?;
+        alerts.reverse();
+        alerts.truncate(limit);
+        Ok((windows, alerts))
     }
 
     fn due_deliveries(
@@ -307,16 +331,25 @@ impl Store {
             change += 1;
             let total: i64 = tx
                 .prepare_cached(
-                    "INSERT INTO budget_windows (budget, window_start, window_end, spend_nano_usd, changed)
-                 VALUES (?1, ?2, ?3, ?4, ?5)
+                    "INSERT INTO budget_windows (budget, window_start, window_end, spend_nano_usd, changed,
+                    max_nano_usd)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (budget, window_start) DO UPDATE SET
                     spend_nano_usd = CASE WHEN spend_nano_usd > 9223372036854775807 - excluded.spend_nano_usd THEN 9223372036854775807 ELSE spend_nano_usd + excluded.spend_nano_usd END,
-                    changed = excluded.changed
+                    changed = excluded.changed,
+                    max_nano_usd = COALESCE(excluded.max_nano_usd, max_nano_usd)
                  RETURNING spend_nano_usd",
                 )
                 .and_then(|mut upsert| {
                     upsert.query_row(
-                        params![budget, window_start, add.end, add.sum, change],
+                        params![
+                            budget,
+                            window_start,
+                            add.end,
+                            add.sum,
+                            change,
+                            add.max.map(|m| i64::try_from(m).unwrap_or(i64::MAX))
+                        ],
                         |r| r.get(0),
                     )
                 })
@@ -475,8 +508,9 @@ fn grouped_as(
 }
 
 /// The schema's version (`PRAGMA user_version`) this binary writes: 2 added `ended_at` and
-/// `event_tags` (spend attribution), 3 `alert_deliveries` (webhooks).
-const SCHEMA_VERSION: i64 = 3;
+/// `event_tags` (spend attribution), 3 `alert_deliveries` (webhooks), 4 each budget
+/// window's limit (the spend page).
+const SCHEMA_VERSION: i64 = 4;
 
 /// Brings a database made by an older binary up to [`SCHEMA_VERSION`]; refuses a newer one.
 fn migrate(db: &Connection) -> rusqlite::Result<()> {
@@ -514,6 +548,19 @@ fn migrate(db: &Connection) -> rusqlite::Result<()> {
         let tx = db.unchecked_transaction()?;
         tx.execute_batch(sqlite_alerts::DELIVERIES_SCHEMA)?;
         tx.execute_batch("PRAGMA user_version = 3;")?;
+        tx.commit()?;
+    }
+    if version < 4 {
+        let has_max = db
+            .prepare(
+                "SELECT 1 FROM pragma_table_info('budget_windows') WHERE name = 'max_nano_usd'",
+            )?
+            .exists([])?;
+        let tx = db.unchecked_transaction()?;
+        if !has_max {
+            tx.execute_batch("ALTER TABLE budget_windows ADD COLUMN max_nano_usd INTEGER;")?;
+        }
+        tx.execute_batch("PRAGMA user_version = 4;")?;
         tx.commit()?;
     }
     Ok(())
