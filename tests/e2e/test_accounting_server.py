@@ -189,3 +189,19 @@ def test_a_writer_cannot_poison_batches_nul_ids_shared_ids_or_an_overflowing_win
     assert report.status == 200, report
     grouped = request(server.port, "GET", "/v1/spend/report?group_by=team", server.reader_headers(), timeout=30)
     assert grouped.status == 200 and grouped.json()["rows"][0]["cost_nano_usd"] >= 9 * 10 ** 18, grouped
+
+
+def test_a_browser_cannot_be_made_to_post_spend(server):
+    """From a review: a cross-site form posts text/plain, and a browser may remember a token
+    typed into the spend page's prompt; neither reaches the batch endpoint."""
+    import base64
+    body = json.dumps([event("csrf-1")])
+    form = {"authorization": f"Bearer {ACCOUNTING_WRITER_TOKEN}", "content-type": "text/plain"}
+    assert request(server.port, "POST", "/v1/spend/batch", form, body).status == 415
+    basic = base64.b64encode(f"x:{ACCOUNTING_WRITER_TOKEN}".encode()).decode()
+    remembered = {"authorization": f"Basic {basic}", "content-type": "application/json"}
+    assert request(server.port, "POST", "/v1/spend/batch", remembered, body).status == 401
+    assert "csrf-1" not in server.event_ids()
+    forged = threshold("budget-0123456789abcdef0123456789abcdef")
+    reply = post_batch(server, [forged], batch_id="forged").json()
+    assert reply["rejected"] and "accounting service" in reply["rejected"][0]["reason"], reply

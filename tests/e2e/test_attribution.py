@@ -103,6 +103,8 @@ def test_tags_and_metadata_reach_the_events_and_never_the_provider(gateway, acco
     ({"metadata": {"tags": [f"t{i}" for i in range(17)]}}, "metadata.tags"),
     ({"headers": {"x-tollgate-tags": ",".join(f"h{i}" for i in range(17))}}, "x-tollgate-tags"),
     ({"headers": {"x-litellm-tags": "ok, " + "y" * 65}}, "x-litellm-tags"),
+    ({"headers": {"x-tollgate-tags": "ok, -"}}, "x-tollgate-tags"),
+    ({"metadata": {"tags": [" padded"]}}, "metadata.tags"),
 ])
 def test_malformed_or_too_many_tags_are_refused_before_the_provider(gateway, upstreams, send, problem):
     before = len(upstreams["openai"].requests())

@@ -14,6 +14,7 @@ pub mod client_headers;
 pub mod decide;
 pub mod denial;
 pub mod listing;
+pub mod metadata_tags;
 pub mod path;
 pub mod request;
 pub mod routing;

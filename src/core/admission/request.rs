@@ -409,7 +409,7 @@ pub fn read_body_as<'a>(
     .into_iter()
     .flatten()
     .find_map(|raw| serde_json::from_str::<u64>(raw.get()).ok());
-    let (tags, tags_edit) = metadata_tags(body, view.metadata)?;
+    let (tags, tags_edit) = super::metadata_tags::metadata_tags(body, view.metadata, span_of)?;
     Ok(BodyFacts {
         model,
         model_slot,
@@ -432,41 +432,6 @@ pub fn read_body_as<'a>(
         tags,
         tags_edit,
     })
-}
-
-/// LiteLLM's `metadata.tags`, and the edit that takes them out of `metadata` (re-written
-/// without them), when `metadata` is an object holding `tags`.
-type MetadataTags<'a> = (Vec<Cow<'a, str>>, Option<(Range<usize>, Vec<u8>)>);
-
-fn metadata_tags<'a>(
-    body: &'a [u8],
-    metadata: Option<&'a RawValue>,
-) -> Result<MetadataTags<'a>, BodyProblem> {
-    let Some(raw) = metadata.filter(|raw| raw.get().starts_with('{')) else {
-        return Ok((Vec::new(), None));
-    };
-    let Ok(mut members) =
-        serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(raw.get())
-    else {
-        return Ok((Vec::new(), None));
-    };
-    let Some(tags) = members.remove("tags") else {
-        return Ok((Vec::new(), None));
-    };
-    let tags = match tags {
-        serde_json::Value::Null => Vec::new(),
-        serde_json::Value::Array(items) => items
-            .into_iter()
-            .map(|item| match item {
-                serde_json::Value::String(tag) => Ok(Cow::Owned(tag)),
-                _ => Err(BodyProblem::InvalidTags),
-            })
-            .collect::<Result<_, _>>()?,
-        _ => return Err(BodyProblem::InvalidTags),
-    };
-    let span = span_of(body, raw).ok_or(BodyProblem::InvalidTags)?;
-    let rewritten = serde_json::to_vec(&members).map_err(|_| BodyProblem::InvalidTags)?;
-    Ok((tags, Some((span, rewritten))))
 }
 
 /// How many prompts a `prompt` value holds when it is a list of them: an array of strings or of

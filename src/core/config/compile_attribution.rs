@@ -79,10 +79,13 @@ impl Compiler {
                 // LiteLLM keeps other state in metadata (e.g. limits read elsewhere): not carried.
                 Value::Null | Value::Array(_) | Value::Object(_) => continue,
             };
-            if text.len() > MAX_METADATA_VALUE_BYTES || text.contains('\0') {
+            if text.len() > MAX_METADATA_VALUE_BYTES || text.chars().any(char::is_control) {
                 self.error(
                     &at,
-                    format!("a metadata value must be at most {MAX_METADATA_VALUE_BYTES} bytes without NUL"),
+                    format!(
+                        "a metadata value must be at most {MAX_METADATA_VALUE_BYTES} bytes without \
+                         control characters"
+                    ),
                 );
                 continue;
             }

@@ -35,6 +35,20 @@ impl<'a> HeadFacts<'a> {
     pub fn read(pairs: &'a HeaderBlock) -> Self {
         let mut facts = HeadFacts::default();
         for (name, value) in pairs.iter() {
+            // Every copy of a tags header counts (each is removed before the upstream).
+            let tags = match name {
+                b"x-tollgate-tags" => Some(&mut facts.tollgate_tags),
+                b"x-litellm-tags" => Some(&mut facts.litellm_tags),
+                _ => None,
+            };
+            if let Some(slot) = tags {
+                let value = String::from_utf8_lossy(value);
+                *slot = Some(match slot.take() {
+                    Some(before) => Cow::Owned(format!("{before},{value}")),
+                    None => value,
+                });
+                continue;
+            }
             let slot = match name {
                 b":method" => &mut facts.method,
                 b":path" => &mut facts.path,
@@ -43,8 +57,6 @@ impl<'a> HeadFacts<'a> {
                 b"api-key" => &mut facts.api_key,
                 b"content-length" => &mut facts.content_length,
                 b"content-encoding" => &mut facts.content_encoding,
-                b"x-tollgate-tags" => &mut facts.tollgate_tags,
-                b"x-litellm-tags" => &mut facts.litellm_tags,
                 _ => continue,
             };
             if slot.is_none() {

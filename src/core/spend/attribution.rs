@@ -47,6 +47,9 @@ pub struct TagProblem {
 pub fn valid_tag(tag: &str) -> bool {
     !tag.is_empty()
         && tag.len() <= MAX_TAG_BYTES
+        && tag.trim() == tag
+        // `-` is how the report names "no tag".
+        && tag != "-"
         && !tag.chars().any(|c| c.is_control() || c == ',')
 }
 
@@ -57,8 +60,8 @@ fn check(tag: &str, source: &'static str) -> Result<(), TagProblem> {
         Err(TagProblem {
             source,
             reason: format!(
-                "each tag must be 1 to {MAX_TAG_BYTES} bytes, without commas or control \
-                 characters"
+                "each tag must be 1 to {MAX_TAG_BYTES} bytes, without commas, control \
+                 characters or surrounding spaces, and not \"-\""
             ),
         })
     }
@@ -144,7 +147,7 @@ mod tests {
         );
         assert_eq!(refused.unwrap_err().source, TOLLGATE_TAGS_HEADER);
         let long = "x".repeat(MAX_TAG_BYTES + 1);
-        for bad in [long.as_str(), "", "a,b", "tab\there"] {
+        for bad in [long.as_str(), "", "a,b", "tab\there", " padded", "-"] {
             let refused = request_tags(
                 [bad],
                 [(TOLLGATE_TAGS_HEADER, None), (LITELLM_TAGS_HEADER, None)],

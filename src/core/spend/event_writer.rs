@@ -152,6 +152,11 @@ fn number_field(out: &mut String, name: &str, n: u64) {
 /// A JSON string as serde_json writes it: `"` and `\` escaped, control characters as their
 /// short escape or `\u00XX`, everything else (non-ASCII included) as is.
 fn string(out: &mut String, value: &str) {
+    json_string_into(out, value);
+}
+
+/// Appends `value` to `out` as a JSON string (quotes and escapes as `serde_json` writes them).
+pub fn json_string_into(out: &mut String, value: &str) {
     out.push('"');
     let mut start = 0;
     for (at, byte) in value.bytes().enumerate() {

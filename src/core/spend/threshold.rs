@@ -125,7 +125,10 @@ pub fn soft_threshold_of(policy: &Policy, total: &BudgetTotal) -> Option<Thresho
     })
 }
 
-/// Checks a received threshold event: envelope, bounded strings, budget `scope:id`, window.
+/// How the accounting service's own alert ids start (budget shares it finds crossed).
+pub const SERVER_ALERT_PREFIX: &str = "budget-";
+
+/// Checks a received threshold event's values: envelope, bounded strings, `scope:id`, a valid window.
 pub fn check_threshold(event: &ThresholdEvent) -> Result<(), String> {
     if event.specversion != "1.0" {
         return Err("specversion must be 1.0".into());
@@ -133,6 +136,12 @@ pub fn check_threshold(event: &ThresholdEvent) -> Result<(), String> {
     if event.id.is_empty() || event.id.len() > MAX_EVENT_ID_BYTES || event.id.contains('\0') {
         return Err(format!(
             "id must be 1 to {MAX_EVENT_ID_BYTES} bytes without a NUL character"
+        ));
+    }
+    if event.id.starts_with(SERVER_ALERT_PREFIX) {
+        // The accounting service's own alerts: a writer may not take their ids first.
+        return Err(format!(
+            "ids starting {SERVER_ALERT_PREFIX:?} are the accounting service's"
         ));
     }
     let d = &event.data;

@@ -75,7 +75,10 @@ impl Tokens {
     /// Checks `authorization`: `Bearer <token>`, or HTTP Basic with the token as the password
     /// (any user name; what a browser sends for the spend page).
     pub fn check(&self, authorization: Option<&str>, role: Role) -> Result<(), Refusal> {
+        // Basic (what a browser sends) only reads: a writer token a browser remembered could
+        // otherwise post spend from any page the operator visits.
         let basic = authorization
+            .filter(|_| role == Role::Reader)
             .and_then(|value| value.strip_prefix("Basic "))
             .and_then(basic_password);
         let token = authorization

@@ -45,6 +45,8 @@ pub struct Request {
     pub authorization: Option<String>,
     /// The batch identity header, if any.
     pub batch_id: Option<String>,
+    /// The `content-type` header, if any.
+    pub content_type: Option<String>,
     /// The body, or why it could not be read: `(status, message)`.
     pub body: Result<Vec<u8>, (u16, String)>,
 }
@@ -209,6 +211,7 @@ where
         query: head.uri.query().unwrap_or("").to_string(),
         authorization,
         batch_id,
+        content_type: header(CONTENT_TYPE.as_str()),
         body,
     };
     match tokio::task::spawn_blocking(move || handler(request)).await {

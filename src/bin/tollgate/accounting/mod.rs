@@ -100,9 +100,7 @@ fn alerting_of(args: &Args) -> Result<alerts::Alerting, String> {
         );
     }
     for url in &webhooks {
-        if !(url.starts_with("https://") || url.starts_with("http://")) {
-            return Err("an alert webhook must be an http:// or https:// URL".into());
-        }
+        alerts::delivery::check_url(url)?;
     }
     Ok(alerts::Alerting {
         percents: alerts::parse_percents(&args.alert_thresholds)?,
@@ -304,6 +302,20 @@ fn route(server: &Server, request: &Request) -> Response {
             return Response::json(*status, error_json(message));
         }
     };
+    let json_body = request.content_type.as_deref().is_none_or(|kind| {
+        let kind = kind
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        kind == "application/json" || kind.ends_with("+json")
+    });
+    if request.path == BATCH_PATH && !json_body {
+        // A form a browser could submit across sites (text/plain, form data) is never a batch.
+        server.metrics.refused(Reason::BadBody);
+        return Response::json(415, error_json("a batch is JSON (application/json)"));
+    }
     let result = match (request.method.as_str(), request.path.as_str()) {
         ("POST", BATCH_PATH) => timed(server, Operation::Ingest, || {
             server
@@ -379,9 +391,11 @@ fn route(server: &Server, request: &Request) -> Response {
                     headers: vec![
                         (
                             "content-security-policy",
-                            "default-src 'none'; style-src 'unsafe-inline'",
+                            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; \
+                             form-action 'none'; base-uri 'none'",
                         ),
                         ("x-content-type-options", "nosniff"),
+                        ("cache-control", "no-store"),
                     ],
                 },
                 Err(e) => {

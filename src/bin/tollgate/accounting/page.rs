@@ -53,8 +53,12 @@ pub fn render(store: &dyn SpendStore, query: &str, now: i64) -> Result<String, S
     }
     let (windows, alerts) = store.page_data(now, 50)?;
     let mut html = String::with_capacity(32 * 1024);
-    let total: i64 = teams.iter().map(|t| t.cost_nano_usd).sum();
-    let requests: i64 = teams.iter().map(|t| t.requests).sum();
+    let total = teams
+        .iter()
+        .fold(0_i64, |sum, t| sum.saturating_add(t.cost_nano_usd));
+    let requests = teams
+        .iter()
+        .fold(0_i64, |sum, t| sum.saturating_add(t.requests));
     let _ = write!(
         html,
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Tollgate spend</title>\
@@ -181,10 +185,10 @@ fn chart(
     for (i, day) in names.iter().enumerate() {
         let x = left + slot * i as f64 + (slot - bar) / 2.0;
         let mut top = height;
-        let mut drawn = 0;
+        let mut drawn: i64 = 0;
         for (k, (_, rows)) in series.iter().enumerate() {
             let value = cost(rows, day);
-            drawn += value;
+            drawn = drawn.saturating_add(value);
             push_rect(
                 html,
                 x,
@@ -195,7 +199,7 @@ fn chart(
                 day,
             );
         }
-        let other = cost(totals, day) - drawn;
+        let other = cost(totals, day).saturating_sub(drawn);
         if other > 0 {
             push_rect(
                 html,

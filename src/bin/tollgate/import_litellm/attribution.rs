@@ -56,10 +56,14 @@ pub fn carry(item: &Value, at: &str, to: &mut Map<String, Value>, out: &mut Impo
         if read_elsewhere || value.is_null() {
             continue;
         }
-        let fits = name.len() <= MAX_METADATA_NAME_BYTES
+        let fits = !name.is_empty()
+            && name.len() <= MAX_METADATA_NAME_BYTES
+            && !name.chars().any(char::is_control)
             && carried.len() < MAX_METADATA_ENTRIES
             && match value {
-                Value::String(text) => text.len() <= MAX_METADATA_VALUE_BYTES,
+                Value::String(text) => {
+                    text.len() <= MAX_METADATA_VALUE_BYTES && !text.chars().any(char::is_control)
+                }
                 Value::Number(_) | Value::Bool(_) => true,
                 _ => false,
             };

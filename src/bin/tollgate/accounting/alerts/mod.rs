@@ -82,15 +82,17 @@ pub struct Crossing {
     pub spend_nano_usd: i64,
 }
 
-/// The shares of `max` that a window's total crossed going from `before` to `after`.
-pub fn crossed(percents: &[u32], max: u64, before: i64, after: i64) -> Vec<u32> {
+/// The shares of `max` that a window's total `after` has reached. Each is raised by every batch
+/// that finds it reached and stored once (its id is fixed per window and share), so a share is
+/// not missed when a limit is lowered below the spend, or first seen after the total passed it.
+pub fn crossed(percents: &[u32], max: u64, after: i64) -> Vec<u32> {
     let max = i128::from(max);
     percents
         .iter()
         .copied()
         .filter(|p| {
             let at = max * i128::from(*p) / 100;
-            i128::from(before) < at && at <= i128::from(after)
+            after > 0 && at <= i128::from(after)
         })
         .collect()
 }
@@ -104,7 +106,8 @@ pub fn crossing(
     spend: i64,
 ) -> Crossing {
     let id = format!(
-        "budget-{}",
+        "{}{}",
+        tollgate::core::spend::threshold::SERVER_ALERT_PREFIX,
         &hex(&Sha256::digest(
             format!("{budget}\n{}\n{percent}", window.0).as_bytes()
         ))[..32]
@@ -177,8 +180,7 @@ pub fn percent_alerts(
         let (Some(max), Some(after)) = (add.max, total(window)) else {
             continue;
         };
-        let before = after.saturating_sub(add.sum);
-        for percent in crossed(percents, max, before, after) {
+        for percent in crossed(percents, max, after) {
             let c = crossing(&window.0, (window.1, add.end), percent, max, after);
             let (scope, holder, model) = add.holder.clone();
             let threshold =
@@ -286,10 +288,15 @@ mod tests {
     fn a_total_crosses_each_share_once() {
         let percents = parse_percents("80, 50,100%").unwrap();
         assert_eq!(percents, [50, 80, 100]);
-        assert_eq!(crossed(&percents, 1000, 0, 499), Vec::<u32>::new());
-        assert_eq!(crossed(&percents, 1000, 499, 500), [50]);
-        assert_eq!(crossed(&percents, 1000, 500, 2000), [80, 100]);
-        assert_eq!(crossed(&percents, 1000, 1000, 2000), Vec::<u32>::new());
+        assert_eq!(crossed(&percents, 1000, 499), Vec::<u32>::new());
+        assert_eq!(crossed(&percents, 1000, 500), [50]);
+        assert_eq!(crossed(&percents, 1000, 2000), [50, 80, 100]);
+        assert_eq!(
+            crossed(&percents, 0, 1),
+            [50, 80, 100],
+            "a zero budget is used up"
+        );
+        assert_eq!(crossed(&percents, 0, 0), Vec::<u32>::new());
         assert!(parse_percents("0").is_err() && parse_percents("half").is_err());
         assert!(parse_percents("").unwrap().is_empty());
         let a = crossing("team:t", (10, Some(20)), 80, 1000, 850);

@@ -108,6 +108,7 @@ pub fn due(
             alert_id: r.get(0),
             webhook: r.get(1),
             attempts: r.get(2),
+            lease: now + LEASE_SECONDS,
             alert: alert_row(r, 3).to_json(),
         })
         .collect())
@@ -124,18 +125,21 @@ pub fn record(
     match outcome {
         Ok(()) => client.execute(
             "UPDATE alert_deliveries SET attempts = $3, delivered_at = $4, last_error = NULL
-             WHERE alert_id = $1 AND webhook = $2",
-            &[&d.alert_id, &d.webhook, &attempts, &now],
+             WHERE alert_id = $1 AND webhook = $2 AND next_attempt_at = $5
+               AND delivered_at IS NULL",
+            &[&d.alert_id, &d.webhook, &attempts, &now, &d.lease],
         )?,
         Err(e) => client.execute(
             "UPDATE alert_deliveries SET attempts = $3, next_attempt_at = $4, last_error = $5
-             WHERE alert_id = $1 AND webhook = $2",
+             WHERE alert_id = $1 AND webhook = $2 AND next_attempt_at = $6
+               AND delivered_at IS NULL",
             &[
                 &d.alert_id,
                 &d.webhook,
                 &attempts,
                 &(now + backoff(attempts)),
                 e,
+                &d.lease,
             ],
         )?,
     };

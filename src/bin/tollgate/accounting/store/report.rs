@@ -87,10 +87,10 @@ impl Dialect {
             (Dimension::Status, _) => "e.status",
             (Dimension::Tag, _) => "t.tag",
             (Dimension::Day, Dialect::Sqlite | Dialect::SqliteTotal) => {
-                "strftime('%Y-%m-%d', e.ended_at, 'unixepoch')"
+                "strftime('%Y-%m-%d', COALESCE(e.ended_at, e.received_at), 'unixepoch')"
             }
             (Dimension::Day, Dialect::Postgres) => {
-                "to_char(to_timestamp(e.ended_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+                "to_char(to_timestamp(COALESCE(e.ended_at, e.received_at)) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
             }
         }
     }
@@ -302,11 +302,11 @@ impl ReportQuery {
         }
         if let Some(from) = self.from {
             let at = bind(Param::Int(from), &mut params);
-            conditions.push(format!("e.ended_at >= {at}"));
+            conditions.push(format!("COALESCE(e.ended_at, e.received_at) >= {at}"));
         }
         if let Some(to) = self.to {
             let at = bind(Param::Int(to), &mut params);
-            conditions.push(format!("e.ended_at < {at}"));
+            conditions.push(format!("COALESCE(e.ended_at, e.received_at) < {at}"));
         }
         if !conditions.is_empty() {
             let _ = write!(sql, " WHERE {}", conditions.join(" AND "));
@@ -422,7 +422,7 @@ mod tests {
             "{sql}"
         );
         assert!(
-            sql.contains("e.ended_at >= $3") && sql.contains("e.ended_at < $4"),
+            sql.contains("received_at) >= $3") && sql.contains("received_at) < $4"),
             "{sql}"
         );
         assert_eq!(

@@ -119,6 +119,7 @@ pub fn due(
             alert_id,
             webhook,
             attempts,
+            lease: now + LEASE_SECONDS,
             alert: row.to_json(),
         });
     }
@@ -136,13 +137,22 @@ pub fn record(
     match outcome {
         Ok(()) => db.execute(
             "UPDATE alert_deliveries SET attempts = ?3, delivered_at = ?4, last_error = NULL
-             WHERE alert_id = ?1 AND webhook = ?2",
-            params![d.alert_id, d.webhook, attempts, now],
+             WHERE alert_id = ?1 AND webhook = ?2 AND next_attempt_at = ?5
+               AND delivered_at IS NULL",
+            params![d.alert_id, d.webhook, attempts, now, d.lease],
         )?,
         Err(e) => db.execute(
             "UPDATE alert_deliveries SET attempts = ?3, next_attempt_at = ?4, last_error = ?5
-             WHERE alert_id = ?1 AND webhook = ?2",
-            params![d.alert_id, d.webhook, attempts, now + backoff(attempts), e],
+             WHERE alert_id = ?1 AND webhook = ?2 AND next_attempt_at = ?6
+               AND delivered_at IS NULL",
+            params![
+                d.alert_id,
+                d.webhook,
+                attempts,
+                now + backoff(attempts),
+                e,
+                d.lease
+            ],
         )?,
     };
     Ok(())
