@@ -122,6 +122,9 @@ pub struct Metrics {
     refused: Family<ReasonLabel, Counter>,
     in_flight: Gauge<i64, AtomicI64>,
     webhooks: Family<OutcomeLabel, Counter>,
+    pruned: Counter,
+    pool_connections: Gauge<i64, AtomicI64>,
+    pool_idle: Gauge<i64, AtomicI64>,
 }
 
 impl Metrics {
@@ -172,7 +175,28 @@ impl Metrics {
             "Alert webhook attempts, by outcome (delivered or failed)",
             webhooks.clone(),
         );
+        let pruned = Counter::default();
+        registry.register(
+            "events_pruned",
+            "Events folded into daily rollups and deleted by retention (--retain-days)",
+            pruned.clone(),
+        );
+        let pool_connections = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "db_pool_connections",
+            "PostgreSQL connections this instance holds open (in use and idle)",
+            pool_connections.clone(),
+        );
+        let pool_idle = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "db_pool_idle_connections",
+            "PostgreSQL connections this instance holds idle",
+            pool_idle.clone(),
+        );
         Metrics {
+            pruned,
+            pool_connections,
+            pool_idle,
             webhooks,
             registry,
             events,
@@ -223,6 +247,17 @@ impl Metrics {
         self.webhooks.get_or_create(&OutcomeLabel { outcome }).inc();
     }
 
+    /// Counts events pruned by retention.
+    pub fn pruned(&self, n: u64) {
+        self.pruned.inc_by(n);
+    }
+
+    /// The connection pool's state now: connections open, and of them idle.
+    pub fn pool(&self, connections: u32, idle: u32) {
+        self.pool_connections.set(i64::from(connections));
+        self.pool_idle.set(i64::from(idle));
+    }
+
     /// A request started (`+1`) or ended (`-1`).
     pub fn in_flight(&self, delta: i64) {
         self.in_flight.inc_by(delta);
@@ -253,6 +288,8 @@ mod tests {
         metrics.batch(200, Duration::from_millis(4));
         metrics.store(Operation::Ingest, Duration::from_millis(3));
         metrics.refused(Reason::Unauthenticated);
+        metrics.pruned(7);
+        metrics.pool(3, 2);
         let text = metrics.encode();
         for line in [
             "tollgate_accounting_events_total{outcome=\"accepted\"} 3",
@@ -262,6 +299,9 @@ mod tests {
             "tollgate_accounting_store_seconds_count{operation=\"ingest\"} 1",
             "tollgate_accounting_requests_refused_total{reason=\"unauthenticated\"} 1",
             "tollgate_accounting_requests_in_flight 0",
+            "tollgate_accounting_events_pruned_total 7",
+            "tollgate_accounting_db_pool_connections 3",
+            "tollgate_accounting_db_pool_idle_connections 2",
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }

@@ -79,6 +79,13 @@ struct Args {
     /// A file with webhook URLs, one per line.
     #[arg(long)]
     alert_webhook_file: Option<String>,
+    /// Keep events this many whole UTC days; older ones are folded into daily rollups and
+    /// deleted (totals, grouped reports and budget windows unchanged). Unset: keep all.
+    #[arg(long, env = "TOLLGATE_ACCOUNTING_RETAIN_DAYS", value_parser = clap::value_parser!(u32).range(1..=36_600))]
+    retain_days: Option<u32>,
+    /// How often retention runs (it also runs once at start).
+    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    prune_every_seconds: u64,
 }
 
 /// Environment variable with a writer token, used when no `--writer-token-file` is given.
@@ -195,6 +202,16 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
             std::sync::Arc::clone(&stop),
         )
     });
+    let pruning = args.retain_days.map(|days| {
+        println!("tollgate accounting: keeping events {days} days (older ones are rolled up)");
+        store::retention::spawn(
+            std::sync::Arc::clone(&store),
+            days,
+            std::time::Duration::from_secs(args.prune_every_seconds),
+            std::sync::Arc::clone(&metrics),
+            std::sync::Arc::clone(&stop),
+        )
+    });
     let server = Server {
         tokens,
         store,
@@ -214,7 +231,7 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
     };
     let served = http::serve(listener, limits, move |request| handle(&server, request));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    if let Some(thread) = deliveries {
+    for thread in [deliveries, pruning].into_iter().flatten() {
         let _ = thread.join();
     }
     served?;
@@ -417,12 +434,15 @@ fn route(server: &Server, request: &Request) -> Response {
             Err(e) => Err((503, e)),
         },
         ("GET", METRICS_PATH) => {
+            if let Some((connections, idle)) = server.store.pool_state() {
+                server.metrics.pool(connections, idle);
+            }
             return Response {
                 status: 200,
                 content_type: metrics::CONTENT_TYPE,
                 body: server.metrics.encode(),
                 headers: Vec::new(),
-            }
+            };
         }
         (
             _,

@@ -10,11 +10,14 @@ mod postgres;
 mod postgres_alerts;
 mod postgres_connect;
 mod postgres_reads;
+mod postgres_retention;
 mod postgres_schema;
 pub mod report;
+pub mod retention;
 mod sqlite;
 mod sqlite_alerts;
 mod sqlite_limits;
+mod sqlite_retention;
 
 use serde_json::Value;
 use tollgate::core::spend::accounting_api::{BatchReply, BudgetsReply};
@@ -66,6 +69,15 @@ pub trait SpendStore: Send + Sync {
         now: i64,
         outcome: Result<(), String>,
     ) -> Result<(), String>;
+
+    /// Folds up to `limit` events that ended before `before` into their daily rollups and
+    /// deletes them, keeping their ids (one transaction; see [`retention`]).
+    fn prune(&self, before: i64, limit: usize) -> Result<retention::Pruned, String>;
+
+    /// The connection pool now: connections open and of them idle (`None`: no pool).
+    fn pool_state(&self) -> Option<(u32, u32)> {
+        None
+    }
 }
 
 /// One row of a report group: requests, tokens and cost of one key, team, model or status.

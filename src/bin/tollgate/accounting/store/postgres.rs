@@ -24,8 +24,10 @@ use super::batch::{Batch, Item};
 use super::postgres_alerts;
 use super::postgres_connect::{self, Manager};
 use super::postgres_reads;
+use super::postgres_retention;
 use super::postgres_schema::migrate;
 use super::report::{GroupRow, ReportQuery};
+use super::retention::Pruned;
 use super::{AlertRow, SpendStore, WindowRow};
 use crate::accounting::alerts::delivery::Delivery;
 use crate::accounting::alerts::{percent_alerts, Alerting, WindowAdd};
@@ -161,6 +163,7 @@ fn insert_events(
             requested_model, resolved_model, deployment, provider, status, prompt_tokens,
             completion_tokens, estimated, cost_nano_usd, cost_source, policy_version, json,
             ended_at)
+         WHERE NOT EXISTS (SELECT 1 FROM pruned_events p WHERE p.id = batch.id)
          ON CONFLICT (id) DO NOTHING
          RETURNING id",
         &[
@@ -376,7 +379,12 @@ impl PostgresStore {
         let (percents, webhooks) = (&self.percents, &self.webhooks);
         let mut tx = client.transaction()?;
         // A batch never takes longer than this (its statements are bounded by the batch size).
-        tx.batch_execute("SET LOCAL statement_timeout = '15s'")?;
+        // Never beside a prune (see `postgres_retention`); batches share the lock among them.
+        // One round trip for both.
+        tx.batch_execute(&format!(
+            "SET LOCAL statement_timeout = '15s'; SELECT pg_advisory_xact_lock_shared({})",
+            postgres_retention::PRUNE_LOCK
+        ))?;
         let stored = insert_events(&mut tx, &batch.spends(), now)?;
         let stored_alerts = insert_alerts(&mut tx, &batch.thresholds(), now, webhooks)?;
         let mut reply = BatchReply {
@@ -504,6 +512,16 @@ impl SpendStore for PostgresStore {
     ) -> Result<(), String> {
         let mut client = self.client().map_err(|(_, e)| e)?;
         postgres_alerts::record(&mut client, delivery, now, &outcome).map_err(|e| described(&e))
+    }
+
+    fn prune(&self, before: i64, limit: usize) -> Result<Pruned, String> {
+        let mut client = self.client().map_err(|(_, e)| e)?;
+        postgres_retention::prune(&mut client, before, limit).map_err(|e| described(&e))
+    }
+
+    fn pool_state(&self) -> Option<(u32, u32)> {
+        let state = self.pool.as_ref()?.state();
+        Some((state.connections, state.idle_connections))
     }
 
     fn ready(&self) -> Result<(), String> {

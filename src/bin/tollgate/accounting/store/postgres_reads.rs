@@ -61,10 +61,10 @@ pub fn report(client: &mut Client) -> Result<Value, String> {
     let by_team = group(Dimension::Team)?;
     let by_model = group(Dimension::Model)?;
     let by_status = group(Dimension::Status)?;
-    let events: i64 = tx
-        .query_one("SELECT COUNT(*) FROM events", &[])
-        .map_err(|e| described(&e))?
-        .get(0);
+    let counts = tx
+        .query_one(super::retention::COUNTS_SQL, &[])
+        .map_err(|e| described(&e))?;
+    let (events, pruned): (i64, i64) = (counts.get(0), counts.get(1));
     let windows = tx
         .query(
             "SELECT budget, window_start, window_end, spend_nano_usd FROM budget_windows
@@ -90,6 +90,7 @@ pub fn report(client: &mut Client) -> Result<Value, String> {
     let windows: Vec<BudgetTotal> = windows.iter().map(budget_total).collect();
     Ok(serde_json::json!({
         "events": events,
+        "events_pruned": pruned,
         "by_key": by_key,
         "by_team": by_team,
         "by_model": by_model,

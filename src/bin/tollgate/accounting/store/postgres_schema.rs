@@ -111,6 +111,10 @@ CREATE INDEX alert_deliveries_due ON alert_deliveries (next_attempt_at)
         "each budget window's limit, for the spend page",
         "ALTER TABLE budget_windows ADD COLUMN max_nano_usd BIGINT;",
     ),
+    (
+        "retention: daily rollups of pruned events, and their ids",
+        super::retention::SCHEMA,
+    ),
 ];
 
 /// Applies the migrations `client`'s database lacks. Returns the schema version it now has.

@@ -87,10 +87,10 @@ impl Dialect {
             (Dimension::Status, _) => "e.status",
             (Dimension::Tag, _) => "t.tag",
             (Dimension::Day, Dialect::Sqlite | Dialect::SqliteTotal) => {
-                "strftime('%Y-%m-%d', COALESCE(e.ended_at, e.received_at), 'unixepoch')"
+                "strftime('%Y-%m-%d', e.at, 'unixepoch')"
             }
             (Dimension::Day, Dialect::Postgres) => {
-                "to_char(to_timestamp(COALESCE(e.ended_at, e.received_at)) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+                "to_char(to_timestamp(e.at) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
             }
         }
     }
@@ -112,14 +112,23 @@ impl Dialect {
             Dialect::Postgres => format!("LEAST(SUM({column}), 9223372036854775807)::bigint"),
         }
     }
-
-    fn estimated(self) -> &'static str {
-        match self {
-            Dialect::Sqlite | Dialect::SqliteTotal => "SUM(e.estimated)",
-            Dialect::Postgres => "COUNT(*) FILTER (WHERE e.estimated)",
-        }
-    }
 }
+
+/// The rows the report reads: the events stored, and the rollups retention folded pruned events
+/// into (one row standing for `requests` events). `kind` tells them apart, as their tags live in
+/// tables of their own; events that carry no `ended_at` (written by a binary older than it)
+/// count at `received_at`.
+const SPEND_ROWS: &str = "(SELECT 'e' AS kind, id, key_hash, key_alias, team_id, user_id, \
+    end_user, resolved_model, deployment, provider, status, COALESCE(ended_at, received_at) AS at, \
+    1 AS requests, prompt_tokens, completion_tokens, cost_nano_usd, \
+    CASE WHEN estimated THEN 1 ELSE 0 END AS estimated FROM events \
+    UNION ALL SELECT 'r', id, key_hash, key_alias, team_id, user_id, end_user, resolved_model, \
+    deployment, provider, status, day_start, requests, prompt_tokens, completion_tokens, \
+    cost_nano_usd, estimated FROM event_rollups) e";
+
+/// The tags of [`SPEND_ROWS`], keyed by `(kind, id)`.
+const SPEND_TAGS: &str = "(SELECT 'e' AS kind, event_id AS id, tag FROM event_tags \
+    UNION ALL SELECT 'r', rollup_id, tag FROM rollup_tags)";
 
 /// The answer's format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -281,32 +290,37 @@ impl ReportQuery {
         };
         let group = dialect.column(self.group_by);
         let mut sql = format!(
-            "SELECT COALESCE({group}, '-'), COUNT(*), {}, {}, {}, {} FROM events e",
+            "SELECT COALESCE({group}, '-'), {}, {}, {}, {}, {} FROM {SPEND_ROWS}",
+            dialect.sum("e.requests"),
             dialect.sum("e.prompt_tokens"),
             dialect.sum("e.completion_tokens"),
             dialect.sum("e.cost_nano_usd"),
-            dialect.estimated()
+            dialect.sum("e.estimated")
         );
         if self.group_by == Dimension::Tag {
-            sql.push_str(" LEFT JOIN event_tags t ON t.event_id = e.id");
+            let _ = write!(
+                sql,
+                " LEFT JOIN {SPEND_TAGS} t ON t.kind = e.kind AND t.id = e.id"
+            );
         }
         let mut conditions = Vec::new();
         for (dimension, value) in &self.filters {
             let at = bind(Param::Text(value.clone()), &mut params);
             conditions.push(match dimension {
                 Dimension::Tag => format!(
-                    "EXISTS (SELECT 1 FROM event_tags f WHERE f.event_id = e.id AND f.tag = {at})"
+                    "EXISTS (SELECT 1 FROM {SPEND_TAGS} f \
+                     WHERE f.kind = e.kind AND f.id = e.id AND f.tag = {at})"
                 ),
                 other => format!("{} = {at}", dialect.column(*other)),
             });
         }
         if let Some(from) = self.from {
             let at = bind(Param::Int(from), &mut params);
-            conditions.push(format!("COALESCE(e.ended_at, e.received_at) >= {at}"));
+            conditions.push(format!("e.at >= {at}"));
         }
         if let Some(to) = self.to {
             let at = bind(Param::Int(to), &mut params);
-            conditions.push(format!("COALESCE(e.ended_at, e.received_at) < {at}"));
+            conditions.push(format!("e.at < {at}"));
         }
         if !conditions.is_empty() {
             let _ = write!(sql, " WHERE {}", conditions.join(" AND "));
@@ -416,13 +430,13 @@ mod tests {
         assert_eq!(query.group_by, Dimension::Tag);
         assert_eq!(query.from, Some(1_796_083_200));
         let (sql, params) = query.sql(Dialect::Postgres);
-        assert!(sql.contains("LEFT JOIN event_tags t"), "{sql}");
+        assert!(sql.contains("LEFT JOIN (SELECT 'e' AS kind"), "{sql}");
         assert!(
             sql.contains("e.team_id = $1") && sql.contains("f.tag = $2"),
             "{sql}"
         );
         assert!(
-            sql.contains("received_at) >= $3") && sql.contains("received_at) < $4"),
+            sql.contains("e.at >= $3") && sql.contains("e.at < $4"),
             "{sql}"
         );
         assert_eq!(

@@ -10,8 +10,10 @@ use serde_json::Value;
 use std::sync::{Mutex, MutexGuard};
 
 use super::report::{Dialect, Dimension, GroupRow, Param, ReportQuery};
+use super::retention::Pruned;
 use super::sqlite_alerts;
 use super::sqlite_limits as limit_windows;
+use super::sqlite_retention;
 use super::{AlertRow, SpendStore, WindowRow};
 use crate::accounting::alerts::delivery::Delivery;
 use crate::accounting::alerts::{percent_alerts, Alerting, WindowAdd};
@@ -172,6 +174,11 @@ impl SpendStore for SqliteStore {
             .map_err(|e| e.to_string())
     }
 
+    fn prune(&self, before: i64, limit: usize) -> Result<Pruned, String> {
+        sqlite_retention::prune(&mut lock(&self.writer)?.db, before, limit)
+            .map_err(|e| e.to_string())
+    }
+
     fn ready(&self) -> Result<(), String> {
         lock(&self.reader)?
             .db
@@ -266,8 +273,9 @@ impl Store {
                         team_id, user_id, end_user, requested_model, resolved_model, deployment,
                         provider, status, prompt_tokens, completion_tokens, estimated,
                         cost_nano_usd, cost_source, policy_version, json, ended_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                        ?17, ?18, ?19, ?20, ?21, ?22)",
+                     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+                        ?17, ?18, ?19, ?20, ?21, ?22
+                     WHERE NOT EXISTS (SELECT 1 FROM pruned_events WHERE id = ?1)",
                 )
                 .and_then(|mut insert| {
                     insert.execute(params![
@@ -438,14 +446,17 @@ impl Store {
             grouped_on(&self.db, &ReportQuery::all(dimension))
                 .map(|rows| ReportQuery::rows_json(&rows))
         };
-        let events: i64 = self
+        let (events, pruned): (i64, i64) = self
             .db
-            .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
+            .query_row(super::retention::COUNTS_SQL, [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
             .map_err(|e| e.to_string())?;
         let budgets = self.budgets_since(0, i64::MIN)?;
         let alerts = self.alerts().map_err(|e| e.to_string())?;
         Ok(serde_json::json!({
             "events": events,
+            "events_pruned": pruned,
             "by_key": group(Dimension::Key)?,
             "by_team": group(Dimension::Team)?,
             "by_model": group(Dimension::Model)?,
@@ -509,8 +520,8 @@ fn grouped_as(
 
 /// The schema's version (`PRAGMA user_version`) this binary writes: 2 added `ended_at` and
 /// `event_tags` (spend attribution), 3 `alert_deliveries` (webhooks), 4 each budget
-/// window's limit (the spend page).
-const SCHEMA_VERSION: i64 = 4;
+/// window's limit (the spend page), 5 the rollups and ids of pruned events (retention).
+const SCHEMA_VERSION: i64 = 5;
 
 /// Brings a database made by an older binary up to [`SCHEMA_VERSION`]; refuses a newer one.
 fn migrate(db: &Connection) -> rusqlite::Result<()> {
@@ -561,6 +572,12 @@ fn migrate(db: &Connection) -> rusqlite::Result<()> {
             tx.execute_batch("ALTER TABLE budget_windows ADD COLUMN max_nano_usd INTEGER;")?;
         }
         tx.execute_batch("PRAGMA user_version = 4;")?;
+        tx.commit()?;
+    }
+    if version < 5 {
+        let tx = db.unchecked_transaction()?;
+        tx.execute_batch(super::retention::SCHEMA)?;
+        tx.execute_batch("PRAGMA user_version = 5;")?;
         tx.commit()?;
     }
     Ok(())

@@ -297,7 +297,7 @@ fn a_database_of_the_first_schema_is_migrated_in_place() {
         .unwrap();
     assert_eq!(
         (ended, version),
-        (1234, 4),
+        (1234, SCHEMA_VERSION),
         "old rows keep their receipt time"
     );
     store
@@ -306,4 +306,104 @@ fn a_database_of_the_first_schema_is_migrated_in_place() {
     drop(store);
     Store::open(path).unwrap(); // opening again changes nothing
     std::fs::remove_file(path).unwrap();
+}
+
+fn tagged(id: &str, cost: u64, team: &str, tags: &[&str], ended_at_ms: i64) -> String {
+    let mut event: SpendEvent = serde_json::from_str(&event(id, cost, "key:k")).unwrap();
+    event.data.team_id = Some(team.into());
+    event.data.tags = tags.iter().map(|t| t.to_string()).collect();
+    event.data.usage.prompt_tokens = cost / 2;
+    SpendEvent::new(id.into(), "test", ended_at_ms, event.data).to_json()
+}
+
+fn every_grouping(db: &Connection) -> Vec<Vec<GroupRow>> {
+    let mut all = Vec::new();
+    for query in [
+        "group_by=team",
+        "group_by=tag",
+        "group_by=day",
+        "group_by=key&tag=x",
+        "group_by=tag&team=a",
+        "group_by=model&from=1796083200&to=1796169600",
+        "group_by=status&from=1796169600",
+    ] {
+        let query = super::super::report::parse(query).unwrap().unwrap();
+        all.push(grouped_on(db, &query).unwrap());
+    }
+    all
+}
+
+#[test]
+fn pruning_folds_old_events_into_rollups_without_changing_a_total() {
+    let mut store = Store::open(":memory:").unwrap();
+    let day_ms = 1_796_083_200_000; // 2026-12-01T00:00:00Z
+    let events = [
+        tagged("e1", 100, "a", &["x", "y"], day_ms + 1_000),
+        tagged("e2", 200, "a", &["x", "y"], day_ms + 2_000),
+        tagged("e3", 300, "a", &["y"], day_ms + 3_000),
+        tagged("e4", 400, "b", &[], day_ms + 86_400_000 + 5),
+        tagged("e5", 500, "b", &["x"], day_ms + 2 * 86_400_000),
+    ];
+    store.ingest(&batch(&events), "b1", 10).unwrap();
+    let before = every_grouping(&store.db);
+    let report = store.report().unwrap();
+    let windows = store.budgets_since(0, i64::MIN).unwrap();
+    // Events before the third day go, two per chunk; the third day's event stays.
+    let cutoff = (day_ms + 2 * 86_400_000) / 1000;
+    let mut pruned = 0;
+    for _ in 0..10 {
+        let step = sqlite_retention::prune(&mut store.db, cutoff, 2).unwrap();
+        pruned += step.events;
+        if step.events == 0 {
+            break;
+        }
+    }
+    assert_eq!(pruned, 4);
+    let kept: i64 = store
+        .db
+        .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(kept, 1);
+    let rollups: i64 = store
+        .db
+        .query_row("SELECT COUNT(*) FROM event_rollups", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rollups, 3, "e1 and e2 share a day and dims");
+    assert_eq!(every_grouping(&store.db), before);
+    let after = store.report().unwrap();
+    assert_eq!(after["events"], report["events"]);
+    assert_eq!(after["events_pruned"], 4);
+    assert_eq!(after["by_team"], report["by_team"]);
+    assert_eq!(store.budgets_since(0, i64::MIN).unwrap(), windows);
+    // A batch retried after its events were pruned moves nothing.
+    let again = store.ingest(&batch(&events), "b2", 20).unwrap();
+    assert_eq!((again.accepted, again.duplicates), (0, 5));
+    assert_eq!(every_grouping(&store.db), before);
+    // A late event of a pruned day is stored, then folded into the same rollup.
+    let late = tagged("e6", 50, "a", &["x", "y"], day_ms + 9_000);
+    assert_eq!(store.ingest(&batch(&[late]), "b3", 30).unwrap().accepted, 1);
+    assert_eq!(
+        sqlite_retention::prune(&mut store.db, cutoff, 10)
+            .unwrap()
+            .events,
+        1
+    );
+    let rollup: (i64, i64) = store
+        .db
+        .query_row(
+            "SELECT requests, cost_nano_usd FROM event_rollups WHERE team_id = 'a' AND tags = '[\"x\",\"y\"]'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(rollup, (3, 350));
+    let teams = grouped_on(
+        &store.db,
+        &super::super::report::parse("group_by=team")
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    let a = teams.iter().find(|t| t.name == "a").unwrap();
+    assert_eq!((a.requests, a.cost_nano_usd), (4, 650));
 }
