@@ -102,6 +102,35 @@ impl ConfigHandle {
         self.define(define, name, &[]).map(HistogramId)
     }
 
+    /// Defines a histogram with these labels (Envoy tags); inside `config_new` only.
+    pub fn define_tagged_histogram(&mut self, name: &str, labels: &[&str]) -> Option<HistogramId> {
+        let define = abi::envoy_dynamic_module_callback_http_filter_config_define_histogram;
+        self.define(define, name, labels).map(HistogramId)
+    }
+
+    /// Defines a counter with these labels (Envoy tags); inside `config_new` only.
+    pub fn define_tagged_counter(&mut self, name: &str, labels: &[&str]) -> Option<CounterId> {
+        let define = abi::envoy_dynamic_module_callback_http_filter_config_define_counter;
+        self.define(define, name, labels).map(CounterId)
+    }
+
+    /// Records a value of a tagged histogram (label values in its labels' order).
+    pub fn record_tagged_histogram(
+        &mut self,
+        id: HistogramId,
+        values: &[&str],
+        value: u64,
+    ) -> bool {
+        let update = abi::envoy_dynamic_module_callback_http_filter_config_record_histogram_value;
+        self.update(update, id.0, values, value)
+    }
+
+    /// Adds to a tagged counter (label values in its labels' order).
+    pub fn increment_tagged_counter(&mut self, id: CounterId, values: &[&str], by: u64) -> bool {
+        let update = abi::envoy_dynamic_module_callback_http_filter_config_increment_counter;
+        self.update(update, id.0, values, by)
+    }
+
     /// Adds to a counter without a stream.
     pub fn increment_counter(&mut self, id: CounterId, value: u64) -> bool {
         let update = abi::envoy_dynamic_module_callback_http_filter_config_increment_counter;

@@ -10,7 +10,7 @@ use std::cell::RefCell;
 
 use hashbrown::HashMap;
 
-use crate::core::exchange::telemetry::{metric_label, version_gauge, Telemetry};
+use crate::core::exchange::telemetry::{metric_label, tagged_stat_name, version_gauge, Telemetry};
 use crate::wasm::host::{self, MetricKind};
 
 thread_local! {
@@ -21,9 +21,17 @@ thread_local! {
     /// raw label so that a request only looks them up; names are made at flush time.
     static LABELLED: RefCell<HashMap<&'static str, HashMap<String, u64>>> =
         RefCell::new(HashMap::new());
+    /// Tagged counters by their stat name (`name.tag=.=value;.;…`), since the last flush.
+    static TAGGED: RefCell<HashMap<String, u64>> = RefCell::new(HashMap::new());
+    /// Tagged histogram samples by stat name, since the last flush (at most [`MAX_SAMPLES`]).
+    static SAMPLES: RefCell<Vec<(String, u64)>> = const { RefCell::new(Vec::new()) };
     /// Root contexts of this VM serving each version label (a label can be delivered again).
     static SERVING: RefCell<HashMap<String, u32>> = RefCell::new(HashMap::new());
 }
+
+/// Histogram samples kept between ticks at most (later ones are dropped until the next tick;
+/// counters never are).
+const MAX_SAMPLES: usize = 10_000;
 
 /// This VM's counters (summed in the VM, handed to Envoy by [`flush`]).
 pub struct VmTelemetry;
@@ -55,6 +63,24 @@ impl Telemetry for VmTelemetry {
             host::record_metric(id, value);
         }
     }
+
+    fn record_tagged(&self, name: &'static str, tags: &[(&'static str, &str)], value: u64) {
+        SAMPLES.with(|s| {
+            let mut samples = s.borrow_mut();
+            if samples.len() < MAX_SAMPLES {
+                samples.push((tagged_stat_name(name, tags), value));
+            }
+        });
+    }
+
+    fn add_tagged(&self, name: &'static str, tags: &[(&'static str, &str)], by: u64) {
+        let name = tagged_stat_name(name, tags);
+        TAGGED.with(|t| {
+            let mut t = t.borrow_mut();
+            let total = t.entry(name).or_insert(0);
+            *total = total.saturating_add(by);
+        });
+    }
 }
 
 /// Hands the counts summed since the last call to Envoy.
@@ -67,6 +93,16 @@ pub fn flush() {
     for (prefix, labels) in labelled {
         for (label, by) in labels {
             increment(&format!("{prefix}{}", metric_label(&label)), by);
+        }
+    }
+    let tagged = TAGGED.with(|t| std::mem::take(&mut *t.borrow_mut()));
+    for (name, by) in tagged {
+        increment(&name, by);
+    }
+    let samples = SAMPLES.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    for (name, value) in samples {
+        if let Some(id) = metric_id(MetricKind::Histogram, &name) {
+            host::record_metric(id, value);
         }
     }
 }

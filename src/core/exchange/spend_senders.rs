@@ -198,6 +198,8 @@ mod tests {
         fn add(&self, _: &'static str, _: u64) {}
         fn add_labelled(&self, _: &'static str, _: &str, _: u64) {}
         fn record(&self, _: &'static str, _: u64) {}
+        fn record_tagged(&self, _: &'static str, _: &[(&'static str, &str)], _: u64) {}
+        fn add_tagged(&self, _: &'static str, _: &[(&'static str, &str)], _: u64) {}
     }
 
     /// Records every call: (cluster, authorization header, body).

@@ -51,6 +51,9 @@ pub struct Exchange {
     log_line: Option<String>,
     /// The virtual key the client presented, removed wherever else it appears (trailers too).
     presented_key: Option<String>,
+    /// When the request headers arrived (the host's milliseconds): the start of
+    /// `gen_ai_server_request_duration`.
+    started_ms: u64,
 }
 
 impl Exchange {
@@ -62,6 +65,7 @@ impl Exchange {
             has_content_length: false,
             log_line: None,
             presented_key: None,
+            started_ms: 0,
         }
     }
 
@@ -175,6 +179,7 @@ impl Exchange {
         if !matches!(self.stage, Stage::Head) {
             return self.undecided(host, "a second request-headers callback");
         }
+        self.started_ms = host.now_ms();
         let pairs = host.headers(HeaderMap::Request);
         let facts = HeadFacts::read(&pairs);
         self.presented_key = facts.presented_key();
@@ -432,6 +437,8 @@ impl Exchange {
             return;
         }
         let finished = forwarded.finish(host, &policy, self.version.debug);
+        let duration_ms = host.now_ms().saturating_sub(self.started_ms);
+        host.telemetry().gen_ai_request(&finished, duration_ms);
         if self.logs_access() {
             let mut line = forwarded_line(&finished.data);
             append_rate_fields(&mut line, &forwarded.settlement().rate_view);

@@ -25,6 +25,8 @@ impl Telemetry for Counters {
         self.0.borrow_mut().push(format!("{prefix}{label}"));
     }
     fn record(&self, _name: &'static str, _value: u64) {}
+    fn record_tagged(&self, _: &'static str, _: &[(&'static str, &str)], _: u64) {}
+    fn add_tagged(&self, _: &'static str, _: &[(&'static str, &str)], _: u64) {}
 }
 
 /// A host that plays Envoy: header maps as lists, one request body, answers recorded.

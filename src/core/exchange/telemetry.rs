@@ -13,6 +13,11 @@ pub trait Telemetry {
     fn add_labelled(&self, prefix: &'static str, label: &str, by: u64);
     /// Records one histogram sample.
     fn record(&self, name: &'static str, value: u64);
+    /// Records one sample of histogram `name` with these tags (names from [`GEN_AI_HISTOGRAMS`],
+    /// values made safe by [`tag_value`]).
+    fn record_tagged(&self, name: &'static str, tags: &[(&'static str, &str)], value: u64);
+    /// Adds `by` to counter `name` with these tags (names from [`GEN_AI_COUNTERS`]).
+    fn add_tagged(&self, name: &'static str, tags: &[(&'static str, &str)], by: u64);
 
     /// An admitted request.
     fn request_allowed(&self) {
@@ -84,6 +89,36 @@ pub trait Telemetry {
         if !finished.ledger_ok {
             self.add("tollgate_budget_ledger_errors", 1);
         }
+    }
+
+    /// A finished request under the OpenTelemetry GenAI semantic-convention names (what Envoy
+    /// AI Gateway and agentgateway export): token usage by type, the request's duration
+    /// (milliseconds: Envoy histograms hold whole numbers) and its cost (nano-dollars), each
+    /// by operation, provider and the model reached after aliases (bounded by the config).
+    fn gen_ai_request(&self, finished: &Finished, duration_ms: u64) {
+        let data = &finished.data;
+        let model = tag_value(&data.resolved_model);
+        let provider = tag_value(&data.provider);
+        let operation = operation_name(&data.endpoint);
+        let tags = [
+            (GEN_AI_OPERATION, operation),
+            (GEN_AI_PROVIDER, provider.as_str()),
+            (GEN_AI_MODEL, model.as_str()),
+        ];
+        let [a, b, c] = tags;
+        let usage = &data.usage;
+        for (kind, tokens) in [
+            ("input", usage.prompt_tokens),
+            ("output", usage.completion_tokens),
+        ] {
+            self.record_tagged(
+                GEN_AI_TOKEN_USAGE,
+                &[a, b, c, (GEN_AI_TOKEN_TYPE, kind)],
+                tokens,
+            );
+        }
+        self.record_tagged(GEN_AI_REQUEST_DURATION, &tags, duration_ms);
+        self.add_tagged(GEN_AI_COST, &tags, finished.cost.nano_usd);
     }
 
     /// A batch of `events` was handed to the accounting cluster.
@@ -164,6 +199,87 @@ pub const LABELLED_COUNTERS: &[(&str, &str)] = &[
 /// Every histogram.
 pub const HISTOGRAMS: &[&str] = &["tollgate_spend_batch_latency_ms"];
 
+/// `gen_ai.client.token.usage`: tokens of one request, by `gen_ai.token.type`.
+pub const GEN_AI_TOKEN_USAGE: &str = "gen_ai_client_token_usage";
+/// `gen_ai.server.request.duration`, in milliseconds (the convention's unit is seconds).
+pub const GEN_AI_REQUEST_DURATION: &str = "gen_ai_server_request_duration";
+/// A request's cost in nano-dollars (the conventions name no cost metric yet).
+pub const GEN_AI_COST: &str = "gen_ai_client_cost_nano_usd";
+/// `gen_ai.operation.name`: `chat`, `text_completion`, `embeddings`.
+pub const GEN_AI_OPERATION: &str = "gen_ai_operation_name";
+/// `gen_ai.provider.name`: the deployment's provider.
+pub const GEN_AI_PROVIDER: &str = "gen_ai_provider_name";
+/// `gen_ai.request.model`: the model reached after aliases.
+pub const GEN_AI_MODEL: &str = "gen_ai_request_model";
+/// `gen_ai.token.type`: `input` or `output`.
+pub const GEN_AI_TOKEN_TYPE: &str = "gen_ai_token_type";
+
+/// The tagged histograms and their tag names, in the order [`Telemetry::gen_ai_request`] gives
+/// them (the native module defines them up front with these names as Envoy tags).
+pub const GEN_AI_HISTOGRAMS: &[(&str, &[&str])] = &[
+    (
+        GEN_AI_TOKEN_USAGE,
+        &[
+            GEN_AI_OPERATION,
+            GEN_AI_PROVIDER,
+            GEN_AI_MODEL,
+            GEN_AI_TOKEN_TYPE,
+        ],
+    ),
+    (
+        GEN_AI_REQUEST_DURATION,
+        &[GEN_AI_OPERATION, GEN_AI_PROVIDER, GEN_AI_MODEL],
+    ),
+];
+
+/// The tagged counters and their tag names.
+pub const GEN_AI_COUNTERS: &[(&str, &[&str])] = &[(
+    GEN_AI_COST,
+    &[GEN_AI_OPERATION, GEN_AI_PROVIDER, GEN_AI_MODEL],
+)];
+
+/// The convention's operation name of an endpoint.
+pub fn operation_name(endpoint: &str) -> &str {
+    match endpoint {
+        "chat_completions" | "messages" | "responses" => "chat",
+        "completions" => "text_completion",
+        other => other,
+    }
+}
+
+/// A tag value as both forms show it: at most 128 bytes of ASCII letters, digits and
+/// `. - _ / : @`, anything else `_` (model names keep their dots and slashes; nothing can
+/// break the Wasm form's tag encoding).
+pub fn tag_value(value: &str) -> String {
+    value
+        .chars()
+        .take(128)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '/' | ':' | '@') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The Wasm form's stat name of a tagged metric: `name.tag=.=value;.;…`, which the Envoy
+/// bootstrap's `stats_tags` (`(tag=\.=(.*?);\.;)`, as Istio's stats names use) turns back into
+/// `name{tag="value",…}`.
+pub fn tagged_stat_name(name: &str, tags: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(name.len() + 1 + tags.len() * 48);
+    out.push_str(name);
+    out.push('.');
+    for (tag, value) in tags {
+        out.push_str(tag);
+        out.push_str("=.=");
+        out.push_str(value);
+        out.push_str(";.;");
+    }
+    out
+}
+
 /// A label made safe for a stat name: ASCII letters and digits, anything else `_`.
 pub fn metric_label(label: &str) -> String {
     label
@@ -194,6 +310,14 @@ mod tests {
         }
         fn record(&self, name: &'static str, value: u64) {
             self.0.borrow_mut().push(format!("{name}={value}"));
+        }
+        fn record_tagged(&self, name: &'static str, tags: &[(&'static str, &str)], value: u64) {
+            let name = tagged_stat_name(name, tags);
+            self.0.borrow_mut().push(format!("{name}={value}"));
+        }
+        fn add_tagged(&self, name: &'static str, tags: &[(&'static str, &str)], by: u64) {
+            let name = tagged_stat_name(name, tags);
+            self.0.borrow_mut().push(format!("{name}+{by}"));
         }
     }
 
@@ -233,6 +357,48 @@ mod tests {
                 || LABELLED_COUNTERS.iter().any(|(p, _)| name.starts_with(p));
             assert!(known, "{name} is not in the catalog");
         }
+    }
+
+    #[test]
+    fn a_finished_request_speaks_the_gen_ai_conventions() {
+        use crate::core::money::cost::{Cost, PriceSource};
+        use crate::core::spend::event::tests::sample_data;
+        let mut data = sample_data();
+        data.resolved_model = "claude-sonnet-4.5;.;x=.=y".into();
+        data.provider = "anthropic".into();
+        data.endpoint = "messages".into();
+        let finished = Finished {
+            data,
+            cost: Cost {
+                nano_usd: 45_000,
+                source: PriceSource::CostMap,
+            },
+            ledger_keys: Vec::new(),
+            limit_counts: Vec::new(),
+            ledger_ok: true,
+            unpriced_tool_calls: false,
+            soft_reached: Vec::new(),
+        };
+        let t = Recorded::default();
+        t.gen_ai_request(&finished, 1234);
+        let tags = "gen_ai_operation_name=.=chat;.;gen_ai_provider_name=.=anthropic;.;\
+                    gen_ai_request_model=.=claude-sonnet-4.5_._x_._y;.;";
+        assert_eq!(
+            *t.0.borrow(),
+            vec![
+                format!("gen_ai_client_token_usage.{tags}gen_ai_token_type=.=input;.;=10"),
+                format!("gen_ai_client_token_usage.{tags}gen_ai_token_type=.=output;.;=2"),
+                format!("gen_ai_server_request_duration.{tags}=1234"),
+                format!("gen_ai_client_cost_nano_usd.{tags}+45000"),
+            ]
+        );
+        for (name, tags) in GEN_AI_HISTOGRAMS.iter().chain(GEN_AI_COUNTERS) {
+            assert!(t.0.borrow().iter().any(|e| e.starts_with(name)), "{name}");
+            assert!(tags.len() >= 3);
+        }
+        assert_eq!(operation_name("completions"), "text_completion");
+        assert_eq!(operation_name("embeddings"), "embeddings");
+        assert_eq!(tag_value(&"é".repeat(200)).len(), 128);
     }
 
     #[test]

@@ -10,7 +10,9 @@ use std::sync::Mutex;
 
 use hashbrown::HashMap;
 
-use crate::core::exchange::telemetry::{Telemetry, COUNTERS, HISTOGRAMS, LABELLED_COUNTERS};
+use crate::core::exchange::telemetry::{
+    Telemetry, COUNTERS, GEN_AI_COUNTERS, GEN_AI_HISTOGRAMS, HISTOGRAMS, LABELLED_COUNTERS,
+};
 use crate::native::config::{ConfigHandle, CounterId, HistogramId};
 
 /// The stat ids one config defined, by the core's names.
@@ -19,6 +21,8 @@ pub struct StatIds {
     counters: HashMap<&'static str, CounterId>,
     labelled: HashMap<&'static str, CounterId>,
     histograms: HashMap<&'static str, HistogramId>,
+    tagged_histograms: HashMap<&'static str, HistogramId>,
+    tagged_counters: HashMap<&'static str, CounterId>,
 }
 
 impl StatIds {
@@ -42,6 +46,16 @@ impl StatIds {
                 ids.histograms.insert(name, id);
             }
         }
+        for (name, tags) in GEN_AI_HISTOGRAMS {
+            if let Some(id) = config.define_tagged_histogram(name, tags) {
+                ids.tagged_histograms.insert(name, id);
+            }
+        }
+        for (name, tags) in GEN_AI_COUNTERS {
+            if let Some(id) = config.define_tagged_counter(name, tags) {
+                ids.tagged_counters.insert(name, id);
+            }
+        }
         ids
     }
 }
@@ -54,6 +68,10 @@ pub enum Pending {
     Labelled(&'static str, String, u64),
     /// One histogram sample.
     Sample(&'static str, u64),
+    /// One sample of a tagged histogram, with its tag values in order.
+    TaggedSample(&'static str, Vec<String>, u64),
+    /// `by` on a tagged counter, with its tag values in order.
+    Tagged(&'static str, Vec<String>, u64),
 }
 
 /// Counts collected during one hook.
@@ -77,6 +95,19 @@ impl Telemetry for Collected {
     fn record(&self, name: &'static str, value: u64) {
         self.0.borrow_mut().push(Pending::Sample(name, value));
     }
+
+    fn record_tagged(&self, name: &'static str, tags: &[(&'static str, &str)], value: u64) {
+        let values = tags.iter().map(|(_, v)| v.to_string()).collect();
+        let pending = Pending::TaggedSample(name, values, value);
+        self.0.borrow_mut().push(pending);
+    }
+
+    fn add_tagged(&self, name: &'static str, tags: &[(&'static str, &str)], by: u64) {
+        if by > 0 {
+            let values = tags.iter().map(|(_, v)| v.to_string()).collect();
+            self.0.borrow_mut().push(Pending::Tagged(name, values, by));
+        }
+    }
 }
 
 impl Collected {
@@ -95,6 +126,8 @@ struct TotalsInner {
     counters: HashMap<&'static str, u64>,
     labelled: HashMap<(&'static str, String), u64>,
     samples: Vec<(&'static str, u64)>,
+    tagged: HashMap<(&'static str, Vec<String>), u64>,
+    tagged_samples: Vec<(&'static str, Vec<String>, u64)>,
 }
 
 /// Histogram samples kept between ticks at most (older ones are dropped, not the counts).
@@ -124,6 +157,15 @@ impl Totals {
                         totals.samples.push((name, value));
                     }
                 }
+                Pending::TaggedSample(name, values, value) => {
+                    if totals.tagged_samples.len() < MAX_SAMPLES {
+                        totals.tagged_samples.push((name, values, value));
+                    }
+                }
+                Pending::Tagged(name, values, by) => {
+                    let total = totals.tagged.entry((name, values)).or_insert(0);
+                    *total = total.saturating_add(by);
+                }
             }
         }
     }
@@ -147,6 +189,18 @@ impl Totals {
         for (name, value) in taken.samples {
             if let Some(id) = ids.histograms.get(name) {
                 config.record_histogram(*id, value);
+            }
+        }
+        for ((name, values), by) in taken.tagged {
+            if let Some(id) = ids.tagged_counters.get(name) {
+                let values: Vec<&str> = values.iter().map(String::as_str).collect();
+                config.increment_tagged_counter(*id, &values, by);
+            }
+        }
+        for (name, values, value) in taken.tagged_samples {
+            if let Some(id) = ids.tagged_histograms.get(name) {
+                let values: Vec<&str> = values.iter().map(String::as_str).collect();
+                config.record_tagged_histogram(*id, &values, value);
             }
         }
     }
