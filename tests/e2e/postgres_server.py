@@ -36,7 +36,9 @@ class PostgresServer:
     """One PostgreSQL server; `url(database)` gives a connection URL, `create_database(name)` a
     fresh database on it."""
 
-    def __init__(self, workdir, port=None, fsync=True):
+    def __init__(self, workdir, port=None, fsync=True, tls=None):
+        """`tls`: `(certificate, key)` PEM files; the server then offers TLS (and still plain
+        text: pg_hba is the stock `host … scram-sha-256`)."""
         self.bin = pg_bin_dir()
         self.port = port or free_port()
         self.workdir = Path(workdir)
@@ -54,12 +56,21 @@ class PostgresServer:
         self._run([str(self.bin / "initdb"), "-D", str(self.data / "db"), "-U", PG_USER,
                    f"--pwfile={password_file}", "--auth=scram-sha-256", "-E", "UTF8",
                    "--no-instructions"])
+        tls_options = []
+        if tls:
+            for source, name in zip(tls, ("server.crt", "server.key")):
+                target = self.data / "db" / name
+                shutil.copyfile(source, target)
+                os.chmod(target, 0o600)
+                if self.as_postgres:
+                    os.chown(target, account.pw_uid, account.pw_gid)
+            tls_options = ["-c", "ssl=on", "-c", "ssl_cert_file=server.crt", "-c", "ssl_key_file=server.key"]
         self.log = open(self.workdir / "postgres.log", "ab")
         self.process = subprocess.Popen(
             self._as_owner([str(self.bin / "postgres"), "-D", str(self.data / "db"),
                             "-c", "listen_addresses=127.0.0.1", "-p", str(self.port),
                             "-c", "unix_socket_directories=", "-c", "max_connections=200",
-                            "-c", f"fsync={'on' if fsync else 'off'}"]),
+                            "-c", f"fsync={'on' if fsync else 'off'}", *tls_options]),
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         self._wait_ready()
 

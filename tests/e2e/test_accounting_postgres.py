@@ -2,6 +2,7 @@
 instances sharing one real PostgreSQL server (started on 127.0.0.1 by the test, its own data
 directory). Every loop is bounded in time."""
 
+import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -187,3 +188,65 @@ def test_two_instances_raise_and_deliver_each_alert_once(postgres):
         for server in servers:
             server.stop()
         receiver.stop()
+
+
+def make_certificates(directory, names):
+    """A test CA and a server certificate for `names` (DNS names and IPs), with openssl."""
+    directory.mkdir(parents=True, exist_ok=True)
+    run = lambda *args: subprocess.run(["openssl", *args], cwd=directory, check=True,
+                                       capture_output=True, timeout=60)
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+        "-days", "2", "-subj", "/CN=tollgate test CA")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+        "-subj", "/CN=postgres")
+    (directory / "san.ext").write_text("subjectAltName=" + ",".join(names) + "\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "server.crt", "-days", "2", "-extfile", "san.ext")
+    return directory / "ca.pem", (directory / "server.crt", directory / "server.key")
+
+
+def start_failure(workdir, db, extra_args):
+    """The log of an accounting server that must refuse to start."""
+    try:
+        server = AccountingServer(workdir, db=db, extra_args=extra_args)
+    except RuntimeError as e:
+        return str(e)
+    server.stop()
+    raise AssertionError("the server started")
+
+
+def test_tls_to_postgresql_is_verified_and_used(tmp_path):
+    ca, server_files = make_certificates(tmp_path / "certs", ["IP:127.0.0.1"])
+    other_ca, _ = make_certificates(tmp_path / "other", ["IP:127.0.0.1"])
+    tls_server = PostgresServer(tmp_path / "pg", fsync=False, tls=server_files)
+    try:
+        url = tls_server.create_database("tls") + "?sslmode=require"
+        server = AccountingServer(clean_dir(ROOT / ".run" / "e2e" / "pg-tls"), db=url,
+                                  extra_args=["--db-ca-file", str(ca)])
+        try:
+            assert post_batch(server, [spend_event("t1", 7, ["key:t"])]).json()["accepted"] == 1
+            assert server.report()["events"] == 1
+            rows = tls_server.query("tls", "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a "
+                                           "USING (pid) WHERE a.datname = 'tls' AND a.pid <> pg_backend_pid()")
+            assert rows and all(ssl for (ssl,) in rows), rows
+            log = (server.workdir / "accounting.log").read_text()
+            assert "/tls (TLS)" in log and "e2e-postgres-password" not in log
+        finally:
+            server.stop()
+        # A certificate that does not chain to the given roots, or to the Mozilla roots, is refused.
+        refused = start_failure(clean_dir(ROOT / ".run" / "e2e" / "pg-tls-other"), url,
+                                ["--db-ca-file", str(other_ca)])
+        assert "certificate" in refused.lower(), refused
+        refused = start_failure(clean_dir(ROOT / ".run" / "e2e" / "pg-tls-mozilla"), url, [])
+        assert "certificate" in refused.lower(), refused
+        # The name is verified too: the certificate names 127.0.0.1, not localhost (which
+        # reaches the same server).
+        refused = start_failure(clean_dir(ROOT / ".run" / "e2e" / "pg-tls-name"),
+                                url.replace("@127.0.0.1:", "@localhost:"), ["--db-ca-file", str(ca)])
+        assert "NotValidForName" in refused or "name" in refused.lower(), refused
+        # Roots without TLS asked for are a mistake, said at start.
+        refused = start_failure(clean_dir(ROOT / ".run" / "e2e" / "pg-tls-plain"),
+                                url.replace("?sslmode=require", ""), ["--db-ca-file", str(ca)])
+        assert "sslmode=require" in refused, refused
+    finally:
+        tls_server.stop()

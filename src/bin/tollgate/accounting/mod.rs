@@ -53,6 +53,10 @@ struct Args {
     /// PostgreSQL connections this instance keeps at most.
     #[arg(long, default_value_t = 8)]
     db_pool_size: u32,
+    /// PEM certificates the PostgreSQL server's must chain to, with `sslmode=require` in --db
+    /// (the server's name is verified too); without it, the Mozilla roots.
+    #[arg(long)]
+    db_ca_file: Option<String>,
     /// File with the writers' bearer tokens (the filters), one per line.
     #[arg(long)]
     writer_token_file: Option<String>,
@@ -191,7 +195,11 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
         Some(Tokens::new(&writers, &readers))
     };
     let alerting = std::sync::Arc::new(alerting_of(&args)?);
-    let store = store::open(&args.db, args.db_pool_size, &alerting)?;
+    let options = store::DbOptions {
+        pool_size: args.db_pool_size,
+        ca_file: args.db_ca_file.clone(),
+    };
+    let store = store::open(&args.db, &options, &alerting)?;
     let metrics = std::sync::Arc::new(Metrics::new());
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let deliveries = (!alerting.webhooks.is_empty()).then(|| {

@@ -228,16 +228,25 @@ pub fn is_postgres_url(db: &str) -> bool {
             .any(|key| lower.starts_with(key) || lower.contains(&format!(" {key}")))
 }
 
-/// Opens the store `db` names: a PostgreSQL URL (pool of `pool_size` connections, migrations
-/// applied) or a SQLite file path.
+/// How to use a PostgreSQL database (SQLite ignores these).
+#[derive(Debug, Clone, Default)]
+pub struct DbOptions {
+    /// Connections kept at most.
+    pub pool_size: u32,
+    /// PEM roots the server's certificate must chain to (`sslmode=require`).
+    pub ca_file: Option<String>,
+}
+
+/// Opens the store `db` names: a PostgreSQL URL (a pool as `options` say, migrations applied)
+/// or a SQLite file path.
 pub fn open(
     db: &str,
-    pool_size: u32,
+    options: &DbOptions,
     alerting: &Alerting,
 ) -> Result<std::sync::Arc<dyn SpendStore>, String> {
     if is_postgres_url(db) {
         Ok(std::sync::Arc::new(PostgresStore::open(
-            db, pool_size, alerting,
+            db, options, alerting,
         )?))
     } else {
         Ok(std::sync::Arc::new(SqliteStore::open(db, alerting)?))

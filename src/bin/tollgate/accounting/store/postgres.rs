@@ -100,14 +100,18 @@ fn is_retryable(e: &postgres::Error) -> bool {
 
 impl PostgresStore {
     /// Connects to `db` with a pool of `pool_size` connections and applies the migrations.
-    pub fn open(db: &str, pool_size: u32, alerting: &Alerting) -> Result<PostgresStore, String> {
-        let config = postgres_connect::parse(db)?;
-        let mut client = postgres_connect::first_connection(&config)?;
+    pub fn open(
+        db: &str,
+        options: &super::DbOptions,
+        alerting: &Alerting,
+    ) -> Result<PostgresStore, String> {
+        let target = postgres_connect::parse(db, options.ca_file.as_deref())?;
+        let mut client = postgres_connect::first_connection(&target)?;
         postgres_connect::check_encoding(&mut client)?;
         migrate(&mut client)?;
         drop(client);
         Ok(PostgresStore {
-            pool: Some(postgres_connect::pool(config, pool_size)),
+            pool: Some(postgres_connect::pool(target, options.pool_size)),
             percents: alerting.percents.clone(),
             webhooks: alerting.webhook_ids(),
         })
@@ -115,7 +119,7 @@ impl PostgresStore {
 
     /// The database, for log lines (no password).
     pub fn describe(db: &str) -> String {
-        postgres_connect::parse(db)
+        postgres_connect::parse_config(db)
             .map_or_else(|_| "postgres://…".into(), |c| postgres_connect::display(&c))
     }
 
