@@ -109,3 +109,22 @@ def test_the_grafana_dashboard_queries_only_series_the_filter_exports():
              "gen_ai_client_cost_nano_usd", "gen_ai_token_type", "gen_ai_request_model",
              "gen_ai_provider_name", "gen_ai_operation_name"}
     assert names and names <= known, names - known
+
+
+def test_model_names_a_client_makes_up_under_a_wildcard_add_no_series(gateway):
+    """Under `anthropic/*` the client names the model: made-up names are labelled with the
+    deployment's public name, so a key holder cannot grow the metric set (a model of the cost
+    map keeps its own name)."""
+    for i in range(6):
+        r = gateway.request("POST", "/v1/messages", {"x-api-key": KEYS["anthropic_wild"],
+                                                     "anthropic-version": "2023-06-01"},
+                            chat(f"anthropic/made-up-{i}-{'x' * 40}", max_tokens=16))
+        assert r.status == 200, r
+    wildcard = ('gen_ai_operation_name="chat",gen_ai_provider_name="anthropic",'
+                'gen_ai_request_model="anthropic/*"')
+    text = wait_until(lambda: (lambda t: t if series(t, "gen_ai_server_request_duration_count", wildcard) == 6
+                               else None)(prometheus(gateway)), timeout=30, interval=0.5,
+                      message="six requests under the wildcard's name")
+    assert "made-up" not in text
+    models = set(re.findall(r'gen_ai_request_model="([^"]*)"', text))
+    assert models <= {"gpt-4o", "claude-sonnet-4-6", "anthropic/*"}, models

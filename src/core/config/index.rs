@@ -395,6 +395,18 @@ impl Policy {
         self.deployments.get(id as usize)
     }
 
+    /// The model name metrics carry for a request that reached `resolved` on `deployment`:
+    /// `resolved` when this config names it (an exact deployment, or a model of the cost map),
+    /// else the deployment's public name (`anthropic/*`). Under a wildcard the client picks the
+    /// model name, and made-up names must not become new metric series.
+    pub fn metric_model<'a>(&'a self, resolved: &'a str, deployment: DeploymentId) -> &'a str {
+        if self.exact_deployments.contains_key(resolved) || self.cost_map.get(resolved).is_some() {
+            return resolved;
+        }
+        self.deployment(deployment)
+            .map_or("other", |d| d.model_name.as_str())
+    }
+
     /// The access-group id of a name.
     pub fn group_id(&self, name: &str) -> Option<GroupId> {
         self.group_index.get(name).copied()

@@ -438,7 +438,12 @@ impl Exchange {
         }
         let finished = forwarded.finish(host, &policy, self.version.debug);
         let duration_ms = host.now_ms().saturating_sub(self.started_ms);
-        host.telemetry().gen_ai_request(&finished, duration_ms);
+        let model = policy.metric_model(
+            &finished.data.resolved_model,
+            forwarded.settlement().deployment,
+        );
+        host.telemetry()
+            .gen_ai_request(&finished, model, duration_ms);
         if self.logs_access() {
             let mut line = forwarded_line(&finished.data);
             append_rate_fields(&mut line, &forwarded.settlement().rate_view);

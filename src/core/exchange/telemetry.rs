@@ -94,10 +94,11 @@ pub trait Telemetry {
     /// A finished request under the OpenTelemetry GenAI semantic-convention names (what Envoy
     /// AI Gateway and agentgateway export): token usage by type, the request's duration
     /// (milliseconds: Envoy histograms hold whole numbers) and its cost (nano-dollars), each
-    /// by operation, provider and the model reached after aliases (bounded by the config).
-    fn gen_ai_request(&self, finished: &Finished, duration_ms: u64) {
+    /// by operation, provider and `model` (the config's name of the model reached:
+    /// [`crate::core::config::index::Policy::metric_model`], so the series are bounded by it).
+    fn gen_ai_request(&self, finished: &Finished, model: &str, duration_ms: u64) {
         let data = &finished.data;
-        let model = tag_value(&data.resolved_model);
+        let model = tag_value(model);
         let provider = tag_value(&data.provider);
         let operation = operation_name(&data.endpoint);
         let tags = [
@@ -180,6 +181,7 @@ pub const COUNTERS: &[&str] = &[
     "tollgate_spend_polls_failed",
     "tollgate_config_accepted",
     "tollgate_config_rejected",
+    "tollgate_metric_samples_dropped",
 ];
 
 /// Every labelled counter: its prefix (the Wasm filter's stat is prefix + label) and the name
@@ -248,14 +250,14 @@ pub fn operation_name(endpoint: &str) -> &str {
 }
 
 /// A tag value as both forms show it: at most 128 bytes of ASCII letters, digits and
-/// `. - _ / : @`, anything else `_` (model names keep their dots and slashes; nothing can
-/// break the Wasm form's tag encoding).
+/// `. - _ / : @ *`, anything else `_` (model names keep their dots and slashes, a wildcard
+/// deployment's name its `*`; nothing can break the Wasm form's tag encoding).
 pub fn tag_value(value: &str) -> String {
     value
         .chars()
         .take(128)
         .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '/' | ':' | '@') {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '/' | ':' | '@' | '*') {
                 c
             } else {
                 '_'
@@ -380,7 +382,7 @@ mod tests {
             soft_reached: Vec::new(),
         };
         let t = Recorded::default();
-        t.gen_ai_request(&finished, 1234);
+        t.gen_ai_request(&finished, &finished.data.resolved_model, 1234);
         let tags = "gen_ai_operation_name=.=chat;.;gen_ai_provider_name=.=anthropic;.;\
                     gen_ai_request_model=.=claude-sonnet-4.5_._x_._y;.;";
         assert_eq!(

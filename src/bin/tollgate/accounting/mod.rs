@@ -84,11 +84,13 @@ struct Args {
     #[arg(long)]
     alert_webhook_file: Option<String>,
     /// Keep events this many whole UTC days; older ones are folded into daily rollups and
-    /// deleted (totals, grouped reports and budget windows unchanged). Unset: keep all.
+    /// deleted. Totals, budget windows and grouped reports stay the same, except that a from/to
+    /// inside a pruned day counts that whole day. Enable it once every instance on the database
+    /// runs this version. Unset: keep all.
     #[arg(long, env = "TOLLGATE_ACCOUNTING_RETAIN_DAYS", value_parser = clap::value_parser!(u32).range(1..=36_600))]
     retain_days: Option<u32>,
-    /// How often retention runs (it also runs once at start).
-    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    /// How often retention runs (it also runs once at start), at most weekly.
+    #[arg(long, env = "TOLLGATE_ACCOUNTING_PRUNE_EVERY_SECONDS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=604_800))]
     prune_every_seconds: u64,
 }
 

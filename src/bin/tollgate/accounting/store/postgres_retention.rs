@@ -19,16 +19,41 @@ pub const PRUNE_LOCK: i64 = 0x0074_6770_7275_6e65;
 /// deletes them.
 pub fn prune(client: &mut Client, before: i64, limit: usize) -> Result<Pruned, postgres::Error> {
     let mut tx = client.transaction()?;
-    tx.batch_execute("SET LOCAL statement_timeout = '30s'")?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PRUNE_LOCK])?;
+    tx.batch_execute("SET LOCAL statement_timeout = '10s'")?;
+    // The candidates are found before the lock is taken, each kind of row on its own index, so
+    // batches wait only for the fold itself (a scan under the lock held every batch of the fleet
+    // for as long as the planner's choice took). Rows without `ended_at` come from binaries
+    // older than migration 2.
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut candidates: Vec<String> = tx
+        .query(
+            "SELECT id FROM events WHERE ended_at < $1 LIMIT $2",
+            &[&before, &limit],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let rest = limit.saturating_sub(i64::try_from(candidates.len()).unwrap_or(i64::MAX));
+    if rest > 0 {
+        let unended = tx.query(
+            "SELECT id FROM events WHERE ended_at IS NULL AND received_at < $1 LIMIT $2",
+            &[&before, &rest],
+        )?;
+        candidates.extend(unended.iter().map(|r| r.get::<_, String>(0)));
+    }
+    if candidates.is_empty() {
+        tx.commit()?;
+        return Ok(Pruned::default());
+    }
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PRUNE_LOCK])?;
+    // Under the lock, by primary key: what another instance pruned meanwhile is gone.
     let rows = tx.query(
         "SELECT id, COALESCE(ended_at, received_at), key_hash, key_alias, team_id, user_id,
             end_user, resolved_model, deployment, provider, status, prompt_tokens,
             completion_tokens, cost_nano_usd, estimated
-         FROM events WHERE ended_at < $1 OR (ended_at IS NULL AND received_at < $1)
-         ORDER BY id LIMIT $2 FOR UPDATE",
-        &[&before, &limit],
+         FROM events WHERE id = ANY($1) AND COALESCE(ended_at, received_at) < $2
+         ORDER BY id FOR UPDATE",
+        &[&candidates, &before],
     )?;
     let mut events: Vec<StoredEvent> = rows
         .iter()

@@ -75,23 +75,24 @@ pub enum Dialect {
 }
 
 impl Dialect {
-    fn column(self, dimension: Dimension) -> &'static str {
+    fn column(self, dimension: Dimension, side: Side) -> String {
         match (dimension, self) {
-            (Dimension::Key, _) => "COALESCE(e.key_alias, e.key_hash)",
-            (Dimension::Team, _) => "e.team_id",
-            (Dimension::User, _) => "e.user_id",
-            (Dimension::EndUser, _) => "e.end_user",
-            (Dimension::Model, _) => "e.resolved_model",
-            (Dimension::Deployment, _) => "e.deployment",
-            (Dimension::Provider, _) => "e.provider",
-            (Dimension::Status, _) => "e.status",
-            (Dimension::Tag, _) => "t.tag",
+            (Dimension::Key, _) => "COALESCE(e.key_alias, e.key_hash)".into(),
+            (Dimension::Team, _) => "e.team_id".into(),
+            (Dimension::User, _) => "e.user_id".into(),
+            (Dimension::EndUser, _) => "e.end_user".into(),
+            (Dimension::Model, _) => "e.resolved_model".into(),
+            (Dimension::Deployment, _) => "e.deployment".into(),
+            (Dimension::Provider, _) => "e.provider".into(),
+            (Dimension::Status, _) => "e.status".into(),
+            (Dimension::Tag, _) => "t.tag".into(),
             (Dimension::Day, Dialect::Sqlite | Dialect::SqliteTotal) => {
-                "strftime('%Y-%m-%d', e.at, 'unixepoch')"
+                format!("strftime('%Y-%m-%d', {}, 'unixepoch')", side.at())
             }
-            (Dimension::Day, Dialect::Postgres) => {
-                "to_char(to_timestamp(e.at) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
-            }
+            (Dimension::Day, Dialect::Postgres) => format!(
+                "to_char(to_timestamp({}) AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+                side.at()
+            ),
         }
     }
 
@@ -114,21 +115,57 @@ impl Dialect {
     }
 }
 
-/// The rows the report reads: the events stored, and the rollups retention folded pruned events
-/// into (one row standing for `requests` events). `kind` tells them apart, as their tags live in
-/// tables of their own; events that carry no `ended_at` (written by a binary older than it)
-/// count at `received_at`.
-const SPEND_ROWS: &str = "(SELECT 'e' AS kind, id, key_hash, key_alias, team_id, user_id, \
-    end_user, resolved_model, deployment, provider, status, COALESCE(ended_at, received_at) AS at, \
-    1 AS requests, prompt_tokens, completion_tokens, cost_nano_usd, \
-    CASE WHEN estimated THEN 1 ELSE 0 END AS estimated FROM events \
-    UNION ALL SELECT 'r', id, key_hash, key_alias, team_id, user_id, end_user, resolved_model, \
-    deployment, provider, status, day_start, requests, prompt_tokens, completion_tokens, \
-    cost_nano_usd, estimated FROM event_rollups) e";
+/// One of the two sets the report reads: the events stored, and the daily rollups retention
+/// folded pruned events into (a row standing for `requests` events). Each is grouped with its
+/// own tag table, then the two are summed: joining tags over a union of both would hide the
+/// tag tables' indexes from the planner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// `events`.
+    Events,
+    /// `event_rollups`.
+    Rollups,
+}
 
-/// The tags of [`SPEND_ROWS`], keyed by `(kind, id)`.
-const SPEND_TAGS: &str = "(SELECT 'e' AS kind, event_id AS id, tag FROM event_tags \
-    UNION ALL SELECT 'r', rollup_id, tag FROM rollup_tags)";
+impl Side {
+    fn table(self) -> &'static str {
+        match self {
+            Side::Events => "events",
+            Side::Rollups => "event_rollups",
+        }
+    }
+
+    /// When a row's requests ended: events that carry no `ended_at` (written by a binary older
+    /// than it) count at `received_at`; a rollup at the start of its day.
+    fn at(self) -> &'static str {
+        match self {
+            Side::Events => "COALESCE(e.ended_at, e.received_at)",
+            Side::Rollups => "e.day_start",
+        }
+    }
+
+    /// Its tag table and the column naming the row.
+    fn tags(self) -> (&'static str, &'static str) {
+        match self {
+            Side::Events => ("event_tags", "event_id"),
+            Side::Rollups => ("rollup_tags", "rollup_id"),
+        }
+    }
+
+    fn requests(self) -> &'static str {
+        match self {
+            Side::Events => "1",
+            Side::Rollups => "e.requests",
+        }
+    }
+
+    fn estimated(self) -> &'static str {
+        match self {
+            Side::Events => "CASE WHEN e.estimated THEN 1 ELSE 0 END",
+            Side::Rollups => "e.estimated",
+        }
+    }
+}
 
 /// The answer's format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -281,57 +318,85 @@ impl ReportQuery {
         }
     }
 
-    /// The SQL of this report for `dialect`, with its parameters in order.
+    /// The SQL of this report for `dialect`, with its parameters in order (each bound once and
+    /// used by both sides).
     pub fn sql(&self, dialect: Dialect) -> (String, Vec<Param>) {
         let mut params = Vec::new();
-        let bind = |param: Param, params: &mut Vec<Param>| {
+        let mut bind = |param: Param| {
             params.push(param);
             dialect.placeholder(params.len())
         };
-        let group = dialect.column(self.group_by);
-        let mut sql = format!(
-            "SELECT COALESCE({group}, '-'), {}, {}, {}, {}, {} FROM {SPEND_ROWS}",
-            dialect.sum("e.requests"),
-            dialect.sum("e.prompt_tokens"),
-            dialect.sum("e.completion_tokens"),
-            dialect.sum("e.cost_nano_usd"),
-            dialect.sum("e.estimated")
-        );
-        if self.group_by == Dimension::Tag {
-            let _ = write!(
-                sql,
-                " LEFT JOIN {SPEND_TAGS} t ON t.kind = e.kind AND t.id = e.id"
-            );
-        }
-        let mut conditions = Vec::new();
-        for (dimension, value) in &self.filters {
-            let at = bind(Param::Text(value.clone()), &mut params);
-            conditions.push(match dimension {
-                Dimension::Tag => format!(
-                    "EXISTS (SELECT 1 FROM {SPEND_TAGS} f \
-                     WHERE f.kind = e.kind AND f.id = e.id AND f.tag = {at})"
-                ),
-                other => format!("{} = {at}", dialect.column(*other)),
-            });
-        }
-        if let Some(from) = self.from {
-            let at = bind(Param::Int(from), &mut params);
-            conditions.push(format!("e.at >= {at}"));
-        }
-        if let Some(to) = self.to {
-            let at = bind(Param::Int(to), &mut params);
-            conditions.push(format!("e.at < {at}"));
-        }
-        if !conditions.is_empty() {
-            let _ = write!(sql, " WHERE {}", conditions.join(" AND "));
-        }
+        let filters: Vec<(Dimension, String)> = self
+            .filters
+            .iter()
+            .map(|(dimension, value)| (*dimension, bind(Param::Text(value.clone()))))
+            .collect();
+        let from = self.from.map(|from| bind(Param::Int(from)));
+        let to = self.to.map(|to| bind(Param::Int(to)));
+        let [events, rollups] = [Side::Events, Side::Rollups]
+            .map(|side| self.side_sql(dialect, side, &filters, from.as_deref(), to.as_deref()));
         let order = if self.group_by == Dimension::Day {
             "1"
         } else {
             "5 DESC, 1"
         };
-        let _ = write!(sql, " GROUP BY 1 ORDER BY {order} LIMIT {}", MAX_GROUPS + 1);
+        let sql = format!(
+            "SELECT g.name, {}, {}, {}, {}, {} FROM ({events} UNION ALL {rollups}) g \
+             GROUP BY g.name ORDER BY {order} LIMIT {}",
+            dialect.sum("g.requests"),
+            dialect.sum("g.prompt_tokens"),
+            dialect.sum("g.completion_tokens"),
+            dialect.sum("g.cost_nano_usd"),
+            dialect.sum("g.estimated"),
+            MAX_GROUPS + 1
+        );
         (sql, params)
+    }
+
+    /// One side's groups, filtered (placeholders already bound).
+    fn side_sql(
+        &self,
+        dialect: Dialect,
+        side: Side,
+        filters: &[(Dimension, String)],
+        from: Option<&str>,
+        to: Option<&str>,
+    ) -> String {
+        let (tags, tagged) = side.tags();
+        let mut sql = format!(
+            "SELECT COALESCE({}, '-') AS name, {} AS requests, {} AS prompt_tokens, \
+             {} AS completion_tokens, {} AS cost_nano_usd, {} AS estimated FROM {} e",
+            dialect.column(self.group_by, side),
+            dialect.sum(side.requests()),
+            dialect.sum("e.prompt_tokens"),
+            dialect.sum("e.completion_tokens"),
+            dialect.sum("e.cost_nano_usd"),
+            dialect.sum(side.estimated()),
+            side.table()
+        );
+        if self.group_by == Dimension::Tag {
+            let _ = write!(sql, " LEFT JOIN {tags} t ON t.{tagged} = e.id");
+        }
+        let mut conditions = Vec::new();
+        for (dimension, at) in filters {
+            conditions.push(match dimension {
+                Dimension::Tag => format!(
+                    "EXISTS (SELECT 1 FROM {tags} f WHERE f.{tagged} = e.id AND f.tag = {at})"
+                ),
+                other => format!("{} = {at}", dialect.column(*other, side)),
+            });
+        }
+        if let Some(from) = from {
+            conditions.push(format!("{} >= {from}", side.at()));
+        }
+        if let Some(to) = to {
+            conditions.push(format!("{} < {to}", side.at()));
+        }
+        if !conditions.is_empty() {
+            let _ = write!(sql, " WHERE {}", conditions.join(" AND "));
+        }
+        sql.push_str(" GROUP BY 1");
+        sql
     }
 
     /// The answer's body and content type.
@@ -430,13 +495,20 @@ mod tests {
         assert_eq!(query.group_by, Dimension::Tag);
         assert_eq!(query.from, Some(1_796_083_200));
         let (sql, params) = query.sql(Dialect::Postgres);
-        assert!(sql.contains("LEFT JOIN (SELECT 'e' AS kind"), "{sql}");
+        assert!(
+            sql.contains("LEFT JOIN event_tags t ON t.event_id = e.id"),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("LEFT JOIN rollup_tags t ON t.rollup_id = e.id"),
+            "{sql}"
+        );
         assert!(
             sql.contains("e.team_id = $1") && sql.contains("f.tag = $2"),
             "{sql}"
         );
         assert!(
-            sql.contains("e.at >= $3") && sql.contains("e.at < $4"),
+            sql.contains("received_at) >= $3") && sql.contains("e.day_start < $4"),
             "{sql}"
         );
         assert_eq!(

@@ -1,6 +1,7 @@
 //! Retention (`--retain-days N`): events that ended before the start of the UTC day N days ago
-//! are folded into per-day rollups and deleted, a chunk per transaction, so the stored events
-//! stop growing without changing any total.
+//! are folded into per-day rollups and deleted, a chunk per transaction, so the stored event
+//! records stay within N days without changing any total. (The rollups grow with the distinct
+//! days and dimensions, the kept ids with the events.)
 //!
 //! - The report reads events and rollups as one set: a rollup is one row per day and per
 //!   combination of key, team, user, end user, model, deployment, provider, status and tags,
@@ -51,6 +52,7 @@ CREATE TABLE IF NOT EXISTS rollup_tags (
     PRIMARY KEY (tag, rollup_id)
 );
 CREATE INDEX IF NOT EXISTS rollup_tags_rollup ON rollup_tags (rollup_id);
+CREATE INDEX IF NOT EXISTS events_unended ON events (received_at) WHERE ended_at IS NULL;
 CREATE TABLE IF NOT EXISTS pruned_events (
     id TEXT PRIMARY KEY,
     ended_at BIGINT NOT NULL
@@ -223,7 +225,9 @@ pub fn spawn(
         while !stop.load(Ordering::Relaxed) {
             if Instant::now() >= next {
                 round(store.as_ref(), days, &metrics, &stop);
-                next = Instant::now() + every;
+                next = Instant::now()
+                    .checked_add(every)
+                    .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
             }
             std::thread::sleep(Duration::from_millis(200).min(every));
         }

@@ -1,5 +1,6 @@
 //! Retention in the SQLite store: one chunk of old events folded into rollups and deleted, in
-//! one transaction on the writer connection (so no batch is stored while it runs).
+//! one transaction on the writer connection (so no batch is stored while it runs). Every row
+//! has `ended_at` here: the migration that added it filled it, and one process writes the file.
 
 use rusqlite::{params, Connection};
 
@@ -14,8 +15,7 @@ pub fn prune(db: &mut Connection, before: i64, limit: usize) -> rusqlite::Result
             "SELECT id, COALESCE(ended_at, received_at), key_hash, key_alias, team_id, user_id,
                 end_user, resolved_model, deployment, provider, status, prompt_tokens,
                 completion_tokens, cost_nano_usd, estimated
-             FROM events WHERE ended_at < ?1 OR (ended_at IS NULL AND received_at < ?1)
-             LIMIT ?2",
+             FROM events WHERE ended_at < ?1 LIMIT ?2",
         )?;
         let rows = select.query_map(
             params![before, i64::try_from(limit).unwrap_or(i64::MAX)],
