@@ -53,8 +53,9 @@ struct Args {
     /// PostgreSQL connections this instance keeps at most.
     #[arg(long, default_value_t = 8)]
     db_pool_size: u32,
-    /// PEM certificates the PostgreSQL server's must chain to, with `sslmode=require` in --db
-    /// (the server's name is verified too); without it, the Mozilla roots.
+    /// A PEM file of the CA certificates the PostgreSQL server's certificate must chain to,
+    /// with `sslmode=require` in --db (the server's name is verified too); without it, the
+    /// Mozilla roots.
     #[arg(long)]
     db_ca_file: Option<String>,
     /// File with the writers' bearer tokens (the filters), one per line.
