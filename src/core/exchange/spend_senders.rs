@@ -179,7 +179,7 @@ impl SpendSenders {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
@@ -261,7 +261,7 @@ mod tests {
         }
     }
 
-    fn finished(user: &str) -> Finished {
+    pub(crate) fn finished(user: &str) -> Finished {
         Finished {
             data: SpendData {
                 end_user: Some(user.into()),

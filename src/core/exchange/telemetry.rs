@@ -363,24 +363,11 @@ mod tests {
 
     #[test]
     fn a_finished_request_speaks_the_gen_ai_conventions() {
-        use crate::core::money::cost::{Cost, PriceSource};
-        use crate::core::spend::event::tests::sample_data;
-        let mut data = sample_data();
-        data.resolved_model = "claude-sonnet-4.5;.;x=.=y".into();
-        data.provider = "anthropic".into();
-        data.endpoint = "messages".into();
-        let finished = Finished {
-            data,
-            cost: Cost {
-                nano_usd: 45_000,
-                source: PriceSource::CostMap,
-            },
-            ledger_keys: Vec::new(),
-            limit_counts: Vec::new(),
-            ledger_ok: true,
-            unpriced_tool_calls: false,
-            soft_reached: Vec::new(),
-        };
+        let mut finished = crate::core::exchange::spend_senders::tests::finished("u");
+        finished.data.resolved_model = "claude-sonnet-4.5;.;x=.=y".into();
+        finished.data.provider = "anthropic".into();
+        finished.data.endpoint = "messages".into();
+        finished.cost.nano_usd = 45_000;
         let t = Recorded::default();
         t.gen_ai_request(&finished, &finished.data.resolved_model, 1234);
         let tags = "gen_ai_operation_name=.=chat;.;gen_ai_provider_name=.=anthropic;.;\

@@ -10,7 +10,7 @@
 
 use postgres::{Client, Transaction};
 
-use super::retention::{roll_up, saturating_adds, Dims, Pruned, StoredEvent};
+use super::retention::{roll_up, saturating_adds, Dims, Pruned, StoredEvent, STORED_EVENT_COLUMNS};
 
 /// The advisory-lock key batches take shared and prunes exclusive ("tgprune" in hex).
 pub const PRUNE_LOCK: i64 = 0x0074_6770_7275_6e65;
@@ -48,11 +48,10 @@ pub fn prune(client: &mut Client, before: i64, limit: usize) -> Result<Pruned, p
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PRUNE_LOCK])?;
     // Under the lock, by primary key: what another instance pruned meanwhile is gone.
     let rows = tx.query(
-        "SELECT id, COALESCE(ended_at, received_at), key_hash, key_alias, team_id, user_id,
-            end_user, resolved_model, deployment, provider, status, prompt_tokens,
-            completion_tokens, cost_nano_usd, estimated
-         FROM events WHERE id = ANY($1) AND COALESCE(ended_at, received_at) < $2
-         ORDER BY id FOR UPDATE",
+        &format!(
+            "SELECT {STORED_EVENT_COLUMNS} FROM events
+             WHERE id = ANY($1) AND COALESCE(ended_at, received_at) < $2 ORDER BY id FOR UPDATE"
+        ),
         &[&candidates, &before],
     )?;
     let mut events: Vec<StoredEvent> = rows

@@ -59,6 +59,11 @@ CREATE TABLE IF NOT EXISTS pruned_events (
 );
 ";
 
+/// The columns of an event pruning reads, in [`StoredEvent`]'s order (both stores).
+pub const STORED_EVENT_COLUMNS: &str = "id, COALESCE(ended_at, received_at), key_hash, key_alias, \
+    team_id, user_id, end_user, resolved_model, deployment, provider, status, prompt_tokens, \
+    completion_tokens, cost_nano_usd, estimated";
+
 /// Events stored in all (those kept and those pruned), and of them pruned.
 pub const COUNTS_SQL: &str = "SELECT CAST((SELECT COUNT(*) FROM events) + \
     (SELECT COALESCE(SUM(requests), 0) FROM event_rollups) AS BIGINT), \

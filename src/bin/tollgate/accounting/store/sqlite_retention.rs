@@ -4,19 +4,16 @@
 
 use rusqlite::{params, Connection};
 
-use super::retention::{roll_up, saturating_adds, Dims, Pruned, StoredEvent};
+use super::retention::{roll_up, saturating_adds, Dims, Pruned, StoredEvent, STORED_EVENT_COLUMNS};
 
 /// Folds up to `limit` events that ended before `before` into rollups, keeps their ids, and
 /// deletes them.
 pub fn prune(db: &mut Connection, before: i64, limit: usize) -> rusqlite::Result<Pruned> {
     let tx = db.transaction()?;
     let mut events = {
-        let mut select = tx.prepare_cached(
-            "SELECT id, COALESCE(ended_at, received_at), key_hash, key_alias, team_id, user_id,
-                end_user, resolved_model, deployment, provider, status, prompt_tokens,
-                completion_tokens, cost_nano_usd, estimated
-             FROM events WHERE ended_at < ?1 LIMIT ?2",
-        )?;
+        let mut select = tx.prepare_cached(&format!(
+            "SELECT {STORED_EVENT_COLUMNS} FROM events WHERE ended_at < ?1 LIMIT ?2"
+        ))?;
         let rows = select.query_map(
             params![before, i64::try_from(limit).unwrap_or(i64::MAX)],
             |r| {
